@@ -1,0 +1,1 @@
+//! owsu-aggregator

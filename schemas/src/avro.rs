@@ -1,0 +1,542 @@
+//! Avro single-object encoding (`C3 01` + 8-byte little-endian CRC-64-AVRO fingerprint + body).
+//!
+//! Every schema version ever published is compiled in from `schemas/avro/*.avsc`. The decoder
+//! picks the writer schema by the fingerprint in the message and resolves the body to the
+//! reader's schema (the latest version of that record), so any producer version can talk to
+//! any consumer version. Encoding always uses the latest version. Readers and writers are
+//! built once per schema and reused: re-resolving a schema per message is apache-avro's slow
+//! path (apache/avro-rs#310).
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use apache_avro::rabin::Rabin;
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::types::Value;
+use apache_avro::writer::datum::GenericDatumWriter;
+use apache_avro::Schema;
+use uuid::Uuid;
+
+use crate::record::{
+    ComplaintEvent, ComplaintStage, Event, RecordKind, ServiceEvent, ServiceStage, UnitDayClosed,
+};
+use crate::time::{date_to_epoch_day, epoch_day_to_date};
+
+/// Marker of Avro single-object encoding.
+pub const MAGIC: [u8; 2] = [0xC3, 0x01];
+const HEADER_LEN: usize = 10;
+
+/// One `.avsc` file: every version stays here forever, newest last per kind.
+pub struct SchemaFile {
+    pub kind: RecordKind,
+    pub version: u32,
+    pub file_name: &'static str,
+    pub json: &'static str,
+}
+
+/// All published schema versions. Adding a version: add the file here, keep it compatible both
+/// ways (new fields optional with defaults), and the tests in this module check it.
+pub const SCHEMA_FILES: &[SchemaFile] = &[
+    SchemaFile {
+        kind: RecordKind::Service,
+        version: 1,
+        file_name: "service_event.v1.avsc",
+        json: include_str!("../avro/service_event.v1.avsc"),
+    },
+    SchemaFile {
+        kind: RecordKind::Service,
+        version: 2,
+        file_name: "service_event.v2.avsc",
+        json: include_str!("../avro/service_event.v2.avsc"),
+    },
+    SchemaFile {
+        kind: RecordKind::Complaint,
+        version: 1,
+        file_name: "complaint_event.v1.avsc",
+        json: include_str!("../avro/complaint_event.v1.avsc"),
+    },
+    SchemaFile {
+        kind: RecordKind::UnitDay,
+        version: 1,
+        file_name: "unit_day_closed.v1.avsc",
+        json: include_str!("../avro/unit_day_closed.v1.avsc"),
+    },
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("message of {len} bytes is too short for Avro single-object encoding (needs at least {HEADER_LEN})")]
+    TooShort { len: usize },
+    #[error("not Avro single-object encoding: first bytes are {found:02X?}, expected C3 01")]
+    BadMagic { found: [u8; 2] },
+    #[error("unknown writer schema: fingerprint {fingerprint} is not one of the schema versions in schemas/avro/")]
+    UnknownSchema { fingerprint: String },
+    #[error("{kind} v{version} body does not decode: {detail}")]
+    Body { kind: &'static str, version: u32, detail: String },
+    #[error("field `{field}`: {problem}")]
+    Field { field: &'static str, problem: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error("{kind} does not encode against its schema: {detail}")]
+    Avro { kind: &'static str, detail: String },
+    #[error("no schema version {version} for {kind}")]
+    NoSuchVersion { kind: &'static str, version: u32 },
+}
+
+/// A parsed schema with its fingerprint.
+pub struct KnownSchema {
+    pub file: &'static SchemaFile,
+    pub schema: &'static Schema,
+    pub fingerprint: [u8; 8],
+}
+
+/// Parsed schemas, one resolved reader per writer version, one writer per version.
+pub struct SchemaSet {
+    pub known: Vec<KnownSchema>,
+    readers: HashMap<[u8; 8], (usize, GenericDatumReader<'static>)>,
+    writers: Vec<GenericDatumWriter<'static>>,
+}
+
+impl SchemaSet {
+    fn build() -> Self {
+        let known: Vec<KnownSchema> = SCHEMA_FILES
+            .iter()
+            .map(|file| {
+                let schema = Schema::parse_str(file.json)
+                    .unwrap_or_else(|e| panic!("schemas/avro/{} does not parse: {e}", file.file_name));
+                // Schemas live for the whole process; leaking them lets readers borrow them.
+                let schema: &'static Schema = Box::leak(Box::new(schema));
+                let fp = schema.fingerprint::<Rabin>();
+                let fingerprint: [u8; 8] = fp.bytes.as_slice().try_into().expect("Rabin is 8 bytes");
+                KnownSchema { file, schema, fingerprint }
+            })
+            .collect();
+        let mut readers = HashMap::new();
+        let mut writers = Vec::new();
+        for (i, k) in known.iter().enumerate() {
+            let latest = Self::latest_in(&known, k.file.kind);
+            let reader = GenericDatumReader::builder(k.schema)
+                .reader_schema(latest.schema)
+                .build()
+                .unwrap_or_else(|e| panic!("{} cannot be resolved to the latest version: {e}", k.file.file_name));
+            let previous = readers.insert(k.fingerprint, (i, reader));
+            assert!(previous.is_none(), "two schema files share a fingerprint: {}", k.file.file_name);
+            writers.push(
+                GenericDatumWriter::builder(k.schema)
+                    .build()
+                    .unwrap_or_else(|e| panic!("{}: {e}", k.file.file_name)),
+            );
+        }
+        SchemaSet { known, readers, writers }
+    }
+
+    fn latest_in(known: &[KnownSchema], kind: RecordKind) -> &KnownSchema {
+        known
+            .iter()
+            .filter(|k| k.file.kind == kind)
+            .max_by_key(|k| k.file.version)
+            .expect("every kind has a schema")
+    }
+
+    /// The newest schema of a kind: what encoders write and decoders resolve to.
+    pub fn latest(&self, kind: RecordKind) -> &KnownSchema {
+        Self::latest_in(&self.known, kind)
+    }
+
+    fn index_of(&self, kind: RecordKind, version: u32) -> Result<usize, EncodeError> {
+        self.known
+            .iter()
+            .position(|k| k.file.kind == kind && k.file.version == version)
+            .ok_or(EncodeError::NoSuchVersion { kind: kind.as_str(), version })
+    }
+
+    /// Encodes with the latest version of the record's schema.
+    pub fn encode(&self, event: &Event) -> Result<Vec<u8>, EncodeError> {
+        let version = self.latest(event.kind()).file.version;
+        self.encode_version(event, version)
+    }
+
+    /// Encodes with a given schema version (older producers, compatibility tests).
+    pub fn encode_version(&self, event: &Event, version: u32) -> Result<Vec<u8>, EncodeError> {
+        let kind = event.kind();
+        let idx = self.index_of(kind, version)?;
+        let value = to_value(event, version);
+        let mut out = Vec::with_capacity(160);
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&self.known[idx].fingerprint);
+        self.writers[idx]
+            .write_value_ref(&mut out, &value)
+            .map_err(|e| EncodeError::Avro { kind: kind.as_str(), detail: e.to_string() })?;
+        Ok(out)
+    }
+
+    /// Decodes any known version, resolved to the latest reader schema.
+    pub fn decode(&self, bytes: &[u8]) -> Result<Event, DecodeError> {
+        let (fingerprint, mut body) = split_header(bytes)?;
+        let (idx, reader) = self.readers.get(&fingerprint).ok_or_else(|| DecodeError::UnknownSchema {
+            fingerprint: hex::encode(fingerprint),
+        })?;
+        let file = self.known[*idx].file;
+        let value = reader.read_value(&mut body).map_err(|e| DecodeError::Body {
+            kind: file.kind.as_str(),
+            version: file.version,
+            detail: e.to_string(),
+        })?;
+        if !body.is_empty() {
+            return Err(DecodeError::Body {
+                kind: file.kind.as_str(),
+                version: file.version,
+                detail: format!("{} bytes left over after the record", body.len()),
+            });
+        }
+        from_value(file.kind, value)
+    }
+
+    /// Decodes with an explicit reader version, as an older consumer would.
+    pub fn decode_as(&self, bytes: &[u8], reader_version: u32) -> Result<Event, DecodeError> {
+        let (fingerprint, mut body) = split_header(bytes)?;
+        let (idx, _) = self.readers.get(&fingerprint).ok_or_else(|| DecodeError::UnknownSchema {
+            fingerprint: hex::encode(fingerprint),
+        })?;
+        let writer = &self.known[*idx];
+        let kind = writer.file.kind;
+        let target = self
+            .known
+            .iter()
+            .find(|k| k.file.kind == kind && k.file.version == reader_version)
+            .ok_or_else(|| DecodeError::UnknownSchema { fingerprint: format!("{} v{reader_version}", kind.as_str()) })?;
+        let reader = GenericDatumReader::builder(writer.schema)
+            .reader_schema(target.schema)
+            .build()
+            .map_err(|e| DecodeError::Body { kind: kind.as_str(), version: reader_version, detail: e.to_string() })?;
+        let value = reader.read_value(&mut body).map_err(|e| DecodeError::Body {
+            kind: kind.as_str(),
+            version: writer.file.version,
+            detail: e.to_string(),
+        })?;
+        from_value(kind, value)
+    }
+}
+
+fn split_header(bytes: &[u8]) -> Result<([u8; 8], &[u8]), DecodeError> {
+    if bytes.len() < HEADER_LEN {
+        return Err(DecodeError::TooShort { len: bytes.len() });
+    }
+    if bytes[..2] != MAGIC {
+        return Err(DecodeError::BadMagic { found: [bytes[0], bytes[1]] });
+    }
+    let fingerprint: [u8; 8] = bytes[2..HEADER_LEN].try_into().expect("8 bytes");
+    Ok((fingerprint, &bytes[HEADER_LEN..]))
+}
+
+/// The process-wide schema set, built on first use.
+pub fn schema_set() -> &'static SchemaSet {
+    static SET: OnceLock<SchemaSet> = OnceLock::new();
+    SET.get_or_init(SchemaSet::build)
+}
+
+/// Encodes an event with the latest schema of its kind.
+pub fn encode(event: &Event) -> Result<Vec<u8>, EncodeError> {
+    schema_set().encode(event)
+}
+
+/// Decodes a single-object-encoded message of any known schema version.
+pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    schema_set().decode(bytes)
+}
+
+fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> Value) -> Value {
+    match v {
+        None => Value::Union(0, Box::new(Value::Null)),
+        Some(x) => Value::Union(1, Box::new(f(x))),
+    }
+}
+
+fn to_value(event: &Event, version: u32) -> Value {
+    let s = |x: &str| Value::String(x.to_owned());
+    let fields: Vec<(String, Value)> = match event {
+        Event::Service(e) => {
+            let mut f = vec![
+                ("event_id".into(), Value::String(e.event_id.to_string())),
+                ("unit_code".into(), s(&e.unit_code)),
+                ("request_id".into(), s(&e.request_id)),
+                ("sector_code".into(), s(&e.sector_code)),
+                ("service_code".into(), s(&e.service_code)),
+                ("stage".into(), Value::Enum(e.stage.index(), e.stage.as_str().into())),
+                ("fee_riel".into(), opt(e.fee_riel, Value::Long)),
+                ("channel".into(), s(&e.channel)),
+                ("occurred_at".into(), Value::TimestampMillis(e.occurred_at)),
+                ("recorded_at".into(), Value::TimestampMillis(e.recorded_at)),
+                ("supersedes_event_id".into(), opt(e.supersedes_event_id, |u| Value::String(u.to_string()))),
+            ];
+            if version >= 2 {
+                f.push(("window_no".into(), opt(e.window_no, Value::Int)));
+            }
+            f
+        }
+        Event::Complaint(e) => vec![
+            ("event_id".into(), Value::String(e.event_id.to_string())),
+            ("unit_code".into(), s(&e.unit_code)),
+            ("complaint_id".into(), s(&e.complaint_id)),
+            ("sector_code".into(), opt(e.sector_code.as_deref(), |x| Value::String(x.to_owned()))),
+            ("stage".into(), Value::Enum(e.stage.index(), e.stage.as_str().into())),
+            ("occurred_at".into(), Value::TimestampMillis(e.occurred_at)),
+            ("recorded_at".into(), Value::TimestampMillis(e.recorded_at)),
+            ("supersedes_event_id".into(), opt(e.supersedes_event_id, |u| Value::String(u.to_string()))),
+        ],
+        Event::UnitDay(e) => vec![
+            ("unit_code".into(), s(&e.unit_code)),
+            ("date".into(), Value::Date(date_to_epoch_day(e.date))),
+            ("services_recorded".into(), Value::Int(e.services_recorded)),
+            ("complaints_recorded".into(), Value::Int(e.complaints_recorded)),
+            ("closed_at".into(), Value::TimestampMillis(e.closed_at)),
+        ],
+    };
+    Value::Record(fields)
+}
+
+/// Field access on a resolved record, with errors that name the field.
+struct Fields(Vec<(String, Value)>);
+
+impl Fields {
+    fn take(&mut self, name: &'static str) -> Result<Value, DecodeError> {
+        let pos = self
+            .0
+            .iter()
+            .position(|(n, _)| n == name)
+            .ok_or(DecodeError::Field { field: name, problem: "missing".into() })?;
+        Ok(std::mem::replace(&mut self.0[pos].1, Value::Null))
+    }
+
+    fn string(&mut self, name: &'static str) -> Result<String, DecodeError> {
+        match unwrap_union(self.take(name)?) {
+            Value::String(s) => Ok(s),
+            Value::Uuid(u) => Ok(u.to_string()),
+            other => Err(wrong(name, "a string", &other)),
+        }
+    }
+
+    fn opt_string(&mut self, name: &'static str) -> Result<Option<String>, DecodeError> {
+        match unwrap_union(self.take(name)?) {
+            Value::Null => Ok(None),
+            Value::String(s) => Ok(Some(s)),
+            Value::Uuid(u) => Ok(Some(u.to_string())),
+            other => Err(wrong(name, "a string or null", &other)),
+        }
+    }
+
+    fn uuid(&mut self, name: &'static str) -> Result<Uuid, DecodeError> {
+        let s = self.string(name)?;
+        Uuid::parse_str(&s).map_err(|e| DecodeError::Field { field: name, problem: format!("{s:?} is not a UUID: {e}") })
+    }
+
+    fn opt_uuid(&mut self, name: &'static str) -> Result<Option<Uuid>, DecodeError> {
+        match self.opt_string(name)? {
+            None => Ok(None),
+            Some(s) => Uuid::parse_str(&s)
+                .map(Some)
+                .map_err(|e| DecodeError::Field { field: name, problem: format!("{s:?} is not a UUID: {e}") }),
+        }
+    }
+
+    fn long(&mut self, name: &'static str) -> Result<i64, DecodeError> {
+        match unwrap_union(self.take(name)?) {
+            Value::Long(v) | Value::TimestampMillis(v) | Value::TimestampMicros(v) => Ok(v),
+            Value::Int(v) => Ok(v as i64),
+            other => Err(wrong(name, "a long", &other)),
+        }
+    }
+
+    fn opt_long(&mut self, name: &'static str) -> Result<Option<i64>, DecodeError> {
+        match unwrap_union(self.take(name)?) {
+            Value::Null => Ok(None),
+            Value::Long(v) => Ok(Some(v)),
+            Value::Int(v) => Ok(Some(v as i64)),
+            other => Err(wrong(name, "a long or null", &other)),
+        }
+    }
+
+    fn int(&mut self, name: &'static str) -> Result<i32, DecodeError> {
+        match unwrap_union(self.take(name)?) {
+            Value::Int(v) | Value::Date(v) => Ok(v),
+            other => Err(wrong(name, "an int", &other)),
+        }
+    }
+
+    fn opt_int(&mut self, name: &'static str) -> Result<Option<i32>, DecodeError> {
+        match self.0.iter().any(|(n, _)| n == name) {
+            false => Ok(None),
+            true => match unwrap_union(self.take(name)?) {
+                Value::Null => Ok(None),
+                Value::Int(v) => Ok(Some(v)),
+                other => Err(wrong(name, "an int or null", &other)),
+            },
+        }
+    }
+
+    fn symbol(&mut self, name: &'static str) -> Result<String, DecodeError> {
+        match unwrap_union(self.take(name)?) {
+            Value::Enum(_, s) | Value::String(s) => Ok(s),
+            other => Err(wrong(name, "an enum symbol", &other)),
+        }
+    }
+}
+
+fn unwrap_union(v: Value) -> Value {
+    match v {
+        Value::Union(_, inner) => *inner,
+        other => other,
+    }
+}
+
+fn wrong(field: &'static str, expected: &str, got: &Value) -> DecodeError {
+    DecodeError::Field { field, problem: format!("expected {expected}, found {got:?}") }
+}
+
+fn from_value(kind: RecordKind, value: Value) -> Result<Event, DecodeError> {
+    let Value::Record(fields) = value else {
+        return Err(DecodeError::Body { kind: kind.as_str(), version: 0, detail: "not a record".into() });
+    };
+    let mut f = Fields(fields);
+    Ok(match kind {
+        RecordKind::Service => {
+            let stage = f.symbol("stage")?;
+            Event::Service(ServiceEvent {
+                event_id: f.uuid("event_id")?,
+                unit_code: f.string("unit_code")?,
+                request_id: f.string("request_id")?,
+                sector_code: f.string("sector_code")?,
+                service_code: f.string("service_code")?,
+                stage: ServiceStage::parse(&stage).ok_or(DecodeError::Field {
+                    field: "stage",
+                    problem: format!("{stage:?} is not a service stage"),
+                })?,
+                fee_riel: f.opt_long("fee_riel")?,
+                channel: f.string("channel")?,
+                occurred_at: f.long("occurred_at")?,
+                recorded_at: f.long("recorded_at")?,
+                supersedes_event_id: f.opt_uuid("supersedes_event_id")?,
+                window_no: f.opt_int("window_no")?,
+            })
+        }
+        RecordKind::Complaint => {
+            let stage = f.symbol("stage")?;
+            Event::Complaint(ComplaintEvent {
+                event_id: f.uuid("event_id")?,
+                unit_code: f.string("unit_code")?,
+                complaint_id: f.string("complaint_id")?,
+                sector_code: f.opt_string("sector_code")?,
+                stage: ComplaintStage::parse(&stage).ok_or(DecodeError::Field {
+                    field: "stage",
+                    problem: format!("{stage:?} is not a complaint stage"),
+                })?,
+                occurred_at: f.long("occurred_at")?,
+                recorded_at: f.long("recorded_at")?,
+                supersedes_event_id: f.opt_uuid("supersedes_event_id")?,
+            })
+        }
+        RecordKind::UnitDay => Event::UnitDay(UnitDayClosed {
+            unit_code: f.string("unit_code")?,
+            date: epoch_day_to_date(f.int("date")?),
+            services_recorded: f.int("services_recorded")?,
+            complaints_recorded: f.int("complaints_recorded")?,
+            closed_at: f.long("closed_at")?,
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::NaiveDate;
+
+    pub(crate) fn service() -> ServiceEvent {
+        ServiceEvent {
+            event_id: Uuid::from_u128(0x1234_5678_9abc_def0_1234_5678_9abc_def0),
+            unit_code: "KH-0101".into(),
+            request_id: "a1b2".into(),
+            sector_code: "COM".into(),
+            service_code: "COM-TRADE-LIC".into(),
+            stage: ServiceStage::FeePaid,
+            fee_riel: Some(120_000),
+            channel: "counter".into(),
+            occurred_at: 1_620_000_000_000,
+            recorded_at: 1_620_000_060_000,
+            supersedes_event_id: Some(Uuid::from_u128(7)),
+            window_no: Some(3),
+        }
+    }
+
+    #[test]
+    fn every_record_round_trips_through_the_latest_schema() {
+        let events = vec![
+            Event::Service(service()),
+            Event::Complaint(ComplaintEvent {
+                event_id: Uuid::from_u128(9),
+                unit_code: "KH-12".into(),
+                complaint_id: "c1".into(),
+                sector_code: None,
+                stage: ComplaintStage::OutsideJurisdiction,
+                occurred_at: 1,
+                recorded_at: 2,
+                supersedes_event_id: None,
+            }),
+            Event::UnitDay(UnitDayClosed {
+                unit_code: "KH-12".into(),
+                date: NaiveDate::from_ymd_opt(2021, 3, 4).unwrap(),
+                services_recorded: 17,
+                complaints_recorded: 0,
+                closed_at: 1_614_850_000_000,
+            }),
+        ];
+        for e in events {
+            let bytes = encode(&e).unwrap();
+            assert_eq!(&bytes[..2], &MAGIC);
+            assert_eq!(decode(&bytes).unwrap(), e);
+        }
+    }
+
+    #[test]
+    fn v1_reader_reads_v2_data_and_v2_reader_reads_v1_data() {
+        let set = schema_set();
+        let e = Event::Service(service());
+        // v2 writer, v1 reader: the added field is dropped, everything else is intact.
+        let v2 = set.encode_version(&e, 2).unwrap();
+        let Event::Service(read_v1) = set.decode_as(&v2, 1).unwrap() else { panic!("kind") };
+        assert_eq!(read_v1, ServiceEvent { window_no: None, ..service() });
+        // v1 writer, v2 reader: the added field takes its default.
+        let v1 = set.encode_version(&e, 1).unwrap();
+        assert_ne!(v1[2..10], v2[2..10], "versions must have different fingerprints");
+        let Event::Service(read_v2) = set.decode(&v1).unwrap() else { panic!("kind") };
+        assert_eq!(read_v2.window_no, None);
+        assert_eq!(read_v2.fee_riel, Some(120_000));
+    }
+
+    #[test]
+    fn every_kept_version_is_compatible_both_ways_with_the_latest() {
+        use apache_avro::schema_compatibility::SchemaCompatibility;
+        let set = schema_set();
+        for k in &set.known {
+            let latest = set.latest(k.file.kind);
+            SchemaCompatibility::can_read(k.schema, latest.schema)
+                .unwrap_or_else(|e| panic!("latest cannot read {}: {e}", k.file.file_name));
+            SchemaCompatibility::can_read(latest.schema, k.schema)
+                .unwrap_or_else(|e| panic!("{} cannot read latest: {e}", k.file.file_name));
+        }
+    }
+
+    #[test]
+    fn bad_messages_say_what_is_wrong() {
+        assert!(matches!(decode(&[1, 2, 3]), Err(DecodeError::TooShort { len: 3 })));
+        assert!(matches!(decode(b"{\"json\": true}"), Err(DecodeError::BadMagic { .. })));
+        let mut unknown = encode(&Event::Service(service())).unwrap();
+        unknown[5] ^= 0xFF;
+        let err = decode(&unknown).unwrap_err();
+        assert!(err.to_string().contains("unknown writer schema"), "{err}");
+        let mut truncated = encode(&Event::Service(service())).unwrap();
+        truncated.truncate(20);
+        assert!(matches!(decode(&truncated), Err(DecodeError::Body { .. })));
+    }
+}

@@ -1,0 +1,35 @@
+//! The OWSU pipeline's wire format and reference data, and nothing else.
+//!
+//! Every process depends on this crate and on nothing of each other's:
+//! - [`record`]: the three event records (`ServiceEvent`, `ComplaintEvent`, `UnitDayClosed`);
+//! - [`avro`]: Avro single-object encoding against every schema version kept in `schemas/avro/`;
+//! - [`validate`]: the rules a record must pass, with errors that name the field and value;
+//! - [`reference`]: the unit registry, sector/service catalogue and holiday calendar, loaded
+//!   from data files at run time so the ministry edits them without a rebuild;
+//! - [`ids`]: pseudonymous request/complaint ids (HMAC) and content-derived event ids;
+//! - [`time`]: Cambodia-time periods (UTC+07:00), which every figure is counted in.
+
+pub mod avro;
+pub mod ids;
+pub mod record;
+pub mod reference;
+pub mod time;
+pub mod validate;
+
+pub use avro::{decode, encode, DecodeError, EncodeError};
+pub use record::{
+    ComplaintEvent, ComplaintStage, Event, RecordKind, ServiceEvent, ServiceStage, UnitDayClosed,
+};
+pub use reference::{Catalogue, Holidays, Level, Reference, ReferenceError, Registry, Unit};
+pub use validate::{validate, ValidationError};
+
+/// Kafka topic names of DESIGN.md. A deployment (or a test) may put a prefix in front.
+pub mod topics {
+    pub const SERVICE_EVENTS: &str = "owsu.service-events.v1";
+    pub const COMPLAINT_EVENTS: &str = "owsu.complaint-events.v1";
+    pub const UNIT_DAYS: &str = "owsu.unit-days.v1";
+    pub const DEAD_LETTER: &str = "owsu.dead-letter.v1";
+}
+
+/// Riel per US dollar used when reports also show dollars. Stated in every report that uses it.
+pub const RIEL_PER_USD: i64 = 4_100;

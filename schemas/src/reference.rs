@@ -1,0 +1,402 @@
+//! Reference data as files, not enums: the unit registry (`units.csv`), the sector and service
+//! catalogue (`catalogue.json`) and the public-holiday calendar (`holidays.csv`).
+//!
+//! A ministry edits these without a rebuild. Where they are read from, first match wins:
+//! an explicit directory (`--reference-dir`), `$OWSU_REFERENCE_DIR`, `./schemas/reference`
+//! when run from a checkout, and last the copy compiled into the binary. [`Reference::source`]
+//! says which one was used, and processes log it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use chrono::{Datelike, NaiveDate, Weekday};
+use serde::{Deserialize, Serialize};
+
+/// Administrative level of a reporting unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    /// The 25 capital and provincial administrations.
+    Provincial,
+    /// The 203 municipal, district and khan administrations.
+    District,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Provincial => "provincial",
+            Level::District => "district",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "provincial" => Some(Level::Provincial),
+            "district" => Some(Level::District),
+            _ => None,
+        }
+    }
+    /// How FACTS.md names the level in its tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Level::Provincial => "Capital/provincial",
+            Level::District => "Municipal/district/khan",
+        }
+    }
+}
+
+/// One reporting unit (a row of `units.csv`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unit {
+    /// `KH-PP` for a capital/province, `KH-PPDD` for a municipality, district or khan.
+    pub code: String,
+    pub level: Level,
+    pub province_code: String,
+    pub province_name: String,
+    pub name: String,
+    /// capital, province, municipality, district or khan.
+    pub kind: String,
+    pub has_owsu: bool,
+    pub has_ombudsman: bool,
+    pub border_province: bool,
+}
+
+/// All reporting units, by code.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    pub units: Vec<Unit>,
+    by_code: HashMap<String, usize>,
+}
+
+impl Registry {
+    pub fn get(&self, code: &str) -> Option<&Unit> {
+        self.by_code.get(code).map(|&i| &self.units[i])
+    }
+    pub fn provinces(&self) -> impl Iterator<Item = &Unit> {
+        self.units.iter().filter(|u| u.level == Level::Provincial)
+    }
+    /// Units of a province (the province itself and its districts), for scoped views.
+    pub fn in_scope<'a>(&'a self, scope: &'a str) -> impl Iterator<Item = &'a Unit> + 'a {
+        self.units.iter().filter(move |u| u.province_code == scope || u.code == scope)
+    }
+}
+
+/// One service type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub code: String,
+    pub name: String,
+    /// Levels whose units offer this service.
+    pub levels: Vec<Level>,
+    pub fee_min_riel: i64,
+    pub fee_max_riel: i64,
+    /// Usual working days from request to delivery.
+    pub typical_days: u32,
+    /// A border pass: must be issued inside the OWSU and recorded (FACTS.md, article 004).
+    #[serde(default)]
+    pub border_pass: bool,
+    /// Simulator only: relative demand at provincial units.
+    #[serde(default)]
+    pub sim_weight_provincial: f64,
+    /// Simulator only: relative demand at district units.
+    #[serde(default)]
+    pub sim_weight_district: f64,
+}
+
+/// One sector with its services.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sector {
+    pub code: String,
+    pub name: String,
+    pub services: Vec<Service>,
+}
+
+/// The sector and service catalogue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Catalogue {
+    pub version: String,
+    #[serde(default)]
+    pub currency: String,
+    #[serde(default)]
+    pub note: String,
+    pub sectors: Vec<Sector>,
+    #[serde(skip)]
+    services: HashMap<String, (usize, usize)>,
+}
+
+impl Catalogue {
+    pub fn sector(&self, code: &str) -> Option<&Sector> {
+        self.sectors.iter().find(|s| s.code == code)
+    }
+    /// A service and the sector it belongs to.
+    pub fn service(&self, code: &str) -> Option<(&Sector, &Service)> {
+        self.services.get(code).map(|&(s, v)| (&self.sectors[s], &self.sectors[s].services[v]))
+    }
+    pub fn services(&self) -> impl Iterator<Item = (&Sector, &Service)> {
+        self.sectors.iter().flat_map(|s| s.services.iter().map(move |v| (s, v)))
+    }
+}
+
+/// Public holidays; working days are Monday to Friday minus these.
+#[derive(Debug, Clone, Default)]
+pub struct Holidays {
+    pub dates: BTreeMap<NaiveDate, String>,
+    /// Years the file covers; other years count weekends only (and callers may warn).
+    pub years: BTreeSet<i32>,
+}
+
+impl Holidays {
+    pub fn is_holiday(&self, d: NaiveDate) -> bool {
+        self.dates.contains_key(&d)
+    }
+    pub fn is_working_day(&self, d: NaiveDate) -> bool {
+        !matches!(d.weekday(), Weekday::Sat | Weekday::Sun) && !self.is_holiday(d)
+    }
+    /// Working days in `[from, to]`.
+    pub fn working_days(&self, from: NaiveDate, to: NaiveDate) -> Vec<NaiveDate> {
+        from.iter_days().take_while(|d| *d <= to).filter(|d| self.is_working_day(*d)).collect()
+    }
+    pub fn covers(&self, year: i32) -> bool {
+        self.years.contains(&year)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReferenceError {
+    #[error("{file}: cannot read: {source}")]
+    Io { file: PathBuf, source: std::io::Error },
+    #[error("{file}, line {line}: {problem}")]
+    Line { file: PathBuf, line: u64, problem: String },
+    #[error("{file}: {problem}")]
+    File { file: PathBuf, problem: String },
+}
+
+/// Registry, catalogue and calendar, loaded together.
+#[derive(Debug, Clone)]
+pub struct Reference {
+    pub registry: Registry,
+    pub catalogue: Catalogue,
+    pub holidays: Holidays,
+    /// Where the data came from (a directory, or "built-in").
+    pub source: String,
+}
+
+const BUILTIN_UNITS: &str = include_str!("../reference/units.csv");
+const BUILTIN_CATALOGUE: &str = include_str!("../reference/catalogue.json");
+const BUILTIN_HOLIDAYS: &str = include_str!("../reference/holidays.csv");
+
+impl Reference {
+    /// Loads from `dir`, else `$OWSU_REFERENCE_DIR`, else `./schemas/reference`, else built-in.
+    pub fn load(dir: Option<&Path>) -> Result<Self, ReferenceError> {
+        let env_dir = std::env::var_os("OWSU_REFERENCE_DIR").map(PathBuf::from);
+        let checkout = PathBuf::from("schemas/reference");
+        let chosen = dir
+            .map(Path::to_path_buf)
+            .or(env_dir)
+            .or_else(|| checkout.join("units.csv").is_file().then_some(checkout));
+        match chosen {
+            Some(d) => Self::from_dir(&d),
+            None => Ok(Self::builtin()),
+        }
+    }
+
+    /// The copy compiled into the binary (the repository's `schemas/reference/` at build time).
+    pub fn builtin() -> Self {
+        let name = |f: &str| PathBuf::from(format!("<built-in>/{f}"));
+        Self::parse(
+            (name("units.csv"), BUILTIN_UNITS),
+            (name("catalogue.json"), BUILTIN_CATALOGUE),
+            (name("holidays.csv"), BUILTIN_HOLIDAYS),
+            "built-in".into(),
+        )
+        .expect("the built-in reference data is checked by the tests")
+    }
+
+    pub fn from_dir(dir: &Path) -> Result<Self, ReferenceError> {
+        let read = |f: &str| {
+            let p = dir.join(f);
+            std::fs::read_to_string(&p).map(|s| (p.clone(), s)).map_err(|source| ReferenceError::Io { file: p, source })
+        };
+        let (u, c, h) = (read("units.csv")?, read("catalogue.json")?, read("holidays.csv")?);
+        Self::parse((u.0, &u.1), (c.0, &c.1), (h.0, &h.1), dir.display().to_string())
+    }
+
+    fn parse(
+        units: (PathBuf, &str),
+        catalogue: (PathBuf, &str),
+        holidays: (PathBuf, &str),
+        source: String,
+    ) -> Result<Self, ReferenceError> {
+        Ok(Reference {
+            registry: parse_units(&units.0, units.1)?,
+            catalogue: parse_catalogue(&catalogue.0, catalogue.1)?,
+            holidays: parse_holidays(&holidays.0, holidays.1)?,
+            source,
+        })
+    }
+}
+
+fn parse_bool(file: &Path, line: u64, field: &str, v: &str) -> Result<bool, ReferenceError> {
+    match v {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(ReferenceError::Line { file: file.into(), line, problem: format!("field `{field}`: {v:?} is not true/false") }),
+    }
+}
+
+fn parse_units(file: &Path, text: &str) -> Result<Registry, ReferenceError> {
+    let mut rdr = csv::Reader::from_reader(text.as_bytes());
+    let mut units = Vec::new();
+    let mut by_code = HashMap::new();
+    for (i, rec) in rdr.records().enumerate() {
+        let line = i as u64 + 2;
+        let rec = rec.map_err(|e| ReferenceError::Line { file: file.into(), line, problem: e.to_string() })?;
+        let get = |n: usize| rec.get(n).unwrap_or("").trim().to_owned();
+        let level_s = get(1);
+        let level = Level::parse(&level_s).ok_or_else(|| ReferenceError::Line {
+            file: file.into(),
+            line,
+            problem: format!("field `level`: {level_s:?} is not provincial/district"),
+        })?;
+        let code = get(0);
+        let shape_ok = match level {
+            Level::Provincial => code.len() == 5,
+            Level::District => code.len() == 7,
+        } && code.starts_with("KH-")
+            && code[3..].bytes().all(|b| b.is_ascii_digit());
+        if !shape_ok {
+            return Err(ReferenceError::Line {
+                file: file.into(),
+                line,
+                problem: format!("field `code`: {code:?} is not KH-PP (provincial) or KH-PPDD (district)"),
+            });
+        }
+        let unit = Unit {
+            code: code.clone(),
+            level,
+            province_code: get(2),
+            province_name: get(3),
+            name: get(4),
+            kind: get(5),
+            has_owsu: parse_bool(file, line, "has_owsu", &get(6))?,
+            has_ombudsman: parse_bool(file, line, "has_ombudsman", &get(7))?,
+            border_province: parse_bool(file, line, "border_province", &get(8))?,
+        };
+        if !code.starts_with(&unit.province_code) {
+            return Err(ReferenceError::Line {
+                file: file.into(),
+                line,
+                problem: format!("field `province_code`: {} does not contain unit {code}", unit.province_code),
+            });
+        }
+        if by_code.insert(code.clone(), units.len()).is_some() {
+            return Err(ReferenceError::Line { file: file.into(), line, problem: format!("field `code`: {code} appears twice") });
+        }
+        units.push(unit);
+    }
+    Ok(Registry { units, by_code })
+}
+
+fn parse_catalogue(file: &Path, text: &str) -> Result<Catalogue, ReferenceError> {
+    let mut cat: Catalogue = serde_json::from_str(text).map_err(|e| ReferenceError::Line {
+        file: file.into(),
+        line: e.line() as u64,
+        problem: e.to_string(),
+    })?;
+    for (si, sector) in cat.sectors.iter().enumerate() {
+        for (vi, svc) in sector.services.iter().enumerate() {
+            if svc.fee_min_riel < 0 || svc.fee_min_riel > svc.fee_max_riel {
+                return Err(ReferenceError::File {
+                    file: file.into(),
+                    problem: format!("service {}: fee range {}..{} riel is not valid", svc.code, svc.fee_min_riel, svc.fee_max_riel),
+                });
+            }
+            if cat.services.insert(svc.code.clone(), (si, vi)).is_some() {
+                return Err(ReferenceError::File { file: file.into(), problem: format!("service code {} appears twice", svc.code) });
+            }
+        }
+    }
+    Ok(cat)
+}
+
+fn parse_holidays(file: &Path, text: &str) -> Result<Holidays, ReferenceError> {
+    let mut rdr = csv::Reader::from_reader(text.as_bytes());
+    let mut h = Holidays::default();
+    for (i, rec) in rdr.records().enumerate() {
+        let line = i as u64 + 2;
+        let rec = rec.map_err(|e| ReferenceError::Line { file: file.into(), line, problem: e.to_string() })?;
+        let d = rec.get(0).unwrap_or("");
+        let date = NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|e| ReferenceError::Line {
+            file: file.into(),
+            line,
+            problem: format!("field `date`: {d:?}: {e}"),
+        })?;
+        h.years.insert(date.year());
+        h.dates.insert(date, rec.get(1).unwrap_or("").to_owned());
+    }
+    Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_registry_has_the_published_shape() {
+        let r = Reference::builtin();
+        let reg = &r.registry;
+        assert_eq!(reg.units.len(), 228);
+        assert_eq!(reg.provinces().count(), 25, "Phnom Penh and 24 provinces");
+        let districts: Vec<_> = reg.units.iter().filter(|u| u.level == Level::District).collect();
+        assert_eq!(districts.len(), 203);
+        assert_eq!(districts.iter().filter(|u| u.has_ombudsman).count(), 120, "FACTS.md: 120 district Ombudsman offices");
+        assert_eq!(reg.get("KH-25").unwrap().province_name, "Tbong Khmum");
+        assert_eq!(reg.get("KH-12").unwrap().kind, "capital");
+        for d in &districts {
+            let p = reg.get(&d.province_code).expect("district's province exists");
+            assert_eq!(p.level, Level::Provincial);
+        }
+    }
+
+    #[test]
+    fn builtin_catalogue_has_fifteen_sectors_and_border_passes() {
+        let c = Reference::builtin().catalogue;
+        assert_eq!(c.sectors.len(), 15);
+        let district_sectors = c
+            .sectors
+            .iter()
+            .filter(|s| s.services.iter().any(|v| v.levels.contains(&Level::District)))
+            .count();
+        assert_eq!(district_sectors, 14, "one-stop offices: 14 sectors (FACTS.md)");
+        assert!(c.services().any(|(_, s)| s.border_pass));
+        let (sector, svc) = c.service("COM-TRADE-LIC").unwrap();
+        assert_eq!(sector.code, "COM");
+        assert!(svc.fee_min_riel <= svc.fee_max_riel);
+    }
+
+    #[test]
+    fn working_days_skip_weekends_and_khmer_new_year() {
+        let h = Reference::builtin().holidays;
+        let d = |m, day| NaiveDate::from_ymd_opt(2021, m, day).unwrap();
+        assert!(!h.is_working_day(d(4, 14)), "Khmer New Year");
+        assert!(!h.is_working_day(d(10, 6)), "Pchum Ben");
+        assert!(!h.is_working_day(d(3, 6)), "Saturday");
+        assert!(h.is_working_day(d(3, 5)));
+        let n = h.working_days(d(1, 1), d(12, 31)).len();
+        assert!((230..=250).contains(&n), "2021 has {n} working days");
+    }
+
+    #[test]
+    fn a_broken_units_file_names_file_line_and_field() {
+        let dir = std::env::temp_dir().join(format!("owsu-ref-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("units.csv"), "code,level,province_code,province_name,name,kind,has_owsu,has_ombudsman,border_province\nKH-01,provincial,KH-01,B,B,province,true,true,true\nKH-0101,regional,KH-01,B,M,district,true,true,true\n").unwrap();
+        std::fs::write(dir.join("catalogue.json"), BUILTIN_CATALOGUE).unwrap();
+        std::fs::write(dir.join("holidays.csv"), BUILTIN_HOLIDAYS).unwrap();
+        let err = Reference::from_dir(&dir).unwrap_err().to_string();
+        assert!(err.contains("units.csv, line 3") && err.contains("`level`") && err.contains("regional"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,316 @@
+//! Rules every record must pass before it is published or counted. Each failure is a
+//! [`ValidationError`] that names the field and the value at fault, so an office can fix the
+//! record and a dead-letter reader knows why it is there.
+
+use chrono::NaiveDate;
+
+use crate::record::{ComplaintStage, Event, RecordKind, ServiceStage};
+use crate::reference::Reference;
+use crate::time::{day_start, local_date, to_rfc3339, Millis};
+
+/// Earliest instant accepted: 2018-01-01 in Cambodia (the OWSU reporting era of FACTS.md).
+pub fn earliest_accepted() -> Millis {
+    day_start(NaiveDate::from_ymd_opt(2018, 1, 1).expect("valid date"))
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    #[error("field `unit_code`: unknown unit code {0:?} (not in the unit registry)")]
+    UnknownUnit(String),
+    #[error("field `unit_code`: unit {0} has no One Window Service Unit")]
+    NoOwsu(String),
+    #[error("field `unit_code`: unit {0} has no Ombudsman office to receive complaints")]
+    NoOmbudsman(String),
+    #[error("field `sector_code`: unknown sector code {0:?} (not in the catalogue)")]
+    UnknownSector(String),
+    #[error("field `service_code`: unknown service code {0:?} (not in the catalogue)")]
+    UnknownService(String),
+    #[error("field `service_code`: service {service} belongs to sector {actual}, not {given}")]
+    ServiceNotInSector { service: String, given: String, actual: String },
+    #[error("field `service_code`: service {service} is not offered at {level} level (unit {unit})")]
+    ServiceNotOfferedAtLevel { service: String, unit: String, level: &'static str },
+    #[error("field `stage`: {value:?} is not a possible stage of a {kind} record")]
+    ImpossibleStage { kind: &'static str, value: String },
+    #[error("field `fee_riel`: a FEE_PAID event needs a fee")]
+    FeeMissing,
+    #[error("field `fee_riel`: negative fee {fee} on a {stage} event is not a refund (refunds are negative FEE_PAID events)")]
+    NegativeFeeNotRefund { fee: i64, stage: &'static str },
+    #[error("field `fee_riel`: fee {fee} on a {stage} event; fees are recorded on FEE_PAID only")]
+    FeeOnWrongStage { fee: i64, stage: &'static str },
+    #[error("field `fee_riel`: {fee} riel is outside what service {service} can cost or refund (at most {max} riel)")]
+    FeeOutOfRange { fee: i64, service: String, max: i64 },
+    #[error("field `{field}`: {value} is before 2018-01-01, the start of OWSU reporting")]
+    TooEarly { field: &'static str, value: String },
+    #[error("field `{field}`: {value} is more than a day in the future (now {now})")]
+    InFuture { field: &'static str, value: String, now: String },
+    #[error("field `recorded_at`: {recorded} is before occurred_at {occurred}")]
+    RecordedBeforeOccurred { recorded: String, occurred: String },
+    #[error("field `{0}`: must not be empty")]
+    Empty(&'static str),
+    #[error("field `supersedes_event_id`: an event cannot correct itself ({0})")]
+    SelfCorrection(String),
+    #[error("field `{field}`: count {value} is negative")]
+    NegativeCount { field: &'static str, value: i32 },
+}
+
+impl ValidationError {
+    /// The record field at fault.
+    pub fn field(&self) -> &'static str {
+        use ValidationError::*;
+        match self {
+            UnknownUnit(_) | NoOwsu(_) | NoOmbudsman(_) => "unit_code",
+            UnknownSector(_) => "sector_code",
+            UnknownService(_) | ServiceNotInSector { .. } | ServiceNotOfferedAtLevel { .. } => "service_code",
+            ImpossibleStage { .. } => "stage",
+            FeeMissing | NegativeFeeNotRefund { .. } | FeeOnWrongStage { .. } | FeeOutOfRange { .. } => "fee_riel",
+            TooEarly { field, .. } | InFuture { field, .. } | NegativeCount { field, .. } => field,
+            RecordedBeforeOccurred { .. } => "recorded_at",
+            Empty(f) => f,
+            SelfCorrection(_) => "supersedes_event_id",
+        }
+    }
+}
+
+/// Parses a service stage, or says it is impossible for a service record.
+pub fn service_stage(value: &str) -> Result<ServiceStage, ValidationError> {
+    ServiceStage::parse(value).ok_or_else(|| ValidationError::ImpossibleStage { kind: RecordKind::Service.as_str(), value: value.into() })
+}
+
+/// Parses a complaint stage, or says it is impossible for a complaint record.
+pub fn complaint_stage(value: &str) -> Result<ComplaintStage, ValidationError> {
+    ComplaintStage::parse(value)
+        .ok_or_else(|| ValidationError::ImpossibleStage { kind: RecordKind::Complaint.as_str(), value: value.into() })
+}
+
+fn check_times(occurred: Millis, recorded: Option<Millis>, now: Millis) -> Result<(), ValidationError> {
+    if occurred < earliest_accepted() {
+        return Err(ValidationError::TooEarly { field: "occurred_at", value: to_rfc3339(occurred) });
+    }
+    if occurred > now + DAY_MS {
+        return Err(ValidationError::InFuture { field: "occurred_at", value: to_rfc3339(occurred), now: to_rfc3339(now) });
+    }
+    if let Some(recorded) = recorded {
+        if recorded < occurred {
+            return Err(ValidationError::RecordedBeforeOccurred { recorded: to_rfc3339(recorded), occurred: to_rfc3339(occurred) });
+        }
+        if recorded > now + DAY_MS {
+            return Err(ValidationError::InFuture { field: "recorded_at", value: to_rfc3339(recorded), now: to_rfc3339(now) });
+        }
+    }
+    Ok(())
+}
+
+/// Checks one record against the rules and the reference data. `now` bounds future times.
+pub fn validate(event: &Event, reference: &Reference, now: Millis) -> Result<(), ValidationError> {
+    let unit_code = event.unit_code();
+    let unit = reference
+        .registry
+        .get(unit_code)
+        .ok_or_else(|| ValidationError::UnknownUnit(unit_code.to_owned()))?;
+    match event {
+        Event::Service(e) => {
+            if !unit.has_owsu {
+                return Err(ValidationError::NoOwsu(unit.code.clone()));
+            }
+            if e.request_id.is_empty() {
+                return Err(ValidationError::Empty("request_id"));
+            }
+            reference.catalogue.sector(&e.sector_code).ok_or_else(|| ValidationError::UnknownSector(e.sector_code.clone()))?;
+            let (sector, service) = reference
+                .catalogue
+                .service(&e.service_code)
+                .ok_or_else(|| ValidationError::UnknownService(e.service_code.clone()))?;
+            if sector.code != e.sector_code {
+                return Err(ValidationError::ServiceNotInSector {
+                    service: service.code.clone(),
+                    given: e.sector_code.clone(),
+                    actual: sector.code.clone(),
+                });
+            }
+            if !service.levels.contains(&unit.level) {
+                return Err(ValidationError::ServiceNotOfferedAtLevel {
+                    service: service.code.clone(),
+                    unit: unit.code.clone(),
+                    level: unit.level.as_str(),
+                });
+            }
+            match (e.stage, e.fee_riel) {
+                (ServiceStage::FeePaid, None) => return Err(ValidationError::FeeMissing),
+                (ServiceStage::FeePaid, Some(fee)) if fee.abs() > service.fee_max_riel => {
+                    return Err(ValidationError::FeeOutOfRange { fee, service: service.code.clone(), max: service.fee_max_riel })
+                }
+                (ServiceStage::FeePaid, Some(_)) | (_, None) => {}
+                (stage, Some(fee)) if fee < 0 => return Err(ValidationError::NegativeFeeNotRefund { fee, stage: stage.as_str() }),
+                (stage, Some(fee)) => return Err(ValidationError::FeeOnWrongStage { fee, stage: stage.as_str() }),
+            }
+            if e.supersedes_event_id == Some(e.event_id) {
+                return Err(ValidationError::SelfCorrection(e.event_id.to_string()));
+            }
+            check_times(e.occurred_at, Some(e.recorded_at), now)
+        }
+        Event::Complaint(e) => {
+            if !unit.has_ombudsman {
+                return Err(ValidationError::NoOmbudsman(unit.code.clone()));
+            }
+            if e.complaint_id.is_empty() {
+                return Err(ValidationError::Empty("complaint_id"));
+            }
+            if let Some(s) = &e.sector_code {
+                reference.catalogue.sector(s).ok_or_else(|| ValidationError::UnknownSector(s.clone()))?;
+            }
+            if e.supersedes_event_id == Some(e.event_id) {
+                return Err(ValidationError::SelfCorrection(e.event_id.to_string()));
+            }
+            check_times(e.occurred_at, Some(e.recorded_at), now)
+        }
+        Event::UnitDay(e) => {
+            if e.services_recorded < 0 {
+                return Err(ValidationError::NegativeCount { field: "services_recorded", value: e.services_recorded });
+            }
+            if e.complaints_recorded < 0 {
+                return Err(ValidationError::NegativeCount { field: "complaints_recorded", value: e.complaints_recorded });
+            }
+            let start = day_start(e.date);
+            if start < earliest_accepted() {
+                return Err(ValidationError::TooEarly { field: "date", value: e.date.to_string() });
+            }
+            if start > now + DAY_MS {
+                return Err(ValidationError::InFuture { field: "date", value: e.date.to_string(), now: local_date(now).to_string() });
+            }
+            if e.closed_at < start {
+                return Err(ValidationError::RecordedBeforeOccurred {
+                    recorded: to_rfc3339(e.closed_at),
+                    occurred: to_rfc3339(start),
+                });
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{ComplaintEvent, ServiceEvent, UnitDayClosed};
+    use crate::time::parse_rfc3339;
+    use uuid::Uuid;
+
+    fn reference() -> Reference {
+        Reference::builtin()
+    }
+    fn now() -> Millis {
+        parse_rfc3339("2021-06-01T12:00:00+07:00").unwrap()
+    }
+    fn good_service() -> ServiceEvent {
+        ServiceEvent {
+            event_id: Uuid::from_u128(1),
+            unit_code: "KH-01".into(),
+            request_id: "abc".into(),
+            sector_code: "COM".into(),
+            service_code: "COM-TRADE-LIC".into(),
+            stage: ServiceStage::FeePaid,
+            fee_riel: Some(100_000),
+            channel: "counter".into(),
+            occurred_at: parse_rfc3339("2021-05-03T09:00:00+07:00").unwrap(),
+            recorded_at: parse_rfc3339("2021-05-03T09:05:00+07:00").unwrap(),
+            supersedes_event_id: None,
+            window_no: None,
+        }
+    }
+    fn check(e: ServiceEvent) -> Result<(), ValidationError> {
+        validate(&Event::Service(e), &reference(), now())
+    }
+
+    #[test]
+    fn a_good_service_event_passes() {
+        check(good_service()).unwrap();
+        // A refund: negative fee on FEE_PAID.
+        check(ServiceEvent { fee_riel: Some(-100_000), ..good_service() }).unwrap();
+    }
+
+    #[test]
+    fn each_service_rule_names_its_field() {
+        let cases: Vec<(ServiceEvent, &str, &str)> = vec![
+            (ServiceEvent { unit_code: "KH-99".into(), ..good_service() }, "unit_code", "KH-99"),
+            (ServiceEvent { sector_code: "XXX".into(), ..good_service() }, "sector_code", "XXX"),
+            (ServiceEvent { service_code: "COM-NOPE".into(), ..good_service() }, "service_code", "COM-NOPE"),
+            (ServiceEvent { sector_code: "AGR".into(), ..good_service() }, "service_code", "AGR"),
+            // Market stalls are a district service; KH-01 is provincial.
+            (ServiceEvent { service_code: "COM-MARKET-STALL".into(), fee_riel: Some(10_000), ..good_service() }, "service_code", "provincial"),
+            (ServiceEvent { stage: ServiceStage::Received, fee_riel: Some(-500), ..good_service() }, "fee_riel", "-500"),
+            (ServiceEvent { stage: ServiceStage::Delivered, fee_riel: Some(500), ..good_service() }, "fee_riel", "500"),
+            (ServiceEvent { fee_riel: None, ..good_service() }, "fee_riel", "FEE_PAID"),
+            (ServiceEvent { fee_riel: Some(99_000_000), ..good_service() }, "fee_riel", "99000000"),
+            (
+                ServiceEvent {
+                    occurred_at: parse_rfc3339("2017-12-31T23:00:00+07:00").unwrap(),
+                    recorded_at: parse_rfc3339("2018-01-02T00:00:00+07:00").unwrap(),
+                    ..good_service()
+                },
+                "occurred_at",
+                "2017-12-31",
+            ),
+            (
+                ServiceEvent {
+                    occurred_at: parse_rfc3339("2021-06-03T12:00:00+07:00").unwrap(),
+                    recorded_at: parse_rfc3339("2021-06-03T12:00:00+07:00").unwrap(),
+                    ..good_service()
+                },
+                "occurred_at",
+                "2021-06-03",
+            ),
+            (
+                ServiceEvent { recorded_at: parse_rfc3339("2021-05-03T08:00:00+07:00").unwrap(), ..good_service() },
+                "recorded_at",
+                "08:00",
+            ),
+            (ServiceEvent { request_id: String::new(), ..good_service() }, "request_id", "empty"),
+            (ServiceEvent { supersedes_event_id: Some(Uuid::from_u128(1)), ..good_service() }, "supersedes_event_id", "itself"),
+        ];
+        for (event, field, value) in cases {
+            let err = check(event.clone()).expect_err(&format!("{event:?} should fail"));
+            assert_eq!(err.field(), field, "{err}");
+            let msg = err.to_string();
+            assert!(msg.contains(&format!("`{field}`")) && msg.contains(value), "{msg}");
+        }
+    }
+
+    #[test]
+    fn impossible_stages_are_named() {
+        let err = complaint_stage("FEE_PAID").unwrap_err();
+        assert_eq!(err.field(), "stage");
+        assert!(err.to_string().contains("FEE_PAID") && err.to_string().contains("complaint"));
+        assert!(service_stage("RESOLVED").is_err());
+        assert_eq!(service_stage("DELIVERED").unwrap(), ServiceStage::Delivered);
+    }
+
+    #[test]
+    fn complaint_and_unit_day_rules() {
+        let r = reference();
+        let c = ComplaintEvent {
+            event_id: Uuid::from_u128(5),
+            unit_code: "KH-12".into(),
+            complaint_id: "x".into(),
+            sector_code: Some("NOPE".into()),
+            stage: ComplaintStage::Received,
+            occurred_at: good_service().occurred_at,
+            recorded_at: good_service().recorded_at,
+            supersedes_event_id: None,
+        };
+        assert_eq!(validate(&Event::Complaint(c.clone()), &r, now()).unwrap_err().field(), "sector_code");
+        let no_office = r.registry.units.iter().find(|u| !u.has_ombudsman).unwrap().code.clone();
+        let err = validate(&Event::Complaint(ComplaintEvent { unit_code: no_office, sector_code: None, ..c }), &r, now()).unwrap_err();
+        assert!(matches!(err, ValidationError::NoOmbudsman(_)), "{err}");
+        let day = UnitDayClosed {
+            unit_code: "KH-12".into(),
+            date: NaiveDate::from_ymd_opt(2021, 5, 3).unwrap(),
+            services_recorded: -1,
+            complaints_recorded: 0,
+            closed_at: good_service().recorded_at,
+        };
+        assert_eq!(validate(&Event::UnitDay(day.clone()), &r, now()).unwrap_err().field(), "services_recorded");
+        validate(&Event::UnitDay(UnitDayClosed { services_recorded: 3, ..day }), &r, now()).unwrap();
+    }
+}
