@@ -1,1 +1,15 @@
-//! owsu-producer
+//! Office producers: import an office system's export or simulate a national year, validate and
+//! pseudonymise every record, and publish it to Kafka through a durable outbox.
+//!
+//! - [`import`]: the import format (JSON lines / CSV) with errors naming file, line and field;
+//! - [`outbox`]: fsync'd on-disk queue; nothing leaves it before Kafka acknowledges it;
+//! - [`publish`]: idempotent `acks=all` producer draining the outbox;
+//! - [`simulate`]: a calibrated, deterministic year for all 228 units, with planted problems;
+//! - [`cli`]: the `owsu-producer` command.
+
+pub mod cli;
+pub mod import;
+pub mod kafka;
+pub mod outbox;
+pub mod publish;
+pub mod simulate;

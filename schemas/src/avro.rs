@@ -72,9 +72,16 @@ pub enum DecodeError {
     #[error("unknown writer schema: fingerprint {fingerprint} is not one of the schema versions in schemas/avro/")]
     UnknownSchema { fingerprint: String },
     #[error("{kind} v{version} body does not decode: {detail}")]
-    Body { kind: &'static str, version: u32, detail: String },
+    Body {
+        kind: &'static str,
+        version: u32,
+        detail: String,
+    },
     #[error("field `{field}`: {problem}")]
-    Field { field: &'static str, problem: String },
+    Field {
+        field: &'static str,
+        problem: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,13 +111,19 @@ impl SchemaSet {
         let known: Vec<KnownSchema> = SCHEMA_FILES
             .iter()
             .map(|file| {
-                let schema = Schema::parse_str(file.json)
-                    .unwrap_or_else(|e| panic!("schemas/avro/{} does not parse: {e}", file.file_name));
+                let schema = Schema::parse_str(file.json).unwrap_or_else(|e| {
+                    panic!("schemas/avro/{} does not parse: {e}", file.file_name)
+                });
                 // Schemas live for the whole process; leaking them lets readers borrow them.
                 let schema: &'static Schema = Box::leak(Box::new(schema));
                 let fp = schema.fingerprint::<Rabin>();
-                let fingerprint: [u8; 8] = fp.bytes.as_slice().try_into().expect("Rabin is 8 bytes");
-                KnownSchema { file, schema, fingerprint }
+                let fingerprint: [u8; 8] =
+                    fp.bytes.as_slice().try_into().expect("Rabin is 8 bytes");
+                KnownSchema {
+                    file,
+                    schema,
+                    fingerprint,
+                }
             })
             .collect();
         let mut readers = HashMap::new();
@@ -120,16 +133,29 @@ impl SchemaSet {
             let reader = GenericDatumReader::builder(k.schema)
                 .reader_schema(latest.schema)
                 .build()
-                .unwrap_or_else(|e| panic!("{} cannot be resolved to the latest version: {e}", k.file.file_name));
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "{} cannot be resolved to the latest version: {e}",
+                        k.file.file_name
+                    )
+                });
             let previous = readers.insert(k.fingerprint, (i, reader));
-            assert!(previous.is_none(), "two schema files share a fingerprint: {}", k.file.file_name);
+            assert!(
+                previous.is_none(),
+                "two schema files share a fingerprint: {}",
+                k.file.file_name
+            );
             writers.push(
                 GenericDatumWriter::builder(k.schema)
                     .build()
                     .unwrap_or_else(|e| panic!("{}: {e}", k.file.file_name)),
             );
         }
-        SchemaSet { known, readers, writers }
+        SchemaSet {
+            known,
+            readers,
+            writers,
+        }
     }
 
     fn latest_in(known: &[KnownSchema], kind: RecordKind) -> &KnownSchema {
@@ -149,7 +175,10 @@ impl SchemaSet {
         self.known
             .iter()
             .position(|k| k.file.kind == kind && k.file.version == version)
-            .ok_or(EncodeError::NoSuchVersion { kind: kind.as_str(), version })
+            .ok_or(EncodeError::NoSuchVersion {
+                kind: kind.as_str(),
+                version,
+            })
     }
 
     /// Encodes with the latest version of the record's schema.
@@ -168,22 +197,30 @@ impl SchemaSet {
         out.extend_from_slice(&self.known[idx].fingerprint);
         self.writers[idx]
             .write_value_ref(&mut out, &value)
-            .map_err(|e| EncodeError::Avro { kind: kind.as_str(), detail: e.to_string() })?;
+            .map_err(|e| EncodeError::Avro {
+                kind: kind.as_str(),
+                detail: e.to_string(),
+            })?;
         Ok(out)
     }
 
     /// Decodes any known version, resolved to the latest reader schema.
     pub fn decode(&self, bytes: &[u8]) -> Result<Event, DecodeError> {
         let (fingerprint, mut body) = split_header(bytes)?;
-        let (idx, reader) = self.readers.get(&fingerprint).ok_or_else(|| DecodeError::UnknownSchema {
-            fingerprint: hex::encode(fingerprint),
-        })?;
+        let (idx, reader) =
+            self.readers
+                .get(&fingerprint)
+                .ok_or_else(|| DecodeError::UnknownSchema {
+                    fingerprint: hex::encode(fingerprint),
+                })?;
         let file = self.known[*idx].file;
-        let value = reader.read_value(&mut body).map_err(|e| DecodeError::Body {
-            kind: file.kind.as_str(),
-            version: file.version,
-            detail: e.to_string(),
-        })?;
+        let value = reader
+            .read_value(&mut body)
+            .map_err(|e| DecodeError::Body {
+                kind: file.kind.as_str(),
+                version: file.version,
+                detail: e.to_string(),
+            })?;
         if !body.is_empty() {
             return Err(DecodeError::Body {
                 kind: file.kind.as_str(),
@@ -197,25 +234,36 @@ impl SchemaSet {
     /// Decodes with an explicit reader version, as an older consumer would.
     pub fn decode_as(&self, bytes: &[u8], reader_version: u32) -> Result<Event, DecodeError> {
         let (fingerprint, mut body) = split_header(bytes)?;
-        let (idx, _) = self.readers.get(&fingerprint).ok_or_else(|| DecodeError::UnknownSchema {
-            fingerprint: hex::encode(fingerprint),
-        })?;
+        let (idx, _) =
+            self.readers
+                .get(&fingerprint)
+                .ok_or_else(|| DecodeError::UnknownSchema {
+                    fingerprint: hex::encode(fingerprint),
+                })?;
         let writer = &self.known[*idx];
         let kind = writer.file.kind;
         let target = self
             .known
             .iter()
             .find(|k| k.file.kind == kind && k.file.version == reader_version)
-            .ok_or_else(|| DecodeError::UnknownSchema { fingerprint: format!("{} v{reader_version}", kind.as_str()) })?;
+            .ok_or_else(|| DecodeError::UnknownSchema {
+                fingerprint: format!("{} v{reader_version}", kind.as_str()),
+            })?;
         let reader = GenericDatumReader::builder(writer.schema)
             .reader_schema(target.schema)
             .build()
-            .map_err(|e| DecodeError::Body { kind: kind.as_str(), version: reader_version, detail: e.to_string() })?;
-        let value = reader.read_value(&mut body).map_err(|e| DecodeError::Body {
-            kind: kind.as_str(),
-            version: writer.file.version,
-            detail: e.to_string(),
-        })?;
+            .map_err(|e| DecodeError::Body {
+                kind: kind.as_str(),
+                version: reader_version,
+                detail: e.to_string(),
+            })?;
+        let value = reader
+            .read_value(&mut body)
+            .map_err(|e| DecodeError::Body {
+                kind: kind.as_str(),
+                version: writer.file.version,
+                detail: e.to_string(),
+            })?;
         from_value(kind, value)
     }
 }
@@ -225,7 +273,9 @@ fn split_header(bytes: &[u8]) -> Result<([u8; 8], &[u8]), DecodeError> {
         return Err(DecodeError::TooShort { len: bytes.len() });
     }
     if bytes[..2] != MAGIC {
-        return Err(DecodeError::BadMagic { found: [bytes[0], bytes[1]] });
+        return Err(DecodeError::BadMagic {
+            found: [bytes[0], bytes[1]],
+        });
     }
     let fingerprint: [u8; 8] = bytes[2..HEADER_LEN].try_into().expect("8 bytes");
     Ok((fingerprint, &bytes[HEADER_LEN..]))
@@ -264,12 +314,18 @@ fn to_value(event: &Event, version: u32) -> Value {
                 ("request_id".into(), s(&e.request_id)),
                 ("sector_code".into(), s(&e.sector_code)),
                 ("service_code".into(), s(&e.service_code)),
-                ("stage".into(), Value::Enum(e.stage.index(), e.stage.as_str().into())),
+                (
+                    "stage".into(),
+                    Value::Enum(e.stage.index(), e.stage.as_str().into()),
+                ),
                 ("fee_riel".into(), opt(e.fee_riel, Value::Long)),
                 ("channel".into(), s(&e.channel)),
                 ("occurred_at".into(), Value::TimestampMillis(e.occurred_at)),
                 ("recorded_at".into(), Value::TimestampMillis(e.recorded_at)),
-                ("supersedes_event_id".into(), opt(e.supersedes_event_id, |u| Value::String(u.to_string()))),
+                (
+                    "supersedes_event_id".into(),
+                    opt(e.supersedes_event_id, |u| Value::String(u.to_string())),
+                ),
             ];
             if version >= 2 {
                 f.push(("window_no".into(), opt(e.window_no, Value::Int)));
@@ -280,17 +336,29 @@ fn to_value(event: &Event, version: u32) -> Value {
             ("event_id".into(), Value::String(e.event_id.to_string())),
             ("unit_code".into(), s(&e.unit_code)),
             ("complaint_id".into(), s(&e.complaint_id)),
-            ("sector_code".into(), opt(e.sector_code.as_deref(), |x| Value::String(x.to_owned()))),
-            ("stage".into(), Value::Enum(e.stage.index(), e.stage.as_str().into())),
+            (
+                "sector_code".into(),
+                opt(e.sector_code.as_deref(), |x| Value::String(x.to_owned())),
+            ),
+            (
+                "stage".into(),
+                Value::Enum(e.stage.index(), e.stage.as_str().into()),
+            ),
             ("occurred_at".into(), Value::TimestampMillis(e.occurred_at)),
             ("recorded_at".into(), Value::TimestampMillis(e.recorded_at)),
-            ("supersedes_event_id".into(), opt(e.supersedes_event_id, |u| Value::String(u.to_string()))),
+            (
+                "supersedes_event_id".into(),
+                opt(e.supersedes_event_id, |u| Value::String(u.to_string())),
+            ),
         ],
         Event::UnitDay(e) => vec![
             ("unit_code".into(), s(&e.unit_code)),
             ("date".into(), Value::Date(date_to_epoch_day(e.date))),
             ("services_recorded".into(), Value::Int(e.services_recorded)),
-            ("complaints_recorded".into(), Value::Int(e.complaints_recorded)),
+            (
+                "complaints_recorded".into(),
+                Value::Int(e.complaints_recorded),
+            ),
             ("closed_at".into(), Value::TimestampMillis(e.closed_at)),
         ],
     };
@@ -306,7 +374,10 @@ impl Fields {
             .0
             .iter()
             .position(|(n, _)| n == name)
-            .ok_or(DecodeError::Field { field: name, problem: "missing".into() })?;
+            .ok_or(DecodeError::Field {
+                field: name,
+                problem: "missing".into(),
+            })?;
         Ok(std::mem::replace(&mut self.0[pos].1, Value::Null))
     }
 
@@ -329,7 +400,10 @@ impl Fields {
 
     fn uuid(&mut self, name: &'static str) -> Result<Uuid, DecodeError> {
         let s = self.string(name)?;
-        Uuid::parse_str(&s).map_err(|e| DecodeError::Field { field: name, problem: format!("{s:?} is not a UUID: {e}") })
+        Uuid::parse_str(&s).map_err(|e| DecodeError::Field {
+            field: name,
+            problem: format!("{s:?} is not a UUID: {e}"),
+        })
     }
 
     fn opt_uuid(&mut self, name: &'static str) -> Result<Option<Uuid>, DecodeError> {
@@ -337,7 +411,10 @@ impl Fields {
             None => Ok(None),
             Some(s) => Uuid::parse_str(&s)
                 .map(Some)
-                .map_err(|e| DecodeError::Field { field: name, problem: format!("{s:?} is not a UUID: {e}") }),
+                .map_err(|e| DecodeError::Field {
+                    field: name,
+                    problem: format!("{s:?} is not a UUID: {e}"),
+                }),
         }
     }
 
@@ -392,12 +469,19 @@ fn unwrap_union(v: Value) -> Value {
 }
 
 fn wrong(field: &'static str, expected: &str, got: &Value) -> DecodeError {
-    DecodeError::Field { field, problem: format!("expected {expected}, found {got:?}") }
+    DecodeError::Field {
+        field,
+        problem: format!("expected {expected}, found {got:?}"),
+    }
 }
 
 fn from_value(kind: RecordKind, value: Value) -> Result<Event, DecodeError> {
     let Value::Record(fields) = value else {
-        return Err(DecodeError::Body { kind: kind.as_str(), version: 0, detail: "not a record".into() });
+        return Err(DecodeError::Body {
+            kind: kind.as_str(),
+            version: 0,
+            detail: "not a record".into(),
+        });
     };
     let mut f = Fields(fields);
     Ok(match kind {
@@ -504,12 +588,26 @@ mod tests {
         let e = Event::Service(service());
         // v2 writer, v1 reader: the added field is dropped, everything else is intact.
         let v2 = set.encode_version(&e, 2).unwrap();
-        let Event::Service(read_v1) = set.decode_as(&v2, 1).unwrap() else { panic!("kind") };
-        assert_eq!(read_v1, ServiceEvent { window_no: None, ..service() });
+        let Event::Service(read_v1) = set.decode_as(&v2, 1).unwrap() else {
+            panic!("kind")
+        };
+        assert_eq!(
+            read_v1,
+            ServiceEvent {
+                window_no: None,
+                ..service()
+            }
+        );
         // v1 writer, v2 reader: the added field takes its default.
         let v1 = set.encode_version(&e, 1).unwrap();
-        assert_ne!(v1[2..10], v2[2..10], "versions must have different fingerprints");
-        let Event::Service(read_v2) = set.decode(&v1).unwrap() else { panic!("kind") };
+        assert_ne!(
+            v1[2..10],
+            v2[2..10],
+            "versions must have different fingerprints"
+        );
+        let Event::Service(read_v2) = set.decode(&v1).unwrap() else {
+            panic!("kind")
+        };
         assert_eq!(read_v2.window_no, None);
         assert_eq!(read_v2.fee_riel, Some(120_000));
     }
@@ -529,8 +627,14 @@ mod tests {
 
     #[test]
     fn bad_messages_say_what_is_wrong() {
-        assert!(matches!(decode(&[1, 2, 3]), Err(DecodeError::TooShort { len: 3 })));
-        assert!(matches!(decode(b"{\"json\": true}"), Err(DecodeError::BadMagic { .. })));
+        assert!(matches!(
+            decode(&[1, 2, 3]),
+            Err(DecodeError::TooShort { len: 3 })
+        ));
+        assert!(matches!(
+            decode(b"{\"json\": true}"),
+            Err(DecodeError::BadMagic { .. })
+        ));
         let mut unknown = encode(&Event::Service(service())).unwrap();
         unknown[5] ^= 0xFF;
         let err = decode(&unknown).unwrap_err();

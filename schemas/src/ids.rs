@@ -34,7 +34,9 @@ impl IdHasher {
         if trimmed.len() < 16 {
             return Err(WeakSecret { len: trimmed.len() });
         }
-        Ok(IdHasher { key: trimmed.to_vec() })
+        Ok(IdHasher {
+            key: trimmed.to_vec(),
+        })
     }
 
     /// 32 hex characters (128 bits) of HMAC-SHA256 over `unit_code`, a separator and the
@@ -61,9 +63,18 @@ mod tests {
     fn pseudonyms_are_stable_keyed_and_per_unit() {
         let a = IdHasher::new(b"0123456789abcdef-secret").unwrap();
         let b = IdHasher::new(b"another-deployment-secret").unwrap();
-        assert_eq!(a.pseudonymise("KH-01", "REQ-1"), a.pseudonymise("KH-01", "REQ-1"));
-        assert_ne!(a.pseudonymise("KH-01", "REQ-1"), b.pseudonymise("KH-01", "REQ-1"));
-        assert_ne!(a.pseudonymise("KH-01", "REQ-1"), a.pseudonymise("KH-02", "REQ-1"));
+        assert_eq!(
+            a.pseudonymise("KH-01", "REQ-1"),
+            a.pseudonymise("KH-01", "REQ-1")
+        );
+        assert_ne!(
+            a.pseudonymise("KH-01", "REQ-1"),
+            b.pseudonymise("KH-01", "REQ-1")
+        );
+        assert_ne!(
+            a.pseudonymise("KH-01", "REQ-1"),
+            a.pseudonymise("KH-02", "REQ-1")
+        );
         assert!(!a.pseudonymise("KH-01", "REQ-1").contains("REQ"));
         assert!(IdHasher::new(b"short").is_err());
     }

@@ -17,7 +17,11 @@ pub enum RecordKind {
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 3] = [RecordKind::Service, RecordKind::Complaint, RecordKind::UnitDay];
+    pub const ALL: [RecordKind; 3] = [
+        RecordKind::Service,
+        RecordKind::Complaint,
+        RecordKind::UnitDay,
+    ];
 
     /// The name used in the import format's `kind` field.
     pub fn as_str(self) -> &'static str {

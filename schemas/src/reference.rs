@@ -77,7 +77,9 @@ impl Registry {
     }
     /// Units of a province (the province itself and its districts), for scoped views.
     pub fn in_scope<'a>(&'a self, scope: &'a str) -> impl Iterator<Item = &'a Unit> + 'a {
-        self.units.iter().filter(move |u| u.province_code == scope || u.code == scope)
+        self.units
+            .iter()
+            .filter(move |u| u.province_code == scope || u.code == scope)
     }
 }
 
@@ -132,10 +134,14 @@ impl Catalogue {
     }
     /// A service and the sector it belongs to.
     pub fn service(&self, code: &str) -> Option<(&Sector, &Service)> {
-        self.services.get(code).map(|&(s, v)| (&self.sectors[s], &self.sectors[s].services[v]))
+        self.services
+            .get(code)
+            .map(|&(s, v)| (&self.sectors[s], &self.sectors[s].services[v]))
     }
     pub fn services(&self) -> impl Iterator<Item = (&Sector, &Service)> {
-        self.sectors.iter().flat_map(|s| s.services.iter().map(move |v| (s, v)))
+        self.sectors
+            .iter()
+            .flat_map(|s| s.services.iter().map(move |v| (s, v)))
     }
 }
 
@@ -156,7 +162,10 @@ impl Holidays {
     }
     /// Working days in `[from, to]`.
     pub fn working_days(&self, from: NaiveDate, to: NaiveDate) -> Vec<NaiveDate> {
-        from.iter_days().take_while(|d| *d <= to).filter(|d| self.is_working_day(*d)).collect()
+        from.iter_days()
+            .take_while(|d| *d <= to)
+            .filter(|d| self.is_working_day(*d))
+            .collect()
     }
     pub fn covers(&self, year: i32) -> bool {
         self.years.contains(&year)
@@ -166,9 +175,16 @@ impl Holidays {
 #[derive(Debug, thiserror::Error)]
 pub enum ReferenceError {
     #[error("{file}: cannot read: {source}")]
-    Io { file: PathBuf, source: std::io::Error },
+    Io {
+        file: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{file}, line {line}: {problem}")]
-    Line { file: PathBuf, line: u64, problem: String },
+    Line {
+        file: PathBuf,
+        line: u64,
+        problem: String,
+    },
     #[error("{file}: {problem}")]
     File { file: PathBuf, problem: String },
 }
@@ -217,10 +233,21 @@ impl Reference {
     pub fn from_dir(dir: &Path) -> Result<Self, ReferenceError> {
         let read = |f: &str| {
             let p = dir.join(f);
-            std::fs::read_to_string(&p).map(|s| (p.clone(), s)).map_err(|source| ReferenceError::Io { file: p, source })
+            std::fs::read_to_string(&p)
+                .map(|s| (p.clone(), s))
+                .map_err(|source| ReferenceError::Io { file: p, source })
         };
-        let (u, c, h) = (read("units.csv")?, read("catalogue.json")?, read("holidays.csv")?);
-        Self::parse((u.0, &u.1), (c.0, &c.1), (h.0, &h.1), dir.display().to_string())
+        let (u, c, h) = (
+            read("units.csv")?,
+            read("catalogue.json")?,
+            read("holidays.csv")?,
+        );
+        Self::parse(
+            (u.0, &u.1),
+            (c.0, &c.1),
+            (h.0, &h.1),
+            dir.display().to_string(),
+        )
     }
 
     fn parse(
@@ -242,7 +269,11 @@ fn parse_bool(file: &Path, line: u64, field: &str, v: &str) -> Result<bool, Refe
     match v {
         "true" => Ok(true),
         "false" => Ok(false),
-        _ => Err(ReferenceError::Line { file: file.into(), line, problem: format!("field `{field}`: {v:?} is not true/false") }),
+        _ => Err(ReferenceError::Line {
+            file: file.into(),
+            line,
+            problem: format!("field `{field}`: {v:?} is not true/false"),
+        }),
     }
 }
 
@@ -252,7 +283,11 @@ fn parse_units(file: &Path, text: &str) -> Result<Registry, ReferenceError> {
     let mut by_code = HashMap::new();
     for (i, rec) in rdr.records().enumerate() {
         let line = i as u64 + 2;
-        let rec = rec.map_err(|e| ReferenceError::Line { file: file.into(), line, problem: e.to_string() })?;
+        let rec = rec.map_err(|e| ReferenceError::Line {
+            file: file.into(),
+            line,
+            problem: e.to_string(),
+        })?;
         let get = |n: usize| rec.get(n).unwrap_or("").trim().to_owned();
         let level_s = get(1);
         let level = Level::parse(&level_s).ok_or_else(|| ReferenceError::Line {
@@ -270,7 +305,9 @@ fn parse_units(file: &Path, text: &str) -> Result<Registry, ReferenceError> {
             return Err(ReferenceError::Line {
                 file: file.into(),
                 line,
-                problem: format!("field `code`: {code:?} is not KH-PP (provincial) or KH-PPDD (district)"),
+                problem: format!(
+                    "field `code`: {code:?} is not KH-PP (provincial) or KH-PPDD (district)"
+                ),
             });
         }
         let unit = Unit {
@@ -288,11 +325,18 @@ fn parse_units(file: &Path, text: &str) -> Result<Registry, ReferenceError> {
             return Err(ReferenceError::Line {
                 file: file.into(),
                 line,
-                problem: format!("field `province_code`: {} does not contain unit {code}", unit.province_code),
+                problem: format!(
+                    "field `province_code`: {} does not contain unit {code}",
+                    unit.province_code
+                ),
             });
         }
         if by_code.insert(code.clone(), units.len()).is_some() {
-            return Err(ReferenceError::Line { file: file.into(), line, problem: format!("field `code`: {code} appears twice") });
+            return Err(ReferenceError::Line {
+                file: file.into(),
+                line,
+                problem: format!("field `code`: {code} appears twice"),
+            });
         }
         units.push(unit);
     }
@@ -310,11 +354,17 @@ fn parse_catalogue(file: &Path, text: &str) -> Result<Catalogue, ReferenceError>
             if svc.fee_min_riel < 0 || svc.fee_min_riel > svc.fee_max_riel {
                 return Err(ReferenceError::File {
                     file: file.into(),
-                    problem: format!("service {}: fee range {}..{} riel is not valid", svc.code, svc.fee_min_riel, svc.fee_max_riel),
+                    problem: format!(
+                        "service {}: fee range {}..{} riel is not valid",
+                        svc.code, svc.fee_min_riel, svc.fee_max_riel
+                    ),
                 });
             }
             if cat.services.insert(svc.code.clone(), (si, vi)).is_some() {
-                return Err(ReferenceError::File { file: file.into(), problem: format!("service code {} appears twice", svc.code) });
+                return Err(ReferenceError::File {
+                    file: file.into(),
+                    problem: format!("service code {} appears twice", svc.code),
+                });
             }
         }
     }
@@ -326,7 +376,11 @@ fn parse_holidays(file: &Path, text: &str) -> Result<Holidays, ReferenceError> {
     let mut h = Holidays::default();
     for (i, rec) in rdr.records().enumerate() {
         let line = i as u64 + 2;
-        let rec = rec.map_err(|e| ReferenceError::Line { file: file.into(), line, problem: e.to_string() })?;
+        let rec = rec.map_err(|e| ReferenceError::Line {
+            file: file.into(),
+            line,
+            problem: e.to_string(),
+        })?;
         let d = rec.get(0).unwrap_or("");
         let date = NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|e| ReferenceError::Line {
             file: file.into(),
@@ -349,13 +403,23 @@ mod tests {
         let reg = &r.registry;
         assert_eq!(reg.units.len(), 228);
         assert_eq!(reg.provinces().count(), 25, "Phnom Penh and 24 provinces");
-        let districts: Vec<_> = reg.units.iter().filter(|u| u.level == Level::District).collect();
+        let districts: Vec<_> = reg
+            .units
+            .iter()
+            .filter(|u| u.level == Level::District)
+            .collect();
         assert_eq!(districts.len(), 203);
-        assert_eq!(districts.iter().filter(|u| u.has_ombudsman).count(), 120, "FACTS.md: 120 district Ombudsman offices");
+        assert_eq!(
+            districts.iter().filter(|u| u.has_ombudsman).count(),
+            120,
+            "FACTS.md: 120 district Ombudsman offices"
+        );
         assert_eq!(reg.get("KH-25").unwrap().province_name, "Tbong Khmum");
         assert_eq!(reg.get("KH-12").unwrap().kind, "capital");
         for d in &districts {
-            let p = reg.get(&d.province_code).expect("district's province exists");
+            let p = reg
+                .get(&d.province_code)
+                .expect("district's province exists");
             assert_eq!(p.level, Level::Provincial);
         }
     }
@@ -367,9 +431,16 @@ mod tests {
         let district_sectors = c
             .sectors
             .iter()
-            .filter(|s| s.services.iter().any(|v| v.levels.contains(&Level::District)))
+            .filter(|s| {
+                s.services
+                    .iter()
+                    .any(|v| v.levels.contains(&Level::District))
+            })
             .count();
-        assert_eq!(district_sectors, 14, "one-stop offices: 14 sectors (FACTS.md)");
+        assert_eq!(
+            district_sectors, 14,
+            "one-stop offices: 14 sectors (FACTS.md)"
+        );
         assert!(c.services().any(|(_, s)| s.border_pass));
         let (sector, svc) = c.service("COM-TRADE-LIC").unwrap();
         assert_eq!(sector.code, "COM");
@@ -396,7 +467,12 @@ mod tests {
         std::fs::write(dir.join("catalogue.json"), BUILTIN_CATALOGUE).unwrap();
         std::fs::write(dir.join("holidays.csv"), BUILTIN_HOLIDAYS).unwrap();
         let err = Reference::from_dir(&dir).unwrap_err().to_string();
-        assert!(err.contains("units.csv, line 3") && err.contains("`level`") && err.contains("regional"), "{err}");
+        assert!(
+            err.contains("units.csv, line 3")
+                && err.contains("`level`")
+                && err.contains("regional"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -67,7 +67,10 @@ mod tests {
         // 2021-01-01T00:00+07:00 is 2020-12-31T17:00Z.
         let ms = parse_rfc3339("2020-12-31T17:00:00Z").unwrap();
         assert_eq!(local_date(ms), NaiveDate::from_ymd_opt(2021, 1, 1).unwrap());
-        assert_eq!(local_date(ms - 1), NaiveDate::from_ymd_opt(2020, 12, 31).unwrap());
+        assert_eq!(
+            local_date(ms - 1),
+            NaiveDate::from_ymd_opt(2020, 12, 31).unwrap()
+        );
         assert_eq!(day_start(NaiveDate::from_ymd_opt(2021, 1, 1).unwrap()), ms);
         assert_eq!(to_rfc3339(ms), "2021-01-01T00:00:00+07:00");
     }

@@ -28,9 +28,19 @@ pub enum ValidationError {
     #[error("field `service_code`: unknown service code {0:?} (not in the catalogue)")]
     UnknownService(String),
     #[error("field `service_code`: service {service} belongs to sector {actual}, not {given}")]
-    ServiceNotInSector { service: String, given: String, actual: String },
-    #[error("field `service_code`: service {service} is not offered at {level} level (unit {unit})")]
-    ServiceNotOfferedAtLevel { service: String, unit: String, level: &'static str },
+    ServiceNotInSector {
+        service: String,
+        given: String,
+        actual: String,
+    },
+    #[error(
+        "field `service_code`: service {service} is not offered at {level} level (unit {unit})"
+    )]
+    ServiceNotOfferedAtLevel {
+        service: String,
+        unit: String,
+        level: &'static str,
+    },
     #[error("field `stage`: {value:?} is not a possible stage of a {kind} record")]
     ImpossibleStage { kind: &'static str, value: String },
     #[error("field `fee_riel`: a FEE_PAID event needs a fee")]
@@ -44,7 +54,11 @@ pub enum ValidationError {
     #[error("field `{field}`: {value} is before 2018-01-01, the start of OWSU reporting")]
     TooEarly { field: &'static str, value: String },
     #[error("field `{field}`: {value} is more than a day in the future (now {now})")]
-    InFuture { field: &'static str, value: String, now: String },
+    InFuture {
+        field: &'static str,
+        value: String,
+        now: String,
+    },
     #[error("field `recorded_at`: {recorded} is before occurred_at {occurred}")]
     RecordedBeforeOccurred { recorded: String, occurred: String },
     #[error("field `{0}`: must not be empty")]
@@ -62,9 +76,14 @@ impl ValidationError {
         match self {
             UnknownUnit(_) | NoOwsu(_) | NoOmbudsman(_) => "unit_code",
             UnknownSector(_) => "sector_code",
-            UnknownService(_) | ServiceNotInSector { .. } | ServiceNotOfferedAtLevel { .. } => "service_code",
+            UnknownService(_) | ServiceNotInSector { .. } | ServiceNotOfferedAtLevel { .. } => {
+                "service_code"
+            }
             ImpossibleStage { .. } => "stage",
-            FeeMissing | NegativeFeeNotRefund { .. } | FeeOnWrongStage { .. } | FeeOutOfRange { .. } => "fee_riel",
+            FeeMissing
+            | NegativeFeeNotRefund { .. }
+            | FeeOnWrongStage { .. }
+            | FeeOutOfRange { .. } => "fee_riel",
             TooEarly { field, .. } | InFuture { field, .. } | NegativeCount { field, .. } => field,
             RecordedBeforeOccurred { .. } => "recorded_at",
             Empty(f) => f,
@@ -75,28 +94,51 @@ impl ValidationError {
 
 /// Parses a service stage, or says it is impossible for a service record.
 pub fn service_stage(value: &str) -> Result<ServiceStage, ValidationError> {
-    ServiceStage::parse(value).ok_or_else(|| ValidationError::ImpossibleStage { kind: RecordKind::Service.as_str(), value: value.into() })
+    ServiceStage::parse(value).ok_or_else(|| ValidationError::ImpossibleStage {
+        kind: RecordKind::Service.as_str(),
+        value: value.into(),
+    })
 }
 
 /// Parses a complaint stage, or says it is impossible for a complaint record.
 pub fn complaint_stage(value: &str) -> Result<ComplaintStage, ValidationError> {
-    ComplaintStage::parse(value)
-        .ok_or_else(|| ValidationError::ImpossibleStage { kind: RecordKind::Complaint.as_str(), value: value.into() })
+    ComplaintStage::parse(value).ok_or_else(|| ValidationError::ImpossibleStage {
+        kind: RecordKind::Complaint.as_str(),
+        value: value.into(),
+    })
 }
 
-fn check_times(occurred: Millis, recorded: Option<Millis>, now: Millis) -> Result<(), ValidationError> {
+fn check_times(
+    occurred: Millis,
+    recorded: Option<Millis>,
+    now: Millis,
+) -> Result<(), ValidationError> {
     if occurred < earliest_accepted() {
-        return Err(ValidationError::TooEarly { field: "occurred_at", value: to_rfc3339(occurred) });
+        return Err(ValidationError::TooEarly {
+            field: "occurred_at",
+            value: to_rfc3339(occurred),
+        });
     }
     if occurred > now + DAY_MS {
-        return Err(ValidationError::InFuture { field: "occurred_at", value: to_rfc3339(occurred), now: to_rfc3339(now) });
+        return Err(ValidationError::InFuture {
+            field: "occurred_at",
+            value: to_rfc3339(occurred),
+            now: to_rfc3339(now),
+        });
     }
     if let Some(recorded) = recorded {
         if recorded < occurred {
-            return Err(ValidationError::RecordedBeforeOccurred { recorded: to_rfc3339(recorded), occurred: to_rfc3339(occurred) });
+            return Err(ValidationError::RecordedBeforeOccurred {
+                recorded: to_rfc3339(recorded),
+                occurred: to_rfc3339(occurred),
+            });
         }
         if recorded > now + DAY_MS {
-            return Err(ValidationError::InFuture { field: "recorded_at", value: to_rfc3339(recorded), now: to_rfc3339(now) });
+            return Err(ValidationError::InFuture {
+                field: "recorded_at",
+                value: to_rfc3339(recorded),
+                now: to_rfc3339(now),
+            });
         }
     }
     Ok(())
@@ -117,7 +159,10 @@ pub fn validate(event: &Event, reference: &Reference, now: Millis) -> Result<(),
             if e.request_id.is_empty() {
                 return Err(ValidationError::Empty("request_id"));
             }
-            reference.catalogue.sector(&e.sector_code).ok_or_else(|| ValidationError::UnknownSector(e.sector_code.clone()))?;
+            reference
+                .catalogue
+                .sector(&e.sector_code)
+                .ok_or_else(|| ValidationError::UnknownSector(e.sector_code.clone()))?;
             let (sector, service) = reference
                 .catalogue
                 .service(&e.service_code)
@@ -139,11 +184,25 @@ pub fn validate(event: &Event, reference: &Reference, now: Millis) -> Result<(),
             match (e.stage, e.fee_riel) {
                 (ServiceStage::FeePaid, None) => return Err(ValidationError::FeeMissing),
                 (ServiceStage::FeePaid, Some(fee)) if fee.abs() > service.fee_max_riel => {
-                    return Err(ValidationError::FeeOutOfRange { fee, service: service.code.clone(), max: service.fee_max_riel })
+                    return Err(ValidationError::FeeOutOfRange {
+                        fee,
+                        service: service.code.clone(),
+                        max: service.fee_max_riel,
+                    })
                 }
                 (ServiceStage::FeePaid, Some(_)) | (_, None) => {}
-                (stage, Some(fee)) if fee < 0 => return Err(ValidationError::NegativeFeeNotRefund { fee, stage: stage.as_str() }),
-                (stage, Some(fee)) => return Err(ValidationError::FeeOnWrongStage { fee, stage: stage.as_str() }),
+                (stage, Some(fee)) if fee < 0 => {
+                    return Err(ValidationError::NegativeFeeNotRefund {
+                        fee,
+                        stage: stage.as_str(),
+                    })
+                }
+                (stage, Some(fee)) => {
+                    return Err(ValidationError::FeeOnWrongStage {
+                        fee,
+                        stage: stage.as_str(),
+                    })
+                }
             }
             if e.supersedes_event_id == Some(e.event_id) {
                 return Err(ValidationError::SelfCorrection(e.event_id.to_string()));
@@ -158,7 +217,10 @@ pub fn validate(event: &Event, reference: &Reference, now: Millis) -> Result<(),
                 return Err(ValidationError::Empty("complaint_id"));
             }
             if let Some(s) = &e.sector_code {
-                reference.catalogue.sector(s).ok_or_else(|| ValidationError::UnknownSector(s.clone()))?;
+                reference
+                    .catalogue
+                    .sector(s)
+                    .ok_or_else(|| ValidationError::UnknownSector(s.clone()))?;
             }
             if e.supersedes_event_id == Some(e.event_id) {
                 return Err(ValidationError::SelfCorrection(e.event_id.to_string()));
@@ -167,17 +229,30 @@ pub fn validate(event: &Event, reference: &Reference, now: Millis) -> Result<(),
         }
         Event::UnitDay(e) => {
             if e.services_recorded < 0 {
-                return Err(ValidationError::NegativeCount { field: "services_recorded", value: e.services_recorded });
+                return Err(ValidationError::NegativeCount {
+                    field: "services_recorded",
+                    value: e.services_recorded,
+                });
             }
             if e.complaints_recorded < 0 {
-                return Err(ValidationError::NegativeCount { field: "complaints_recorded", value: e.complaints_recorded });
+                return Err(ValidationError::NegativeCount {
+                    field: "complaints_recorded",
+                    value: e.complaints_recorded,
+                });
             }
             let start = day_start(e.date);
             if start < earliest_accepted() {
-                return Err(ValidationError::TooEarly { field: "date", value: e.date.to_string() });
+                return Err(ValidationError::TooEarly {
+                    field: "date",
+                    value: e.date.to_string(),
+                });
             }
             if start > now + DAY_MS {
-                return Err(ValidationError::InFuture { field: "date", value: e.date.to_string(), now: local_date(now).to_string() });
+                return Err(ValidationError::InFuture {
+                    field: "date",
+                    value: e.date.to_string(),
+                    now: local_date(now).to_string(),
+                });
             }
             if e.closed_at < start {
                 return Err(ValidationError::RecordedBeforeOccurred {
@@ -227,22 +302,92 @@ mod tests {
     fn a_good_service_event_passes() {
         check(good_service()).unwrap();
         // A refund: negative fee on FEE_PAID.
-        check(ServiceEvent { fee_riel: Some(-100_000), ..good_service() }).unwrap();
+        check(ServiceEvent {
+            fee_riel: Some(-100_000),
+            ..good_service()
+        })
+        .unwrap();
     }
 
     #[test]
     fn each_service_rule_names_its_field() {
         let cases: Vec<(ServiceEvent, &str, &str)> = vec![
-            (ServiceEvent { unit_code: "KH-99".into(), ..good_service() }, "unit_code", "KH-99"),
-            (ServiceEvent { sector_code: "XXX".into(), ..good_service() }, "sector_code", "XXX"),
-            (ServiceEvent { service_code: "COM-NOPE".into(), ..good_service() }, "service_code", "COM-NOPE"),
-            (ServiceEvent { sector_code: "AGR".into(), ..good_service() }, "service_code", "AGR"),
+            (
+                ServiceEvent {
+                    unit_code: "KH-99".into(),
+                    ..good_service()
+                },
+                "unit_code",
+                "KH-99",
+            ),
+            (
+                ServiceEvent {
+                    sector_code: "XXX".into(),
+                    ..good_service()
+                },
+                "sector_code",
+                "XXX",
+            ),
+            (
+                ServiceEvent {
+                    service_code: "COM-NOPE".into(),
+                    ..good_service()
+                },
+                "service_code",
+                "COM-NOPE",
+            ),
+            (
+                ServiceEvent {
+                    sector_code: "AGR".into(),
+                    ..good_service()
+                },
+                "service_code",
+                "AGR",
+            ),
             // Market stalls are a district service; KH-01 is provincial.
-            (ServiceEvent { service_code: "COM-MARKET-STALL".into(), fee_riel: Some(10_000), ..good_service() }, "service_code", "provincial"),
-            (ServiceEvent { stage: ServiceStage::Received, fee_riel: Some(-500), ..good_service() }, "fee_riel", "-500"),
-            (ServiceEvent { stage: ServiceStage::Delivered, fee_riel: Some(500), ..good_service() }, "fee_riel", "500"),
-            (ServiceEvent { fee_riel: None, ..good_service() }, "fee_riel", "FEE_PAID"),
-            (ServiceEvent { fee_riel: Some(99_000_000), ..good_service() }, "fee_riel", "99000000"),
+            (
+                ServiceEvent {
+                    service_code: "COM-MARKET-STALL".into(),
+                    fee_riel: Some(10_000),
+                    ..good_service()
+                },
+                "service_code",
+                "provincial",
+            ),
+            (
+                ServiceEvent {
+                    stage: ServiceStage::Received,
+                    fee_riel: Some(-500),
+                    ..good_service()
+                },
+                "fee_riel",
+                "-500",
+            ),
+            (
+                ServiceEvent {
+                    stage: ServiceStage::Delivered,
+                    fee_riel: Some(500),
+                    ..good_service()
+                },
+                "fee_riel",
+                "500",
+            ),
+            (
+                ServiceEvent {
+                    fee_riel: None,
+                    ..good_service()
+                },
+                "fee_riel",
+                "FEE_PAID",
+            ),
+            (
+                ServiceEvent {
+                    fee_riel: Some(99_000_000),
+                    ..good_service()
+                },
+                "fee_riel",
+                "99000000",
+            ),
             (
                 ServiceEvent {
                     occurred_at: parse_rfc3339("2017-12-31T23:00:00+07:00").unwrap(),
@@ -262,18 +407,38 @@ mod tests {
                 "2021-06-03",
             ),
             (
-                ServiceEvent { recorded_at: parse_rfc3339("2021-05-03T08:00:00+07:00").unwrap(), ..good_service() },
+                ServiceEvent {
+                    recorded_at: parse_rfc3339("2021-05-03T08:00:00+07:00").unwrap(),
+                    ..good_service()
+                },
                 "recorded_at",
                 "08:00",
             ),
-            (ServiceEvent { request_id: String::new(), ..good_service() }, "request_id", "empty"),
-            (ServiceEvent { supersedes_event_id: Some(Uuid::from_u128(1)), ..good_service() }, "supersedes_event_id", "itself"),
+            (
+                ServiceEvent {
+                    request_id: String::new(),
+                    ..good_service()
+                },
+                "request_id",
+                "empty",
+            ),
+            (
+                ServiceEvent {
+                    supersedes_event_id: Some(Uuid::from_u128(1)),
+                    ..good_service()
+                },
+                "supersedes_event_id",
+                "itself",
+            ),
         ];
         for (event, field, value) in cases {
             let err = check(event.clone()).expect_err(&format!("{event:?} should fail"));
             assert_eq!(err.field(), field, "{err}");
             let msg = err.to_string();
-            assert!(msg.contains(&format!("`{field}`")) && msg.contains(value), "{msg}");
+            assert!(
+                msg.contains(&format!("`{field}`")) && msg.contains(value),
+                "{msg}"
+            );
         }
     }
 
@@ -299,9 +464,30 @@ mod tests {
             recorded_at: good_service().recorded_at,
             supersedes_event_id: None,
         };
-        assert_eq!(validate(&Event::Complaint(c.clone()), &r, now()).unwrap_err().field(), "sector_code");
-        let no_office = r.registry.units.iter().find(|u| !u.has_ombudsman).unwrap().code.clone();
-        let err = validate(&Event::Complaint(ComplaintEvent { unit_code: no_office, sector_code: None, ..c }), &r, now()).unwrap_err();
+        assert_eq!(
+            validate(&Event::Complaint(c.clone()), &r, now())
+                .unwrap_err()
+                .field(),
+            "sector_code"
+        );
+        let no_office = r
+            .registry
+            .units
+            .iter()
+            .find(|u| !u.has_ombudsman)
+            .unwrap()
+            .code
+            .clone();
+        let err = validate(
+            &Event::Complaint(ComplaintEvent {
+                unit_code: no_office,
+                sector_code: None,
+                ..c
+            }),
+            &r,
+            now(),
+        )
+        .unwrap_err();
         assert!(matches!(err, ValidationError::NoOmbudsman(_)), "{err}");
         let day = UnitDayClosed {
             unit_code: "KH-12".into(),
@@ -310,7 +496,20 @@ mod tests {
             complaints_recorded: 0,
             closed_at: good_service().recorded_at,
         };
-        assert_eq!(validate(&Event::UnitDay(day.clone()), &r, now()).unwrap_err().field(), "services_recorded");
-        validate(&Event::UnitDay(UnitDayClosed { services_recorded: 3, ..day }), &r, now()).unwrap();
+        assert_eq!(
+            validate(&Event::UnitDay(day.clone()), &r, now())
+                .unwrap_err()
+                .field(),
+            "services_recorded"
+        );
+        validate(
+            &Event::UnitDay(UnitDayClosed {
+                services_recorded: 3,
+                ..day
+            }),
+            &r,
+            now(),
+        )
+        .unwrap();
     }
 }

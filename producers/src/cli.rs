@@ -1,0 +1,680 @@
+//! `owsu-producer`: what runs at (or for) each of the 228 units.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use owsu_schemas::ids::IdHasher;
+use owsu_schemas::record::{Event, RecordKind};
+use owsu_schemas::reference::{Level, Reference};
+use owsu_schemas::time::now_millis;
+
+use crate::import::{self, Format};
+use crate::kafka::KafkaArgs;
+use crate::publish::{DeliveryReport, Publisher, PublisherConfig};
+use crate::simulate::{Emit, SimConfig, Simulator};
+
+/// Exit code when some records were rejected (the valid ones were still published).
+pub const EXIT_REJECTED: i32 = 2;
+/// Exit code when events wait in the outbox because Kafka did not acknowledge them.
+pub const EXIT_QUEUED: i32 = 3;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "owsu-producer",
+    version,
+    about = "Publish One Window Service Unit events to Kafka: import office exports, simulate a national year.",
+    long_about = "Publish One Window Service Unit events to Kafka.\n\n\
+        Every accepted event is validated, has its citizen-linked ids replaced by keyed hashes, is written to a \
+        durable local outbox, and leaves the outbox only when Kafka acknowledged it (idempotent producer, acks=all).\n\n\
+        Exit codes: 0 all published; 2 some records rejected (see the rejects file); 3 events wait in the outbox \
+        (run `owsu-producer flush` when Kafka is reachable); 1 any other error."
+)]
+pub struct Cli {
+    /// Log format: human (default) or json.
+    #[arg(long, global = true, env = "OWSU_LOG_FORMAT", default_value = "human")]
+    pub log_format: LogFormat,
+
+    /// Directory with units.csv, catalogue.json and holidays.csv (default: $OWSU_REFERENCE_DIR,
+    /// ./schemas/reference, or the copy built into the binary).
+    #[arg(long, global = true, env = "OWSU_REFERENCE_DIR")]
+    pub reference_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate, pseudonymise and publish an office system's export (JSON lines or CSV).
+    Publish(PublishArgs),
+    /// Deliver events waiting in the outbox (after Kafka was unreachable).
+    Flush(FlushArgs),
+    /// Simulate a national year for all 228 units, to a file or straight to Kafka.
+    Simulate(SimulateArgs),
+    /// Print the unit registry.
+    Units(UnitsArgs),
+    /// Print the sector and service catalogue.
+    Catalogue(CatalogueArgs),
+}
+
+/// Where the durable outbox lives and how long Kafka may take.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OutboxArgs {
+    /// Outbox directory: accepted events wait here (fsync'd) until Kafka acknowledges them.
+    #[arg(long, env = "OWSU_OUTBOX", default_value = "data/outbox")]
+    pub outbox: PathBuf,
+
+    /// Seconds a message may wait for Kafka's acknowledgement before it stays in the outbox.
+    #[arg(long, env = "OWSU_DELIVERY_TIMEOUT_SECS", default_value_t = 30)]
+    pub delivery_timeout_secs: u64,
+}
+
+/// The deployment's secret for pseudonymous ids.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SecretArgs {
+    /// File holding the deployment's id secret (at least 16 bytes). Without a secret the
+    /// producer refuses to run: raw request and complaint numbers must never leave the office.
+    #[arg(long, env = "OWSU_ID_SECRET_FILE")]
+    pub id_secret_file: Option<PathBuf>,
+}
+
+impl SecretArgs {
+    pub fn hasher(&self) -> anyhow::Result<IdHasher> {
+        let secret = match (&self.id_secret_file, std::env::var("OWSU_ID_SECRET")) {
+            (Some(f), _) => std::fs::read(f).with_context(|| format!("reading the id secret file {}", f.display()))?,
+            (None, Ok(s)) => s.into_bytes(),
+            (None, Err(_)) => bail!(
+                "no id secret: pass --id-secret-file FILE or set OWSU_ID_SECRET. Request and complaint numbers \
+                 are replaced by keyed hashes before anything is stored or sent, and that needs the deployment's secret \
+                 (e.g. `head -c 32 /dev/urandom | base64 > secret.key`)."
+            ),
+        };
+        Ok(IdHasher::new(&secret)?)
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PublishArgs {
+    /// The export file: JSON lines with a `kind` field, or CSV (one kind per file).
+    #[arg(long, short)]
+    pub input: PathBuf,
+    /// File format (default: from the extension; .csv is CSV, anything else JSON lines).
+    #[arg(long)]
+    pub format: Option<Format>,
+    /// Record kind of a CSV file without a `kind` column (default: inferred from its columns).
+    #[arg(long, value_parser = parse_kind)]
+    pub kind: Option<RecordKind>,
+    /// Where rejected records go, with line, field and reason (default: INPUT.rejects.jsonl).
+    #[arg(long)]
+    pub rejects: Option<PathBuf>,
+    /// Records read, staged and sent at a time.
+    #[arg(long, default_value_t = 100_000)]
+    pub chunk: usize,
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    #[command(flatten)]
+    pub outbox: OutboxArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}
+
+fn parse_kind(s: &str) -> Result<RecordKind, String> {
+    RecordKind::parse(s).ok_or_else(|| format!("{s:?} is not service, complaint or unit_day"))
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FlushArgs {
+    #[command(flatten)]
+    pub outbox: OutboxArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Pace {
+    /// As fast as Kafka takes it.
+    Max,
+    /// One simulated working day every --seconds-per-day, as a live feed for dashboards.
+    Realtime,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// Calendar year to simulate (2021 reproduces FACTS.md's published figures).
+    #[arg(long)]
+    pub year: i32,
+    /// Seed: the same seed gives the same year, event for event.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Multiply every target by this (1.0 = the national year; 0.01 for a quick look).
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// Write the import format (JSON lines) to this file instead of publishing to Kafka.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Write what was generated and which problems were planted (JSON) to this file.
+    #[arg(long)]
+    pub truth: Option<PathBuf>,
+    /// Publishing pace.
+    #[arg(long, value_enum, default_value = "max")]
+    pub pace: Pace,
+    /// With --pace realtime: wall-clock seconds per simulated working day.
+    #[arg(long, default_value_t = 1.0)]
+    pub seconds_per_day: f64,
+    /// Do not plant oversight problems (silent units, collapse, stopped border passes, gaps).
+    #[arg(long)]
+    pub no_problems: bool,
+    /// Do not add duplicates, corrections and late records.
+    #[arg(long)]
+    pub no_noise: bool,
+    /// Events per outbox segment and delivery round.
+    #[arg(long, default_value_t = 200_000)]
+    pub chunk: usize,
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    #[command(flatten)]
+    pub outbox: OutboxArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TableFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UnitsArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: TableFormat,
+    /// Only this province (KH-PP) and its districts.
+    #[arg(long)]
+    pub province: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CatalogueArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: TableFormat,
+}
+
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,rdkafka=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Runs a parsed command; returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    let reference = Reference::load(cli.reference_dir.as_deref())?;
+    tracing::debug!(source = %reference.source, "reference data loaded");
+    match cli.command {
+        Command::Publish(a) => publish(&reference, a),
+        Command::Flush(a) => flush(a),
+        Command::Simulate(a) => simulate(&reference, a),
+        Command::Units(a) => units(&reference, a),
+        Command::Catalogue(a) => catalogue(&reference, a),
+    }
+}
+
+fn publisher(
+    kafka: &KafkaArgs,
+    outbox: &OutboxArgs,
+    segment_records: usize,
+) -> anyhow::Result<Publisher> {
+    Publisher::new(PublisherConfig {
+        kafka: kafka.clone(),
+        outbox_dir: outbox.outbox.clone(),
+        delivery_timeout: Duration::from_secs(outbox.delivery_timeout_secs.max(1)),
+        segment_records,
+    })
+}
+
+fn rate(n: u64, t: Duration) -> String {
+    format!("{:.0}/s", n as f64 / t.as_secs_f64().max(1e-3))
+}
+
+/// Counts of what a command did, printed as one summary line.
+#[derive(Debug, Default)]
+struct Tally {
+    by_kind: [u64; 3],
+    rejected: u64,
+}
+
+impl Tally {
+    fn add(&mut self, e: &Event) {
+        self.by_kind[e.kind() as usize] += 1;
+    }
+    fn accepted(&self) -> u64 {
+        self.by_kind.iter().sum()
+    }
+    fn kinds(&self) -> String {
+        format!(
+            "service {}, complaint {}, unit_day {}",
+            self.by_kind[0], self.by_kind[1], self.by_kind[2]
+        )
+    }
+}
+
+fn publish(reference: &Reference, a: PublishArgs) -> anyhow::Result<i32> {
+    let hasher = a.secret.hasher()?;
+    let format = a.format.unwrap_or_else(|| Format::from_path(&a.input));
+    let rejects_path = a.rejects.clone().unwrap_or_else(|| {
+        let mut p = a.input.clone().into_os_string();
+        p.push(".rejects.jsonl");
+        PathBuf::from(p)
+    });
+    let lines = import::read_file(&a.input, format, a.kind)
+        .with_context(|| format!("opening {}", a.input.display()))?;
+    let mut publisher = publisher(&a.kafka, &a.outbox, a.chunk)?;
+    let waiting_before = publisher.outbox().pending()?;
+    if waiting_before > 0 {
+        tracing::info!(
+            waiting = waiting_before,
+            "delivering events left in the outbox by an earlier run first"
+        );
+    }
+    let started = Instant::now();
+    let now = now_millis();
+    let mut tally = Tally::default();
+    let mut rejects: Option<std::io::BufWriter<std::fs::File>> = None;
+    let mut chunk: Vec<Event> = Vec::with_capacity(a.chunk.min(1 << 20));
+    let mut report = DeliveryReport::default();
+    publisher.show_progress(0, "publishing");
+    let send = |publisher: &mut Publisher,
+                chunk: &mut Vec<Event>,
+                report: &mut DeliveryReport|
+     -> anyhow::Result<()> {
+        publisher.stage(chunk)?;
+        chunk.clear();
+        let r = publisher.deliver()?;
+        report.delivered += r.delivered;
+        report.pending = r.pending;
+        Ok(())
+    };
+    for line in lines {
+        let checked = line.parsed.and_then(|e| {
+            let e = import::pseudonymise(e, &hasher);
+            owsu_schemas::validate(&e, reference, now)
+                .map(|()| e)
+                .map_err(|v| import::RecordError {
+                    file: a.input.clone(),
+                    line: line.number,
+                    field: Some(v.field()),
+                    reason: v
+                        .to_string()
+                        .split_once(": ")
+                        .map(|(_, r)| r.to_owned())
+                        .unwrap_or_else(|| v.to_string()),
+                })
+        });
+        match checked {
+            Ok(e) => {
+                tally.add(&e);
+                chunk.push(e);
+                if chunk.len() >= a.chunk {
+                    send(&mut publisher, &mut chunk, &mut report)?;
+                }
+            }
+            Err(err) => {
+                tally.rejected += 1;
+                tracing::warn!("rejected {err}");
+                let w = match &mut rejects {
+                    Some(w) => w,
+                    None => rejects.insert(std::io::BufWriter::new(
+                        std::fs::File::create(&rejects_path)
+                            .with_context(|| format!("creating {}", rejects_path.display()))?,
+                    )),
+                };
+                serde_json::to_writer(
+                    &mut *w,
+                    &serde_json::json!({
+                        "file": err.file, "line": err.line, "field": err.field, "reason": err.reason, "record": line.text,
+                    }),
+                )?;
+                w.write_all(b"\n")?;
+            }
+        }
+    }
+    send(&mut publisher, &mut chunk, &mut report)?;
+    if let Some(mut w) = rejects {
+        w.flush()?;
+    }
+    publisher.finish_progress();
+    let took = started.elapsed();
+    println!(
+        "published {} of {} valid records from {} ({}); rejected {}{}; waiting in outbox {}; {:.1} s, {}",
+        report.delivered,
+        tally.accepted(),
+        a.input.display(),
+        tally.kinds(),
+        tally.rejected,
+        if tally.rejected > 0 { format!(" (see {})", rejects_path.display()) } else { String::new() },
+        report.pending,
+        took.as_secs_f64(),
+        rate(report.delivered, took),
+    );
+    Ok(exit_code(&tally, &report, &a.outbox))
+}
+
+fn exit_code(tally: &Tally, report: &DeliveryReport, outbox: &OutboxArgs) -> i32 {
+    if report.pending > 0 {
+        eprintln!(
+            "{} events wait in {}: run `owsu-producer flush` when Kafka is reachable.",
+            report.pending,
+            outbox.outbox.display()
+        );
+        EXIT_QUEUED
+    } else if tally.rejected > 0 {
+        EXIT_REJECTED
+    } else {
+        0
+    }
+}
+
+fn flush(a: FlushArgs) -> anyhow::Result<i32> {
+    let mut publisher = publisher(&a.kafka, &a.outbox, 100_000)?;
+    let waiting = publisher.outbox().pending()? as u64;
+    let started = Instant::now();
+    publisher.show_progress(waiting, "flushing outbox");
+    let report = publisher.deliver()?;
+    publisher.finish_progress();
+    println!(
+        "flushed {} of {} waiting events to {}; still waiting {}; {:.1} s",
+        report.delivered,
+        waiting,
+        a.kafka.brokers,
+        report.pending,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(exit_code(&Tally::default(), &report, &a.outbox))
+}
+
+fn simulate(reference: &Reference, a: SimulateArgs) -> anyhow::Result<i32> {
+    anyhow::ensure!(a.scale > 0.0, "--scale must be positive");
+    let config = SimConfig {
+        scale: a.scale,
+        plant_problems: !a.no_problems,
+        transport_noise: !a.no_noise,
+        ..SimConfig::new(a.year, a.seed)
+    };
+    let sim = Simulator::new(reference, config);
+    let t = sim.targets().clone();
+    tracing::info!(
+        year = a.year,
+        seed = a.seed,
+        scale = a.scale,
+        delivered_provincial = t.delivered_provincial,
+        delivered_district = t.delivered_district,
+        "simulating"
+    );
+    let started = Instant::now();
+    let mut tally = Tally::default();
+    let progress = indicatif::ProgressBar::new(365);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] day {pos}/{len} ({elapsed})")
+            .expect("template"),
+    );
+    progress.set_message(format!("simulating {}", a.year));
+
+    let (truth, report, destination) = if let Some(out) = &a.out {
+        let mut w = std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?,
+        );
+        let truth = sim.run(|emit| {
+            match emit {
+                Emit::Event(e) => {
+                    tally.add(e);
+                    serde_json::to_writer(&mut w, &import::to_import_json(e))?;
+                    w.write_all(b"\n")?;
+                }
+                Emit::DayEnd(d) => progress.set_position(chrono::Datelike::ordinal(&d) as u64),
+            }
+            Ok(())
+        })?;
+        w.flush()?;
+        (
+            truth,
+            DeliveryReport {
+                delivered: tally.accepted(),
+                pending: 0,
+            },
+            out.display().to_string(),
+        )
+    } else {
+        let hasher = a.secret.hasher()?;
+        let publisher = publisher(&a.kafka, &a.outbox, a.chunk)?;
+        let mut chunk: Vec<Event> = Vec::with_capacity(a.chunk);
+        let mut report = DeliveryReport::default();
+        let now = now_millis();
+        let day_pause = Duration::from_secs_f64(a.seconds_per_day.max(0.0));
+        let truth = sim.run(|emit| {
+            match emit {
+                Emit::Event(e) => {
+                    let e = import::pseudonymise(e.clone(), &hasher);
+                    if let Err(v) = owsu_schemas::validate(&e, reference, now) {
+                        // The simulator's own output failing validation is a bug: say so loudly.
+                        tally.rejected += 1;
+                        tracing::error!("simulated event rejected: {v}");
+                        return Ok(());
+                    }
+                    tally.add(&e);
+                    chunk.push(e);
+                }
+                Emit::DayEnd(d) => {
+                    progress.set_position(chrono::Datelike::ordinal(&d) as u64);
+                    if chunk.len() >= a.chunk || a.pace == Pace::Realtime {
+                        let t0 = Instant::now();
+                        publisher.stage(&chunk)?;
+                        chunk.clear();
+                        let r = publisher.deliver()?;
+                        report.delivered += r.delivered;
+                        report.pending = r.pending;
+                        if a.pace == Pace::Realtime {
+                            std::thread::sleep(day_pause.saturating_sub(t0.elapsed()));
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        publisher.stage(&chunk)?;
+        let r = publisher.deliver()?;
+        report.delivered += r.delivered;
+        report.pending = r.pending;
+        (truth, report, format!("Kafka at {}", a.kafka.brokers))
+    };
+    progress.finish_and_clear();
+    if let Some(p) = &a.truth {
+        std::fs::write(p, serde_json::to_vec_pretty(&truth)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    let took = started.elapsed();
+    let usd = |riel: i64| riel as f64 / owsu_schemas::RIEL_PER_USD as f64 / 1e6;
+    println!(
+        "simulated {} (seed {}, scale {}): {} events to {} ({}; duplicates {}, corrections {}, late {}); rejected {}; waiting in outbox {}; {:.1} s, {}",
+        a.year,
+        a.seed,
+        a.scale,
+        tally.accepted(),
+        destination,
+        tally.kinds(),
+        truth.events.duplicates,
+        truth.events.corrections,
+        truth.events.late,
+        tally.rejected,
+        report.pending,
+        took.as_secs_f64(),
+        rate(tally.accepted(), took)
+    );
+    for (label, lt) in [
+        (Level::Provincial.label(), &truth.provincial),
+        (Level::District.label(), &truth.district),
+    ] {
+        let f = &lt.complaints;
+        println!(
+            "  {label:<24} services {:>9}  revenue US${:>6.2}M ({} riel)  complaints {} / within {} / outside {} / resolved {} / more info {}",
+            lt.services_delivered,
+            usd(lt.revenue_riel),
+            lt.revenue_riel,
+            f.received(),
+            f.within(),
+            f.outside(),
+            f.within_resolved,
+            f.more_info()
+        );
+    }
+    if !truth.planted.is_empty() {
+        println!("  planted problems: {}", truth.planted.len());
+    }
+    Ok(exit_code(&tally, &report, &a.outbox))
+}
+
+fn units(reference: &Reference, a: UnitsArgs) -> anyhow::Result<i32> {
+    let units: Vec<_> = match &a.province {
+        Some(p) => reference.registry.in_scope(p).collect(),
+        None => reference.registry.units.iter().collect(),
+    };
+    if units.is_empty() {
+        bail!("no units match {:?}", a.province);
+    }
+    let mut out = std::io::stdout().lock();
+    match a.format {
+        TableFormat::Json => serde_json::to_writer_pretty(&mut out, &units)?,
+        TableFormat::Csv => {
+            let mut w = csv::Writer::from_writer(&mut out);
+            for u in &units {
+                w.serialize(u)?;
+            }
+            w.flush()?;
+        }
+        TableFormat::Table => {
+            writeln!(
+                out,
+                "{:<8} {:<10} {:<13} {:<18} {:<34} {:>4} {:>9} {:>6}",
+                "code", "level", "kind", "province", "name", "owsu", "ombudsman", "border"
+            )?;
+            for u in &units {
+                let yes = |b: bool| if b { "yes" } else { "-" };
+                writeln!(
+                    out,
+                    "{:<8} {:<10} {:<13} {:<18} {:<34} {:>4} {:>9} {:>6}",
+                    u.code,
+                    u.level.as_str(),
+                    u.kind,
+                    u.province_name,
+                    u.name,
+                    yes(u.has_owsu),
+                    yes(u.has_ombudsman),
+                    yes(u.border_province)
+                )?;
+            }
+            let prov = units
+                .iter()
+                .filter(|u| u.level == Level::Provincial)
+                .count();
+            writeln!(
+                out,
+                "{} units: {} capital/provincial, {} municipal/district/khan (source: {})",
+                units.len(),
+                prov,
+                units.len() - prov,
+                reference.source
+            )?;
+        }
+    }
+    out.write_all(b"\n")?;
+    Ok(0)
+}
+
+fn catalogue(reference: &Reference, a: CatalogueArgs) -> anyhow::Result<i32> {
+    let c = &reference.catalogue;
+    let mut out = std::io::stdout().lock();
+    match a.format {
+        TableFormat::Json => serde_json::to_writer_pretty(&mut out, &c.sectors)?,
+        TableFormat::Csv => {
+            let mut w = csv::Writer::from_writer(&mut out);
+            w.write_record([
+                "sector_code",
+                "sector_name",
+                "service_code",
+                "service_name",
+                "levels",
+                "fee_min_riel",
+                "fee_max_riel",
+                "typical_days",
+                "border_pass",
+            ])?;
+            for (s, v) in c.services() {
+                let levels: Vec<&str> = v.levels.iter().map(|l| l.as_str()).collect();
+                w.write_record([
+                    &s.code,
+                    &s.name,
+                    &v.code,
+                    &v.name,
+                    &levels.join("+"),
+                    &v.fee_min_riel.to_string(),
+                    &v.fee_max_riel.to_string(),
+                    &v.typical_days.to_string(),
+                    &v.border_pass.to_string(),
+                ])?;
+            }
+            w.flush()?;
+        }
+        TableFormat::Table => {
+            for s in &c.sectors {
+                writeln!(out, "{} {}", s.code, s.name)?;
+                for v in &s.services {
+                    let levels: Vec<&str> = v.levels.iter().map(|l| l.as_str()).collect();
+                    writeln!(
+                        out,
+                        "    {:<20} {:<48} {:<20} {:>9}-{:<9} riel  ~{} days{}",
+                        v.code,
+                        v.name,
+                        levels.join("+"),
+                        v.fee_min_riel,
+                        v.fee_max_riel,
+                        v.typical_days,
+                        if v.border_pass { "  [border pass]" } else { "" }
+                    )?;
+                }
+            }
+            writeln!(
+                out,
+                "{} sectors, {} service types (catalogue {}, source: {})",
+                c.sectors.len(),
+                c.services().count(),
+                c.version,
+                reference.source
+            )?;
+        }
+    }
+    out.write_all(b"\n")?;
+    Ok(0)
+}
+
+/// Small helper for tests and the demo: is this a path we can write next to?
+pub fn parent_exists(p: &Path) -> bool {
+    p.parent()
+        .is_none_or(|d| d.as_os_str().is_empty() || d.exists())
+}

@@ -1,0 +1,494 @@
+//! The import format of DESIGN.md: what an office system exports.
+//!
+//! JSON lines (`{"kind": "service", ...}` one per line) or CSV (one kind per file, the same
+//! column names). Timestamps are RFC 3339 with an offset, money integer riel. `request_id` and
+//! `complaint_id` are the office's own numbers: [`pseudonymise`] replaces them by keyed hashes
+//! before anything is stored or sent, and a missing `event_id` is derived from the record's
+//! content, so importing the same file twice counts once.
+//!
+//! Parse errors never quote `request_id` / `complaint_id` values: they are citizen-linked.
+
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+use owsu_schemas::ids::{derive_event_id, IdHasher};
+use owsu_schemas::record::{ComplaintEvent, Event, RecordKind, ServiceEvent, UnitDayClosed};
+use owsu_schemas::time::{parse_rfc3339, to_rfc3339};
+use owsu_schemas::validate::{complaint_stage, service_stage};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+/// A record that could not be read, with where and why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}:{line}: {}{reason}", file.display(), field.map(|f| format!("field `{f}`: ")).unwrap_or_default())]
+pub struct RecordError {
+    pub file: PathBuf,
+    pub line: u64,
+    /// The field at fault, when one is.
+    pub field: Option<&'static str>,
+    pub reason: String,
+}
+
+/// File formats the importer reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Jsonl,
+    Csv,
+}
+
+impl Format {
+    /// By extension: `.csv` is CSV, anything else JSON lines.
+    pub fn from_path(p: &Path) -> Self {
+        match p.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("csv") => Format::Csv,
+            _ => Format::Jsonl,
+        }
+    }
+}
+
+const SERVICE_FIELDS: &[&str] = &[
+    "kind",
+    "event_id",
+    "unit_code",
+    "request_id",
+    "sector_code",
+    "service_code",
+    "stage",
+    "fee_riel",
+    "channel",
+    "occurred_at",
+    "recorded_at",
+    "supersedes_event_id",
+    "window_no",
+];
+const COMPLAINT_FIELDS: &[&str] = &[
+    "kind",
+    "event_id",
+    "unit_code",
+    "complaint_id",
+    "sector_code",
+    "stage",
+    "occurred_at",
+    "recorded_at",
+    "supersedes_event_id",
+];
+const UNIT_DAY_FIELDS: &[&str] = &[
+    "kind",
+    "unit_code",
+    "date",
+    "services_recorded",
+    "complaints_recorded",
+    "closed_at",
+];
+
+/// Field reader over one record (a JSON object, or a CSV row turned into one with string values).
+struct Obj<'a> {
+    map: &'a Map<String, Value>,
+}
+
+type FieldResult<T> = Result<T, (Option<&'static str>, String)>;
+
+impl Obj<'_> {
+    fn raw(&self, f: &'static str) -> Option<&Value> {
+        match self.map.get(f) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.is_empty() => None,
+            Some(v) => Some(v),
+        }
+    }
+    fn opt_str(&self, f: &'static str) -> FieldResult<Option<String>> {
+        match self.raw(f) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(_) => Err((Some(f), "must be a string".into())),
+        }
+    }
+    fn str(&self, f: &'static str) -> FieldResult<String> {
+        self.opt_str(f)?.ok_or((Some(f), "is required".into()))
+    }
+    fn opt_i64(&self, f: &'static str) -> FieldResult<Option<i64>> {
+        match self.raw(f) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .map(Some)
+                .ok_or((Some(f), format!("{n} is not an integer"))),
+            Some(Value::String(s)) => s
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| (Some(f), format!("{s:?} is not an integer"))),
+            Some(v) => Err((Some(f), format!("{v} is not an integer"))),
+        }
+    }
+    fn i32(&self, f: &'static str) -> FieldResult<i32> {
+        let v = self
+            .opt_i64(f)?
+            .ok_or((Some(f), "is required".to_string()))?;
+        i32::try_from(v).map_err(|_| (Some(f), format!("{v} is out of range")))
+    }
+    fn time(&self, f: &'static str) -> FieldResult<i64> {
+        let s = self.str(f)?;
+        parse_rfc3339(&s).map_err(|e| {
+            (
+                Some(f),
+                format!("{s:?} is not RFC 3339 with an offset ({e})"),
+            )
+        })
+    }
+    fn opt_uuid(&self, f: &'static str) -> FieldResult<Option<Uuid>> {
+        match self.opt_str(f)? {
+            None => Ok(None),
+            Some(s) => Uuid::parse_str(&s)
+                .map(Some)
+                .map_err(|_| (Some(f), format!("{s:?} is not a UUID"))),
+        }
+    }
+}
+
+/// Parses one record object into an event whose ids are still the office's own
+/// (call [`pseudonymise`] next). A missing `event_id` is left nil.
+pub fn parse_object(
+    map: &Map<String, Value>,
+    default_kind: Option<RecordKind>,
+) -> FieldResult<Event> {
+    let o = Obj { map };
+    let kind = match o.opt_str("kind")? {
+        Some(k) => RecordKind::parse(&k).ok_or((
+            Some("kind"),
+            format!("{k:?} is not service, complaint or unit_day"),
+        ))?,
+        None => default_kind.ok_or((
+            Some("kind"),
+            "is required (or pass --kind for a CSV file)".to_string(),
+        ))?,
+    };
+    let allowed = match kind {
+        RecordKind::Service => SERVICE_FIELDS,
+        RecordKind::Complaint => COMPLAINT_FIELDS,
+        RecordKind::UnitDay => UNIT_DAY_FIELDS,
+    };
+    if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err((
+            None,
+            format!("unknown field `{unknown}` for a {} record", kind.as_str()),
+        ));
+    }
+    let stage_err = |e: owsu_schemas::ValidationError| {
+        (Some("stage"), e.to_string().replace("field `stage`: ", ""))
+    };
+    Ok(match kind {
+        RecordKind::Service => {
+            let occurred_at = o.time("occurred_at")?;
+            Event::Service(ServiceEvent {
+                event_id: o.opt_uuid("event_id")?.unwrap_or_default(),
+                unit_code: o.str("unit_code")?,
+                request_id: o.str("request_id")?,
+                sector_code: o.str("sector_code")?,
+                service_code: o.str("service_code")?,
+                stage: service_stage(&o.str("stage")?).map_err(stage_err)?,
+                fee_riel: o.opt_i64("fee_riel")?,
+                channel: o.opt_str("channel")?.unwrap_or_else(|| "counter".into()),
+                occurred_at,
+                recorded_at: if o.raw("recorded_at").is_some() {
+                    o.time("recorded_at")?
+                } else {
+                    occurred_at
+                },
+                supersedes_event_id: o.opt_uuid("supersedes_event_id")?,
+                window_no: o.opt_i64("window_no")?.map(|v| v as i32),
+            })
+        }
+        RecordKind::Complaint => {
+            let occurred_at = o.time("occurred_at")?;
+            Event::Complaint(ComplaintEvent {
+                event_id: o.opt_uuid("event_id")?.unwrap_or_default(),
+                unit_code: o.str("unit_code")?,
+                complaint_id: o.str("complaint_id")?,
+                sector_code: o.opt_str("sector_code")?,
+                stage: complaint_stage(&o.str("stage")?).map_err(stage_err)?,
+                occurred_at,
+                recorded_at: if o.raw("recorded_at").is_some() {
+                    o.time("recorded_at")?
+                } else {
+                    occurred_at
+                },
+                supersedes_event_id: o.opt_uuid("supersedes_event_id")?,
+            })
+        }
+        RecordKind::UnitDay => {
+            let d = o.str("date")?;
+            Event::UnitDay(UnitDayClosed {
+                unit_code: o.str("unit_code")?,
+                date: NaiveDate::parse_from_str(&d, "%Y-%m-%d")
+                    .map_err(|_| (Some("date"), format!("{d:?} is not YYYY-MM-DD")))?,
+                services_recorded: o.i32("services_recorded")?,
+                complaints_recorded: o.i32("complaints_recorded")?,
+                closed_at: o.time("closed_at")?,
+            })
+        }
+    })
+}
+
+/// Replaces office numbers by keyed hashes and fills a missing event id from the content.
+pub fn pseudonymise(mut event: Event, hasher: &IdHasher) -> Event {
+    match &mut event {
+        Event::Service(e) => {
+            e.request_id = hasher.pseudonymise(&e.unit_code, &e.request_id);
+            if e.event_id.is_nil() {
+                e.event_id = derive_event_id(
+                    &serde_json::to_string(&Event::Service(e.clone())).expect("serialisable"),
+                );
+            }
+        }
+        Event::Complaint(e) => {
+            e.complaint_id = hasher.pseudonymise(&e.unit_code, &e.complaint_id);
+            if e.event_id.is_nil() {
+                e.event_id = derive_event_id(
+                    &serde_json::to_string(&Event::Complaint(e.clone())).expect("serialisable"),
+                );
+            }
+        }
+        Event::UnitDay(_) => {}
+    }
+    event
+}
+
+/// The import-format JSON object of an event (the inverse of [`parse_object`]).
+pub fn to_import_json(event: &Event) -> Value {
+    let mut m = Map::new();
+    let mut put = |k: &str, v: Value| {
+        if !v.is_null() {
+            m.insert(k.to_owned(), v);
+        }
+    };
+    put("kind", event.kind().as_str().into());
+    match event {
+        Event::Service(e) => {
+            put("event_id", e.event_id.to_string().into());
+            put("unit_code", e.unit_code.clone().into());
+            put("request_id", e.request_id.clone().into());
+            put("sector_code", e.sector_code.clone().into());
+            put("service_code", e.service_code.clone().into());
+            put("stage", e.stage.as_str().into());
+            put("fee_riel", e.fee_riel.into());
+            put("channel", e.channel.clone().into());
+            put("occurred_at", to_rfc3339(e.occurred_at).into());
+            put("recorded_at", to_rfc3339(e.recorded_at).into());
+            put(
+                "supersedes_event_id",
+                e.supersedes_event_id.map(|u| u.to_string()).into(),
+            );
+            put("window_no", e.window_no.into());
+        }
+        Event::Complaint(e) => {
+            put("event_id", e.event_id.to_string().into());
+            put("unit_code", e.unit_code.clone().into());
+            put("complaint_id", e.complaint_id.clone().into());
+            put("sector_code", e.sector_code.clone().into());
+            put("stage", e.stage.as_str().into());
+            put("occurred_at", to_rfc3339(e.occurred_at).into());
+            put("recorded_at", to_rfc3339(e.recorded_at).into());
+            put(
+                "supersedes_event_id",
+                e.supersedes_event_id.map(|u| u.to_string()).into(),
+            );
+        }
+        Event::UnitDay(e) => {
+            put("unit_code", e.unit_code.clone().into());
+            put("date", e.date.to_string().into());
+            put("services_recorded", e.services_recorded.into());
+            put("complaints_recorded", e.complaints_recorded.into());
+            put("closed_at", to_rfc3339(e.closed_at).into());
+        }
+    }
+    Value::Object(m)
+}
+
+/// One line of input: its number, original text (for the rejects file) and parse result.
+pub struct Line {
+    pub number: u64,
+    pub text: String,
+    pub parsed: Result<Event, RecordError>,
+}
+
+/// Streams the records of an export file, one [`Line`] at a time, so a large file never sits
+/// in memory. `kind` is required for CSV files without a `kind` column.
+pub fn read_file(
+    path: &Path,
+    format: Format,
+    kind: Option<RecordKind>,
+) -> std::io::Result<Box<dyn Iterator<Item = Line>>> {
+    let file = std::fs::File::open(path)?;
+    let reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let path = path.to_path_buf();
+    match format {
+        Format::Jsonl => {
+            use std::io::BufRead;
+            Ok(Box::new(reader.lines().enumerate().filter_map(
+                move |(i, line)| {
+                    let number = i as u64 + 1;
+                    let err = |field, reason| RecordError {
+                        file: path.clone(),
+                        line: number,
+                        field,
+                        reason,
+                    };
+                    let text = match line {
+                        Ok(t) => t,
+                        Err(e) => {
+                            return Some(Line {
+                                number,
+                                text: String::new(),
+                                parsed: Err(err(None, format!("unreadable line: {e}"))),
+                            })
+                        }
+                    };
+                    if text.trim().is_empty() {
+                        return None;
+                    }
+                    let parsed = match serde_json::from_str::<Value>(&text) {
+                        Ok(Value::Object(map)) => {
+                            parse_object(&map, kind).map_err(|(f, r)| err(f, r))
+                        }
+                        Ok(_) => Err(err(None, "not a JSON object".into())),
+                        Err(e) => Err(err(None, format!("not valid JSON: {e}"))),
+                    };
+                    Some(Line {
+                        number,
+                        text,
+                        parsed,
+                    })
+                },
+            )))
+        }
+        Format::Csv => {
+            let mut rdr = csv::ReaderBuilder::new()
+                .flexible(false)
+                .from_reader(reader);
+            let headers: Vec<String> = rdr
+                .headers()
+                .map_err(std::io::Error::other)?
+                .iter()
+                .map(|h| h.trim().to_owned())
+                .collect();
+            // A CSV holds one kind; infer it from its columns when not told.
+            let kind = kind.or_else(|| {
+                let has = |c: &str| headers.iter().any(|h| h == c);
+                if has("request_id") {
+                    Some(RecordKind::Service)
+                } else if has("complaint_id") {
+                    Some(RecordKind::Complaint)
+                } else if has("services_recorded") {
+                    Some(RecordKind::UnitDay)
+                } else {
+                    None
+                }
+            });
+            Ok(Box::new(rdr.into_records().enumerate().map(
+                move |(i, rec)| {
+                    let number = i as u64 + 2; // line 1 is the header
+                    let err = |field, reason| RecordError {
+                        file: path.clone(),
+                        line: number,
+                        field,
+                        reason,
+                    };
+                    match rec {
+                        Err(e) => Line {
+                            number,
+                            text: String::new(),
+                            parsed: Err(err(None, format!("bad CSV row: {e}"))),
+                        },
+                        Ok(rec) => {
+                            let map: Map<String, Value> = headers
+                                .iter()
+                                .cloned()
+                                .zip(rec.iter().map(|v| Value::String(v.trim().to_owned())))
+                                .collect();
+                            let text = rec.iter().collect::<Vec<_>>().join(",");
+                            Line {
+                                number,
+                                text,
+                                parsed: parse_object(&map, kind).map_err(|(f, r)| err(f, r)),
+                            }
+                        }
+                    }
+                },
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn hasher() -> IdHasher {
+        IdHasher::new(b"test-secret-0123456789").unwrap()
+    }
+
+    #[test]
+    fn json_round_trip_and_deterministic_ids() {
+        let line = json!({"kind":"service","unit_code":"KH-0101","request_id":"R-77","sector_code":"COM",
+            "service_code":"COM-TRADE-LIC","stage":"FEE_PAID","fee_riel":100000,
+            "occurred_at":"2021-03-04T09:00:00+07:00","recorded_at":"2021-03-04T09:01:00+07:00"});
+        let e1 = pseudonymise(
+            parse_object(line.as_object().unwrap(), None).unwrap(),
+            &hasher(),
+        );
+        let e2 = pseudonymise(
+            parse_object(line.as_object().unwrap(), None).unwrap(),
+            &hasher(),
+        );
+        assert_eq!(e1, e2, "same record, same event id");
+        let Event::Service(s) = &e1 else { panic!() };
+        assert!(!s.event_id.is_nil());
+        assert!(!s.request_id.contains("R-77"));
+        let back = parse_object(to_import_json(&e1).as_object().unwrap(), None).unwrap();
+        assert_eq!(back, e1);
+    }
+
+    #[test]
+    fn parse_errors_name_the_field_without_quoting_citizen_ids() {
+        let bad = json!({"kind":"complaint","unit_code":"KH-01","complaint_id":"SECRET-NUMBER","stage":"FEE_PAID",
+            "occurred_at":"2021-03-04T09:00:00+07:00"});
+        let (field, reason) = parse_object(bad.as_object().unwrap(), None).unwrap_err();
+        assert_eq!(field, Some("stage"));
+        assert!(
+            reason.contains("FEE_PAID") && !reason.contains("SECRET"),
+            "{reason}"
+        );
+        let bad_time = json!({"kind":"unit_day","unit_code":"KH-01","date":"2021-13-01","services_recorded":1,
+            "complaints_recorded":0,"closed_at":"2021-03-04T17:00:00+07:00"});
+        assert_eq!(
+            parse_object(bad_time.as_object().unwrap(), None)
+                .unwrap_err()
+                .0,
+            Some("date")
+        );
+        let unknown = json!({"kind":"unit_day","unit_code":"KH-01","dte":"x"});
+        assert!(parse_object(unknown.as_object().unwrap(), None)
+            .unwrap_err()
+            .1
+            .contains("`dte`"));
+    }
+
+    #[test]
+    fn csv_infers_kind_and_reports_line_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("days.csv");
+        std::fs::write(&p, "unit_code,date,services_recorded,complaints_recorded,closed_at\nKH-01,2021-03-04,5,0,2021-03-04T17:00:00+07:00\nKH-01,2021-03-05,x,0,2021-03-05T17:00:00+07:00\n").unwrap();
+        let lines: Vec<Line> = read_file(&p, Format::Csv, None).unwrap().collect();
+        assert!(lines[0].parsed.is_ok());
+        let err = lines[1].parsed.as_ref().unwrap_err();
+        assert_eq!((err.line, err.field), (3, Some("services_recorded")));
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}:3: field `services_recorded`", p.display())),
+            "{err}"
+        );
+    }
+}

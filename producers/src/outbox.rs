@@ -1,0 +1,201 @@
+//! Durable outbox: accepted events are on disk (fsync'd) before they are sent, and leave the
+//! disk only once Kafka has acknowledged them. An office offline for days loses nothing: the
+//! next `publish` or `flush` delivers what waits.
+//!
+//! The outbox is a directory of segment files. A segment is written as `*.tmp`, fsync'd, then
+//! renamed to `*.seg` (and the directory fsync'd), so a crash leaves either a whole segment or
+//! none. After a delivery attempt a segment is rewritten the same way with only the records
+//! Kafka did not acknowledge, or deleted when all were. A crash between an acknowledgement and
+//! that rewrite re-sends some records: they carry the same event ids and are counted once.
+//!
+//! Records hold only encoded events (pseudonymous ids), never an office's raw numbers.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 8] = b"OWSUOB01";
+
+/// One message waiting for Kafka.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRecord {
+    pub topic: String,
+    pub key: String,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug)]
+pub struct Outbox {
+    dir: PathBuf,
+}
+
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn put(w: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
+    w.write_all(&(bytes.len() as u32).to_le_bytes())?;
+    w.write_all(bytes)
+}
+
+fn get(r: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut buf = vec![0u8; u32::from_le_bytes(len) as usize];
+    r.read_exact(&mut buf)?;
+    Ok(Some(buf))
+}
+
+impl Outbox {
+    /// Opens (creating) an outbox directory. Leftover `*.tmp` files are segments whose write
+    /// never completed; their events were never acknowledged to the caller, so they go.
+    pub fn open(dir: impl Into<PathBuf>) -> io::Result<Self> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir)?;
+        for entry in fs::read_dir(&dir)? {
+            let p = entry?.path();
+            if p.extension().is_some_and(|e| e == "tmp") {
+                fs::remove_file(&p)?;
+            }
+        }
+        Ok(Outbox { dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn write_atomically(&self, target: &Path, records: &[OutboxRecord]) -> io::Result<()> {
+        let tmp = target.with_extension("tmp");
+        {
+            let mut w = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+            w.write_all(MAGIC)?;
+            for r in records {
+                put(&mut w, r.topic.as_bytes())?;
+                put(&mut w, r.key.as_bytes())?;
+                put(&mut w, &r.payload)?;
+            }
+            w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        }
+        fs::rename(&tmp, target)?;
+        fsync_dir(&self.dir)
+    }
+
+    /// Makes records durable as a new segment; returns its path.
+    pub fn append(&self, records: &[OutboxRecord]) -> io::Result<PathBuf> {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let path = self
+            .dir
+            .join(format!("{stamp:024}-{}.seg", std::process::id()));
+        self.write_atomically(&path, records)?;
+        Ok(path)
+    }
+
+    /// Segments in the order they were written.
+    pub fn segments(&self) -> io::Result<Vec<PathBuf>> {
+        let mut v: Vec<PathBuf> = fs::read_dir(&self.dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
+    pub fn read(path: &Path) -> io::Result<Vec<OutboxRecord>> {
+        let mut r = BufReader::with_capacity(1 << 20, File::open(path)?);
+        let mut magic = [0u8; 8];
+        r.read_exact(&mut magic)?;
+        if &magic != MAGIC {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is not an outbox segment", path.display()),
+            ));
+        }
+        let mut out = Vec::new();
+        while let Some(topic) = get(&mut r)? {
+            let bad = |what: &str| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: truncated record ({what})", path.display()),
+                )
+            };
+            let key = get(&mut r)?.ok_or_else(|| bad("key"))?;
+            let payload = get(&mut r)?.ok_or_else(|| bad("payload"))?;
+            out.push(OutboxRecord {
+                topic: String::from_utf8(topic).map_err(|_| bad("topic"))?,
+                key: String::from_utf8(key).map_err(|_| bad("key"))?,
+                payload,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Keeps only the records not yet acknowledged (`keep[i]`); deletes the segment when none remain.
+    /// Returns how many remain.
+    pub fn retain(
+        &self,
+        path: &Path,
+        records: Vec<OutboxRecord>,
+        keep: &[bool],
+    ) -> io::Result<usize> {
+        let left: Vec<OutboxRecord> = records
+            .into_iter()
+            .zip(keep)
+            .filter(|(_, k)| **k)
+            .map(|(r, _)| r)
+            .collect();
+        if left.is_empty() {
+            fs::remove_file(path)?;
+            fsync_dir(&self.dir)?;
+        } else {
+            self.write_atomically(path, &left)?;
+        }
+        Ok(left.len())
+    }
+
+    /// Records waiting in all segments.
+    pub fn pending(&self) -> io::Result<usize> {
+        let mut n = 0;
+        for s in self.segments()? {
+            n += Self::read(&s)?.len();
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(i: u8) -> OutboxRecord {
+        OutboxRecord {
+            topic: "t".into(),
+            key: format!("k{i}"),
+            payload: vec![i; i as usize],
+        }
+    }
+
+    #[test]
+    fn segments_survive_reopen_and_shrink_to_unacknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = Outbox::open(dir.path()).unwrap();
+        let seg = ob.append(&[rec(1), rec(2), rec(3)]).unwrap();
+        std::fs::write(dir.path().join("half-written.tmp"), b"junk").unwrap();
+        let ob = Outbox::open(dir.path()).unwrap();
+        assert_eq!(ob.pending().unwrap(), 3);
+        assert!(!dir.path().join("half-written.tmp").exists());
+        let records = Outbox::read(&seg).unwrap();
+        assert_eq!(records, vec![rec(1), rec(2), rec(3)]);
+        assert_eq!(ob.retain(&seg, records, &[false, true, false]).unwrap(), 1);
+        assert_eq!(Outbox::read(&seg).unwrap(), vec![rec(2)]);
+        assert_eq!(ob.retain(&seg, vec![rec(2)], &[false]).unwrap(), 0);
+        assert!(ob.segments().unwrap().is_empty());
+    }
+}
