@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use apache_avro::rabin::Rabin;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;
@@ -116,9 +115,7 @@ impl SchemaSet {
                 });
                 // Schemas live for the whole process; leaking them lets readers borrow them.
                 let schema: &'static Schema = Box::leak(Box::new(schema));
-                let fp = schema.fingerprint::<Rabin>();
-                let fingerprint: [u8; 8] =
-                    fp.bytes.as_slice().try_into().expect("Rabin is 8 bytes");
+                let fingerprint = crc64_avro(parsing_canonical_form(schema).as_bytes()).to_le_bytes();
                 KnownSchema {
                     file,
                     schema,
@@ -279,6 +276,39 @@ fn split_header(bytes: &[u8]) -> Result<([u8; 8], &[u8]), DecodeError> {
     }
     let fingerprint: [u8; 8] = bytes[2..HEADER_LEN].try_into().expect("8 bytes");
     Ok((fingerprint, &bytes[HEADER_LEN..]))
+}
+
+/// The schema's Parsing Canonical Form as the Avro specification defines it.
+///
+/// apache-avro 0.22's `canonical_form()` leaves a primitive with a logical type as
+/// `{"type":"long"}`, where the specification's PRIMITIVES rule (and Java, Python fastavro, ...)
+/// reduce it to `"long"`; its fingerprints then disagree with every other Avro library's. In
+/// canonical form an object whose only attribute is `type` with a primitive name can only be such
+/// a primitive, so rewriting exactly those objects gives the specified form.
+pub fn parsing_canonical_form(schema: &Schema) -> String {
+    let mut form = schema.canonical_form();
+    for p in ["null", "boolean", "int", "long", "float", "double", "bytes", "string"] {
+        form = form.replace(&format!(r#"{{"type":"{p}"}}"#), &format!(r#""{p}""#));
+    }
+    form
+}
+
+/// CRC-64-AVRO (the Rabin fingerprint of the Avro specification).
+pub fn crc64_avro(bytes: &[u8]) -> u64 {
+    const EMPTY: u64 = 0xc15d_213a_a4d7_a795;
+    static TABLE: OnceLock<[u64; 256]> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut t = [0u64; 256];
+        for (i, slot) in t.iter_mut().enumerate() {
+            let mut fp = i as u64;
+            for _ in 0..8 {
+                fp = (fp >> 1) ^ (EMPTY & 0u64.wrapping_sub(fp & 1));
+            }
+            *slot = fp;
+        }
+        t
+    });
+    bytes.iter().fold(EMPTY, |fp, b| (fp >> 8) ^ table[((fp ^ *b as u64) & 0xff) as usize])
 }
 
 /// The process-wide schema set, built on first use.
@@ -623,6 +653,20 @@ mod tests {
             SchemaCompatibility::can_read(latest.schema, k.schema)
                 .unwrap_or_else(|e| panic!("{} cannot read latest: {e}", k.file.file_name));
         }
+    }
+
+    #[test]
+    fn fingerprints_follow_the_specification() {
+        // Test vector from Python fastavro: `fingerprint(to_parsing_canonical_form(s), "CRC-64-AVRO")`
+        // prints the wire bytes, 55e2106eccfc0903.
+        let set = schema_set();
+        let k = set.latest(RecordKind::UnitDay);
+        assert_eq!(
+            parsing_canonical_form(k.schema),
+            r#"{"name":"kh.gov.moi.owsu.UnitDayClosed","type":"record","fields":[{"name":"unit_code","type":"string"},{"name":"date","type":"int"},{"name":"services_recorded","type":"int"},{"name":"complaints_recorded","type":"int"},{"name":"closed_at","type":"long"}]}"#
+        );
+        assert_eq!(crc64_avro(parsing_canonical_form(k.schema).as_bytes()), 0x0309_fccc_6e10_e255);
+        assert_eq!(k.fingerprint, [0x55, 0xe2, 0x10, 0x6e, 0xcc, 0xfc, 0x09, 0x03], "stored little-endian on the wire");
     }
 
     #[test]

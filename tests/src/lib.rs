@@ -1,1 +1,191 @@
-//! owsu-tests
+//! Test harness: one real Apache Kafka broker for the whole test run, random topic names per
+//! test, and a Python environment with independent readers (fastavro, DuckDB, pandas, polars).
+//!
+//! The broker is started through `infra/kafka/kafka.sh` (the same script the README uses) on
+//! free loopback ports, with its state in `$OWSU_CACHE/test-kafka` (default
+//! `~/.cache/owsu/test-kafka`), unless `OWSU_KAFKA_BOOTSTRAP` names a running broker. Test
+//! binaries run one after another and find the broker the first one started; `.ci/run` stops it
+//! at the end (`OWSU_KAFKA_HOME=~/.cache/owsu/test-kafka infra/kafka/kafka.sh stop`).
+//! Nothing here skips a test: if Kafka cannot be had, the test fails and says how to fix it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::ClientConfig;
+
+/// The repository root (for scripts and reference data).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the repository").to_path_buf()
+}
+
+/// Cache root shared with infra/kafka/kafka.sh and .ci/run.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("OWSU_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into())).join(".cache/owsu"))
+}
+
+/// Holds an exclusive lock on a file for as long as it lives (across test processes).
+struct FileLock(std::fs::File);
+
+impl FileLock {
+    fn acquire(path: &Path) -> Self {
+        std::fs::create_dir_all(path.parent().expect("lock has a parent")).expect("create cache dir");
+        let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).expect("open lock file");
+        f.lock().expect("lock");
+        FileLock(f)
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300)).is_ok()
+}
+
+/// The broker's bootstrap address (starting the broker on first use).
+pub fn bootstrap() -> &'static str {
+    static BOOTSTRAP: OnceLock<String> = OnceLock::new();
+    BOOTSTRAP.get_or_init(|| {
+        if let Ok(b) = std::env::var("OWSU_KAFKA_BOOTSTRAP") {
+            return b;
+        }
+        let state = cache_dir().join("test-kafka");
+        let _lock = FileLock::acquire(&cache_dir().join("test-kafka.lock"));
+        let port_file = state.join("port");
+        if let Some(port) = std::fs::read_to_string(&port_file).ok().and_then(|s| s.trim().parse::<u16>().ok()) {
+            let alive = state.join("broker.pid").exists()
+                && kafka_sh(&state, port, &["status"]).map(|o| o.status.success()).unwrap_or(false)
+                && port_open(port);
+            if alive {
+                return format!("127.0.0.1:{port}");
+            }
+        }
+        let port = free_port();
+        let out = kafka_sh(&state, port, &["start"]).unwrap_or_else(|e| {
+            panic!("could not run infra/kafka/kafka.sh ({e}). Fix: make sure bash is installed, or set OWSU_KAFKA_BOOTSTRAP=host:port of a running Kafka 4.x broker.")
+        });
+        if !out.status.success() {
+            panic!(
+                "infra/kafka/kafka.sh start failed:\n{}{}\nFix the machine as it says (JDK 17+ and Maven with access to Maven Central), \
+                 or set OWSU_KAFKA_BOOTSTRAP=host:port of a running Kafka 4.x broker.",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::fs::write(&port_file, port.to_string()).expect("write port file");
+        eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+        format!("127.0.0.1:{port}")
+    })
+}
+
+fn kafka_sh(state: &Path, port: u16, args: &[&str]) -> std::io::Result<std::process::Output> {
+    Command::new("bash")
+        .arg(repo_root().join("infra/kafka/kafka.sh"))
+        .args(args)
+        .env("OWSU_KAFKA_HOME", state)
+        .env("OWSU_KAFKA_PORT", port.to_string())
+        .env("OWSU_KAFKA_CONTROLLER_PORT", free_port().to_string())
+        .env("OWSU_KAFKA_TOPIC_PREFIX", "harness.")
+        .env("OWSU_KAFKA_PARTITIONS", "1")
+        .output()
+}
+
+/// Runs a Kafka tool class (e.g. `org.apache.kafka.tools.GetOffsetShell`) with the broker's
+/// jars; returns stdout.
+pub fn kafka_tool(class: &str, args: &[&str]) -> String {
+    let out = Command::new("bash")
+        .arg(repo_root().join("infra/kafka/kafka.sh"))
+        .arg("tool")
+        .arg(class)
+        .args(args)
+        .output()
+        .expect("run kafka.sh tool");
+    assert!(out.status.success(), "{class} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// A fresh topic prefix, so tests share one broker without seeing each other's messages.
+pub fn random_prefix(test: &str) -> String {
+    format!("t{}-{}.", &uuid::Uuid::new_v4().simple().to_string()[..10], test)
+}
+
+/// Creates the four pipeline topics under `prefix` with `partitions` partitions each.
+pub fn create_topics(prefix: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap()).create().expect("admin client");
+    let names: Vec<String> = [
+        owsu_schemas::topics::SERVICE_EVENTS,
+        owsu_schemas::topics::COMPLAINT_EVENTS,
+        owsu_schemas::topics::UNIT_DAYS,
+        owsu_schemas::topics::DEAD_LETTER,
+    ]
+    .iter()
+    .map(|t| format!("{prefix}{t}"))
+    .collect();
+    let topics: Vec<NewTopic> = names.iter().map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1))).collect();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let results = rt
+        .block_on(admin.create_topics(&topics, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))))
+        .expect("create topics");
+    for r in results {
+        if let Err((name, e)) = r {
+            panic!("creating topic {name}: {e}");
+        }
+    }
+}
+
+/// Python with fastavro, DuckDB, pandas, pyarrow and polars: independent readers of our output.
+/// Installed once into `$OWSU_CACHE/pyenv` from PyPI.
+pub fn python() -> &'static Path {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| {
+        let venv = cache_dir().join("pyenv");
+        let _lock = FileLock::acquire(&cache_dir().join("pyenv.lock"));
+        let py = venv.join("bin/python");
+        let marker = venv.join(".owsu-ready-1");
+        if marker.exists() {
+            return py;
+        }
+        let run = |cmd: &mut Command, what: &str| {
+            let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}. Fix: install python3 with venv and pip."));
+            assert!(
+                out.status.success(),
+                "{what} failed:\n{}\n{}\nFix: install python3 with the venv module (Debian: apt-get install python3-venv) and allow PyPI access.",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv), "python3 -m venv");
+        run(
+            Command::new(&py).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "fastavro==1.13.1", "duckdb", "pandas", "pyarrow", "polars"]),
+            "pip install fastavro duckdb pandas pyarrow polars",
+        );
+        std::fs::write(&marker, b"ok").expect("marker");
+        py
+    })
+}
+
+/// Runs a Python script with the test environment; panics with its output on failure.
+pub fn run_python(script: &str, args: &[&str]) -> String {
+    let out = Command::new(python()).arg("-c").arg(script).args(args).output().expect("run python");
+    assert!(
+        out.status.success(),
+        "python failed:\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
