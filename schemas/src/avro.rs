@@ -115,7 +115,8 @@ impl SchemaSet {
                 });
                 // Schemas live for the whole process; leaking them lets readers borrow them.
                 let schema: &'static Schema = Box::leak(Box::new(schema));
-                let fingerprint = crc64_avro(parsing_canonical_form(schema).as_bytes()).to_le_bytes();
+                let fingerprint =
+                    crc64_avro(parsing_canonical_form(schema).as_bytes()).to_le_bytes();
                 KnownSchema {
                     file,
                     schema,
@@ -287,7 +288,9 @@ fn split_header(bytes: &[u8]) -> Result<([u8; 8], &[u8]), DecodeError> {
 /// a primitive, so rewriting exactly those objects gives the specified form.
 pub fn parsing_canonical_form(schema: &Schema) -> String {
     let mut form = schema.canonical_form();
-    for p in ["null", "boolean", "int", "long", "float", "double", "bytes", "string"] {
+    for p in [
+        "null", "boolean", "int", "long", "float", "double", "bytes", "string",
+    ] {
         form = form.replace(&format!(r#"{{"type":"{p}"}}"#), &format!(r#""{p}""#));
     }
     form
@@ -308,7 +311,9 @@ pub fn crc64_avro(bytes: &[u8]) -> u64 {
         }
         t
     });
-    bytes.iter().fold(EMPTY, |fp, b| (fp >> 8) ^ table[((fp ^ *b as u64) & 0xff) as usize])
+    bytes.iter().fold(EMPTY, |fp, b| {
+        (fp >> 8) ^ table[((fp ^ *b as u64) & 0xff) as usize]
+    })
 }
 
 /// The process-wide schema set, built on first use.
@@ -665,8 +670,15 @@ mod tests {
             parsing_canonical_form(k.schema),
             r#"{"name":"kh.gov.moi.owsu.UnitDayClosed","type":"record","fields":[{"name":"unit_code","type":"string"},{"name":"date","type":"int"},{"name":"services_recorded","type":"int"},{"name":"complaints_recorded","type":"int"},{"name":"closed_at","type":"long"}]}"#
         );
-        assert_eq!(crc64_avro(parsing_canonical_form(k.schema).as_bytes()), 0x0309_fccc_6e10_e255);
-        assert_eq!(k.fingerprint, [0x55, 0xe2, 0x10, 0x6e, 0xcc, 0xfc, 0x09, 0x03], "stored little-endian on the wire");
+        assert_eq!(
+            crc64_avro(parsing_canonical_form(k.schema).as_bytes()),
+            0x0309_fccc_6e10_e255
+        );
+        assert_eq!(
+            k.fingerprint,
+            [0x55, 0xe2, 0x10, 0x6e, 0xcc, 0xfc, 0x09, 0x03],
+            "stored little-endian on the wire"
+        );
     }
 
     #[test]

@@ -19,14 +19,20 @@ use rdkafka::ClientConfig;
 
 /// The repository root (for scripts and reference data).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the repository").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repository")
+        .to_path_buf()
 }
 
 /// Cache root shared with infra/kafka/kafka.sh and .ci/run.
 pub fn cache_dir() -> PathBuf {
     std::env::var_os("OWSU_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into())).join(".cache/owsu"))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
+                .join(".cache/owsu")
+        })
 }
 
 /// Holds an exclusive lock on a file for as long as it lives (across test processes).
@@ -34,8 +40,14 @@ struct FileLock(std::fs::File);
 
 impl FileLock {
     fn acquire(path: &Path) -> Self {
-        std::fs::create_dir_all(path.parent().expect("lock has a parent")).expect("create cache dir");
-        let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).expect("open lock file");
+        std::fs::create_dir_all(path.parent().expect("lock has a parent"))
+            .expect("create cache dir");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .expect("open lock file");
         f.lock().expect("lock");
         FileLock(f)
     }
@@ -48,11 +60,16 @@ impl Drop for FileLock {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 fn port_open(port: u16) -> bool {
-    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300)).is_ok()
+    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300))
+        .is_ok()
 }
 
 /// The broker's bootstrap address (starting the broker on first use).
@@ -113,19 +130,29 @@ pub fn kafka_tool(class: &str, args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("run kafka.sh tool");
-    assert!(out.status.success(), "{class} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{class} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
 /// A fresh topic prefix, so tests share one broker without seeing each other's messages.
 pub fn random_prefix(test: &str) -> String {
-    format!("t{}-{}.", &uuid::Uuid::new_v4().simple().to_string()[..10], test)
+    format!(
+        "t{}-{}.",
+        &uuid::Uuid::new_v4().simple().to_string()[..10],
+        test
+    )
 }
 
 /// Creates the four pipeline topics under `prefix` with `partitions` partitions each.
 pub fn create_topics(prefix: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", bootstrap()).create().expect("admin client");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("admin client");
     let names: Vec<String> = [
         owsu_schemas::topics::SERVICE_EVENTS,
         owsu_schemas::topics::COMPLAINT_EVENTS,
@@ -135,10 +162,19 @@ pub fn create_topics(prefix: &str, partitions: i32) {
     .iter()
     .map(|t| format!("{prefix}{t}"))
     .collect();
-    let topics: Vec<NewTopic> = names.iter().map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1))).collect();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let results = rt
-        .block_on(admin.create_topics(&topics, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))))
+        .block_on(admin.create_topics(
+            &topics,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        ))
         .expect("create topics");
     for r in results {
         if let Err((name, e)) = r {
@@ -180,7 +216,12 @@ pub fn python() -> &'static Path {
 
 /// Runs a Python script with the test environment; panics with its output on failure.
 pub fn run_python(script: &str, args: &[&str]) -> String {
-    let out = Command::new(python()).arg("-c").arg(script).args(args).output().expect("run python");
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python");
     assert!(
         out.status.success(),
         "python failed:\nstdout:\n{}\nstderr:\n{}",

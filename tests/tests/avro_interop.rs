@@ -1,7 +1,9 @@
 //! Interoperability with a standard Avro library that is not ours (Python fastavro): it decodes
 //! what our code encoded using only the `.avsc` files, and we decode what it wrote.
 
-use owsu_schemas::record::{ComplaintEvent, ComplaintStage, Event, ServiceEvent, ServiceStage, UnitDayClosed};
+use owsu_schemas::record::{
+    ComplaintEvent, ComplaintStage, Event, ServiceEvent, ServiceStage, UnitDayClosed,
+};
 use uuid::Uuid;
 
 const PY: &str = r#"
@@ -75,13 +77,21 @@ fn fastavro_reads_ours_and_we_read_fastavros() {
     let set = owsu_schemas::avro::schema_set();
     let messages = [
         set.encode(&Event::Service(service.clone())).unwrap(),
-        set.encode_version(&Event::Service(service.clone()), 1).unwrap(),
+        set.encode_version(&Event::Service(service.clone()), 1)
+            .unwrap(),
         set.encode(&Event::Complaint(complaint.clone())).unwrap(),
         set.encode(&Event::UnitDay(day.clone())).unwrap(),
     ];
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("messages.hex");
-    std::fs::write(&file, messages.iter().map(|m| format!("{}\n", hex(m))).collect::<String>()).unwrap();
+    std::fs::write(
+        &file,
+        messages
+            .iter()
+            .map(|m| format!("{}\n", hex(m)))
+            .collect::<String>(),
+    )
+    .unwrap();
     let avro_dir = owsu_tests::repo_root().join("schemas/avro");
     let out = owsu_tests::run_python(PY, &[avro_dir.to_str().unwrap(), file.to_str().unwrap()]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -96,9 +106,19 @@ fn fastavro_reads_ours_and_we_read_fastavros() {
     assert_eq!(r["fee_riel"], -50_000);
     assert_eq!(r["window_no"], 4);
     assert_eq!(r["supersedes_event_id"], Uuid::from_u128(0xb2).to_string());
-    assert!(r["occurred_at"].as_str().unwrap().starts_with("2021-07-01T00:00:00.123"), "{}", r["occurred_at"]);
+    assert!(
+        r["occurred_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("2021-07-01T00:00:00.123"),
+        "{}",
+        r["occurred_at"]
+    );
     assert_eq!(decoded[1]["schema"], "service_event.v1.avsc");
-    assert!(decoded[1]["record"].get("window_no").is_none(), "v1 has no window_no");
+    assert!(
+        decoded[1]["record"].get("window_no").is_none(),
+        "v1 has no window_no"
+    );
     assert_eq!(decoded[2]["record"]["stage"], "MORE_INFO_REQUIRED");
     assert!(decoded[2]["record"]["sector_code"].is_null());
     assert_eq!(decoded[3]["record"]["date"], "2021-07-01");
@@ -106,10 +126,21 @@ fn fastavro_reads_ours_and_we_read_fastavros() {
 
     // And our decoder reads what fastavro wrote, with only the schema files in common.
     let written = unhex(v["written"].as_str().unwrap());
-    let Event::Complaint(c) = owsu_schemas::decode(&written).unwrap() else { panic!("a complaint") };
-    assert_eq!(c.event_id, Uuid::parse_str("00000000-0000-4000-8000-00000000abcd").unwrap());
-    assert_eq!((c.unit_code.as_str(), c.stage, c.sector_code.as_deref()), ("KH-12", ComplaintStage::Resolved, Some("LMC")));
-    assert_eq!((c.occurred_at, c.recorded_at), (1_625_097_600_000, 1_625_097_660_000));
+    let Event::Complaint(c) = owsu_schemas::decode(&written).unwrap() else {
+        panic!("a complaint")
+    };
+    assert_eq!(
+        c.event_id,
+        Uuid::parse_str("00000000-0000-4000-8000-00000000abcd").unwrap()
+    );
+    assert_eq!(
+        (c.unit_code.as_str(), c.stage, c.sector_code.as_deref()),
+        ("KH-12", ComplaintStage::Resolved, Some("LMC"))
+    );
+    assert_eq!(
+        (c.occurred_at, c.recorded_at),
+        (1_625_097_600_000, 1_625_097_660_000)
+    );
 }
 
 fn hex(b: &[u8]) -> String {
@@ -117,5 +148,8 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }

@@ -19,7 +19,14 @@ fn ten_thousand_events_round_trip_through_kafka() {
     owsu_tests::create_topics(&prefix, 6);
     let reference = Reference::builtin();
     let hasher = IdHasher::new(b"roundtrip-test-secret-0123").unwrap();
-    let sim = Simulator::new(&reference, SimConfig { scale: 0.02, transport_noise: false, ..SimConfig::new(2021, 11) });
+    let sim = Simulator::new(
+        &reference,
+        SimConfig {
+            scale: 0.02,
+            transport_noise: false,
+            ..SimConfig::new(2021, 11)
+        },
+    );
     let mut sent: Vec<Event> = Vec::new();
     let mut kinds = HashMap::new();
     sim.run(|e| {
@@ -34,7 +41,10 @@ fn ten_thousand_events_round_trip_through_kafka() {
     })
     .unwrap();
     assert_eq!(sent.len(), 10_000);
-    assert!(kinds.len() == 3, "all three record kinds are exercised: {kinds:?}");
+    assert!(
+        kinds.len() == 3,
+        "all three record kinds are exercised: {kinds:?}"
+    );
 
     let outbox = tempfile::tempdir().unwrap();
     let publisher = Publisher::new(PublisherConfig {
@@ -47,7 +57,11 @@ fn ten_thousand_events_round_trip_through_kafka() {
     publisher.stage(&sent).unwrap();
     let report = publisher.deliver().unwrap();
     assert_eq!((report.delivered, report.pending), (10_000, 0));
-    assert_eq!(publisher.outbox().pending().unwrap(), 0, "acknowledged events leave the outbox");
+    assert_eq!(
+        publisher.outbox().pending().unwrap(),
+        0,
+        "acknowledged events leave the outbox"
+    );
 
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", owsu_tests::bootstrap())
@@ -56,21 +70,39 @@ fn ten_thousand_events_round_trip_through_kafka() {
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
-    let topics: Vec<String> = RecordKind::ALL.iter().map(|k| format!("{prefix}{}", k.topic())).collect();
-    consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+    let topics: Vec<String> = RecordKind::ALL
+        .iter()
+        .map(|k| format!("{prefix}{}", k.topic()))
+        .collect();
+    consumer
+        .subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())
+        .unwrap();
     let mut received: HashMap<String, Event> = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(90);
     while received.len() < sent.len() && Instant::now() < deadline {
         if let Some(m) = consumer.poll(Duration::from_millis(500)) {
             let m = m.unwrap();
             let e = owsu_schemas::decode(m.payload().unwrap()).unwrap();
-            assert_eq!(m.key().unwrap(), e.unit_code().as_bytes(), "key is the unit code");
-            assert!(m.topic().ends_with(e.kind().topic()), "{} carries {:?}", m.topic(), e.kind());
+            assert_eq!(
+                m.key().unwrap(),
+                e.unit_code().as_bytes(),
+                "key is the unit code"
+            );
+            assert!(
+                m.topic().ends_with(e.kind().topic()),
+                "{} carries {:?}",
+                m.topic(),
+                e.kind()
+            );
             received.insert(e.identity(), e);
         }
     }
     assert_eq!(received.len(), sent.len(), "every message came back");
     for e in &sent {
-        assert_eq!(received.get(&e.identity()), Some(e), "every field survives the trip");
+        assert_eq!(
+            received.get(&e.identity()),
+            Some(e),
+            "every field survives the trip"
+        );
     }
 }

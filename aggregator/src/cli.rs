@@ -1,0 +1,216 @@
+//! `owsu-aggregator`: consume the event topics as a consumer group; keep raw and summaries.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use owsu_schemas::reference::Reference;
+
+use crate::kafka::KafkaArgs;
+use crate::metrics::Metrics;
+use crate::pipeline::{Pipeline, PipelineConfig, RunReport};
+use crate::store::Store;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "owsu-aggregator",
+    version,
+    about = "Roll OWSU events from Kafka into raw Parquet and daily summaries, exactly once.",
+    long_about = "Roll OWSU events from Kafka into raw Parquet and daily summaries, exactly once.\n\n\
+        Run several instances with the same --group to share the partitions. Offsets are committed only after \
+        the files a batch produced are durable, and events are counted once per event_id, so a crash or a \
+        rebalance at any moment loses and doubles nothing. Bad records go to owsu.dead-letter.v1 with the reason."
+)]
+pub struct Cli {
+    /// Log format: human (default) or json.
+    #[arg(long, global = true, env = "OWSU_LOG_FORMAT", default_value = "human")]
+    pub log_format: LogFormat,
+
+    /// Directory with units.csv, catalogue.json and holidays.csv (default: $OWSU_REFERENCE_DIR,
+    /// ./schemas/reference, or the copy built into the binary).
+    #[arg(long, global = true, env = "OWSU_REFERENCE_DIR")]
+    pub reference_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Consume, land raw events, keep summaries current.
+    Run(RunArgs),
+    /// Drop every summary and recompute it from raw (the numbers equal the live ones).
+    Rebuild(RebuildArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StoreArgs {
+    /// Object store: a directory, file:///dir, or s3://bucket/prefix (credentials and endpoint
+    /// from AWS_* variables, e.g. AWS_ENDPOINT and AWS_ALLOW_HTTP=true for MinIO).
+    #[arg(long, env = "OWSU_STORE", default_value = "data/store")]
+    pub store: String,
+
+    /// Object reads and writes in flight at once.
+    #[arg(long, default_value_t = 16)]
+    pub io_concurrency: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Consumer group: instances with the same group share the topics' partitions.
+    #[arg(long, env = "OWSU_GROUP", default_value = "owsu-aggregator")]
+    pub group: String,
+
+    /// Stop cleanly once everything that was in the topics at start-up is processed and
+    /// committed (for the demo, tests and scheduled batch runs).
+    #[arg(long)]
+    pub until_caught_up: bool,
+
+    /// Close a batch at this many messages.
+    #[arg(long, default_value_t = 50_000)]
+    pub max_batch: usize,
+
+    /// ...or this many milliseconds after its first message (summaries are visible within
+    /// about this long of an event's arrival).
+    #[arg(long, default_value_t = 500)]
+    pub linger_ms: u64,
+
+    /// Kafka session timeout in ms: how soon a dead instance's partitions move to the others.
+    #[arg(long, default_value_t = 10_000)]
+    pub session_timeout_ms: u64,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464); off when empty.
+    #[arg(long, env = "OWSU_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_addr: String,
+
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RebuildArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,rdkafka=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Runs the aggregator loop on a blocking thread of `rt`, with SIGTERM/SIGINT finishing the
+/// current batch and committing before exit.
+pub fn run_pipeline(
+    rt: &tokio::runtime::Runtime,
+    config: PipelineConfig,
+    store: Store,
+    reference: Reference,
+    metrics_addr: Option<std::net::SocketAddr>,
+) -> anyhow::Result<RunReport> {
+    let metrics = Arc::new(Metrics::default());
+    let shutdown = Arc::new(AtomicBool::new(false));
+    if let Some(addr) = metrics_addr {
+        let m = metrics.clone();
+        rt.spawn(async move {
+            if let Err(e) = crate::metrics::serve(addr, m).await {
+                tracing::warn!("metrics endpoint on {addr} failed: {e}");
+            }
+        });
+    }
+    {
+        let shutdown = shutdown.clone();
+        rt.spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            tracing::info!("signal received: finishing the current batch");
+            shutdown.store(true, Ordering::SeqCst);
+        });
+    }
+    let handle = rt.handle().clone();
+    let pipeline = Pipeline::new(config, store, reference, metrics, handle)?;
+    rt.block_on(tokio::task::spawn_blocking(move || pipeline.run(shutdown)))?
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    let reference = Reference::load(cli.reference_dir.as_deref())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Run(a) => {
+            let store = Store::open(&a.store.store)?;
+            let metrics_addr = if a.metrics_addr.is_empty() {
+                None
+            } else {
+                Some(a.metrics_addr.parse()?)
+            };
+            tracing::info!(store = store.url(), group = %a.group, brokers = %a.kafka.brokers, reference = %reference.source, "aggregator starting");
+            let config = PipelineConfig {
+                kafka: a.kafka,
+                group: a.group,
+                max_batch: a.max_batch.max(1),
+                linger: Duration::from_millis(a.linger_ms),
+                until_caught_up: a.until_caught_up,
+                session_timeout: Duration::from_millis(a.session_timeout_ms),
+                write_concurrency: a.store.io_concurrency.max(1),
+            };
+            let r = run_pipeline(&rt, config, store, reference, metrics_addr)?;
+            println!(
+                "aggregated {} messages in {:.1} s ({:.0}/s): service {}, complaint {}, unit_day {} accepted ({} duplicates), {} dead-lettered; {} batches, {} files",
+                r.messages,
+                r.elapsed.as_secs_f64(),
+                r.messages as f64 / r.elapsed.as_secs_f64().max(1e-3),
+                r.accepted[0],
+                r.accepted[1],
+                r.accepted[2],
+                r.duplicates,
+                r.dead_lettered,
+                r.batches,
+                r.files
+            );
+            Ok(0)
+        }
+        Command::Rebuild(a) => {
+            let store = Store::open(&a.store.store)?;
+            let r = rt.block_on(crate::pipeline::rebuild(
+                &store,
+                &reference,
+                a.store.io_concurrency.max(1),
+            ))?;
+            println!(
+                "rebuilt summaries from {} raw files ({} events, {} partitions): removed {} files, wrote {} in {:.1} s",
+                r.raw_files,
+                r.events,
+                r.partitions,
+                r.removed,
+                r.written,
+                r.elapsed.as_secs_f64()
+            );
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Telemetry as typed events: each thing worth counting is a small struct that both logs
+//! (through `tracing`) and updates the Prometheus counters, so logs and metrics agree.
+//! `/metrics` serves them in Prometheus text format.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use owsu_schemas::record::RecordKind;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Process-wide counters.
+#[derive(Default)]
+pub struct Metrics {
+    accepted: [AtomicU64; 3],
+    duplicates: AtomicU64,
+    dead_lettered: AtomicU64,
+    batches: AtomicU64,
+    files_written: AtomicU64,
+    batch_micros_sum: AtomicU64,
+    batch_micros_max: AtomicU64,
+    lag: Mutex<BTreeMap<(String, i32), i64>>,
+}
+
+impl Metrics {
+    pub fn accepted(&self, kind: RecordKind) -> u64 {
+        self.accepted[kind as usize].load(Ordering::Relaxed)
+    }
+    pub fn dead_lettered(&self) -> u64 {
+        self.dead_lettered.load(Ordering::Relaxed)
+    }
+    pub fn set_lag(&self, topic: &str, partition: i32, lag: i64) {
+        self.lag
+            .lock()
+            .expect("lag lock")
+            .insert((topic.to_owned(), partition), lag);
+    }
+
+    /// Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "# HELP owsu_events_accepted_total Events decoded, validated and landed, by record kind (duplicates included).");
+        let _ = writeln!(s, "# TYPE owsu_events_accepted_total counter");
+        for k in RecordKind::ALL {
+            let _ = writeln!(
+                s,
+                "owsu_events_accepted_total{{kind=\"{}\"}} {}",
+                k.as_str(),
+                self.accepted(k)
+            );
+        }
+        for (name, help, v) in [
+            (
+                "owsu_events_duplicate_total",
+                "Events whose event_id was already counted.",
+                &self.duplicates,
+            ),
+            (
+                "owsu_events_dead_lettered_total",
+                "Messages sent to the dead-letter topic.",
+                &self.dead_lettered,
+            ),
+            (
+                "owsu_batches_committed_total",
+                "Batches whose files were durable and offsets committed.",
+                &self.batches,
+            ),
+            (
+                "owsu_files_written_total",
+                "Raw and summary files written to the object store.",
+                &self.files_written,
+            ),
+        ] {
+            let _ = writeln!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        let sum = self.batch_micros_sum.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(
+            s,
+            "# HELP owsu_batch_latency_seconds Time from a batch's first message to its commit."
+        );
+        let _ = writeln!(s, "# TYPE owsu_batch_latency_seconds summary");
+        let _ = writeln!(s, "owsu_batch_latency_seconds_sum {sum}");
+        let _ = writeln!(
+            s,
+            "owsu_batch_latency_seconds_count {}",
+            self.batches.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(s, "# HELP owsu_batch_latency_seconds_max Longest batch so far.\n# TYPE owsu_batch_latency_seconds_max gauge");
+        let _ = writeln!(
+            s,
+            "owsu_batch_latency_seconds_max {}",
+            self.batch_micros_max.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(s, "# HELP owsu_consumer_lag Messages behind the partition's end (from librdkafka statistics).");
+        let _ = writeln!(s, "# TYPE owsu_consumer_lag gauge");
+        for ((t, p), lag) in self.lag.lock().expect("lag lock").iter() {
+            let _ = writeln!(
+                s,
+                "owsu_consumer_lag{{topic=\"{t}\",partition=\"{p}\"}} {lag}"
+            );
+        }
+        s
+    }
+}
+
+/// A batch made it: files durable, offsets committed.
+pub struct BatchCommitted {
+    pub messages: usize,
+    pub accepted: [u64; 3],
+    pub duplicates: u64,
+    pub dead_lettered: u64,
+    pub files: u64,
+    pub latency: Duration,
+}
+
+impl BatchCommitted {
+    pub fn emit(&self, m: &Metrics) {
+        for (i, n) in self.accepted.iter().enumerate() {
+            m.accepted[i].fetch_add(*n, Ordering::Relaxed);
+        }
+        m.duplicates.fetch_add(self.duplicates, Ordering::Relaxed);
+        m.dead_lettered
+            .fetch_add(self.dead_lettered, Ordering::Relaxed);
+        m.files_written.fetch_add(self.files, Ordering::Relaxed);
+        m.batches.fetch_add(1, Ordering::Relaxed);
+        let micros = self.latency.as_micros() as u64;
+        m.batch_micros_sum.fetch_add(micros, Ordering::Relaxed);
+        m.batch_micros_max.fetch_max(micros, Ordering::Relaxed);
+        tracing::debug!(
+            messages = self.messages,
+            services = self.accepted[0],
+            complaints = self.accepted[1],
+            unit_days = self.accepted[2],
+            duplicates = self.duplicates,
+            dead_lettered = self.dead_lettered,
+            files = self.files,
+            latency_ms = self.latency.as_millis() as u64,
+            "batch committed"
+        );
+    }
+}
+
+/// A message went to the dead-letter topic.
+pub struct DeadLettered<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub reason: &'a str,
+}
+
+impl DeadLettered<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(
+            topic = self.topic,
+            partition = self.partition,
+            offset = self.offset,
+            reason = self.reason,
+            "dead-lettered"
+        );
+    }
+}
+
+/// Serves `GET /metrics` until the process ends.
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    metrics: std::sync::Arc<Metrics>,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "metrics on http://{addr}/metrics");
+    loop {
+        let (mut sock, _) = listener.accept().await?;
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let n = sock.read(&mut buf).await.unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let (status, body) = if req.starts_with("GET /metrics") {
+                ("200 OK", metrics.render())
+            } else {
+                ("404 Not Found", "try /metrics\n".to_owned())
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        });
+    }
+}

@@ -1,0 +1,502 @@
+//! Raw landing: the decoded events, as they arrived, in Parquet.
+//!
+//! `raw/<topic>/date=YYYY-MM-DD/<topic>+<partition>+<first-offset>.parquet`. A file holds the
+//! events of one batch, one topic partition and one day (Cambodia time; `date` of a unit-day).
+//! The name is a function of the Kafka offsets it starts at: after a crash the batch is
+//! consumed again from the committed offset and written under the same name, so a rewrite is
+//! harmless. Every row keeps its `kafka_partition` and `kafka_offset`.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+
+use chrono::NaiveDate;
+use owsu_schemas::record::{
+    ComplaintEvent, ComplaintStage, Event, RecordKind, ServiceEvent, ServiceStage, UnitDayClosed,
+};
+use owsu_schemas::time::{date_to_epoch_day, epoch_day_to_date, local_date};
+use polars::prelude::*;
+use uuid::Uuid;
+
+/// An event with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Landed {
+    pub event: Event,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// The day directory an event lands in.
+pub fn land_date(e: &Event) -> NaiveDate {
+    match e {
+        Event::Service(s) => local_date(s.occurred_at),
+        Event::Complaint(c) => local_date(c.occurred_at),
+        Event::UnitDay(u) => u.date,
+    }
+}
+
+/// Object key of a raw file.
+pub fn raw_key(topic: &str, date: NaiveDate, partition: i32, first_offset: i64) -> String {
+    format!("raw/{topic}/date={date}/{topic}+{partition}+{first_offset}.parquet")
+}
+
+/// Parses `<topic>+<partition>+<offset>.parquet` from a raw key.
+pub fn parse_raw_key(key: &str) -> Option<(String, i32, i64)> {
+    let file = key.rsplit('/').next()?.strip_suffix(".parquet")?;
+    let mut parts = file.rsplitn(3, '+');
+    let offset = parts.next()?.parse().ok()?;
+    let partition = parts.next()?.parse().ok()?;
+    Some((parts.next()?.to_owned(), partition, offset))
+}
+
+/// Which record kind a topic name carries (a deployment prefix may precede the base name).
+pub fn kind_of_topic(topic: &str) -> Option<RecordKind> {
+    RecordKind::ALL
+        .into_iter()
+        .find(|k| topic.ends_with(k.topic()))
+}
+
+fn ts(name: &str, v: Vec<i64>) -> PolarsResult<Column> {
+    Series::new(name.into(), v)
+        .cast(&DataType::Datetime(
+            TimeUnit::Milliseconds,
+            Some(TimeZone::UTC),
+        ))
+        .map(Column::from)
+}
+
+fn col<T, V>(name: &str, v: V) -> Column
+where
+    Series: NamedFrom<V, T>,
+    T: ?Sized,
+{
+    Column::from(Series::new(name.into(), v))
+}
+
+/// Encodes events of one kind (all of the same topic partition and day) as Parquet bytes.
+pub fn to_parquet(kind: RecordKind, rows: &[&Landed]) -> PolarsResult<Vec<u8>> {
+    let part: Vec<i32> = rows.iter().map(|r| r.partition).collect();
+    let off: Vec<i64> = rows.iter().map(|r| r.offset).collect();
+    let mut df = match kind {
+        RecordKind::Service => {
+            let ev: Vec<&ServiceEvent> = rows
+                .iter()
+                .filter_map(|r| {
+                    if let Event::Service(s) = &r.event {
+                        Some(s)
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            DataFrame::new_infer_height(vec![
+                col(
+                    "event_id",
+                    ev.iter()
+                        .map(|e| e.event_id.to_string())
+                        .collect::<Vec<_>>(),
+                ),
+                col(
+                    "unit_code",
+                    ev.iter().map(|e| e.unit_code.as_str()).collect::<Vec<_>>(),
+                ),
+                col(
+                    "request_id",
+                    ev.iter().map(|e| e.request_id.as_str()).collect::<Vec<_>>(),
+                ),
+                col(
+                    "sector_code",
+                    ev.iter()
+                        .map(|e| e.sector_code.as_str())
+                        .collect::<Vec<_>>(),
+                ),
+                col(
+                    "service_code",
+                    ev.iter()
+                        .map(|e| e.service_code.as_str())
+                        .collect::<Vec<_>>(),
+                ),
+                col(
+                    "stage",
+                    ev.iter().map(|e| e.stage.as_str()).collect::<Vec<_>>(),
+                ),
+                col(
+                    "fee_riel",
+                    ev.iter().map(|e| e.fee_riel).collect::<Vec<_>>(),
+                ),
+                col(
+                    "channel",
+                    ev.iter().map(|e| e.channel.as_str()).collect::<Vec<_>>(),
+                ),
+                ts("occurred_at", ev.iter().map(|e| e.occurred_at).collect())?,
+                ts("recorded_at", ev.iter().map(|e| e.recorded_at).collect())?,
+                col(
+                    "supersedes_event_id",
+                    ev.iter()
+                        .map(|e| e.supersedes_event_id.map(|u| u.to_string()))
+                        .collect::<Vec<_>>(),
+                ),
+                col(
+                    "window_no",
+                    ev.iter().map(|e| e.window_no).collect::<Vec<_>>(),
+                ),
+                col("kafka_partition", part),
+                col("kafka_offset", off),
+            ])?
+        }
+        RecordKind::Complaint => {
+            let ev: Vec<&ComplaintEvent> = rows
+                .iter()
+                .filter_map(|r| {
+                    if let Event::Complaint(c) = &r.event {
+                        Some(c)
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            DataFrame::new_infer_height(vec![
+                col(
+                    "event_id",
+                    ev.iter()
+                        .map(|e| e.event_id.to_string())
+                        .collect::<Vec<_>>(),
+                ),
+                col(
+                    "unit_code",
+                    ev.iter().map(|e| e.unit_code.as_str()).collect::<Vec<_>>(),
+                ),
+                col(
+                    "complaint_id",
+                    ev.iter()
+                        .map(|e| e.complaint_id.as_str())
+                        .collect::<Vec<_>>(),
+                ),
+                col(
+                    "sector_code",
+                    ev.iter()
+                        .map(|e| e.sector_code.as_deref())
+                        .collect::<Vec<_>>(),
+                ),
+                col(
+                    "stage",
+                    ev.iter().map(|e| e.stage.as_str()).collect::<Vec<_>>(),
+                ),
+                ts("occurred_at", ev.iter().map(|e| e.occurred_at).collect())?,
+                ts("recorded_at", ev.iter().map(|e| e.recorded_at).collect())?,
+                col(
+                    "supersedes_event_id",
+                    ev.iter()
+                        .map(|e| e.supersedes_event_id.map(|u| u.to_string()))
+                        .collect::<Vec<_>>(),
+                ),
+                col("kafka_partition", part),
+                col("kafka_offset", off),
+            ])?
+        }
+        RecordKind::UnitDay => {
+            let ev: Vec<&UnitDayClosed> = rows
+                .iter()
+                .filter_map(|r| {
+                    if let Event::UnitDay(u) = &r.event {
+                        Some(u)
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            DataFrame::new_infer_height(vec![
+                col(
+                    "unit_code",
+                    ev.iter().map(|e| e.unit_code.as_str()).collect::<Vec<_>>(),
+                ),
+                Column::from(
+                    Series::new(
+                        "date".into(),
+                        ev.iter()
+                            .map(|e| date_to_epoch_day(e.date))
+                            .collect::<Vec<_>>(),
+                    )
+                    .cast(&DataType::Date)?,
+                ),
+                col(
+                    "services_recorded",
+                    ev.iter().map(|e| e.services_recorded).collect::<Vec<_>>(),
+                ),
+                col(
+                    "complaints_recorded",
+                    ev.iter().map(|e| e.complaints_recorded).collect::<Vec<_>>(),
+                ),
+                ts("closed_at", ev.iter().map(|e| e.closed_at).collect())?,
+                col("kafka_partition", part),
+                col("kafka_offset", off),
+            ])?
+        }
+    };
+    let mut buf = Vec::new();
+    ParquetWriter::new(&mut buf)
+        .with_compression(ParquetCompression::Zstd(None))
+        .finish(&mut df)?;
+    Ok(buf)
+}
+
+/// Groups a batch's events by (topic, partition, day) → rows, ready to write.
+pub fn group_for_landing<'a>(
+    batch: impl IntoIterator<Item = (&'a str, &'a Landed)>,
+) -> BTreeMap<(String, i32, NaiveDate), Vec<&'a Landed>> {
+    let mut groups: BTreeMap<(String, i32, NaiveDate), Vec<&Landed>> = BTreeMap::new();
+    for (topic, l) in batch {
+        groups
+            .entry((topic.to_owned(), l.partition, land_date(&l.event)))
+            .or_default()
+            .push(l);
+    }
+    groups
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RawReadError {
+    #[error("raw file {key}: {source}")]
+    Parquet { key: String, source: PolarsError },
+    #[error("raw file {key}, row {row}: field `{field}`: {problem}")]
+    Row {
+        key: String,
+        row: usize,
+        field: &'static str,
+        problem: String,
+    },
+}
+
+/// Reads a raw file back into events.
+pub fn from_parquet(
+    key: &str,
+    kind: RecordKind,
+    bytes: &[u8],
+) -> Result<Vec<Landed>, RawReadError> {
+    let pe = |source| RawReadError::Parquet {
+        key: key.to_owned(),
+        source,
+    };
+    let df = ParquetReader::new(Cursor::new(bytes))
+        .finish()
+        .map_err(pe)?;
+    let n = df.height();
+    let strs = |name: &str| -> Result<Vec<Option<String>>, RawReadError> {
+        Ok(df
+            .column(name)
+            .and_then(|c| {
+                c.str()
+                    .map(|s| s.iter().map(|v| v.map(str::to_owned)).collect())
+            })
+            .map_err(pe)?)
+    };
+    let i64s = |name: &str| -> Result<Vec<Option<i64>>, RawReadError> {
+        Ok(df
+            .column(name)
+            .and_then(|c| c.i64().map(|s| s.iter().collect()))
+            .map_err(pe)?)
+    };
+    let i32s = |name: &str| -> Result<Vec<Option<i32>>, RawReadError> {
+        Ok(df
+            .column(name)
+            .and_then(|c| c.i32().map(|s| s.iter().collect()))
+            .map_err(pe)?)
+    };
+    let times = |name: &str| -> Result<Vec<Option<i64>>, RawReadError> {
+        Ok(df
+            .column(name)
+            .and_then(|c| c.datetime().map(|s| s.physical().iter().collect()))
+            .map_err(pe)?)
+    };
+    let row_err = |row, field, problem: String| RawReadError::Row {
+        key: key.to_owned(),
+        row,
+        field,
+        problem,
+    };
+    let need =
+        |v: Option<String>, row, field| v.ok_or_else(|| row_err(row, field, "missing".into()));
+    let uuid = |v: Option<String>, row, field| -> Result<Uuid, RawReadError> {
+        let s = need(v, row, field)?;
+        Uuid::parse_str(&s).map_err(|e| row_err(row, field, e.to_string()))
+    };
+    let part = i32s("kafka_partition")?;
+    let off = i64s("kafka_offset")?;
+    let mut out = Vec::with_capacity(n);
+    match kind {
+        RecordKind::Service => {
+            let (id, unit, req, sec, svc, stage, fee, ch, occ, rec, sup, win) = (
+                strs("event_id")?,
+                strs("unit_code")?,
+                strs("request_id")?,
+                strs("sector_code")?,
+                strs("service_code")?,
+                strs("stage")?,
+                i64s("fee_riel")?,
+                strs("channel")?,
+                times("occurred_at")?,
+                times("recorded_at")?,
+                strs("supersedes_event_id")?,
+                i32s("window_no")?,
+            );
+            for i in 0..n {
+                let st = need(stage[i].clone(), i, "stage")?;
+                out.push(Landed {
+                    event: Event::Service(ServiceEvent {
+                        event_id: uuid(id[i].clone(), i, "event_id")?,
+                        unit_code: need(unit[i].clone(), i, "unit_code")?,
+                        request_id: need(req[i].clone(), i, "request_id")?,
+                        sector_code: need(sec[i].clone(), i, "sector_code")?,
+                        service_code: need(svc[i].clone(), i, "service_code")?,
+                        stage: ServiceStage::parse(&st)
+                            .ok_or_else(|| row_err(i, "stage", st.clone()))?,
+                        fee_riel: fee[i],
+                        channel: ch[i].clone().unwrap_or_default(),
+                        occurred_at: occ[i]
+                            .ok_or_else(|| row_err(i, "occurred_at", "missing".into()))?,
+                        recorded_at: rec[i]
+                            .ok_or_else(|| row_err(i, "recorded_at", "missing".into()))?,
+                        supersedes_event_id: match sup[i].clone() {
+                            None => None,
+                            s => Some(uuid(s, i, "supersedes_event_id")?),
+                        },
+                        window_no: win[i],
+                    }),
+                    partition: part[i].unwrap_or(-1),
+                    offset: off[i].unwrap_or(-1),
+                });
+            }
+        }
+        RecordKind::Complaint => {
+            let (id, unit, cid, sec, stage, occ, rec, sup) = (
+                strs("event_id")?,
+                strs("unit_code")?,
+                strs("complaint_id")?,
+                strs("sector_code")?,
+                strs("stage")?,
+                times("occurred_at")?,
+                times("recorded_at")?,
+                strs("supersedes_event_id")?,
+            );
+            for i in 0..n {
+                let st = need(stage[i].clone(), i, "stage")?;
+                out.push(Landed {
+                    event: Event::Complaint(ComplaintEvent {
+                        event_id: uuid(id[i].clone(), i, "event_id")?,
+                        unit_code: need(unit[i].clone(), i, "unit_code")?,
+                        complaint_id: need(cid[i].clone(), i, "complaint_id")?,
+                        sector_code: sec[i].clone(),
+                        stage: ComplaintStage::parse(&st)
+                            .ok_or_else(|| row_err(i, "stage", st.clone()))?,
+                        occurred_at: occ[i]
+                            .ok_or_else(|| row_err(i, "occurred_at", "missing".into()))?,
+                        recorded_at: rec[i]
+                            .ok_or_else(|| row_err(i, "recorded_at", "missing".into()))?,
+                        supersedes_event_id: match sup[i].clone() {
+                            None => None,
+                            s => Some(uuid(s, i, "supersedes_event_id")?),
+                        },
+                    }),
+                    partition: part[i].unwrap_or(-1),
+                    offset: off[i].unwrap_or(-1),
+                });
+            }
+        }
+        RecordKind::UnitDay => {
+            let unit = strs("unit_code")?;
+            let date: Vec<Option<i32>> = df
+                .column("date")
+                .and_then(|c| c.date().map(|s| s.physical().iter().collect()))
+                .map_err(pe)?;
+            let (s, c, closed) = (
+                i32s("services_recorded")?,
+                i32s("complaints_recorded")?,
+                times("closed_at")?,
+            );
+            for i in 0..n {
+                out.push(Landed {
+                    event: Event::UnitDay(UnitDayClosed {
+                        unit_code: need(unit[i].clone(), i, "unit_code")?,
+                        date: epoch_day_to_date(
+                            date[i].ok_or_else(|| row_err(i, "date", "missing".into()))?,
+                        ),
+                        services_recorded: s[i].unwrap_or(0),
+                        complaints_recorded: c[i].unwrap_or(0),
+                        closed_at: closed[i]
+                            .ok_or_else(|| row_err(i, "closed_at", "missing".into()))?,
+                    }),
+                    partition: part[i].unwrap_or(-1),
+                    offset: off[i].unwrap_or(-1),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_keys_round_trip() {
+        let d = NaiveDate::from_ymd_opt(2021, 3, 4).unwrap();
+        let k = raw_key("t1.owsu.service-events.v1", d, 7, 12345);
+        assert_eq!(k, "raw/t1.owsu.service-events.v1/date=2021-03-04/t1.owsu.service-events.v1+7+12345.parquet");
+        assert_eq!(
+            parse_raw_key(&k),
+            Some(("t1.owsu.service-events.v1".into(), 7, 12345))
+        );
+        assert_eq!(
+            kind_of_topic("t1.owsu.unit-days.v1"),
+            Some(RecordKind::UnitDay)
+        );
+    }
+
+    #[test]
+    fn every_kind_round_trips_through_parquet() {
+        let s = Event::Service(ServiceEvent {
+            event_id: Uuid::from_u128(1),
+            unit_code: "KH-01".into(),
+            request_id: "ab".into(),
+            sector_code: "COM".into(),
+            service_code: "COM-TRADE-LIC".into(),
+            stage: ServiceStage::FeePaid,
+            fee_riel: Some(-4000),
+            channel: "counter".into(),
+            occurred_at: 1_614_820_000_000,
+            recorded_at: 1_614_820_100_000,
+            supersedes_event_id: Some(Uuid::from_u128(2)),
+            window_no: None,
+        });
+        let c = Event::Complaint(ComplaintEvent {
+            event_id: Uuid::from_u128(3),
+            unit_code: "KH-01".into(),
+            complaint_id: "cd".into(),
+            sector_code: None,
+            stage: ComplaintStage::Withdrawn,
+            occurred_at: 1_614_820_000_000,
+            recorded_at: 1_614_820_000_000,
+            supersedes_event_id: None,
+        });
+        let u = Event::UnitDay(UnitDayClosed {
+            unit_code: "KH-01".into(),
+            date: NaiveDate::from_ymd_opt(2021, 3, 4).unwrap(),
+            services_recorded: 9,
+            complaints_recorded: 1,
+            closed_at: 1_614_852_000_000,
+        });
+        for (kind, e) in [
+            (RecordKind::Service, s),
+            (RecordKind::Complaint, c),
+            (RecordKind::UnitDay, u),
+        ] {
+            let l = Landed {
+                event: e,
+                partition: 3,
+                offset: 99,
+            };
+            let bytes = to_parquet(kind, &[&l]).unwrap();
+            assert_eq!(from_parquet("k", kind, &bytes).unwrap(), vec![l]);
+        }
+    }
+}

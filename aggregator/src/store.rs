@@ -1,0 +1,186 @@
+//! Object storage: a local directory by default, any S3-compatible store by URL.
+//!
+//! `file:///abs/dir`, a plain path, or `s3://bucket/prefix` (endpoint, region and credentials from
+//! the usual `AWS_*` environment variables, e.g. `AWS_ENDPOINT=http://127.0.0.1:9000` and
+//! `AWS_ALLOW_HTTP=true` for MinIO). On a local directory every write is fsync'd (file and
+//! directory) before `put` returns, so "durable" means durable across a power cut, not only a
+//! process crash; S3 writes are durable when the PUT returns.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {url}: {source}")]
+    Store {
+        url: String,
+        source: object_store::Error,
+    },
+    #[error("store {url}: object {key}: {source}")]
+    Object {
+        url: String,
+        key: String,
+        source: object_store::Error,
+    },
+    #[error("store URL {url:?}: {problem}")]
+    Url { url: String, problem: String },
+    #[error("store {url}: syncing {path}: {source}")]
+    Sync {
+        url: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A handle on the pipeline's object store.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    local_root: Option<PathBuf>,
+    url: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("url", &self.url).finish()
+    }
+}
+
+impl Store {
+    /// Opens `url`: `file:///dir`, a path, or `s3://bucket[/prefix]`.
+    pub fn open(url: &str) -> Result<Self, StoreError> {
+        let bad = |problem: String| StoreError::Url {
+            url: url.to_owned(),
+            problem,
+        };
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(bad("no bucket name".into()));
+            }
+            let s3 = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .build()
+                .map_err(|e| bad(e.to_string()))?;
+            let inner: Arc<dyn ObjectStore> = if prefix.trim_matches('/').is_empty() {
+                Arc::new(s3)
+            } else {
+                Arc::new(PrefixStore::new(s3, prefix.trim_matches('/')))
+            };
+            return Ok(Store {
+                inner,
+                local_root: None,
+                url: url.to_owned(),
+            });
+        }
+        let dir = match url.strip_prefix("file://") {
+            Some(p) => PathBuf::from(p),
+            None if url.contains("://") => {
+                return Err(bad("only file:// and s3:// stores are supported".into()))
+            }
+            None => PathBuf::from(url),
+        };
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| bad(format!("cannot create {}: {e}", dir.display())))?;
+        let dir = dir.canonicalize().map_err(|e| bad(e.to_string()))?;
+        let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(e.to_string()))?;
+        Ok(Store {
+            inner: Arc::new(fs),
+            local_root: Some(dir),
+            url: url.to_owned(),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The directory behind a local store (for readers such as DuckDB in tests).
+    pub fn local_root(&self) -> Option<&std::path::Path> {
+        self.local_root.as_deref()
+    }
+
+    fn obj_err(&self, key: &str) -> impl FnOnce(object_store::Error) -> StoreError + '_ {
+        let key = key.to_owned();
+        move |source| StoreError::Object {
+            url: self.url.clone(),
+            key,
+            source,
+        }
+    }
+
+    /// Writes an object and returns once it is durable.
+    pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        self.inner
+            .put(&Path::from(key), PutPayload::from(bytes))
+            .await
+            .map_err(self.obj_err(key))?;
+        if let Some(root) = &self.local_root {
+            let file = root.join(key);
+            let sync = |p: &std::path::Path| std::fs::File::open(p).and_then(|f| f.sync_all());
+            sync(&file).map_err(|source| StoreError::Sync {
+                url: self.url.clone(),
+                path: file.clone(),
+                source,
+            })?;
+            if let Some(dir) = file.parent() {
+                sync(dir).map_err(|source| StoreError::Sync {
+                    url: self.url.clone(),
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        let r = self
+            .inner
+            .get(&Path::from(key))
+            .await
+            .map_err(self.obj_err(key))?;
+        r.bytes().await.map_err(self.obj_err(key))
+    }
+
+    /// Keys under a prefix (recursively), sorted.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let p = Path::from(prefix);
+        let mut keys: Vec<String> = self
+            .inner
+            .list(Some(&p))
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .map_err(|source| StoreError::Store {
+                url: self.url.clone(),
+                source,
+            })?;
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Deletes an object; a missing one is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self.inner.delete(&Path::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.obj_err(key)(e)),
+        }
+    }
+
+    /// Deletes everything under a prefix.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
+        let keys = self.list(prefix).await?;
+        for k in &keys {
+            self.delete(k).await?;
+        }
+        Ok(keys.len())
+    }
+}
