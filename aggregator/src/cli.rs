@@ -150,6 +150,8 @@ pub fn run_pipeline(
         });
     }
     let handle = rt.handle().clone();
+    // rdkafka's FutureProducer wants a Tokio context when it is created.
+    let _guard = rt.enter();
     let pipeline = Pipeline::new(config, store, reference, metrics, handle)?;
     rt.block_on(tokio::task::spawn_blocking(move || pipeline.run(shutdown)))?
 }

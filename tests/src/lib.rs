@@ -8,6 +8,8 @@
 //! at the end (`OWSU_KAFKA_HOME=~/.cache/owsu/test-kafka infra/kafka/kafka.sh stop`).
 //! Nothing here skips a test: if Kafka cannot be had, the test fails and says how to fix it.
 
+pub mod oracle;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -206,7 +208,7 @@ pub fn python() -> &'static Path {
         };
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv), "python3 -m venv");
         run(
-            Command::new(&py).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "fastavro==1.13.1", "duckdb", "pandas", "pyarrow", "polars"]),
+            Command::new(&py).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "fastavro==1.13.1", "duckdb==2.0.0", "pandas==3.1.1", "pyarrow==26.0.1", "polars==2.1.0"]),
             "pip install fastavro duckdb pandas pyarrow polars",
         );
         std::fs::write(&marker, b"ok").expect("marker");

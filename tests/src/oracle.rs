@@ -1,0 +1,351 @@
+//! The oracle: expected figures computed straight from an import file (JSON lines), with code
+//! that shares nothing with the aggregator, so that the two can disagree. It follows DESIGN.md's
+//! "Meaning of the figures" literally.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+use chrono::{DateTime, FixedOffset};
+use polars::prelude::*;
+use serde_json::Value;
+
+/// (date, unit, sector, service) for services; (date, unit, sector or "") for complaints.
+pub type ServiceKey = (String, String, String, String);
+pub type ComplaintKey = (String, String, String);
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceFigures {
+    pub received: i64,
+    pub delivered: i64,
+    pub revenue_riel: i64,
+}
+
+/// within, outside, undecided, resolved, more info, open, withdrawn, received.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ComplaintFigures {
+    pub received: i64,
+    pub within: i64,
+    pub outside: i64,
+    pub undecided: i64,
+    pub resolved: i64,
+    pub more_info: i64,
+    pub open: i64,
+    pub withdrawn: i64,
+}
+
+#[derive(Debug, Default)]
+pub struct Expected {
+    pub services: BTreeMap<ServiceKey, ServiceFigures>,
+    pub complaints: BTreeMap<ComplaintKey, ComplaintFigures>,
+    /// Distinct events by kind (service, complaint, unit_day).
+    pub distinct: [u64; 3],
+}
+
+fn cambodia_date(ts: &str) -> String {
+    let t: DateTime<FixedOffset> = DateTime::parse_from_rfc3339(ts).expect("RFC 3339");
+    t.with_timezone(&FixedOffset::east_opt(7 * 3600).unwrap())
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+fn s(v: &Value, k: &str) -> String {
+    v.get(k).and_then(Value::as_str).unwrap_or("").to_owned()
+}
+
+/// Computes the expected figures of an import file.
+pub fn expected_from_import(path: &Path) -> Expected {
+    let text = std::fs::read_to_string(path).expect("read import file");
+    let mut by_id: HashMap<String, Value> = HashMap::new();
+    let mut unit_days = HashSet::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line).expect("json");
+        match v["kind"].as_str() {
+            Some("unit_day") => {
+                unit_days.insert((s(&v, "unit_code"), s(&v, "date")));
+            }
+            _ => {
+                by_id.insert(s(&v, "event_id"), v);
+            }
+        }
+    }
+    let superseded: HashSet<String> = by_id
+        .values()
+        .filter_map(|v| v.get("supersedes_event_id").and_then(Value::as_str))
+        .map(str::to_owned)
+        .collect();
+    let mut requests: HashMap<(String, String), Vec<&Value>> = HashMap::new();
+    let mut complaints: HashMap<(String, String), Vec<&Value>> = HashMap::new();
+    let mut exp = Expected::default();
+    for (id, v) in &by_id {
+        match v["kind"].as_str() {
+            Some("service") => {
+                exp.distinct[0] += 1;
+                if !superseded.contains(id) {
+                    requests
+                        .entry((s(v, "unit_code"), s(v, "request_id")))
+                        .or_default()
+                        .push(v);
+                }
+            }
+            Some("complaint") => {
+                exp.distinct[1] += 1;
+                if !superseded.contains(id) {
+                    complaints
+                        .entry((s(v, "unit_code"), s(v, "complaint_id")))
+                        .or_default()
+                        .push(v);
+                }
+            }
+            _ => {}
+        }
+    }
+    exp.distinct[2] = unit_days.len() as u64;
+    let order = |v: &&Value| {
+        (
+            DateTime::parse_from_rfc3339(&s(v, "occurred_at")).unwrap(),
+            DateTime::parse_from_rfc3339(&s(v, "recorded_at")).unwrap(),
+            s(v, "event_id"),
+        )
+    };
+    for evs in requests.values_mut() {
+        evs.sort_by_key(order);
+        let key = |e: &Value| {
+            (
+                cambodia_date(&s(e, "occurred_at")),
+                s(e, "unit_code"),
+                s(e, "sector_code"),
+                s(e, "service_code"),
+            )
+        };
+        if let Some(e) = evs.iter().find(|e| e["stage"] == "RECEIVED") {
+            exp.services.entry(key(e)).or_default().received += 1;
+        }
+        if let Some(e) = evs.iter().find(|e| e["stage"] == "DELIVERED") {
+            exp.services.entry(key(e)).or_default().delivered += 1;
+        }
+        for e in evs.iter().filter(|e| e["stage"] == "FEE_PAID") {
+            exp.services.entry(key(e)).or_default().revenue_riel +=
+                e["fee_riel"].as_i64().unwrap_or(0);
+        }
+    }
+    for evs in complaints.values_mut() {
+        evs.sort_by_key(order);
+        let Some(rcv) = evs.iter().find(|e| e["stage"] == "RECEIVED") else {
+            continue;
+        };
+        let sector = evs
+            .iter()
+            .find_map(|e| e.get("sector_code").and_then(Value::as_str))
+            .unwrap_or("")
+            .to_owned();
+        let last = |stages: &[&str]| {
+            evs.iter()
+                .rev()
+                .find(|e| stages.contains(&e["stage"].as_str().unwrap()))
+                .map(|e| e["stage"].as_str().unwrap().to_owned())
+        };
+        let status = last(&["RESOLVED", "MORE_INFO_REQUIRED", "WITHDRAWN"]);
+        let juris = if status.as_deref() == Some("RESOLVED") {
+            Some("WITHIN_JURISDICTION".to_owned())
+        } else {
+            last(&["WITHIN_JURISDICTION", "OUTSIDE_JURISDICTION"])
+        };
+        let f = exp
+            .complaints
+            .entry((
+                cambodia_date(&s(rcv, "occurred_at")),
+                s(rcv, "unit_code"),
+                sector,
+            ))
+            .or_default();
+        f.received += 1;
+        match juris.as_deref() {
+            Some("WITHIN_JURISDICTION") => f.within += 1,
+            Some(_) => f.outside += 1,
+            None => f.undecided += 1,
+        }
+        match status.as_deref() {
+            Some("RESOLVED") => f.resolved += 1,
+            Some("MORE_INFO_REQUIRED") => f.more_info += 1,
+            Some(_) => f.withdrawn += 1,
+            None => f.open += 1,
+        }
+    }
+    exp.services.retain(|_, f| *f != ServiceFigures::default());
+    exp
+}
+
+/// Reads every Parquet file of a summary table under a local store directory.
+pub fn read_table(store_dir: &Path, table: &str) -> DataFrame {
+    let mut files = Vec::new();
+    let mut stack = vec![store_dir.join("summaries").join(table)];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let mut out: Option<DataFrame> = None;
+    for f in files {
+        let df = ParquetReader::new(std::fs::File::open(&f).unwrap())
+            .finish()
+            .unwrap();
+        match &mut out {
+            None => out = Some(df),
+            Some(o) => {
+                o.vstack_mut(&df).unwrap();
+            }
+        }
+    }
+    out.unwrap_or_default()
+}
+
+fn strs(df: &DataFrame, c: &str) -> Vec<String> {
+    let col = df.column(c).unwrap();
+    if let Ok(d) = col.date() {
+        return d
+            .physical()
+            .iter()
+            .map(|v| owsu_schemas::time::epoch_day_to_date(v.unwrap()).to_string())
+            .collect();
+    }
+    col.str()
+        .unwrap()
+        .iter()
+        .map(|v| v.unwrap_or("").to_owned())
+        .collect()
+}
+
+fn ints(df: &DataFrame, c: &str) -> Vec<i64> {
+    df.column(c)
+        .unwrap()
+        .i64()
+        .unwrap()
+        .iter()
+        .map(|v| v.unwrap_or(0))
+        .collect()
+}
+
+/// The aggregator's figures, in the oracle's shape.
+pub fn actual_from_store(store_dir: &Path) -> Expected {
+    let mut a = Expected::default();
+    let df = read_table(store_dir, "services_daily");
+    if df.height() > 0 {
+        let (d, u, se, sv) = (
+            strs(&df, "date"),
+            strs(&df, "unit_code"),
+            strs(&df, "sector_code"),
+            strs(&df, "service_code"),
+        );
+        let (r, dl, rev) = (
+            ints(&df, "requests_received"),
+            ints(&df, "services_delivered"),
+            ints(&df, "revenue_riel"),
+        );
+        for i in 0..df.height() {
+            let f = a
+                .services
+                .entry((d[i].clone(), u[i].clone(), se[i].clone(), sv[i].clone()))
+                .or_default();
+            f.received += r[i];
+            f.delivered += dl[i];
+            f.revenue_riel += rev[i];
+        }
+    }
+    let df = read_table(store_dir, "complaints_daily");
+    if df.height() > 0 {
+        let (d, u, se) = (
+            strs(&df, "date"),
+            strs(&df, "unit_code"),
+            strs(&df, "sector_code"),
+        );
+        let cols: Vec<Vec<i64>> = [
+            "complaints_received",
+            "within_jurisdiction",
+            "outside_jurisdiction",
+            "jurisdiction_undecided",
+            "resolved",
+            "more_info_required",
+            "open",
+            "withdrawn",
+        ]
+        .iter()
+        .map(|c| ints(&df, c))
+        .collect();
+        for i in 0..df.height() {
+            let f = a
+                .complaints
+                .entry((d[i].clone(), u[i].clone(), se[i].clone()))
+                .or_default();
+            f.received += cols[0][i];
+            f.within += cols[1][i];
+            f.outside += cols[2][i];
+            f.undecided += cols[3][i];
+            f.resolved += cols[4][i];
+            f.more_info += cols[5][i];
+            f.open += cols[6][i];
+            f.withdrawn += cols[7][i];
+        }
+    }
+    a.services.retain(|_, f| *f != ServiceFigures::default());
+    a
+}
+
+/// Asserts the aggregator's figures equal the oracle's, cell by cell, with a readable diff.
+pub fn assert_matches(expected: &Expected, actual: &Expected) {
+    let mut diffs = Vec::new();
+    for (k, e) in &expected.services {
+        if actual.services.get(k) != Some(e) {
+            diffs.push(format!(
+                "services {k:?}: expected {e:?}, got {:?}",
+                actual.services.get(k)
+            ));
+        }
+    }
+    for k in actual
+        .services
+        .keys()
+        .filter(|k| !expected.services.contains_key(*k))
+    {
+        diffs.push(format!(
+            "services {k:?}: unexpected {:?}",
+            actual.services[k]
+        ));
+    }
+    for (k, e) in &expected.complaints {
+        if actual.complaints.get(k) != Some(e) {
+            diffs.push(format!(
+                "complaints {k:?}: expected {e:?}, got {:?}",
+                actual.complaints.get(k)
+            ));
+        }
+    }
+    for k in actual
+        .complaints
+        .keys()
+        .filter(|k| !expected.complaints.contains_key(*k))
+    {
+        diffs.push(format!(
+            "complaints {k:?}: unexpected {:?}",
+            actual.complaints[k]
+        ));
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} of {} service cells and {} complaint cells differ; first ones:\n{}",
+        diffs.len(),
+        expected.services.len(),
+        expected.complaints.len(),
+        diffs
+            .iter()
+            .take(15)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
