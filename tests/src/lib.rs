@@ -151,38 +151,7 @@ pub fn random_prefix(test: &str) -> String {
 
 /// Creates the four pipeline topics under `prefix` with `partitions` partitions each.
 pub fn create_topics(prefix: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .create()
-        .expect("admin client");
-    let names: Vec<String> = [
-        owsu_schemas::topics::SERVICE_EVENTS,
-        owsu_schemas::topics::COMPLAINT_EVENTS,
-        owsu_schemas::topics::UNIT_DAYS,
-        owsu_schemas::topics::DEAD_LETTER,
-    ]
-    .iter()
-    .map(|t| format!("{prefix}{t}"))
-    .collect();
-    let topics: Vec<NewTopic> = names
-        .iter()
-        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
-        .collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let results = rt
-        .block_on(admin.create_topics(
-            &topics,
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-        ))
-        .expect("create topics");
-    for r in results {
-        if let Err((name, e)) = r {
-            panic!("creating topic {name}: {e}");
-        }
-    }
+    create_topics_on(bootstrap(), prefix, partitions)
 }
 
 /// Python with fastavro, DuckDB, pandas, pyarrow and polars: independent readers of our output.
@@ -231,4 +200,114 @@ pub fn run_python(script: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// A broker of a test's own, for tests that stop and start Kafka (the shared one must stay up
+/// for the tests running beside them). Stopped when dropped.
+pub struct PrivateBroker {
+    state: PathBuf,
+    port: u16,
+    controller_port: u16,
+}
+
+impl PrivateBroker {
+    /// Starts a fresh single-node broker with the four topics under `prefix` (1 partition each
+    /// for the harness topics; create more with [`create_topics_on`]).
+    pub fn start(name: &str) -> Self {
+        let state = cache_dir()
+            .join("test-private")
+            .join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&state);
+        let b = PrivateBroker {
+            state,
+            port: free_port(),
+            controller_port: free_port(),
+        };
+        b.resume();
+        b
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn sh(&self, cmd: &str) -> std::process::Output {
+        Command::new("bash")
+            .arg(repo_root().join("infra/kafka/kafka.sh"))
+            .arg(cmd)
+            .env("OWSU_KAFKA_HOME", &self.state)
+            .env("OWSU_KAFKA_PORT", self.port.to_string())
+            .env(
+                "OWSU_KAFKA_CONTROLLER_PORT",
+                self.controller_port.to_string(),
+            )
+            .env("OWSU_KAFKA_TOPIC_PREFIX", "harness.")
+            .env("OWSU_KAFKA_PARTITIONS", "1")
+            .output()
+            .expect("run kafka.sh")
+    }
+
+    /// Stops the broker (its data stays).
+    pub fn stop(&self) {
+        let out = self.sh("stop");
+        assert!(
+            out.status.success(),
+            "stopping the private broker: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts it again on the same ports and data.
+    pub fn resume(&self) {
+        let out = self.sh("start");
+        assert!(
+            out.status.success(),
+            "infra/kafka/kafka.sh start (private broker) failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        let _ = self.sh("stop");
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+/// Like [`create_topics`], on any broker.
+pub fn create_topics_on(bootstrap: &str, prefix: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let names: Vec<String> = [
+        owsu_schemas::topics::SERVICE_EVENTS,
+        owsu_schemas::topics::COMPLAINT_EVENTS,
+        owsu_schemas::topics::UNIT_DAYS,
+        owsu_schemas::topics::DEAD_LETTER,
+    ]
+    .iter()
+    .map(|t| format!("{prefix}{t}"))
+    .collect();
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for r in rt
+        .block_on(admin.create_topics(
+            &topics,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        ))
+        .expect("create topics")
+    {
+        if let Err((name, e)) = r {
+            panic!("creating topic {name}: {e}");
+        }
+    }
 }

@@ -1,0 +1,232 @@
+//! Crashes and scale-out against the real binary: `kill -9` at random moments, and two
+//! instances sharing the partitions with one killed halfway. Final summaries equal the oracle.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use owsu_tests::oracle;
+use rand::{Rng, SeedableRng};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
+
+/// Simulates a small year into an import file and publishes it; returns the file.
+fn publish_year(dir: &Path, prefix: &str, seed: &str) -> PathBuf {
+    let import = dir.join("year.jsonl");
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "crash-test-secret-0123456789").unwrap();
+    let run = |args: &[&str]| {
+        let mut v = vec!["owsu-producer"];
+        v.extend_from_slice(args);
+        owsu_producer::cli::run(owsu_producer::cli::Cli::parse_from(v)).unwrap()
+    };
+    assert_eq!(
+        run(&[
+            "simulate",
+            "--year",
+            "2021",
+            "--scale",
+            "0.01",
+            "--seed",
+            seed,
+            "--out",
+            import.to_str().unwrap()
+        ]),
+        0
+    );
+    let outbox = dir.join("outbox");
+    assert_eq!(
+        run(&[
+            "publish",
+            "--input",
+            import.to_str().unwrap(),
+            "--brokers",
+            owsu_tests::bootstrap(),
+            "--topic-prefix",
+            prefix,
+            "--id-secret-file",
+            secret.to_str().unwrap(),
+            "--outbox",
+            outbox.to_str().unwrap(),
+        ]),
+        0
+    );
+    import
+}
+
+fn spawn(prefix: &str, group: &str, store: &Path, until_caught_up: bool, log: &Path) -> Child {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_owsu-aggregator"));
+    c.args([
+        "run",
+        "--brokers",
+        owsu_tests::bootstrap(),
+        "--topic-prefix",
+        prefix,
+        "--group",
+        group,
+        "--store",
+    ])
+    .arg(store)
+    .args([
+        "--metrics-addr",
+        "",
+        "--max-batch",
+        "3000",
+        "--linger-ms",
+        "200",
+        "--session-timeout-ms",
+        "6000",
+    ]);
+    if until_caught_up {
+        c.arg("--until-caught-up");
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    c.stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn owsu-aggregator")
+}
+
+fn wait_with_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("owsu-aggregator did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn kill_9_at_five_random_moments_loses_and_doubles_nothing() {
+    let prefix = owsu_tests::random_prefix("kill9");
+    owsu_tests::create_topics(&prefix, 6);
+    let dir = tempfile::tempdir().unwrap();
+    let import = publish_year(dir.path(), &prefix, "21");
+    let store = dir.path().join("store");
+    let log = dir.path().join("aggregator.log");
+    let group = format!("{prefix}agg");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let mut killed_mid_run = 0;
+    for _ in 0..5 {
+        let mut child = spawn(&prefix, &group, &store, true, &log);
+        std::thread::sleep(Duration::from_millis(rng.gen_range(2_000..7_000)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL: no chance to finish the batch or commit
+            killed_mid_run += 1;
+        }
+        child.wait().unwrap();
+    }
+    let mut last = spawn(&prefix, &group, &store, true, &log);
+    let status = wait_with_timeout(&mut last, Duration::from_secs(600));
+    assert!(
+        status.success(),
+        "final run failed; log: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(
+        killed_mid_run >= 3,
+        "only {killed_mid_run} kills landed mid-run"
+    );
+    oracle::assert_matches(
+        &oracle::expected_from_import(&import),
+        &oracle::actual_from_store(&store),
+    );
+}
+
+fn group_done(group: &str, prefix: &str) -> bool {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", owsu_tests::bootstrap())
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let mut highs = Vec::new();
+    for k in owsu_schemas::RecordKind::ALL {
+        let t = format!("{prefix}{}", k.topic());
+        for p in 0..6 {
+            let (_, high) = c.fetch_watermarks(&t, p, Duration::from_secs(10)).unwrap();
+            tpl.add_partition(&t, p);
+            highs.push(high);
+        }
+    }
+    let committed = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    committed
+        .elements()
+        .iter()
+        .zip(highs)
+        .all(|(e, high)| match e.offset() {
+            Offset::Offset(o) => o >= high,
+            _ => high == 0,
+        })
+}
+
+#[test]
+fn two_instances_share_the_work_and_survive_one_being_killed() {
+    let prefix = owsu_tests::random_prefix("pair");
+    owsu_tests::create_topics(&prefix, 6);
+    let dir = tempfile::tempdir().unwrap();
+    let import = publish_year(dir.path(), &prefix, "22");
+    let store = dir.path().join("store");
+    let group = format!("{prefix}agg");
+    let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    let mut a = spawn(&prefix, &group, &store, false, &log_a);
+    let mut b = spawn(&prefix, &group, &store, false, &log_b);
+    std::thread::sleep(Duration::from_secs(12));
+    assert!(
+        a.try_wait().unwrap().is_none(),
+        "instance A still working when killed"
+    );
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let start = Instant::now();
+    while !group_done(&group, &prefix) {
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "the survivor did not finish; log: {}",
+            std::fs::read_to_string(&log_b).unwrap_or_default()
+        );
+        assert!(
+            b.try_wait().unwrap().is_none(),
+            "instance B died; log: {}",
+            std::fs::read_to_string(&log_b).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    // Graceful shutdown on SIGTERM: finish the batch, commit, exit 0.
+    assert!(Command::new("kill")
+        .arg("-TERM")
+        .arg(b.id().to_string())
+        .status()
+        .unwrap()
+        .success());
+    let status = wait_with_timeout(&mut b, Duration::from_secs(60));
+    assert!(
+        status.success(),
+        "SIGTERM should end the aggregator cleanly"
+    );
+    let log_a = std::fs::read_to_string(&log_a).unwrap();
+    let log_b = std::fs::read_to_string(&log_b).unwrap();
+    assert!(
+        log_a.contains("partitions assigned") && log_b.contains("partitions assigned"),
+        "both instances took part"
+    );
+    assert!(
+        log_b.contains("shutdown requested"),
+        "B logged its graceful shutdown"
+    );
+    oracle::assert_matches(
+        &oracle::expected_from_import(&import),
+        &oracle::actual_from_store(&store),
+    );
+}
