@@ -499,6 +499,9 @@ impl PartitionState {
                 Some(_) => a.withdrawn += 1,
                 None => a.open += 1,
             }
+            if status.is_none() && jurisdiction == Some(ComplaintStage::WithinJurisdiction) {
+                a.open_within += 1;
+            }
         }
 
         let mut days: BTreeSet<(i32, u16)> = BTreeSet::new();
@@ -560,6 +563,8 @@ pub struct ComplaintAgg {
     pub more_info: i64,
     pub open: i64,
     pub withdrawn: i64,
+    /// Open and within jurisdiction: the ones an Ombudsman office owes an answer.
+    pub open_within: i64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -731,6 +736,7 @@ impl MonthRows {
                     c("more_info_required", f(|v| v.more_info)),
                     c("open", f(|v| v.open)),
                     c("withdrawn", f(|v| v.withdrawn)),
+                    c("open_within_jurisdiction", f(|v| v.open_within)),
                 ]);
                 DataFrame::new_infer_height(cols)
             }

@@ -272,23 +272,28 @@ fn uuid(rng: &mut ChaCha8Rng) -> Uuid {
     uuid::Builder::from_random_bytes(rng.gen()).into_uuid()
 }
 
-/// Largest-remainder apportionment of `total` over `weights` (exact sum).
-fn apportion(total: u64, weights: &[f64]) -> Vec<u64> {
+/// Apportions `total` over `weights` exactly, by systematic sampling: each cell gets the floor
+/// or the ceiling of its expected share, the ceiling with probability equal to the fraction.
+/// (Largest remainder would be exact too, but with shares below one it hands whole months of
+/// zeros to the smaller cells, which reads as a unit that stopped working.)
+fn apportion(total: u64, weights: &[f64], rng: &mut ChaCha8Rng) -> Vec<u64> {
     let sum: f64 = weights.iter().sum();
     if sum <= 0.0 || total == 0 {
         return vec![0; weights.len()];
     }
-    let exact: Vec<f64> = weights.iter().map(|w| total as f64 * w / sum).collect();
-    let mut out: Vec<u64> = exact.iter().map(|e| e.floor() as u64).collect();
-    let given: u64 = out.iter().sum();
-    let mut order: Vec<usize> = (0..weights.len()).collect();
-    order.sort_by(|&a, &b| {
-        (exact[b] - exact[b].floor())
-            .total_cmp(&(exact[a] - exact[a].floor()))
-            .then(a.cmp(&b))
-    });
-    for &i in order.iter().take((total - given) as usize) {
-        out[i] += 1;
+    let offset: f64 = rng.gen();
+    let mut out = Vec::with_capacity(weights.len());
+    let mut cumulative = 0.0;
+    let mut given = 0u64;
+    for (i, w) in weights.iter().enumerate() {
+        cumulative += total as f64 * w / sum;
+        let upto = if i + 1 == weights.len() {
+            total
+        } else {
+            ((cumulative + offset).floor() as u64).min(total)
+        };
+        out.push(upto.saturating_sub(given));
+        given = given.max(upto);
     }
     out
 }
@@ -458,7 +463,7 @@ impl<'r> Simulator<'r> {
                     weights.push(w);
                 }
             }
-            for ((ui, di), n) in cells.into_iter().zip(apportion(total, &weights)) {
+            for ((ui, di), n) in cells.into_iter().zip(apportion(total, &weights, &mut rng)) {
                 cell_counts[ui][di] = n;
             }
         }
@@ -1089,11 +1094,20 @@ mod tests {
 
     #[test]
     fn apportionment_is_exact() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
         let w = [0.3, 1.7, 2.2, 0.0, 5.1];
         for total in [0, 1, 7, 1000, 442_108] {
-            assert_eq!(apportion(total, &w).iter().sum::<u64>(), total);
+            let a = apportion(total, &w, &mut rng);
+            assert_eq!(a.iter().sum::<u64>(), total);
+            for (n, wi) in a.iter().zip(w) {
+                let share = total as f64 * wi / 9.3;
+                assert!((*n as f64 - share).abs() < 1.0, "{n} vs {share}");
+            }
         }
-        assert_eq!(apportion(10, &[1.0, 1.0])[0], 5);
+        // Shares below one are spread, not handed to the largest fractions.
+        let small = apportion(100, &vec![1.0; 400], &mut rng);
+        assert_eq!(small.iter().sum::<u64>(), 100);
+        assert!(small.iter().all(|n| *n <= 1));
     }
 
     #[test]

@@ -1,0 +1,190 @@
+//! `owsu-jobs`: the yearly review, the sector-demand dataset and the oversight list.
+
+use std::path::PathBuf;
+
+use chrono::NaiveDate;
+use clap::{Parser, Subcommand, ValueEnum};
+use owsu_aggregator::store::Store;
+use owsu_schemas::reference::Reference;
+
+use crate::inactive::Rules;
+
+/// Exit code of `inactive` when at least one unit is flagged (0 when none).
+pub const EXIT_FLAGGED: i32 = 10;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "owsu-jobs",
+    version,
+    about = "Turn the OWSU summaries into the yearly review, a research dataset and the oversight list.",
+    long_about = "Turn the OWSU summaries into what people use:\n\
+        - review:   the yearly review for the secretary-general (HTML, JSON, CSV), nationally or for one province;\n\
+        - demand:   the sector-demand dataset for researchers (Parquet by year, CSV, data dictionary);\n\
+        - inactive: the oversight list of silent and anomalous units (table, CSV, JSON; exit code 10 when any unit is flagged)."
+)]
+pub struct Cli {
+    /// Log format: human (default) or json.
+    #[arg(long, global = true, env = "OWSU_LOG_FORMAT", default_value = "human")]
+    pub log_format: LogFormat,
+
+    /// Directory with units.csv, catalogue.json and holidays.csv (default: $OWSU_REFERENCE_DIR,
+    /// ./schemas/reference, or the copy built into the binary).
+    #[arg(long, global = true, env = "OWSU_REFERENCE_DIR")]
+    pub reference_dir: Option<PathBuf>,
+
+    /// Object store holding the summaries: a directory, file:///dir or s3://bucket/prefix.
+    #[arg(long, global = true, env = "OWSU_STORE", default_value = "data/store")]
+    pub store: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The yearly review: services, revenue and complaints by level, sector and province, with
+    /// year-on-year change, processing times and reporting completeness.
+    Review {
+        /// The year to review.
+        #[arg(long)]
+        year: i32,
+        /// Only this province (KH-PP: the province and its districts) or unit (KH-PPDD).
+        #[arg(long)]
+        scope: Option<String>,
+        /// Output directory (default reports/review-YEAR[-SCOPE]).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Sector demand for researchers: month × province × unit × sector × service.
+    Demand {
+        /// First month, YYYY-MM.
+        #[arg(long)]
+        from: String,
+        /// Last month, YYYY-MM (inclusive).
+        #[arg(long)]
+        to: String,
+        /// Only this province or unit.
+        #[arg(long)]
+        scope: Option<String>,
+        /// Output directory (default reports/demand).
+        #[arg(long, default_value = "reports/demand")]
+        out: PathBuf,
+    },
+    /// Inactive and anomalous units, for oversight. Exit code 10 when any unit is flagged.
+    Inactive {
+        /// The day to judge from (YYYY-MM-DD); only data up to it is used.
+        #[arg(long)]
+        as_of: NaiveDate,
+        /// Only this province or unit.
+        #[arg(long)]
+        scope: Option<String>,
+        /// Output directory for inactive.csv and inactive.json (default reports/inactive).
+        #[arg(long, default_value = "reports/inactive")]
+        out: PathBuf,
+        #[command(flatten)]
+        rules: Rules,
+    },
+}
+
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,rdkafka=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    let reference = Reference::load(cli.reference_dir.as_deref())?;
+    let store = Store::open(&cli.store)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Review { year, scope, out } => {
+            let out = out.unwrap_or_else(|| {
+                PathBuf::from(format!(
+                    "reports/review-{year}{}",
+                    scope
+                        .as_deref()
+                        .map(|s| format!("-{s}"))
+                        .unwrap_or_default()
+                ))
+            });
+            let review = rt.block_on(crate::review::compute(
+                &store,
+                &reference,
+                year,
+                scope.as_deref(),
+            ))?;
+            let html = crate::review::write(&review, &out)?;
+            print!("{}", crate::review::facts_table(&review));
+            println!(
+                "review written: {} (and review.json, one CSV per table, in {})",
+                html.display(),
+                out.display()
+            );
+            Ok(0)
+        }
+        Command::Demand {
+            from,
+            to,
+            scope,
+            out,
+        } => {
+            let (f, t) = (
+                crate::demand::parse_month(&from)?,
+                crate::demand::parse_month(&to)?,
+            );
+            let o = rt.block_on(crate::demand::run(
+                &store,
+                &reference,
+                f,
+                t,
+                scope.as_deref(),
+                &out,
+            ))?;
+            println!(
+                "sector demand {from} to {to}: {} rows; Parquet {} (Hive, by year), CSV {}, dictionary {}",
+                o.rows,
+                o.parquet_dir.display(),
+                o.csv.display(),
+                o.dictionary.display()
+            );
+            Ok(0)
+        }
+        Command::Inactive {
+            as_of,
+            scope,
+            out,
+            rules,
+        } => {
+            let report = rt.block_on(crate::inactive::run(
+                &store,
+                &reference,
+                as_of,
+                scope.as_deref(),
+                &rules,
+            ))?;
+            print!("{}", crate::inactive::table(&report));
+            let (csv, json) = crate::inactive::write(&report, &out)?;
+            println!("written: {} and {}", csv.display(), json.display());
+            Ok(if report.flags.is_empty() {
+                0
+            } else {
+                EXIT_FLAGGED
+            })
+        }
+    }
+}

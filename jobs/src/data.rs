@@ -1,0 +1,414 @@
+//! Reading the aggregator's summaries back: only the `year=/month=` partitions a job needs,
+//! filtered to a date range and, for decentralised views, one province's units.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+
+use chrono::{Datelike, NaiveDate};
+use futures::StreamExt;
+use owsu_aggregator::store::Store;
+use owsu_schemas::reference::{Level, Reference};
+use owsu_schemas::time::epoch_day_to_date;
+use polars::prelude::*;
+
+/// Codes of the reference data as small indexes.
+pub struct Ix<'r> {
+    pub reference: &'r Reference,
+    unit: HashMap<&'r str, u16>,
+    service: HashMap<&'r str, u16>,
+    /// Sector index of each service.
+    pub service_sector: Vec<u16>,
+}
+
+impl<'r> Ix<'r> {
+    pub fn new(reference: &'r Reference) -> Self {
+        let unit = reference
+            .registry
+            .units
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.code.as_str(), i as u16))
+            .collect();
+        let mut service = HashMap::new();
+        let mut service_sector = Vec::new();
+        for (si, s) in reference.catalogue.sectors.iter().enumerate() {
+            for v in &s.services {
+                service.insert(v.code.as_str(), service_sector.len() as u16);
+                service_sector.push(si as u16);
+            }
+        }
+        Ix {
+            reference,
+            unit,
+            service,
+            service_sector,
+        }
+    }
+    pub fn unit(&self, i: u16) -> &'r owsu_schemas::Unit {
+        &self.reference.registry.units[i as usize]
+    }
+    pub fn sector(&self, i: u16) -> &'r owsu_schemas::reference::Sector {
+        &self.reference.catalogue.sectors[i as usize]
+    }
+    pub fn service_code(&self, i: u16) -> &'r str {
+        let mut n = i as usize;
+        for s in &self.reference.catalogue.sectors {
+            if n < s.services.len() {
+                return &s.services[n].code;
+            }
+            n -= s.services.len();
+        }
+        "?"
+    }
+    pub fn level(&self, unit: u16) -> Level {
+        self.unit(unit).level
+    }
+    pub fn province(&self, unit: u16) -> &'r str {
+        &self.unit(unit).province_code
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SvcRow {
+    pub date: NaiveDate,
+    pub unit: u16,
+    pub service: u16,
+    pub received: i64,
+    pub delivered: i64,
+    pub rejected: i64,
+    pub cancelled: i64,
+    pub fee_payments: i64,
+    pub refunds: i64,
+    pub revenue_riel: i64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CmpRow {
+    pub date: NaiveDate,
+    pub unit: u16,
+    pub sector: Option<u16>,
+    pub received: i64,
+    pub within: i64,
+    pub outside: i64,
+    pub undecided: i64,
+    pub resolved: i64,
+    pub more_info: i64,
+    pub open: i64,
+    pub withdrawn: i64,
+    pub open_within: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DayRow {
+    pub date: NaiveDate,
+    pub unit: u16,
+    pub closed: bool,
+    pub arrived_services: i64,
+    pub arrived_complaints: i64,
+    pub services_gap: Option<i64>,
+    pub complaints_gap: Option<i64>,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcRow {
+    pub date: NaiveDate,
+    pub unit: u16,
+    pub service: u16,
+    pub days: f64,
+}
+
+/// Which tables to load.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Want {
+    pub services: bool,
+    pub complaints: bool,
+    pub unit_days: bool,
+    pub processing: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Summaries {
+    pub services: Vec<SvcRow>,
+    pub complaints: Vec<CmpRow>,
+    pub unit_days: Vec<DayRow>,
+    pub processing: Vec<ProcRow>,
+}
+
+fn month_of_key(key: &str) -> Option<(i32, u32)> {
+    let y = key.split("year=").nth(1)?.split('/').next()?.parse().ok()?;
+    let m = key
+        .split("month=")
+        .nth(1)?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()?;
+    Some((y, m))
+}
+
+/// Loads the wanted tables for `[from, to]`, keeping only units in `scope` (a province code
+/// or unit code) when given.
+pub async fn load(
+    store: &Store,
+    ix: &Ix<'_>,
+    want: Want,
+    from: NaiveDate,
+    to: NaiveDate,
+    scope: Option<&str>,
+) -> anyhow::Result<Summaries> {
+    let in_scope =
+        |unit: &owsu_schemas::Unit| scope.is_none_or(|s| unit.province_code == s || unit.code == s);
+    let months = |k: &str| {
+        month_of_key(k)
+            .is_some_and(|m| m >= (from.year(), from.month()) && m <= (to.year(), to.month()))
+    };
+    let mut out = Summaries::default();
+    for (table, wanted) in [
+        ("services_daily", want.services),
+        ("complaints_daily", want.complaints),
+        ("unit_days", want.unit_days),
+        ("processing_times", want.processing),
+    ] {
+        if !wanted {
+            continue;
+        }
+        let keys: Vec<String> = store
+            .list(&format!("summaries/{table}/"))
+            .await?
+            .into_iter()
+            .filter(|k| months(k))
+            .collect();
+        let files: Vec<_> = futures::stream::iter(
+            keys.into_iter()
+                .map(|k| async move { store.get(&k).await.map(|b| (k, b)) }),
+        )
+        .buffer_unordered(16)
+        .collect()
+        .await;
+        for f in files {
+            let (key, bytes) = f?;
+            let df = anyhow::Context::with_context(
+                ParquetReader::new(Cursor::new(bytes.as_ref())).finish(),
+                || format!("reading {key}"),
+            )?;
+            anyhow::Context::with_context(
+                read_frame(table, &df, ix, from, to, &in_scope, &mut out),
+                || format!("reading {key}"),
+            )?;
+        }
+    }
+    Ok(out)
+}
+
+fn read_frame(
+    table: &str,
+    df: &DataFrame,
+    ix: &Ix<'_>,
+    from: NaiveDate,
+    to: NaiveDate,
+    in_scope: &dyn Fn(&owsu_schemas::Unit) -> bool,
+    out: &mut Summaries,
+) -> anyhow::Result<()> {
+    let dates: Vec<NaiveDate> = df
+        .column("date")?
+        .date()?
+        .physical()
+        .iter()
+        .map(|d| epoch_day_to_date(d.unwrap_or(0)))
+        .collect();
+    let units: Vec<Option<u16>> = df
+        .column("unit_code")?
+        .str()?
+        .iter()
+        .map(|u| u.and_then(|u| ix.unit.get(u).copied()))
+        .collect();
+    let ints = |c: &str| -> anyhow::Result<Vec<i64>> {
+        Ok(df
+            .column(c)?
+            .i64()?
+            .iter()
+            .map(|v| v.unwrap_or(0))
+            .collect())
+    };
+    let services = || -> anyhow::Result<Vec<u16>> {
+        Ok(df
+            .column("service_code")?
+            .str()?
+            .iter()
+            .map(|s| {
+                s.and_then(|s| ix.service.get(s).copied())
+                    .unwrap_or(u16::MAX)
+            })
+            .collect())
+    };
+    let keep: Vec<Option<(usize, u16)>> = (0..df.height())
+        .map(|i| {
+            units[i]
+                .filter(|u| dates[i] >= from && dates[i] <= to && in_scope(ix.unit(*u)))
+                .map(|u| (i, u))
+        })
+        .collect();
+    match table {
+        "services_daily" => {
+            let sv = services()?;
+            let c: Vec<Vec<i64>> = [
+                "requests_received",
+                "services_delivered",
+                "requests_rejected",
+                "requests_cancelled",
+                "fee_payments",
+                "refunds",
+                "revenue_riel",
+            ]
+            .iter()
+            .map(|n| ints(n))
+            .collect::<anyhow::Result<_>>()?;
+            out.services
+                .extend(keep.into_iter().flatten().map(|(i, unit)| SvcRow {
+                    date: dates[i],
+                    unit,
+                    service: sv[i],
+                    received: c[0][i],
+                    delivered: c[1][i],
+                    rejected: c[2][i],
+                    cancelled: c[3][i],
+                    fee_payments: c[4][i],
+                    refunds: c[5][i],
+                    revenue_riel: c[6][i],
+                }));
+        }
+        "complaints_daily" => {
+            let sectors: Vec<Option<u16>> = df
+                .column("sector_code")?
+                .str()?
+                .iter()
+                .map(|s| {
+                    s.and_then(|s| {
+                        ix.reference
+                            .catalogue
+                            .sectors
+                            .iter()
+                            .position(|x| x.code == s)
+                            .map(|p| p as u16)
+                    })
+                })
+                .collect();
+            let c: Vec<Vec<i64>> = [
+                "complaints_received",
+                "within_jurisdiction",
+                "outside_jurisdiction",
+                "jurisdiction_undecided",
+                "resolved",
+                "more_info_required",
+                "open",
+                "withdrawn",
+                "open_within_jurisdiction",
+            ]
+            .iter()
+            .map(|n| ints(n))
+            .collect::<anyhow::Result<_>>()?;
+            out.complaints
+                .extend(keep.into_iter().flatten().map(|(i, unit)| CmpRow {
+                    date: dates[i],
+                    unit,
+                    sector: sectors[i],
+                    received: c[0][i],
+                    within: c[1][i],
+                    outside: c[2][i],
+                    undecided: c[3][i],
+                    resolved: c[4][i],
+                    more_info: c[5][i],
+                    open: c[6][i],
+                    withdrawn: c[7][i],
+                    open_within: c[8][i],
+                }));
+        }
+        "unit_days" => {
+            let closed: Vec<bool> = df
+                .column("closed")?
+                .bool()?
+                .iter()
+                .map(|v| v.unwrap_or(false))
+                .collect();
+            let (s, c) = (ints("arrived_services")?, ints("arrived_complaints")?);
+            let sg: Vec<Option<i64>> = df.column("services_gap")?.i64()?.iter().collect();
+            let cg: Vec<Option<i64>> = df.column("complaints_gap")?.i64()?.iter().collect();
+            let status: Vec<String> = df
+                .column("status")?
+                .str()?
+                .iter()
+                .map(|v| v.unwrap_or("").to_owned())
+                .collect();
+            out.unit_days
+                .extend(keep.into_iter().flatten().map(|(i, unit)| DayRow {
+                    date: dates[i],
+                    unit,
+                    closed: closed[i],
+                    arrived_services: s[i],
+                    arrived_complaints: c[i],
+                    services_gap: sg[i],
+                    complaints_gap: cg[i],
+                    status: status[i].clone(),
+                }));
+        }
+        _ => {
+            let sv = services()?;
+            let days: Vec<f64> = df
+                .column("processing_days")?
+                .f64()?
+                .iter()
+                .map(|v| v.unwrap_or(0.0))
+                .collect();
+            out.processing
+                .extend(keep.into_iter().flatten().map(|(i, unit)| ProcRow {
+                    date: dates[i],
+                    unit,
+                    service: sv[i],
+                    days: days[i],
+                }));
+        }
+    }
+    Ok(())
+}
+
+/// Median (mean of the two middle values for an even count) and 90th percentile (nearest rank).
+pub fn median_p90(values: &mut [f64]) -> (Option<f64>, Option<f64>) {
+    if values.is_empty() {
+        return (None, None);
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let median = if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    };
+    let rank = ((0.9 * n as f64).ceil() as usize).clamp(1, n);
+    (Some(median), Some(values[rank - 1]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles() {
+        assert_eq!(median_p90(&mut [3.0, 1.0, 2.0]), (Some(2.0), Some(3.0)));
+        assert_eq!(
+            median_p90(&mut [4.0, 1.0, 2.0, 3.0]),
+            (Some(2.5), Some(4.0))
+        );
+        let mut v: Vec<f64> = (1..=10).map(f64::from).collect();
+        assert_eq!(median_p90(&mut v), (Some(5.5), Some(9.0)));
+        assert_eq!(median_p90(&mut []), (None, None));
+    }
+
+    #[test]
+    fn month_keys() {
+        assert_eq!(
+            month_of_key("summaries/unit_days/year=2021/month=03/part-001.parquet"),
+            Some((2021, 3))
+        );
+    }
+}

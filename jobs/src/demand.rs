@@ -1,0 +1,249 @@
+//! Sector demand for researchers: month × province × unit × sector × service, as Parquet
+//! (Hive-partitioned by year) and CSV, with a data dictionary. DuckDB, pandas and polars read
+//! it directly:
+//! `duckdb -c "select * from read_parquet('DIR/sector_demand/**/*.parquet', hive_partitioning=true)"`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{Datelike, NaiveDate};
+use owsu_aggregator::store::Store;
+use owsu_schemas::reference::Reference;
+use polars::prelude::*;
+
+use crate::data::{self, median_p90, Ix, Want};
+
+/// Parses `YYYY-MM`.
+pub fn parse_month(s: &str) -> anyhow::Result<(i32, u32)> {
+    let (y, m) = s
+        .split_once('-')
+        .ok_or_else(|| anyhow::anyhow!("{s:?} is not YYYY-MM"))?;
+    let (y, m): (i32, u32) = (y.parse()?, m.parse()?);
+    anyhow::ensure!((1..=12).contains(&m), "{s:?}: month must be 01 to 12");
+    Ok((y, m))
+}
+
+#[derive(Default)]
+struct Cell {
+    received: i64,
+    delivered: i64,
+    rejected: i64,
+    cancelled: i64,
+    fee_payments: i64,
+    refunds: i64,
+    revenue: i64,
+    days: Vec<f64>,
+}
+
+/// What was written.
+pub struct DemandOutput {
+    pub rows: usize,
+    pub parquet_dir: PathBuf,
+    pub csv: PathBuf,
+    pub dictionary: PathBuf,
+}
+
+pub async fn run(
+    store: &Store,
+    reference: &Reference,
+    from: (i32, u32),
+    to: (i32, u32),
+    scope: Option<&str>,
+    out: &Path,
+) -> anyhow::Result<DemandOutput> {
+    anyhow::ensure!(from <= to, "--from must not be after --to");
+    let ix = Ix::new(reference);
+    let start = NaiveDate::from_ymd_opt(from.0, from.1, 1).expect("month");
+    let end = NaiveDate::from_ymd_opt(
+        to.0 + i32::from(to.1 == 12),
+        if to.1 == 12 { 1 } else { to.1 + 1 },
+        1,
+    )
+    .expect("month")
+    .pred_opt()
+    .expect("day");
+    let s = data::load(
+        store,
+        &ix,
+        Want {
+            services: true,
+            processing: true,
+            ..Default::default()
+        },
+        start,
+        end,
+        scope,
+    )
+    .await?;
+    let mut cells: BTreeMap<((i32, u32), u16, u16), Cell> = BTreeMap::new();
+    for r in &s.services {
+        let c = cells
+            .entry(((r.date.year(), r.date.month()), r.unit, r.service))
+            .or_default();
+        c.received += r.received;
+        c.delivered += r.delivered;
+        c.rejected += r.rejected;
+        c.cancelled += r.cancelled;
+        c.fee_payments += r.fee_payments;
+        c.refunds += r.refunds;
+        c.revenue += r.revenue_riel;
+    }
+    for p in &s.processing {
+        cells
+            .entry(((p.date.year(), p.date.month()), p.unit, p.service))
+            .or_default()
+            .days
+            .push(p.days);
+    }
+    let n = cells.len();
+    let (mut year, mut month, mut province, mut unit, mut level, mut sector, mut service) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut province_name, mut unit_name) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut rec, mut del, mut rej, mut can, mut pay, mut refu, mut rev, mut med, mut p90) = (
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+    );
+    for (((y, m), u, sv), mut c) in cells {
+        let unit_ref = ix.unit(u);
+        year.push(y);
+        month.push(format!("{y}-{m:02}"));
+        province.push(unit_ref.province_code.clone());
+        province_name.push(unit_ref.province_name.clone());
+        unit.push(unit_ref.code.clone());
+        unit_name.push(unit_ref.name.clone());
+        level.push(unit_ref.level.as_str());
+        sector.push(ix.sector(ix.service_sector[sv as usize]).code.clone());
+        service.push(ix.service_code(sv).to_owned());
+        rec.push(c.received);
+        del.push(c.delivered);
+        rej.push(c.rejected);
+        can.push(c.cancelled);
+        pay.push(c.fee_payments);
+        refu.push(c.refunds);
+        rev.push(c.revenue);
+        let (md, p) = median_p90(&mut c.days);
+        med.push(md);
+        p90.push(p);
+    }
+    let col = |name: &str, s: Series| Column::from(s.with_name(name.into()));
+    let mut df = DataFrame::new_infer_height(vec![
+        col("month", Series::new("".into(), month)),
+        col("province_code", Series::new("".into(), province)),
+        col("province_name", Series::new("".into(), province_name)),
+        col("unit_code", Series::new("".into(), unit)),
+        col("unit_name", Series::new("".into(), unit_name)),
+        col("level", Series::new("".into(), level)),
+        col("sector_code", Series::new("".into(), sector)),
+        col("service_code", Series::new("".into(), service)),
+        col("requests_received", Series::new("".into(), rec)),
+        col("services_delivered", Series::new("".into(), del)),
+        col("requests_rejected", Series::new("".into(), rej)),
+        col("requests_cancelled", Series::new("".into(), can)),
+        col("fee_payments", Series::new("".into(), pay)),
+        col("refunds", Series::new("".into(), refu)),
+        col("revenue_riel", Series::new("".into(), rev)),
+        col("median_processing_days", Series::new("".into(), med)),
+        col("p90_processing_days", Series::new("".into(), p90)),
+    ])?;
+    std::fs::create_dir_all(out)?;
+    let parquet_dir = out.join("sector_demand");
+    if parquet_dir.exists() {
+        std::fs::remove_dir_all(&parquet_dir)?;
+    }
+    // Hive partitioning by year: the year lives in the directory name, not in the file.
+    for y in from.0..=to.0 {
+        let mask = Series::new("".into(), year.iter().map(|v| *v == y).collect::<Vec<_>>());
+        let mut part = df.filter(mask.bool()?)?;
+        if part.height() == 0 {
+            continue;
+        }
+        let dir = parquet_dir.join(format!("year={y}"));
+        std::fs::create_dir_all(&dir)?;
+        ParquetWriter::new(std::fs::File::create(dir.join("part-0.parquet"))?)
+            .with_compression(ParquetCompression::Zstd(None))
+            .with_statistics(StatisticsOptions::full())
+            .finish(&mut part)?;
+    }
+    let csv = out.join("sector_demand.csv");
+    CsvWriter::new(std::fs::File::create(&csv)?)
+        .include_header(true)
+        .finish(&mut df)?;
+    let dictionary = out.join("DATA_DICTIONARY.md");
+    std::fs::write(&dictionary, dictionary_text(from, to, scope, df.height()))?;
+    Ok(DemandOutput {
+        rows: df.height(),
+        parquet_dir,
+        csv,
+        dictionary,
+    })
+}
+
+fn dictionary_text(from: (i32, u32), to: (i32, u32), scope: Option<&str>, rows: usize) -> String {
+    format!(
+        r#"# Sector demand dataset — data dictionary
+
+Months {f} to {t}{scope}; {rows} rows. One row per month × reporting unit × service that had any
+activity. Produced by `owsu-jobs demand` from the OWSU pipeline's summaries, which are computed
+exactly from every accepted event (each event counted once; corrections replace what they
+correct). Periods are calendar months in Cambodia time (UTC+07:00). Money is integer riel.
+
+Files:
+- `sector_demand/year=YYYY/part-0.parquet`: Parquet, Hive-partitioned by `year` (the column comes
+  from the directory name).
+- `sector_demand.csv`: the same rows, with a header, without the `year` column (it is in `month`).
+
+Reading it:
+- DuckDB: `select * from read_parquet('sector_demand/**/*.parquet', hive_partitioning=true)`
+- pandas: `pd.read_parquet("sector_demand")`
+- polars: `pl.read_parquet("sector_demand/**/*.parquet", hive_partitioning=True)`
+
+| column | type | meaning |
+| --- | --- | --- |
+| `year` | integer (partition) | Calendar year of `month`. |
+| `month` | text `YYYY-MM` | Calendar month (Cambodia time). |
+| `province_code` | text | `KH-PP`, the capital or province the unit belongs to. |
+| `province_name` | text | Its name. |
+| `unit_code` | text | Reporting unit: `KH-PP` for a capital/provincial administration, `KH-PPDD` for a municipality, district or khan. |
+| `unit_name` | text | Its name. |
+| `level` | text | `provincial` (25 capital/provincial administrations) or `district` (203 municipal/district/khan administrations). |
+| `sector_code` | text | Sector of the service (catalogue: `schemas/reference/catalogue.json`). |
+| `service_code` | text | Service type (same catalogue). |
+| `requests_received` | integer | Requests whose first RECEIVED event falls in the month. |
+| `services_delivered` | integer | Requests whose first DELIVERED event falls in the month: "services provided". |
+| `requests_rejected` | integer | Requests whose first REJECTED event falls in the month. |
+| `requests_cancelled` | integer | Requests whose first CANCELLED event falls in the month. |
+| `fee_payments` | integer | FEE_PAID events with a positive fee in the month. |
+| `refunds` | integer | FEE_PAID events with a negative fee (refunds) in the month. |
+| `revenue_riel` | integer | Sum of `fee_riel` of the month's FEE_PAID events, refunds deducted. US$ = riel ÷ 4,100 in the ministry's reports. |
+| `median_processing_days` | decimal or empty | Median of (DELIVERED time − RECEIVED time) in days, over the requests delivered in the month; the mean of the two middle values when their number is even. Calendar days, fractions included. Empty when nothing was delivered. |
+| `p90_processing_days` | decimal or empty | 90th percentile of the same (nearest rank). |
+
+Notes:
+- A month with no activity for a unit and service has no row (read it as zero).
+- Requests received in one month and delivered in another count in both, each in its own column.
+- Units that did not report (silent units) have no rows for the months they were silent; see the
+  oversight list (`owsu-jobs inactive`) and the review's reporting completeness before reading a
+  missing row as no demand.
+- Identifiers of citizens never reach this dataset: request ids are keyed hashes made at the office.
+"#,
+        f = format_args!("{}-{:02}", from.0, from.1),
+        t = format_args!("{}-{:02}", to.0, to.1),
+        scope = scope
+            .map(|s| format!(", units of {s} only"))
+            .unwrap_or_default(),
+    )
+}

@@ -1,0 +1,349 @@
+//! `owsu demo`: the whole pipeline on one machine, as a newcomer's first command.
+//!
+//! Starts a local Kafka (unless `--brokers` names one), simulates 2020 and 2021 for all 228
+//! units, aggregates until caught up, runs the three jobs and prints the national 2021 table and
+//! where the outputs are. State lives in `--data-dir` (default `data/demo`): a second run reuses
+//! the years already published; `--fresh` starts over on new topics.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use owsu_aggregator::store::Store;
+use owsu_schemas::reference::Reference;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "owsu",
+    version,
+    about = "The OWSU national pipeline, end to end on one machine."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: DemoCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DemoCommand {
+    /// Start Kafka if needed, simulate 2020 and 2021 for all 228 units, aggregate, and write the
+    /// yearly review, the researchers' dataset and the oversight list.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Kafka bootstrap servers. Default: start (or reuse) a local broker on 127.0.0.1:9092 with
+    /// infra/kafka/kafka.sh.
+    #[arg(long, env = "OWSU_BROKERS")]
+    pub brokers: Option<String>,
+    /// Where the demo keeps its store, outbox, secret and reports.
+    #[arg(long, default_value = "data/demo")]
+    pub data_dir: PathBuf,
+    /// Forget earlier runs: new topics, empty store.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Share of the national volume to simulate (1.0 = the published 2021 figures).
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// Simulation seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Partitions of each topic the demo creates.
+    #[arg(long, default_value_t = 12)]
+    pub partitions: i32,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    topic_prefix: String,
+    seed: u64,
+    scale: f64,
+    published: Vec<i32>,
+}
+
+const YEARS: [i32; 2] = [2020, 2021];
+
+/// Finds the repository (for infra/kafka/kafka.sh): from the working directory or the binary upwards.
+fn repo_root() -> Option<PathBuf> {
+    let starts = [std::env::current_dir().ok(), std::env::current_exe().ok()];
+    for s in starts.into_iter().flatten() {
+        for dir in s.ancestors() {
+            if dir.join("infra/kafka/kafka.sh").is_file() {
+                return Some(dir.to_path_buf());
+            }
+        }
+    }
+    None
+}
+
+struct Steps {
+    started: Instant,
+    n: usize,
+}
+
+impl Steps {
+    fn step(&mut self, what: &str) -> Instant {
+        self.n += 1;
+        println!(
+            "\n==> [{}/6] {what}  (t+{:.0}s)",
+            self.n,
+            self.started.elapsed().as_secs_f64()
+        );
+        Instant::now()
+    }
+}
+
+fn secret(dir: &Path) -> anyhow::Result<PathBuf> {
+    let p = dir.join("id-secret");
+    if !p.exists() {
+        let mut bytes = [0u8; 32];
+        use std::io::Read;
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+        std::fs::write(
+            &p,
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        )?;
+    }
+    Ok(p)
+}
+
+fn ensure_topics(brokers: &str, prefix: &str, partitions: i32) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let names: Vec<String> = [
+        owsu_schemas::topics::SERVICE_EVENTS,
+        owsu_schemas::topics::COMPLAINT_EVENTS,
+        owsu_schemas::topics::UNIT_DAYS,
+        owsu_schemas::topics::DEAD_LETTER,
+    ]
+    .iter()
+    .map(|t| format!("{prefix}{t}"))
+    .collect();
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    for r in rt.block_on(admin.create_topics(
+        &topics,
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+    ))? {
+        match r {
+            Ok(_) => {}
+            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, e)) => anyhow::bail!("creating topic {name} on {brokers}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    let DemoCommand::Demo(a) = cli.command;
+    let mut steps = Steps {
+        started: Instant::now(),
+        n: 0,
+    };
+    let reference = Reference::load(None)?;
+    let state_file = a.data_dir.join("demo.json");
+    if a.fresh && a.data_dir.exists() {
+        std::fs::remove_dir_all(&a.data_dir)
+            .with_context(|| format!("removing {}", a.data_dir.display()))?;
+    }
+    std::fs::create_dir_all(&a.data_dir)?;
+    let mut state: State = match std::fs::read(&state_file) {
+        Ok(b) => serde_json::from_slice(&b)
+            .with_context(|| format!("{} is damaged; run with --fresh", state_file.display()))?,
+        Err(_) => State {
+            topic_prefix: format!(
+                "demo-{}.",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_secs()
+            ),
+            seed: a.seed,
+            scale: a.scale,
+            published: vec![],
+        },
+    };
+    if (state.seed, state.scale) != (a.seed, a.scale) && !state.published.is_empty() {
+        anyhow::bail!(
+            "{} holds a run with seed {} and scale {}; run with --fresh to start over with seed {} and scale {}",
+            a.data_dir.display(),
+            state.seed,
+            state.scale,
+            a.seed,
+            a.scale
+        );
+    }
+    let save =
+        |s: &State| std::fs::write(&state_file, serde_json::to_vec_pretty(s).expect("state"));
+    save(&state)?;
+    let prefix = state.topic_prefix.clone();
+
+    // 1. Kafka.
+    let t = steps.step("Kafka");
+    let brokers = match &a.brokers {
+        Some(b) => {
+            ensure_topics(b, &prefix, a.partitions)?;
+            println!("using Kafka at {b}, topics {prefix}*");
+            b.clone()
+        }
+        None => {
+            let root = repo_root().context("infra/kafka/kafka.sh not found: run `owsu demo` from the repository, or pass --brokers")?;
+            let status = Command::new("bash")
+                .arg(root.join("infra/kafka/kafka.sh"))
+                .arg("start")
+                .env("OWSU_KAFKA_TOPIC_PREFIX", &prefix)
+                .env("OWSU_KAFKA_PARTITIONS", a.partitions.to_string())
+                .status()
+                .context("running infra/kafka/kafka.sh")?;
+            anyhow::ensure!(
+                status.success(),
+                "infra/kafka/kafka.sh start failed (see above)"
+            );
+            format!(
+                "127.0.0.1:{}",
+                std::env::var("OWSU_KAFKA_PORT").unwrap_or_else(|_| "9092".into())
+            )
+        }
+    };
+    println!("Kafka ready in {:.1} s", t.elapsed().as_secs_f64());
+
+    // 2-3. Simulate and publish each year not yet published.
+    let secret = secret(&a.data_dir)?;
+    let dd = |p: &str| a.data_dir.join(p).to_string_lossy().into_owned();
+    for year in YEARS {
+        let t = steps.step(&format!(
+            "simulating {year} for all 228 units and publishing to Kafka"
+        ));
+        if state.published.contains(&year) {
+            println!("{year} already published in an earlier run (use --fresh to start over)");
+            continue;
+        }
+        let args = [
+            "owsu-producer",
+            "simulate",
+            "--year",
+            &year.to_string(),
+            "--seed",
+            &a.seed.to_string(),
+            "--scale",
+            &a.scale.to_string(),
+            "--brokers",
+            &brokers,
+            "--topic-prefix",
+            &prefix,
+            "--id-secret-file",
+            &secret.to_string_lossy(),
+            "--outbox",
+            &dd("outbox"),
+            "--truth",
+            &dd(&format!("truth-{year}.json")),
+        ];
+        let code = owsu_producer::cli::run(owsu_producer::cli::Cli::parse_from(args))?;
+        anyhow::ensure!(code == 0, "simulating {year} ended with exit code {code}");
+        state.published.push(year);
+        save(&state)?;
+        println!("{year} published in {:.1} s", t.elapsed().as_secs_f64());
+    }
+
+    // 4. Aggregate.
+    let t = steps.step("aggregating until caught up (raw Parquet + daily summaries)");
+    let args = [
+        "owsu-aggregator",
+        "run",
+        "--brokers",
+        &brokers,
+        "--topic-prefix",
+        &prefix,
+        "--group",
+        &format!("{prefix}aggregator"),
+        "--store",
+        &dd("store"),
+        "--until-caught-up",
+        "--metrics-addr",
+        "",
+    ];
+    let code = owsu_aggregator::cli::run(owsu_aggregator::cli::Cli::parse_from(args))?;
+    anyhow::ensure!(code == 0, "the aggregator ended with exit code {code}");
+    println!("aggregated in {:.1} s", t.elapsed().as_secs_f64());
+
+    // 5. Jobs.
+    let t = steps.step("running the jobs: yearly review, sector demand, oversight list");
+    let store = Store::open(&dd("store"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let reports = a.data_dir.join("reports");
+    let review = rt.block_on(crate::review::compute(&store, &reference, 2021, None))?;
+    let html = crate::review::write(&review, &reports.join("review-2021"))?;
+    let demand = rt.block_on(crate::demand::run(
+        &store,
+        &reference,
+        (2020, 1),
+        (2021, 12),
+        None,
+        &reports.join("demand"),
+    ))?;
+    let as_of = chrono::NaiveDate::from_ymd_opt(2021, 12, 31).expect("date");
+    let oversight = rt.block_on(crate::inactive::run(
+        &store,
+        &reference,
+        as_of,
+        None,
+        &crate::inactive::Rules::default(),
+    ))?;
+    let (inactive_csv, _) = crate::inactive::write(&oversight, &reports.join("inactive"))?;
+    let truth_check = std::fs::read(a.data_dir.join("truth-2021.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<owsu_producer::simulate::Truth>(&b).ok())
+        .map(|t| crate::inactive::check_truth(&oversight, &t.planted));
+    println!("jobs done in {:.1} s", t.elapsed().as_secs_f64());
+
+    // 6. The answer.
+    steps.step("national 2021 table");
+    print!("{}", crate::review::facts_table(&review));
+    println!("\nPublished (FACTS.md, 2021): capital/provincial 442,108 services, > US$21M; district 750,869 services, > US$3M;");
+    println!("complaints 1,417 / 885 within / 779 resolved / 33 more info; district 11,909 / 305 within / 218 outside / 11,386 more info.");
+    println!(
+        "\nOversight as of {as_of}: {} of {} units flagged.{}",
+        oversight.units_flagged(),
+        oversight.units_checked,
+        truth_check
+            .map(|c| format!(
+                " Planted problems found: {} of {}{}; units flagged without a planted problem: {}.",
+                c.found,
+                c.planted,
+                if c.missed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (missed: {})", c.missed.join("; "))
+                },
+                c.unplanted_units.len()
+            ))
+            .unwrap_or_default()
+    );
+    println!("\nOutputs:");
+    println!("  yearly review (HTML):     {}", html.display());
+    println!(
+        "  researcher dataset:       {} (Parquet), {} (CSV), {}",
+        demand.parquet_dir.display(),
+        demand.csv.display(),
+        demand.dictionary.display()
+    );
+    println!("  oversight list:           {}", inactive_csv.display());
+    println!("  summaries (Parquet):      {}/summaries/", dd("store"));
+    println!(
+        "\nDone in {:.0} s. Kafka keeps running: `infra/kafka/kafka.sh stop` stops it.",
+        steps.started.elapsed().as_secs_f64()
+    );
+    Ok(0)
+}

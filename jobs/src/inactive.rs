@@ -1,0 +1,514 @@
+//! Inactive and anomalous units, for oversight: which units went silent, collapsed in volume,
+//! stopped recording a service, disagree with their own day closures, or leave complaints open,
+//! and since when, with the numbers behind each flag.
+//!
+//! Rules (all on working days of the holiday calendar, looking back from `--as-of`):
+//! - **silent**: no day closure and no event for at least `silent_days` working days;
+//! - **volume_collapse**: requests received over the recent window below `collapse_ratio` of the
+//!   unit's own trailing-year rate; the window is the shortest (10 to 120 working days) in which
+//!   the baseline expects at least 20 requests, so small units are judged on enough data; the
+//!   "since" is the change point that makes the drop sharpest;
+//! - **stopped_service**: a service the unit received at least 10 requests for whose silence since
+//!   its last request spans at least 20 working days and `stopped_strength` (default 12) times its
+//!   usual interval between requests, measured from the unit's first active day (a Poisson gap
+//!   that long happens by chance with probability e^-12, about 6 in a million);
+//! - **reconciliation_gap**: unit-days whose own closing count differs from what arrived;
+//! - **complaints_open**: at least `min_open_complaints` complaints within jurisdiction still open
+//!   more than `open_days` days after they were received.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use chrono::{Days, NaiveDate};
+use owsu_aggregator::store::Store;
+use owsu_schemas::reference::Reference;
+use serde::Serialize;
+
+use crate::data::{self, Ix, Want};
+
+/// Thresholds, with the defaults the CLI documents.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Rules {
+    /// Working days without any closure or event that make a unit silent.
+    #[arg(long, default_value_t = 10)]
+    pub silent_days: usize,
+    /// Recent volume below this share of the unit's trailing-year rate is a collapse.
+    #[arg(long, default_value_t = 0.4)]
+    pub collapse_ratio: f64,
+    /// A service is "stopped" when its silence lasts this many times its usual interval.
+    #[arg(long, default_value_t = 12.0)]
+    pub stopped_strength: f64,
+    /// Complaints within jurisdiction open longer than this many days count as overdue.
+    #[arg(long, default_value_t = 90)]
+    pub open_days: u64,
+    /// Flag a unit with at least this many overdue complaints.
+    #[arg(long, default_value_t = 3)]
+    pub min_open_complaints: i64,
+    /// Days looked back from --as-of.
+    #[arg(long, default_value_t = 400)]
+    pub lookback_days: u64,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            silent_days: 10,
+            collapse_ratio: 0.4,
+            stopped_strength: 12.0,
+            open_days: 90,
+            min_open_complaints: 3,
+            lookback_days: 400,
+        }
+    }
+}
+
+/// One flag on one unit.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct Flag {
+    pub unit_code: String,
+    pub unit_name: String,
+    pub province_code: String,
+    pub level: String,
+    /// silent, volume_collapse, stopped_service, reconciliation_gap or complaints_open.
+    pub reason: String,
+    pub since: NaiveDate,
+    /// The service concerned (stopped_service).
+    pub service_code: Option<String>,
+    /// The numbers behind the flag, in words.
+    pub evidence: String,
+    /// Dates concerned (reconciliation_gap), at most 20.
+    pub dates: Vec<NaiveDate>,
+}
+
+/// What the job found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub as_of: NaiveDate,
+    pub scope: Option<String>,
+    pub units_checked: usize,
+    pub flags: Vec<Flag>,
+}
+
+impl Report {
+    pub fn units_flagged(&self) -> usize {
+        self.flags
+            .iter()
+            .map(|f| &f.unit_code)
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    }
+}
+
+pub async fn run(
+    store: &Store,
+    reference: &Reference,
+    as_of: NaiveDate,
+    scope: Option<&str>,
+    rules: &Rules,
+) -> anyhow::Result<Report> {
+    let ix = Ix::new(reference);
+    let start = as_of
+        .checked_sub_days(Days::new(rules.lookback_days))
+        .expect("date");
+    let s = data::load(
+        store,
+        &ix,
+        Want {
+            services: true,
+            complaints: true,
+            unit_days: true,
+            processing: false,
+        },
+        start,
+        as_of,
+        scope,
+    )
+    .await?;
+    let working = reference.holidays.working_days(start, as_of);
+    anyhow::ensure!(
+        !working.is_empty(),
+        "no working days between {start} and {as_of}"
+    );
+    let wd: HashMap<NaiveDate, usize> = working.iter().enumerate().map(|(i, d)| (*d, i)).collect();
+    let n = working.len();
+    // Position of a date among working days (a record on a day off counts on the next working day).
+    let pos = |d: NaiveDate| {
+        wd.get(&d)
+            .copied()
+            .unwrap_or_else(|| working.partition_point(|w| *w < d).min(n - 1))
+    };
+
+    let units: Vec<u16> = (0..reference.registry.units.len() as u16)
+        .filter(|u| {
+            let unit = ix.unit(*u);
+            unit.has_owsu && scope.is_none_or(|s| unit.province_code == s || unit.code == s)
+        })
+        .collect();
+    let mut active: HashMap<u16, Vec<bool>> = units.iter().map(|u| (*u, vec![false; n])).collect();
+    let mut volume: HashMap<u16, Vec<f64>> = units.iter().map(|u| (*u, vec![0.0; n])).collect();
+    let mut per_service: HashMap<(u16, u16), Vec<u32>> = HashMap::new();
+    let mut gaps: BTreeMap<u16, Vec<(NaiveDate, i64)>> = BTreeMap::new();
+    for d in &s.unit_days {
+        if let Some(a) = active.get_mut(&d.unit) {
+            if d.closed || d.arrived_services + d.arrived_complaints > 0 {
+                a[pos(d.date)] = true;
+            }
+        }
+        if d.status == "missing_events" || d.status == "extra_events" {
+            gaps.entry(d.unit).or_default().push((
+                d.date,
+                d.services_gap.unwrap_or(0) + d.complaints_gap.unwrap_or(0),
+            ));
+        }
+    }
+    for r in &s.services {
+        let p = pos(r.date);
+        if let Some(v) = volume.get_mut(&r.unit) {
+            v[p] += r.received as f64;
+        }
+        if let Some(a) = active.get_mut(&r.unit) {
+            a[p] = true;
+        }
+        // Requests, not events: a request's several stages are one piece of evidence, not several.
+        if r.received > 0 {
+            per_service
+                .entry((r.unit, r.service))
+                .or_insert_with(|| vec![0; n])[p] += r.received as u32;
+        }
+    }
+    let mut overdue: BTreeMap<u16, (i64, NaiveDate)> = BTreeMap::new();
+    let overdue_before = as_of
+        .checked_sub_days(Days::new(rules.open_days))
+        .expect("date");
+    for c in s
+        .complaints
+        .iter()
+        .filter(|c| c.open_within > 0 && c.date < overdue_before)
+    {
+        let e = overdue.entry(c.unit).or_insert((0, c.date));
+        e.0 += c.open_within;
+        e.1 = e.1.min(c.date);
+    }
+
+    let mut flags = Vec::new();
+    for &u in &units {
+        let unit = ix.unit(u);
+        let flag = |reason: &str,
+                    since: NaiveDate,
+                    service: Option<String>,
+                    evidence: String,
+                    dates: Vec<NaiveDate>| Flag {
+            unit_code: unit.code.clone(),
+            unit_name: unit.name.clone(),
+            province_code: unit.province_code.clone(),
+            level: unit.level.as_str().to_owned(),
+            reason: reason.to_owned(),
+            since,
+            service_code: service,
+            evidence,
+            dates,
+        };
+        let a = &active[&u];
+        let last = a.iter().rposition(|x| *x);
+        let silent = match last {
+            None => n >= rules.silent_days,
+            Some(l) => n - 1 - l >= rules.silent_days,
+        };
+        if silent {
+            let since = last.map_or(working[0], |l| working[l + 1]);
+            let evidence = match last {
+                Some(l) => format!(
+                    "no day closure and no event for {} working days; last activity {}",
+                    n - 1 - l,
+                    working[l]
+                ),
+                None => format!("no day closure and no event in the {n} working days looked at"),
+            };
+            flags.push(flag("silent", since, None, evidence, vec![]));
+            continue; // a silent unit's other "anomalies" are the silence itself
+        }
+
+        // Volume collapse.
+        let v = &volume[&u];
+        let mut prefix = vec![0.0; n + 1];
+        for i in 0..n {
+            prefix[i + 1] = prefix[i] + v[i];
+        }
+        let mean = |a: usize, b: usize| {
+            if b > a {
+                (prefix[b] - prefix[a]) / (b - a) as f64
+            } else {
+                0.0
+            }
+        };
+        let mut recent = 10usize;
+        loop {
+            let base_start = n.saturating_sub(recent + 250);
+            let base_rate = mean(base_start, n - recent);
+            if (n - recent - base_start) < 60 {
+                break;
+            }
+            if base_rate * recent as f64 >= 20.0 {
+                let observed = prefix[n] - prefix[n - recent];
+                if observed < rules.collapse_ratio * base_rate * recent as f64 {
+                    // Change point: the split that makes after/before smallest.
+                    let (mut best, mut best_ratio) = (n - recent, f64::MAX);
+                    for d in (base_start + 20)..(n - 5) {
+                        let before = mean(d.saturating_sub(120).max(base_start), d);
+                        let after = mean(d, n);
+                        if before > 0.0 && after / before < best_ratio - 1e-9 {
+                            best_ratio = after / before;
+                            best = d;
+                        }
+                    }
+                    let evidence = format!(
+                        "{:.1} requests per working day over the last {} working days, {:.0}% of its trailing-year rate of {:.1}",
+                        observed / recent as f64,
+                        recent,
+                        observed * 100.0 / (base_rate * recent as f64),
+                        base_rate
+                    );
+                    flags.push(flag(
+                        "volume_collapse",
+                        working[best],
+                        None,
+                        evidence,
+                        vec![],
+                    ));
+                }
+                break;
+            }
+            recent += 5;
+            if recent > 120 {
+                break;
+            }
+        }
+
+        // Services that stopped. The usual rate is measured from the unit's first active day (not
+        // the service's first record, which would overstate a rare service's rate).
+        let unit_start = a.iter().position(|x| *x).unwrap_or(0);
+        let mut stopped: Vec<(u16, usize, f64, usize)> = Vec::new();
+        for ((_, svc), series) in per_service.iter().filter(|((x, _), _)| *x == u) {
+            let Some(last) = series.iter().rposition(|x| *x > 0) else {
+                continue;
+            };
+            let count: u32 = series[..=last].iter().sum();
+            let rate = count as f64 / (last + 1 - unit_start.min(last)) as f64;
+            let gap = n - 1 - last;
+            if count >= 10 && gap >= 20 && rate * gap as f64 >= rules.stopped_strength {
+                stopped.push((*svc, last, rate, gap));
+            }
+        }
+        stopped.sort_by_key(|s| s.0);
+        for (svc, last, rate, gap) in stopped {
+            let evidence = format!(
+                "{:.2} requests per working day until {}, then none for {} working days",
+                rate, working[last], gap
+            );
+            flags.push(flag(
+                "stopped_service",
+                working[last + 1],
+                Some(ix.service_code(svc).to_owned()),
+                evidence,
+                vec![],
+            ));
+        }
+
+        if let Some(g) = gaps.get(&u) {
+            let missing: i64 = g.iter().map(|x| x.1).sum();
+            let evidence = format!("{} unit-days whose own closing count differs from the events that arrived ({} events net missing)", g.len(), missing);
+            flags.push(flag(
+                "reconciliation_gap",
+                g[0].0,
+                None,
+                evidence,
+                g.iter().take(20).map(|x| x.0).collect(),
+            ));
+        }
+        if let Some((count, oldest)) = overdue.get(&u).filter(|o| o.0 >= rules.min_open_complaints)
+        {
+            let evidence = format!(
+                "{count} complaints within jurisdiction still open more than {} days after receipt",
+                rules.open_days
+            );
+            flags.push(flag("complaints_open", *oldest, None, evidence, vec![]));
+        }
+    }
+    let order = |r: &str| {
+        [
+            "silent",
+            "volume_collapse",
+            "stopped_service",
+            "reconciliation_gap",
+            "complaints_open",
+        ]
+        .iter()
+        .position(|x| *x == r)
+        .unwrap_or(9)
+    };
+    flags.sort_by(|a, b| {
+        order(&a.reason)
+            .cmp(&order(&b.reason))
+            .then(a.unit_code.cmp(&b.unit_code))
+            .then(a.since.cmp(&b.since))
+    });
+    Ok(Report {
+        as_of,
+        scope: scope.map(str::to_owned),
+        units_checked: units.len(),
+        flags,
+    })
+}
+
+/// Writes inactive.csv and inactive.json; returns their paths.
+pub fn write(report: &Report, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    std::fs::create_dir_all(dir)?;
+    let json = dir.join("inactive.json");
+    std::fs::write(&json, serde_json::to_vec_pretty(report)?)?;
+    let csv_path = dir.join("inactive.csv");
+    let mut w = csv::Writer::from_path(&csv_path)?;
+    w.write_record([
+        "unit_code",
+        "unit_name",
+        "province_code",
+        "level",
+        "reason",
+        "since",
+        "service_code",
+        "evidence",
+        "dates",
+    ])?;
+    for f in &report.flags {
+        let dates: Vec<String> = f.dates.iter().map(|d| d.to_string()).collect();
+        w.write_record([
+            f.unit_code.as_str(),
+            &f.unit_name,
+            &f.province_code,
+            &f.level,
+            &f.reason,
+            &f.since.to_string(),
+            f.service_code.as_deref().unwrap_or(""),
+            &f.evidence,
+            &dates.join(" "),
+        ])?;
+    }
+    w.flush()?;
+    Ok((csv_path, json))
+}
+
+/// The terminal table.
+pub fn table(report: &Report) -> String {
+    let mut s = format!(
+        "Oversight list as of {}{}: {} of {} units flagged\n{:<8} {:<30} {:<19} {:<10} {}\n",
+        report.as_of,
+        report
+            .scope
+            .as_deref()
+            .map(|x| format!(" ({x})"))
+            .unwrap_or_default(),
+        report.units_flagged(),
+        report.units_checked,
+        "unit",
+        "name",
+        "reason",
+        "since",
+        "evidence"
+    );
+    for f in &report.flags {
+        let name: String = f.unit_name.chars().take(30).collect();
+        let what = match &f.service_code {
+            Some(sv) => format!("{sv}: {}", f.evidence),
+            None => f.evidence.clone(),
+        };
+        s.push_str(&format!(
+            "{:<8} {:<30} {:<19} {:<10} {}\n",
+            f.unit_code, name, f.reason, f.since, what
+        ));
+    }
+    s
+}
+
+/// How a report compares with the simulator's planted problems.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TruthCheck {
+    pub planted: usize,
+    pub found: usize,
+    /// Planted problems the report missed, described.
+    pub missed: Vec<String>,
+    /// Units flagged that have no planted problem.
+    pub unplanted_units: Vec<String>,
+}
+
+/// Checks a report against `--truth` of `owsu-producer simulate`: every planted problem must be
+/// flagged on its unit with its reason (silent units with their exact first silent day).
+pub fn check_truth(report: &Report, planted: &[owsu_producer::simulate::Planted]) -> TruthCheck {
+    use owsu_producer::simulate::Planted;
+    let has = |unit: &str, reason: &str, ok: &dyn Fn(&Flag) -> bool| {
+        report
+            .flags
+            .iter()
+            .any(|f| f.unit_code == unit && f.reason == reason && ok(f))
+    };
+    let mut c = TruthCheck {
+        planted: planted.len(),
+        ..Default::default()
+    };
+    let mut planted_units = std::collections::HashSet::new();
+    for p in planted {
+        let (ok, what) = match p {
+            Planted::Silent { unit_code, since } => {
+                planted_units.insert(unit_code.clone());
+                (
+                    has(unit_code, "silent", &|f| f.since == *since),
+                    format!("{unit_code} silent since {since}"),
+                )
+            }
+            Planted::Collapse {
+                unit_code, since, ..
+            } => {
+                planted_units.insert(unit_code.clone());
+                (
+                    has(unit_code, "volume_collapse", &|_| true),
+                    format!("{unit_code} volume collapse since {since}"),
+                )
+            }
+            Planted::StoppedService {
+                unit_code,
+                service_code,
+                since,
+            } => {
+                planted_units.insert(unit_code.clone());
+                (
+                    has(unit_code, "stopped_service", &|f| {
+                        f.service_code.as_deref() == Some(service_code.as_str())
+                    }),
+                    format!("{unit_code} stopped {service_code} since {since}"),
+                )
+            }
+            Planted::ReconciliationGap {
+                unit_code, date, ..
+            } => {
+                planted_units.insert(unit_code.clone());
+                (
+                    has(unit_code, "reconciliation_gap", &|f| f.dates.contains(date)),
+                    format!("{unit_code} reconciliation gap on {date}"),
+                )
+            }
+        };
+        if ok {
+            c.found += 1;
+        } else {
+            c.missed.push(what);
+        }
+    }
+    let mut others: Vec<String> = report
+        .flags
+        .iter()
+        .map(|f| f.unit_code.clone())
+        .filter(|u| !planted_units.contains(u))
+        .collect();
+    others.sort();
+    others.dedup();
+    c.unplanted_units = others;
+    c
+}

@@ -1,0 +1,521 @@
+//! The yearly review for the secretary-general: FACTS.md's table for the year, by level, sector
+//! and province, with year-on-year change when the previous year is in the store.
+//!
+//! Every figure is a sum over the summaries (which are exact); a scoped review (`--scope KH-PP`)
+//! reads only that province's units, so nothing of another province reaches any output.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::{Datelike, NaiveDate};
+use owsu_aggregator::store::Store;
+use owsu_schemas::reference::{Level, Reference};
+use owsu_schemas::RIEL_PER_USD;
+use serde::Serialize;
+
+use crate::data::{self, median_p90, Ix, Summaries, Want};
+
+/// FACTS.md's yearly table, one row per level.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct FactsRow {
+    pub level: String,
+    pub services_delivered: i64,
+    pub revenue_riel: i64,
+    pub revenue_usd: f64,
+    pub complaints_received: i64,
+    pub within_jurisdiction: i64,
+    pub outside_jurisdiction: i64,
+    pub jurisdiction_undecided: i64,
+    pub resolved: i64,
+    pub more_info_required: i64,
+    pub open: i64,
+    pub withdrawn: i64,
+    /// resolved ÷ within jurisdiction, in percent.
+    pub resolution_rate_pct: Option<f64>,
+    pub services_yoy_pct: Option<f64>,
+    pub revenue_yoy_pct: Option<f64>,
+    pub complaints_yoy_pct: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SectorRow {
+    pub sector_code: String,
+    pub sector_name: String,
+    pub services_provincial: i64,
+    pub services_district: i64,
+    pub services_delivered: i64,
+    pub revenue_riel: i64,
+    pub services_yoy_pct: Option<f64>,
+    pub revenue_yoy_pct: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProvinceRow {
+    pub province_code: String,
+    pub province_name: String,
+    pub units: usize,
+    pub services_delivered: i64,
+    pub revenue_riel: i64,
+    pub complaints_received: i64,
+    pub services_yoy_pct: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MonthRow {
+    pub month: String,
+    pub services_delivered: i64,
+    pub revenue_riel: i64,
+    pub complaints_received: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProcessingRow {
+    pub sector_code: String,
+    pub sector_name: String,
+    pub deliveries: usize,
+    pub median_days: Option<f64>,
+    pub p90_days: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Completeness {
+    pub units: usize,
+    pub working_days: usize,
+    pub expected_unit_days: usize,
+    pub closed_unit_days: usize,
+    pub closed_pct: f64,
+    pub units_with_gaps: usize,
+    pub unit_days_with_gaps: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GapRow {
+    pub unit_code: String,
+    pub unit_name: String,
+    pub unit_days_closed: usize,
+    pub unit_days_expected: usize,
+    pub days_with_gaps: usize,
+    pub events_missing: i64,
+    pub first_gap: Option<NaiveDate>,
+}
+
+/// Everything the review shows.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Review {
+    pub year: i32,
+    pub scope: Option<String>,
+    pub scope_name: String,
+    pub riel_per_usd: i64,
+    pub previous_year_available: bool,
+    pub facts: Vec<FactsRow>,
+    pub by_sector: Vec<SectorRow>,
+    pub by_province: Vec<ProvinceRow>,
+    pub monthly: Vec<MonthRow>,
+    pub processing: Vec<ProcessingRow>,
+    pub completeness: Completeness,
+    pub reporting_gaps: Vec<GapRow>,
+}
+
+fn pct_change(now: i64, before: i64) -> Option<f64> {
+    (before != 0).then(|| (now - before) as f64 * 100.0 / before as f64)
+}
+
+fn facts(s: &Summaries, ix: &Ix<'_>) -> Vec<FactsRow> {
+    let mut rows: Vec<FactsRow> = [Level::Provincial, Level::District]
+        .iter()
+        .map(|l| FactsRow {
+            level: l.label().to_owned(),
+            ..Default::default()
+        })
+        .collect();
+    let idx = |unit: u16| usize::from(ix.level(unit) == Level::District);
+    for r in &s.services {
+        let f = &mut rows[idx(r.unit)];
+        f.services_delivered += r.delivered;
+        f.revenue_riel += r.revenue_riel;
+    }
+    for c in &s.complaints {
+        let f = &mut rows[idx(c.unit)];
+        f.complaints_received += c.received;
+        f.within_jurisdiction += c.within;
+        f.outside_jurisdiction += c.outside;
+        f.jurisdiction_undecided += c.undecided;
+        f.resolved += c.resolved;
+        f.more_info_required += c.more_info;
+        f.open += c.open;
+        f.withdrawn += c.withdrawn;
+    }
+    let mut total = FactsRow {
+        level: "All units".into(),
+        ..Default::default()
+    };
+    for f in &mut rows {
+        f.revenue_usd = f.revenue_riel as f64 / RIEL_PER_USD as f64;
+        f.resolution_rate_pct = (f.within_jurisdiction > 0)
+            .then(|| f.resolved as f64 * 100.0 / f.within_jurisdiction as f64);
+        total.services_delivered += f.services_delivered;
+        total.revenue_riel += f.revenue_riel;
+        total.complaints_received += f.complaints_received;
+        total.within_jurisdiction += f.within_jurisdiction;
+        total.outside_jurisdiction += f.outside_jurisdiction;
+        total.jurisdiction_undecided += f.jurisdiction_undecided;
+        total.resolved += f.resolved;
+        total.more_info_required += f.more_info_required;
+        total.open += f.open;
+        total.withdrawn += f.withdrawn;
+    }
+    total.revenue_usd = total.revenue_riel as f64 / RIEL_PER_USD as f64;
+    total.resolution_rate_pct = (total.within_jurisdiction > 0)
+        .then(|| total.resolved as f64 * 100.0 / total.within_jurisdiction as f64);
+    rows.push(total);
+    rows
+}
+
+/// Computes the review of `year` (and the previous year, when present, for the changes).
+pub async fn compute(
+    store: &Store,
+    reference: &Reference,
+    year: i32,
+    scope: Option<&str>,
+) -> anyhow::Result<Review> {
+    let ix = Ix::new(reference);
+    if let Some(s) = scope {
+        anyhow::ensure!(
+            reference.registry.get(s).is_some(),
+            "--scope {s}: not a unit or province code in the registry"
+        );
+    }
+    let from = NaiveDate::from_ymd_opt(year, 1, 1).expect("year");
+    let to = NaiveDate::from_ymd_opt(year, 12, 31).expect("year");
+    let all = Want {
+        services: true,
+        complaints: true,
+        unit_days: true,
+        processing: true,
+    };
+    let cur = data::load(store, &ix, all, from, to, scope).await?;
+    let prev = data::load(
+        store,
+        &ix,
+        Want {
+            services: true,
+            complaints: true,
+            ..Default::default()
+        },
+        NaiveDate::from_ymd_opt(year - 1, 1, 1).expect("year"),
+        NaiveDate::from_ymd_opt(year - 1, 12, 31).expect("year"),
+        scope,
+    )
+    .await?;
+    let has_prev = !prev.services.is_empty();
+
+    let mut facts_now = facts(&cur, &ix);
+    if has_prev {
+        for (f, p) in facts_now.iter_mut().zip(facts(&prev, &ix)) {
+            f.services_yoy_pct = pct_change(f.services_delivered, p.services_delivered);
+            f.revenue_yoy_pct = pct_change(f.revenue_riel, p.revenue_riel);
+            f.complaints_yoy_pct = pct_change(f.complaints_received, p.complaints_received);
+        }
+    }
+
+    // By sector.
+    let mut sectors: BTreeMap<u16, (SectorRow, i64, i64)> = BTreeMap::new();
+    for r in &cur.services {
+        let si = ix.service_sector[r.service as usize];
+        let e = sectors.entry(si).or_insert_with(|| {
+            (
+                SectorRow {
+                    sector_code: ix.sector(si).code.clone(),
+                    sector_name: ix.sector(si).name.clone(),
+                    ..Default::default()
+                },
+                0,
+                0,
+            )
+        });
+        e.0.services_delivered += r.delivered;
+        e.0.revenue_riel += r.revenue_riel;
+        match ix.level(r.unit) {
+            Level::Provincial => e.0.services_provincial += r.delivered,
+            Level::District => e.0.services_district += r.delivered,
+        }
+    }
+    for r in &prev.services {
+        if let Some(e) = sectors.get_mut(&ix.service_sector[r.service as usize]) {
+            e.1 += r.delivered;
+            e.2 += r.revenue_riel;
+        }
+    }
+    let mut by_sector: Vec<SectorRow> = sectors
+        .into_values()
+        .map(|(mut s, ps, pr)| {
+            if has_prev {
+                s.services_yoy_pct = pct_change(s.services_delivered, ps);
+                s.revenue_yoy_pct = pct_change(s.revenue_riel, pr);
+            }
+            s
+        })
+        .collect();
+    by_sector.sort_by(|a, b| {
+        b.services_delivered
+            .cmp(&a.services_delivered)
+            .then(a.sector_code.cmp(&b.sector_code))
+    });
+
+    // By province.
+    let mut provinces: BTreeMap<String, (ProvinceRow, i64)> = BTreeMap::new();
+    for p in reference.registry.provinces().filter(|p| {
+        scope.is_none_or(|s| {
+            p.province_code == s
+                || reference
+                    .registry
+                    .get(s)
+                    .is_some_and(|u| u.province_code == p.code)
+        })
+    }) {
+        let units = reference
+            .registry
+            .units
+            .iter()
+            .filter(|u| {
+                u.province_code == p.code
+                    && scope.is_none_or(|s| u.province_code == s || u.code == s)
+            })
+            .count();
+        provinces.insert(
+            p.code.clone(),
+            (
+                ProvinceRow {
+                    province_code: p.code.clone(),
+                    province_name: p.province_name.clone(),
+                    units,
+                    ..Default::default()
+                },
+                0,
+            ),
+        );
+    }
+    for r in &cur.services {
+        if let Some(e) = provinces.get_mut(ix.province(r.unit)) {
+            e.0.services_delivered += r.delivered;
+            e.0.revenue_riel += r.revenue_riel;
+        }
+    }
+    for c in &cur.complaints {
+        if let Some(e) = provinces.get_mut(ix.province(c.unit)) {
+            e.0.complaints_received += c.received;
+        }
+    }
+    for r in &prev.services {
+        if let Some(e) = provinces.get_mut(ix.province(r.unit)) {
+            e.1 += r.delivered;
+        }
+    }
+    let by_province: Vec<ProvinceRow> = provinces
+        .into_values()
+        .map(|(mut p, prev_s)| {
+            if has_prev {
+                p.services_yoy_pct = pct_change(p.services_delivered, prev_s);
+            }
+            p
+        })
+        .collect();
+
+    // Monthly trend.
+    let mut months: BTreeMap<u32, MonthRow> = (1..=12)
+        .map(|m| {
+            (
+                m,
+                MonthRow {
+                    month: format!("{year}-{m:02}"),
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+    for r in &cur.services {
+        let m = months.get_mut(&r.date.month()).expect("month");
+        m.services_delivered += r.delivered;
+        m.revenue_riel += r.revenue_riel;
+    }
+    for c in &cur.complaints {
+        months
+            .get_mut(&c.date.month())
+            .expect("month")
+            .complaints_received += c.received;
+    }
+
+    // Processing times by sector.
+    let mut per_sector: BTreeMap<u16, Vec<f64>> = BTreeMap::new();
+    for p in &cur.processing {
+        per_sector
+            .entry(ix.service_sector[p.service as usize])
+            .or_default()
+            .push(p.days);
+    }
+    let mut processing: Vec<ProcessingRow> = per_sector
+        .into_iter()
+        .map(|(si, mut v)| {
+            let (median, p90) = median_p90(&mut v);
+            ProcessingRow {
+                sector_code: ix.sector(si).code.clone(),
+                sector_name: ix.sector(si).name.clone(),
+                deliveries: v.len(),
+                median_days: median,
+                p90_days: p90,
+            }
+        })
+        .collect();
+    processing.sort_by(|a, b| b.deliveries.cmp(&a.deliveries));
+
+    // Reporting completeness: unit-days closed against working days, and reconciliation gaps.
+    let working = reference.holidays.working_days(from, to);
+    let units: Vec<&owsu_schemas::Unit> = reference
+        .registry
+        .units
+        .iter()
+        .filter(|u| u.has_owsu && scope.is_none_or(|s| u.province_code == s || u.code == s))
+        .collect();
+    let mut per_unit: BTreeMap<u16, (usize, usize, i64, Option<NaiveDate>)> = BTreeMap::new();
+    let working_set: std::collections::HashSet<NaiveDate> = working.iter().copied().collect();
+    for d in &cur.unit_days {
+        let e = per_unit.entry(d.unit).or_default();
+        if d.closed && working_set.contains(&d.date) {
+            e.0 += 1;
+        }
+        if d.status == "missing_events" || d.status == "extra_events" {
+            e.1 += 1;
+            e.2 += d.services_gap.unwrap_or(0) + d.complaints_gap.unwrap_or(0);
+            e.3 = Some(e.3.map_or(d.date, |f: NaiveDate| f.min(d.date)));
+        }
+    }
+    let closed: usize = per_unit.values().map(|v| v.0).sum();
+    let expected = working.len() * units.len();
+    let mut gaps: Vec<GapRow> = per_unit
+        .iter()
+        .filter(|(_, v)| v.1 > 0)
+        .map(|(u, v)| GapRow {
+            unit_code: ix.unit(*u).code.clone(),
+            unit_name: ix.unit(*u).name.clone(),
+            unit_days_closed: v.0,
+            unit_days_expected: working.len(),
+            days_with_gaps: v.1,
+            events_missing: v.2,
+            first_gap: v.3,
+        })
+        .collect();
+    gaps.sort_by(|a, b| {
+        b.days_with_gaps
+            .cmp(&a.days_with_gaps)
+            .then(a.unit_code.cmp(&b.unit_code))
+    });
+    let completeness = Completeness {
+        units: units.len(),
+        working_days: working.len(),
+        expected_unit_days: expected,
+        closed_unit_days: closed,
+        closed_pct: if expected > 0 {
+            closed as f64 * 100.0 / expected as f64
+        } else {
+            0.0
+        },
+        units_with_gaps: gaps.len(),
+        unit_days_with_gaps: gaps.iter().map(|g| g.days_with_gaps).sum(),
+    };
+
+    let scope_name = match scope {
+        None => "Kingdom of Cambodia: all 228 reporting units".to_owned(),
+        Some(s) => {
+            let u = reference.registry.get(s).expect("checked");
+            if u.level == Level::Provincial {
+                format!("{} and its municipalities, districts and khans", u.name)
+            } else {
+                format!("{} ({})", u.name, u.province_name)
+            }
+        }
+    };
+    Ok(Review {
+        year,
+        scope: scope.map(str::to_owned),
+        scope_name,
+        riel_per_usd: RIEL_PER_USD,
+        previous_year_available: has_prev,
+        facts: facts_now,
+        by_sector,
+        by_province,
+        monthly: months.into_values().collect(),
+        processing,
+        completeness,
+        reporting_gaps: gaps,
+    })
+}
+
+fn write_csv<T: Serialize>(path: &Path, rows: &[T]) -> anyhow::Result<()> {
+    let mut w = csv::Writer::from_path(path)?;
+    for r in rows {
+        w.serialize(r)?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// Writes review.html, review.json and one CSV per table into `dir`. Returns the HTML path.
+pub fn write(review: &Review, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("review.json"), serde_json::to_vec_pretty(review)?)?;
+    write_csv(&dir.join("facts.csv"), &review.facts)?;
+    write_csv(&dir.join("by_sector.csv"), &review.by_sector)?;
+    write_csv(&dir.join("by_province.csv"), &review.by_province)?;
+    write_csv(&dir.join("monthly.csv"), &review.monthly)?;
+    write_csv(&dir.join("processing_times.csv"), &review.processing)?;
+    write_csv(
+        &dir.join("completeness.csv"),
+        std::slice::from_ref(&review.completeness),
+    )?;
+    write_csv(&dir.join("reporting_gaps.csv"), &review.reporting_gaps)?;
+    let html = dir.join("review.html");
+    std::fs::write(&html, crate::html::review_page(review))?;
+    Ok(html)
+}
+
+/// The FACTS.md-style table as terminal text.
+pub fn facts_table(review: &Review) -> String {
+    let mut s = format!(
+        "{} — {} (US$ at {} riel)\n{:<24} {:>10} {:>13} {:>10} {:>8} {:>8} {:>9} {:>9} {:>9} {:>7} {:>9} {:>7}\n",
+        review.year,
+        review.scope_name,
+        review.riel_per_usd,
+        "level",
+        "services",
+        "revenue US$",
+        "complaints",
+        "within",
+        "outside",
+        "undecided",
+        "resolved",
+        "more info",
+        "open",
+        "withdrawn",
+        "rate"
+    );
+    for f in &review.facts {
+        s.push_str(&format!(
+            "{:<24} {:>10} {:>13} {:>10} {:>8} {:>8} {:>9} {:>9} {:>9} {:>7} {:>9} {:>7}\n",
+            f.level,
+            crate::html::thousands(f.services_delivered),
+            crate::html::thousands(f.revenue_usd.round() as i64),
+            crate::html::thousands(f.complaints_received),
+            crate::html::thousands(f.within_jurisdiction),
+            crate::html::thousands(f.outside_jurisdiction),
+            crate::html::thousands(f.jurisdiction_undecided),
+            crate::html::thousands(f.resolved),
+            crate::html::thousands(f.more_info_required),
+            crate::html::thousands(f.open),
+            crate::html::thousands(f.withdrawn),
+            f.resolution_rate_pct
+                .map(|r| format!("{r:.1}%"))
+                .unwrap_or_else(|| "-".into()),
+        ));
+    }
+    s
+}

@@ -1,0 +1,262 @@
+//! The three jobs over a store the real pipeline filled: the review's figures equal the
+//! simulator's truth, a province's review holds nothing of other provinces, the researchers'
+//! dataset reads the same in DuckDB, pandas and polars, and the oversight list finds every
+//! planted problem.
+
+use std::path::Path;
+
+use clap::Parser;
+use owsu_producer::simulate::Truth;
+
+fn producer(args: &[&str]) -> i32 {
+    let mut v = vec!["owsu-producer"];
+    v.extend_from_slice(args);
+    owsu_producer::cli::run(owsu_producer::cli::Cli::parse_from(v)).expect("producer")
+}
+
+fn jobs(args: &[&str]) -> i32 {
+    let mut v = vec!["owsu-jobs"];
+    v.extend_from_slice(args);
+    owsu_jobs::cli::run(owsu_jobs::cli::Cli::parse_from(v)).expect("jobs")
+}
+
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn review_demand_and_oversight_over_a_real_pipeline() {
+    let prefix = owsu_tests::random_prefix("jobs");
+    owsu_tests::create_topics(&prefix, 6);
+    let dir = tempfile::tempdir().unwrap();
+    let p = |f: &str| dir.path().join(f).to_str().unwrap().to_owned();
+    std::fs::write(p("secret"), "jobs-test-secret-0123456789").unwrap();
+    for (year, scale) in [("2020", "0.01"), ("2021", "0.05")] {
+        let code = producer(&[
+            "simulate",
+            "--year",
+            year,
+            "--scale",
+            scale,
+            "--brokers",
+            owsu_tests::bootstrap(),
+            "--topic-prefix",
+            &prefix,
+            "--id-secret-file",
+            &p("secret"),
+            "--outbox",
+            &p("outbox"),
+            "--truth",
+            &p(&format!("truth-{year}.json")),
+        ]);
+        assert_eq!(code, 0);
+    }
+    let agg = owsu_aggregator::cli::Cli::parse_from([
+        "owsu-aggregator",
+        "run",
+        "--brokers",
+        owsu_tests::bootstrap(),
+        "--topic-prefix",
+        &prefix,
+        "--group",
+        &format!("{prefix}agg"),
+        "--store",
+        &p("store"),
+        "--until-caught-up",
+        "--metrics-addr",
+        "",
+    ]);
+    assert_eq!(owsu_aggregator::cli::run(agg).unwrap(), 0);
+    let truth: Truth =
+        serde_json::from_slice(&std::fs::read(p("truth-2021.json")).unwrap()).unwrap();
+
+    // The review equals what was generated, level by level, and shows the change on 2020.
+    assert_eq!(
+        jobs(&[
+            "--store",
+            &p("store"),
+            "review",
+            "--year",
+            "2021",
+            "--out",
+            &p("review")
+        ]),
+        0
+    );
+    let review: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p("review/review.json")).unwrap()).unwrap();
+    assert_eq!(review["previous_year_available"], true);
+    for (i, lt) in [&truth.provincial, &truth.district].into_iter().enumerate() {
+        let f = &review["facts"][i];
+        assert_eq!(f["services_delivered"], lt.services_delivered, "{f}");
+        assert_eq!(f["revenue_riel"], lt.revenue_riel);
+        assert_eq!(f["complaints_received"], lt.complaints.received());
+        assert_eq!(f["within_jurisdiction"], lt.complaints.within());
+        assert_eq!(f["outside_jurisdiction"], lt.complaints.outside());
+        assert_eq!(f["jurisdiction_undecided"], lt.complaints.undecided());
+        assert_eq!(f["resolved"], lt.complaints.within_resolved);
+        assert_eq!(f["more_info_required"], lt.complaints.more_info());
+        assert!(f["services_yoy_pct"].as_f64().is_some());
+    }
+    let html = std::fs::read_to_string(p("review/review.html")).unwrap();
+    assert!(
+        html.contains("<svg")
+            && html.contains("@media print")
+            && !html.contains("http://cdn")
+            && !html.contains("<script")
+    );
+    for csv in [
+        "facts.csv",
+        "by_sector.csv",
+        "by_province.csv",
+        "monthly.csv",
+        "processing_times.csv",
+        "completeness.csv",
+        "reporting_gaps.csv",
+    ] {
+        assert!(Path::new(&p(&format!("review/{csv}"))).exists(), "{csv}");
+    }
+
+    // A province's own review: nothing of any other province in any output.
+    assert_eq!(
+        jobs(&[
+            "--store",
+            &p("store"),
+            "review",
+            "--year",
+            "2021",
+            "--scope",
+            "KH-05",
+            "--out",
+            &p("review-KH-05")
+        ]),
+        0
+    );
+    let mut scoped_files = 0;
+    for f in files_under(Path::new(&p("review-KH-05"))) {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for (i, _) in text.match_indices("KH-") {
+            let code: String = text[i..].chars().take(5).collect();
+            assert_eq!(
+                code,
+                "KH-05",
+                "{} mentions {}",
+                f.display(),
+                &text[i..(i + 7).min(text.len())]
+            );
+        }
+        for other in ["Battambang", "Phnom Penh", "Siem Reap"] {
+            assert!(!text.contains(other), "{} mentions {other}", f.display());
+        }
+        scoped_files += 1;
+    }
+    assert!(scoped_files >= 9);
+    let scoped: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p("review-KH-05/review.json")).unwrap()).unwrap();
+    assert!(scoped["facts"][2]["services_delivered"].as_i64().unwrap() > 0);
+    assert!(
+        scoped["facts"][2]["services_delivered"].as_i64()
+            < review["facts"][2]["services_delivered"].as_i64()
+    );
+
+    // The researchers' dataset reads the same in three tools.
+    assert_eq!(
+        jobs(&[
+            "--store",
+            &p("store"),
+            "demand",
+            "--from",
+            "2020-01",
+            "--to",
+            "2021-12",
+            "--out",
+            &p("demand")
+        ]),
+        0
+    );
+    let delivered = truth.provincial.services_delivered + truth.district.services_delivered;
+    let dict = std::fs::read_to_string(p("demand/DATA_DICTIONARY.md")).unwrap();
+    let script = r#"
+import sys, duckdb, pandas as pd, polars as pl
+d = sys.argv[1]
+a = duckdb.sql(f"select sum(services_delivered) filter (where month like '2021-%'), sum(revenue_riel) filter (where month like '2021-%'), string_agg(distinct cast(year as varchar), ',' order by cast(year as varchar)) from read_parquet('{d}/sector_demand/**/*.parquet', hive_partitioning=true)").fetchall()[0]
+b = pd.read_parquet(f"{d}/sector_demand")
+b = b[b.month.str.startswith("2021-")]
+c = pl.read_parquet(f"{d}/sector_demand/**/*.parquet", hive_partitioning=True).filter(pl.col("month").str.starts_with("2021-"))
+cols = ",".join(pl.read_parquet(f"{d}/sector_demand/**/*.parquet", hive_partitioning=True).columns)
+print(a[0], a[1], a[2], int(b.services_delivered.sum()), int(b.revenue_riel.sum()), c["services_delivered"].sum(), c["revenue_riel"].sum(), cols)
+"#;
+    let out = owsu_tests::run_python(script, &[&p("demand")]);
+    let parts: Vec<&str> = out.split_whitespace().collect();
+    let revenue = truth.provincial.revenue_riel + truth.district.revenue_riel;
+    assert_eq!(
+        &parts[..7],
+        &[
+            &delivered.to_string(),
+            &revenue.to_string(),
+            "2020,2021",
+            &delivered.to_string(),
+            &revenue.to_string(),
+            &delivered.to_string(),
+            &revenue.to_string()
+        ],
+        "{out}"
+    );
+    for col in parts[7].split(',') {
+        assert!(
+            dict.contains(&format!("`{col}`")),
+            "column {col} is not in the data dictionary"
+        );
+    }
+
+    // Oversight: every planted problem found.
+    let code = jobs(&[
+        "--store",
+        &p("store"),
+        "inactive",
+        "--as-of",
+        "2021-12-31",
+        "--out",
+        &p("inactive"),
+    ]);
+    assert_eq!(
+        code,
+        owsu_jobs::cli::EXIT_FLAGGED,
+        "flags give the scheduler exit code 10"
+    );
+    let report: owsu_jobs::inactive::Report = {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(p("inactive/inactive.json")).unwrap()).unwrap();
+        owsu_jobs::inactive::Report {
+            as_of: chrono::NaiveDate::from_ymd_opt(2021, 12, 31).unwrap(),
+            scope: None,
+            units_checked: v["units_checked"].as_u64().unwrap() as usize,
+            flags: serde_json::from_value(v["flags"].clone()).unwrap(),
+        }
+    };
+    let check = owsu_jobs::inactive::check_truth(&report, &truth.planted);
+    assert!(
+        check.missed.is_empty(),
+        "missed planted problems: {:?}",
+        check.missed
+    );
+    assert_eq!(check.found, truth.planted.len());
+    eprintln!(
+        "oversight: {} planted problems found; {} units flagged without one: {:?}",
+        check.found,
+        check.unplanted_units.len(),
+        check.unplanted_units
+    );
+    assert!(Path::new(&p("inactive/inactive.csv")).exists());
+}
