@@ -193,3 +193,59 @@ pub async fn serve(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn metrics_endpoint_serves_prometheus_text() {
+        let m = Arc::new(Metrics::default());
+        BatchCommitted {
+            messages: 7,
+            accepted: [5, 1, 1],
+            duplicates: 1,
+            dead_lettered: 0,
+            files: 3,
+            latency: Duration::from_millis(40),
+        }
+        .emit(&m);
+        m.set_lag("owsu.service-events.v1", 2, 17);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let body = rt.block_on(async {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+            tokio::spawn(serve(addr, m.clone()));
+            let mut s = loop {
+                match tokio::net::TcpStream::connect(addr).await {
+                    Ok(s) => break s,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            };
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        });
+        assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+        assert!(
+            body.contains("owsu_events_accepted_total{kind=\"service\"} 5"),
+            "{body}"
+        );
+        assert!(body.contains("owsu_events_duplicate_total 1"));
+        assert!(body.contains("owsu_batches_committed_total 1"));
+        assert!(
+            body.contains("owsu_consumer_lag{topic=\"owsu.service-events.v1\",partition=\"2\"} 17")
+        );
+    }
+}

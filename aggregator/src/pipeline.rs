@@ -569,16 +569,7 @@ impl Pipeline {
         let store = self.store.clone();
         let conc = self.config.write_concurrency;
         self.rt.block_on(async {
-            let results: Vec<_> = futures::stream::iter(files.into_iter().map(|(k, b)| {
-                let store = store.clone();
-                async move { store.put(&k, b).await }
-            }))
-            .buffer_unordered(conc)
-            .collect()
-            .await;
-            for r in results {
-                r?;
-            }
+            store.put_all(files, conc).await?;
             for k in deletes {
                 store.delete(&k).await?;
             }
@@ -687,16 +678,7 @@ pub async fn rebuild(
         }
     }
     let written = files.len();
-    let results: Vec<_> = futures::stream::iter(files.into_iter().map(|(k, b)| {
-        let store = store.clone();
-        async move { store.put(&k, b).await }
-    }))
-    .buffer_unordered(concurrency)
-    .collect()
-    .await;
-    for r in results {
-        r?;
-    }
+    store.put_all(files, concurrency).await?;
     Ok(RebuildReport {
         raw_files,
         events,

@@ -281,31 +281,27 @@ pub fn from_parquet(
         .map_err(pe)?;
     let n = df.height();
     let strs = |name: &str| -> Result<Vec<Option<String>>, RawReadError> {
-        Ok(df
-            .column(name)
+        df.column(name)
             .and_then(|c| {
                 c.str()
                     .map(|s| s.iter().map(|v| v.map(str::to_owned)).collect())
             })
-            .map_err(pe)?)
+            .map_err(pe)
     };
     let i64s = |name: &str| -> Result<Vec<Option<i64>>, RawReadError> {
-        Ok(df
-            .column(name)
+        df.column(name)
             .and_then(|c| c.i64().map(|s| s.iter().collect()))
-            .map_err(pe)?)
+            .map_err(pe)
     };
     let i32s = |name: &str| -> Result<Vec<Option<i32>>, RawReadError> {
-        Ok(df
-            .column(name)
+        df.column(name)
             .and_then(|c| c.i32().map(|s| s.iter().collect()))
-            .map_err(pe)?)
+            .map_err(pe)
     };
     let times = |name: &str| -> Result<Vec<Option<i64>>, RawReadError> {
-        Ok(df
-            .column(name)
+        df.column(name)
             .and_then(|c| c.datetime().map(|s| s.physical().iter().collect()))
-            .map_err(pe)?)
+            .map_err(pe)
     };
     let row_err = |row, field, problem: String| RawReadError::Row {
         key: key.to_owned(),

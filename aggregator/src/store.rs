@@ -175,6 +175,24 @@ impl Store {
         }
     }
 
+    /// Writes many objects, `concurrency` at a time; returns once all are durable.
+    pub async fn put_all(
+        &self,
+        files: Vec<(String, Vec<u8>)>,
+        concurrency: usize,
+    ) -> Result<(), StoreError> {
+        use futures::StreamExt;
+        let results: Vec<Result<(), StoreError>> = futures::stream::iter(
+            files
+                .into_iter()
+                .map(|(k, b)| async move { self.put(&k, b).await }),
+        )
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+        results.into_iter().collect()
+    }
+
     /// Deletes everything under a prefix.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
         let keys = self.list(prefix).await?;

@@ -31,6 +31,9 @@ pub enum DemoCommand {
     /// Start Kafka if needed, simulate 2020 and 2021 for all 228 units, aggregate, and write the
     /// yearly review, the researchers' dataset and the oversight list.
     Demo(DemoArgs),
+    /// Measure speed and memory: codec, producer, a 1,000,000-event aggregation, and the same
+    /// with kill -9 at random moments (its summaries must equal the clean run's).
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -144,8 +147,42 @@ fn ensure_topics(brokers: &str, prefix: &str, partitions: i32) -> anyhow::Result
     Ok(())
 }
 
+/// Uses `brokers` (creating the topics) or starts/reuses the local broker; returns the bootstrap.
+pub fn kafka(brokers: Option<&str>, prefix: &str, partitions: i32) -> anyhow::Result<String> {
+    match brokers {
+        Some(b) => {
+            ensure_topics(b, prefix, partitions)?;
+            println!("using Kafka at {b}, topics {prefix}*");
+            Ok(b.to_owned())
+        }
+        None => {
+            let root = repo_root().context(
+                "infra/kafka/kafka.sh not found: run from the repository, or pass --brokers",
+            )?;
+            let status = Command::new("bash")
+                .arg(root.join("infra/kafka/kafka.sh"))
+                .arg("start")
+                .env("OWSU_KAFKA_TOPIC_PREFIX", prefix)
+                .env("OWSU_KAFKA_PARTITIONS", partitions.to_string())
+                .status()
+                .context("running infra/kafka/kafka.sh")?;
+            anyhow::ensure!(
+                status.success(),
+                "infra/kafka/kafka.sh start failed (see above)"
+            );
+            Ok(format!(
+                "127.0.0.1:{}",
+                std::env::var("OWSU_KAFKA_PORT").unwrap_or_else(|_| "9092".into())
+            ))
+        }
+    }
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
-    let DemoCommand::Demo(a) = cli.command;
+    let a = match cli.command {
+        DemoCommand::Demo(a) => a,
+        DemoCommand::Bench(b) => return crate::bench::run(b),
+    };
     let mut steps = Steps {
         started: Instant::now(),
         n: 0,
@@ -189,31 +226,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
 
     // 1. Kafka.
     let t = steps.step("Kafka");
-    let brokers = match &a.brokers {
-        Some(b) => {
-            ensure_topics(b, &prefix, a.partitions)?;
-            println!("using Kafka at {b}, topics {prefix}*");
-            b.clone()
-        }
-        None => {
-            let root = repo_root().context("infra/kafka/kafka.sh not found: run `owsu demo` from the repository, or pass --brokers")?;
-            let status = Command::new("bash")
-                .arg(root.join("infra/kafka/kafka.sh"))
-                .arg("start")
-                .env("OWSU_KAFKA_TOPIC_PREFIX", &prefix)
-                .env("OWSU_KAFKA_PARTITIONS", a.partitions.to_string())
-                .status()
-                .context("running infra/kafka/kafka.sh")?;
-            anyhow::ensure!(
-                status.success(),
-                "infra/kafka/kafka.sh start failed (see above)"
-            );
-            format!(
-                "127.0.0.1:{}",
-                std::env::var("OWSU_KAFKA_PORT").unwrap_or_else(|_| "9092".into())
-            )
-        }
-    };
+    let brokers = kafka(a.brokers.as_deref(), &prefix, a.partitions)?;
     println!("Kafka ready in {:.1} s", t.elapsed().as_secs_f64());
 
     // 2-3. Simulate and publish each year not yet published.

@@ -19,7 +19,7 @@ pub fn thousands(n: i64) -> String {
     let digits = n.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -50,7 +50,7 @@ fn yoy_cell(p: Option<f64>) -> String {
 /// Horizontal bar chart: one bar per (label, value).
 fn bar_chart(title: &str, rows: &[(String, f64)], unit: &str) -> String {
     let max = rows.iter().map(|r| r.1).fold(0.0, f64::max).max(1.0);
-    let (bar_h, gap, label_w, width) = (18.0, 6.0, 230.0, 760.0);
+    let (bar_h, gap, label_w, width) = (18.0, 6.0, 300.0, 760.0);
     let height = rows.len() as f64 * (bar_h + gap) + 30.0;
     let mut s = format!(
         "<figure><svg viewBox=\"0 0 {width} {height}\" width=\"100%\" role=\"img\" aria-label=\"{t}\" xmlns=\"http://www.w3.org/2000/svg\"><title>{t}</title>",
@@ -64,7 +64,7 @@ fn bar_chart(title: &str, rows: &[(String, f64)], unit: &str) -> String {
             "<text x=\"{lx}\" y=\"{ty}\" text-anchor=\"end\" class=\"lbl\">{l}</text><rect x=\"{label_w}\" y=\"{y}\" width=\"{w:.1}\" height=\"{bar_h}\" class=\"bar\"/><text x=\"{vx:.1}\" y=\"{ty}\" class=\"val\">{val} {u}</text>",
             lx = label_w - 8.0,
             ty = y + 13.0,
-            l = esc(label),
+            l = esc(&if label.chars().count() > 42 { format!("{}…", label.chars().take(41).collect::<String>()) } else { label.clone() }),
             vx = label_w + w + 6.0,
             val = esc(&thousands(v.round() as i64)),
             u = esc(unit)
@@ -159,17 +159,28 @@ pub fn review_page(r: &Review) -> String {
         total.resolution_rate_pct.map(|v| format!("{v:.1}%")).unwrap_or_else(|| "–".into())
     );
 
-    // The table as FACTS.md reads it.
-    h.push_str("<h2>The year at a glance</h2><table><thead><tr><th>Level</th><th class=\"num\">Services</th><th class=\"num\">Revenue (US$)</th><th class=\"num\">Revenue (riel)</th><th class=\"num\">Complaints</th><th class=\"num\">Within jurisdiction</th><th class=\"num\">Outside</th><th class=\"num\">Undecided</th><th class=\"num\">Resolved</th><th class=\"num\">More info required</th><th class=\"num\">Open</th><th class=\"num\">Withdrawn</th><th class=\"num\">Resolution rate</th></tr></thead><tbody>");
+    // The table as FACTS.md reads it: services and revenue, then complaints on their two axes.
+    h.push_str("<h2>The year at a glance</h2><table><thead><tr><th>Level</th><th class=\"num\">Services provided</th><th class=\"num\">Revenue (US$)</th><th class=\"num\">Revenue (riel)</th><th class=\"num\">Complaints received</th><th class=\"num\">Resolution rate</th></tr></thead><tbody>");
     for (i, f) in r.facts.iter().enumerate() {
         let _ = write!(
             h,
-            "<tr{}><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            "<tr{}><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
             if i + 1 == r.facts.len() { " class=\"total\"" } else { "" },
             esc(&f.level),
             thousands(f.services_delivered),
             thousands(f.revenue_usd.round() as i64),
             thousands(f.revenue_riel),
+            thousands(f.complaints_received),
+            f.resolution_rate_pct.map(|v| format!("{v:.1}%")).unwrap_or_else(|| "–".into()),
+        );
+    }
+    h.push_str("</tbody></table><h2>Complaints to the Ombudsman offices</h2><table><thead><tr><th rowspan=\"2\">Level</th><th class=\"num\" rowspan=\"2\">Received</th><th colspan=\"3\" style=\"text-align:center\">Jurisdiction</th><th colspan=\"4\" style=\"text-align:center\">Status</th></tr><tr><th class=\"num\">Within</th><th class=\"num\">Outside</th><th class=\"num\">Undecided</th><th class=\"num\">Resolved</th><th class=\"num\">More info required</th><th class=\"num\">Open</th><th class=\"num\">Withdrawn</th></tr></thead><tbody>");
+    for (i, f) in r.facts.iter().enumerate() {
+        let _ = write!(
+            h,
+            "<tr{}><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            if i + 1 == r.facts.len() { " class=\"total\"" } else { "" },
+            esc(&f.level),
             thousands(f.complaints_received),
             thousands(f.within_jurisdiction),
             thousands(f.outside_jurisdiction),
@@ -178,7 +189,6 @@ pub fn review_page(r: &Review) -> String {
             thousands(f.more_info_required),
             thousands(f.open),
             thousands(f.withdrawn),
-            f.resolution_rate_pct.map(|v| format!("{v:.1}%")).unwrap_or_else(|| "–".into()),
         );
     }
     h.push_str("</tbody></table><p class=\"note\">Services provided: requests delivered in the year. Revenue: fees paid in the year, refunds deducted. \

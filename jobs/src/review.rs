@@ -366,7 +366,7 @@ pub async fn compute(
             }
         })
         .collect();
-    processing.sort_by(|a, b| b.deliveries.cmp(&a.deliveries));
+    processing.sort_by_key(|p| std::cmp::Reverse(p.deliveries));
 
     // Reporting completeness: unit-days closed against working days, and reconciliation gaps.
     let working = reference.holidays.working_days(from, to);

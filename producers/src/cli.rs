@@ -300,15 +300,21 @@ fn publish(reference: &Reference, a: PublishArgs) -> anyhow::Result<i32> {
     let mut chunk: Vec<Event> = Vec::with_capacity(a.chunk.min(1 << 20));
     let mut report = DeliveryReport::default();
     publisher.show_progress(0, "publishing");
+    // Once a delivery round leaves events waiting, Kafka is unreachable: later chunks are only made
+    // durable in the outbox, rather than each waiting out the delivery timeout again.
+    let mut kafka_down = false;
     let send = |publisher: &mut Publisher,
                 chunk: &mut Vec<Event>,
-                report: &mut DeliveryReport|
+                report: &mut DeliveryReport,
+                down: &mut bool|
      -> anyhow::Result<()> {
         publisher.stage(chunk)?;
         chunk.clear();
-        let r = publisher.deliver()?;
-        report.delivered += r.delivered;
-        report.pending = r.pending;
+        if !*down {
+            let r = publisher.deliver()?;
+            report.delivered += r.delivered;
+            *down = r.pending > 0;
+        }
         Ok(())
     };
     for line in lines {
@@ -332,7 +338,7 @@ fn publish(reference: &Reference, a: PublishArgs) -> anyhow::Result<i32> {
                 tally.add(&e);
                 chunk.push(e);
                 if chunk.len() >= a.chunk {
-                    send(&mut publisher, &mut chunk, &mut report)?;
+                    send(&mut publisher, &mut chunk, &mut report, &mut kafka_down)?;
                 }
             }
             Err(err) => {
@@ -355,7 +361,8 @@ fn publish(reference: &Reference, a: PublishArgs) -> anyhow::Result<i32> {
             }
         }
     }
-    send(&mut publisher, &mut chunk, &mut report)?;
+    send(&mut publisher, &mut chunk, &mut report, &mut kafka_down)?;
+    report.pending = publisher.outbox().pending()? as u64;
     if let Some(mut w) = rejects {
         w.flush()?;
     }
@@ -467,6 +474,7 @@ fn simulate(reference: &Reference, a: SimulateArgs) -> anyhow::Result<i32> {
         let mut chunk: Vec<Event> = Vec::with_capacity(a.chunk);
         let mut report = DeliveryReport::default();
         let now = now_millis();
+        let mut kafka_down = false;
         let day_pause = Duration::from_secs_f64(a.seconds_per_day.max(0.0));
         let truth = sim.run(|emit| {
             match emit {
@@ -487,9 +495,11 @@ fn simulate(reference: &Reference, a: SimulateArgs) -> anyhow::Result<i32> {
                         let t0 = Instant::now();
                         publisher.stage(&chunk)?;
                         chunk.clear();
-                        let r = publisher.deliver()?;
-                        report.delivered += r.delivered;
-                        report.pending = r.pending;
+                        if !kafka_down {
+                            let r = publisher.deliver()?;
+                            report.delivered += r.delivered;
+                            kafka_down = r.pending > 0;
+                        }
                         if a.pace == Pace::Realtime {
                             std::thread::sleep(day_pause.saturating_sub(t0.elapsed()));
                         }
@@ -499,9 +509,10 @@ fn simulate(reference: &Reference, a: SimulateArgs) -> anyhow::Result<i32> {
             Ok(())
         })?;
         publisher.stage(&chunk)?;
-        let r = publisher.deliver()?;
-        report.delivered += r.delivered;
-        report.pending = r.pending;
+        if !kafka_down {
+            report.delivered += publisher.deliver()?.delivered;
+        }
+        report.pending = publisher.outbox().pending()? as u64;
         (truth, report, format!("Kafka at {}", a.kafka.brokers))
     };
     progress.finish_and_clear();
