@@ -30,6 +30,12 @@ state="${OWSU_KAFKA_HOME:-$cache/kafka-run/$port}"
 partitions="${OWSU_KAFKA_PARTITIONS:-12}"
 prefix="${OWSU_KAFKA_TOPIC_PREFIX:-}"
 heap="${OWSU_KAFKA_HEAP:-512M}"
+# A broker started earlier from this state directory may use other ports than the defaults.
+if [ -z "${OWSU_KAFKA_PORT:-}" ] && [ -f "$state/server.properties" ]; then
+  port=$(sed -n 's#^listeners=PLAINTEXT://127.0.0.1:\([0-9]*\),.*#\1#p' "$state/server.properties")
+  cport=$(sed -n 's#.*CONTROLLER://127.0.0.1:\([0-9]*\)$#\1#p' "$state/server.properties" | head -1)
+fi
+port="${port:-9092}"; cport="${cport:-$((port + 1))}"
 bootstrap="127.0.0.1:$port"
 topics=(owsu.service-events.v1 owsu.complaint-events.v1 owsu.unit-days.v1 owsu.dead-letter.v1)
 
