@@ -141,6 +141,9 @@ pub struct Pipeline {
     states: HashMap<i32, PartitionState>,
     next_offset: HashMap<(String, i32), i64>,
     targets: HashMap<(String, i32), (i64, i64)>,
+    /// Raw keys per topic, listed once per rebalance generation: a new owner loading several
+    /// partitions lists the store once, not once per partition.
+    raw_listing: Option<(u64, HashMap<String, Vec<String>>)>,
     metrics: Arc<Metrics>,
     rt: Handle,
 }
@@ -204,6 +207,7 @@ impl Pipeline {
             states: HashMap::new(),
             next_offset: HashMap::new(),
             targets: HashMap::new(),
+            raw_listing: None,
             metrics,
             rt,
         })
@@ -295,15 +299,30 @@ impl Pipeline {
         let started = Instant::now();
         let mut state = PartitionState::default();
         let mut files = 0;
+        let generation = self.consumer.context().generation.load(Ordering::SeqCst);
+        if self
+            .raw_listing
+            .as_ref()
+            .is_none_or(|(g, _)| *g != generation)
+        {
+            let mut listing = HashMap::new();
+            for topic in &self.topics {
+                listing.insert(
+                    topic.clone(),
+                    self.rt
+                        .block_on(self.store.list(&format!("raw/{topic}/")))?,
+                );
+            }
+            self.raw_listing = Some((generation, listing));
+        }
         for (kind, topic) in RecordKind::ALL.into_iter().zip(self.topics.iter()) {
-            let keys = self
-                .rt
-                .block_on(self.store.list(&format!("raw/{topic}/")))?;
+            let keys = &self.raw_listing.as_ref().expect("listed above").1[topic];
             let mine: Vec<String> = keys
-                .into_iter()
+                .iter()
                 .filter(|k| {
                     raw::parse_raw_key(k).is_some_and(|(t, p, _)| &t == topic && p == partition)
                 })
+                .cloned()
                 .collect();
             let store = self.store.clone();
             let fetched: Vec<_> = self.rt.block_on(
