@@ -18,6 +18,7 @@ pub struct Ix<'r> {
     service: HashMap<&'r str, u16>,
     /// Sector index of each service.
     pub service_sector: Vec<u16>,
+    service_codes: Vec<&'r str>,
 }
 
 impl<'r> Ix<'r> {
@@ -31,10 +32,12 @@ impl<'r> Ix<'r> {
             .collect();
         let mut service = HashMap::new();
         let mut service_sector = Vec::new();
+        let mut service_codes = Vec::new();
         for (si, s) in reference.catalogue.sectors.iter().enumerate() {
             for v in &s.services {
                 service.insert(v.code.as_str(), service_sector.len() as u16);
                 service_sector.push(si as u16);
+                service_codes.push(v.code.as_str());
             }
         }
         Ix {
@@ -42,6 +45,7 @@ impl<'r> Ix<'r> {
             unit,
             service,
             service_sector,
+            service_codes,
         }
     }
     pub fn unit(&self, i: u16) -> &'r owsu_schemas::Unit {
@@ -51,14 +55,7 @@ impl<'r> Ix<'r> {
         &self.reference.catalogue.sectors[i as usize]
     }
     pub fn service_code(&self, i: u16) -> &'r str {
-        let mut n = i as usize;
-        for s in &self.reference.catalogue.sectors {
-            if n < s.services.len() {
-                return &s.services[n].code;
-            }
-            n -= s.services.len();
-        }
-        "?"
+        self.service_codes.get(i as usize).copied().unwrap_or("?")
     }
     pub fn level(&self, unit: u16) -> Level {
         self.unit(unit).level
