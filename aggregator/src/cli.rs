@@ -11,7 +11,7 @@ use owsu_schemas::reference::Reference;
 use crate::kafka::KafkaArgs;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineConfig, RunReport};
-use crate::store::Store;
+use owsu_lake::Store;
 
 #[derive(Debug, Parser)]
 #[command(

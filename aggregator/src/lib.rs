@@ -4,7 +4,6 @@
 //! - [`pipeline`]: the consumer loop and its ordering guarantees (files durable, then commit);
 //! - [`raw`]: raw landing in Parquet, named by Kafka offsets;
 //! - [`summary`]: per-partition state and the summary tables, a pure function of raw;
-//! - [`store`]: local directory or S3-compatible object store;
 //! - [`metrics`]: typed telemetry and the Prometheus endpoint;
 //! - [`cli`]: the `owsu-aggregator` command.
 
@@ -13,5 +12,4 @@ pub mod kafka;
 pub mod metrics;
 pub mod pipeline;
 pub mod raw;
-pub mod store;
 pub mod summary;

@@ -36,7 +36,7 @@ use tokio::runtime::Handle;
 use crate::kafka::KafkaArgs;
 use crate::metrics::{BatchCommitted, DeadLettered, Metrics};
 use crate::raw::{self, Landed};
-use crate::store::Store;
+use owsu_lake::Store;
 use crate::summary::{parquet_bytes, Codes, PartitionState, Table};
 
 /// How the aggregator runs.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand, ValueEnum};
-use owsu_aggregator::store::Store;
+use owsu_lake::Store;
 use owsu_schemas::reference::Reference;
 
 use crate::inactive::Rules;

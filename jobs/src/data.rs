@@ -6,7 +6,7 @@ use std::io::Cursor;
 
 use chrono::{Datelike, NaiveDate};
 use futures::StreamExt;
-use owsu_aggregator::store::Store;
+use owsu_lake::Store;
 use owsu_schemas::reference::{Level, Reference};
 use owsu_schemas::time::epoch_day_to_date;
 use polars::prelude::*;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{Datelike, NaiveDate};
-use owsu_aggregator::store::Store;
+use owsu_lake::Store;
 use owsu_schemas::reference::Reference;
 use polars::prelude::*;
 

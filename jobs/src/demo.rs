@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use owsu_aggregator::store::Store;
+use owsu_lake::Store;
 use owsu_schemas::reference::Reference;
 use serde::{Deserialize, Serialize};
 

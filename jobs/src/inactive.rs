@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use chrono::{Days, NaiveDate};
-use owsu_aggregator::store::Store;
+use owsu_lake::Store;
 use owsu_schemas::reference::Reference;
 use serde::Serialize;
 

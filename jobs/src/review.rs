@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use chrono::{Datelike, NaiveDate};
-use owsu_aggregator::store::Store;
+use owsu_lake::Store;
 use owsu_schemas::reference::{Level, Reference};
 use owsu_schemas::RIEL_PER_USD;
 use serde::Serialize;

@@ -43,6 +43,10 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
+    /// The store as delta-rs wants it: "/" at the root of the file system or bucket, and the
+    /// URL of the store root inside it (tables live below).
+    delta_root: Arc<dyn ObjectStore>,
+    root_url: url::Url,
     local_root: Option<PathBuf>,
     url: String,
 }
@@ -65,17 +69,29 @@ impl Store {
             if bucket.is_empty() {
                 return Err(bad("no bucket name".into()));
             }
+            // Delta commits are safe on S3 only if "create this log entry unless it exists" is
+            // atomic: object_store's conditional put (If-None-Match) gives exactly that, so no
+            // external lock (DynamoDB) is needed. Stores without it refuse the commit rather than
+            // risk two writers taking one version.
             let s3 = object_store::aws::AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
+                .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch)
                 .build()
                 .map_err(|e| bad(e.to_string()))?;
-            let inner: Arc<dyn ObjectStore> = if prefix.trim_matches('/').is_empty() {
-                Arc::new(s3)
+            let s3: Arc<dyn ObjectStore> = Arc::new(s3);
+            let prefix = prefix.trim_matches('/');
+            let inner: Arc<dyn ObjectStore> = if prefix.is_empty() {
+                s3.clone()
             } else {
-                Arc::new(PrefixStore::new(s3, prefix.trim_matches('/')))
+                Arc::new(PrefixStore::new(s3.clone(), prefix))
             };
+            crate::delta::register_s3();
+            let root_url = url::Url::parse(&format!("s3://{bucket}/{prefix}"))
+                .map_err(|e| bad(e.to_string()))?;
             return Ok(Store {
                 inner,
+                delta_root: s3,
+                root_url,
                 local_root: None,
                 url: url.to_owned(),
             });
@@ -91,8 +107,12 @@ impl Store {
             .map_err(|e| bad(format!("cannot create {}: {e}", dir.display())))?;
         let dir = dir.canonicalize().map_err(|e| bad(e.to_string()))?;
         let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(e.to_string()))?;
+        let root_url = url::Url::from_directory_path(&dir)
+            .map_err(|()| bad(format!("{} is not an absolute directory", dir.display())))?;
         Ok(Store {
             inner: Arc::new(fs),
+            delta_root: Arc::new(LocalFileSystem::new()),
+            root_url,
             local_root: Some(dir),
             url: url.to_owned(),
         })
@@ -100,6 +120,45 @@ impl Store {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Opens `url` for reading only: a local directory must already exist (a typo in a job's
+    /// `--store` is an error, not an empty report).
+    pub fn open_existing(url: &str) -> Result<Self, StoreError> {
+        let local = match url.strip_prefix("file://") {
+            Some(p) => Some(PathBuf::from(p)),
+            None if url.contains("://") => None,
+            None => Some(PathBuf::from(url)),
+        };
+        if let Some(dir) = local {
+            if !dir.is_dir() {
+                return Err(StoreError::Url {
+                    url: url.to_owned(),
+                    problem: format!("{} does not exist (run the aggregator first, or check --store)", dir.display()),
+                });
+            }
+        }
+        Self::open(url)
+    }
+
+    /// URL of a location below the store root (a table's root, for delta-rs).
+    pub fn url_of(&self, path: &str) -> url::Url {
+        let mut base = self.root_url.clone();
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        base.join(&format!("{}/", path.trim_matches('/')))
+            .expect("table paths are relative URL paths")
+    }
+
+    /// The object store with "/" at the file system or bucket root (what delta-rs expects).
+    pub fn delta_root(&self) -> Arc<dyn ObjectStore> {
+        self.delta_root.clone()
+    }
+
+    /// The object store rooted at the store root.
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.inner.clone()
     }
 
     /// The directory behind a local store (for readers such as DuckDB in tests).

@@ -1,0 +1,411 @@
+//! One Delta table of the lake: open or create it from its definition, write files, commit
+//! them with the Kafka offsets they cover, read its active files.
+//!
+//! Offsets are Delta `txn` actions (as kafka-delta-ingest does): app id `<topic>/<partition>`,
+//! version = the last Kafka offset the table holds for that partition. A commit is refused
+//! ([`DeltaError::Fenced`]) unless the table's recorded offset for each of its partitions is the
+//! one the writer expects — the end of its own previous commit, or what it read when it was
+//! given the partition. A concurrent commit of the same partition between that check and ours is
+//! caught by delta-rs's conflict checker (`ConcurrentTransaction`). So an instance that stalled
+//! past its session timeout cannot commit over the partition's new owner.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
+use deltalake::kernel::{Action, Add, Remove, StructField, Transaction};
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::ObjectStoreExt;
+use polars::prelude::DataFrame;
+
+use crate::frame::{self, FrameError};
+use crate::store::Store;
+use crate::tables::TableDef;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeltaError {
+    #[error("table {table}: {source}")]
+    Delta {
+        table: &'static str,
+        #[source]
+        source: Box<DeltaTableError>,
+    },
+    #[error("table {table}: object {key}: {source}")]
+    Object {
+        table: &'static str,
+        key: String,
+        source: object_store::Error,
+    },
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// Another writer committed offsets of these partitions: this writer no longer owns them.
+    #[error("table {table}: partition {app_id} was committed by another writer (table holds offset {found:?}, this writer expected {expected:?}); the batch is dropped")]
+    Fenced {
+        table: &'static str,
+        app_id: String,
+        expected: Option<i64>,
+        found: Option<i64>,
+    },
+}
+
+impl DeltaError {
+    pub fn is_fenced(&self) -> bool {
+        match self {
+            DeltaError::Fenced { .. } => true,
+            DeltaError::Delta { source, .. } => matches!(
+                source.as_ref(),
+                DeltaTableError::Transaction {
+                    source: TransactionError::CommitConflict(_)
+                }
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// Registers `s3://` with delta-rs's default log store, which commits with a conditional put.
+pub(crate) fn register_s3() {
+    /// delta-rs's default log store (conditional-put commits) for a scheme it does not know.
+    struct ConditionalPutLogStore;
+    impl deltalake::logstore::LogStoreFactory for ConditionalPutLogStore {
+        fn with_options(
+            &self,
+            prefixed_store: deltalake::logstore::ObjectStoreRef,
+            root_store: deltalake::logstore::ObjectStoreRef,
+            location: &url::Url,
+            options: &deltalake::logstore::StorageConfig,
+        ) -> deltalake::DeltaResult<Arc<dyn deltalake::logstore::LogStore>> {
+            Ok(deltalake::logstore::default_logstore(
+                prefixed_store,
+                root_store,
+                location,
+                options,
+            ))
+        }
+    }
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        deltalake::logstore::logstore_factories().insert(
+            url::Url::parse("s3://").expect("scheme URL"),
+            Arc::new(ConditionalPutLogStore),
+        );
+    });
+}
+
+/// The txn app id of a Kafka topic partition.
+pub fn app_id(topic: &str, partition: i32) -> String {
+    format!("{topic}/{partition}")
+}
+
+/// A file of the table as its snapshot lists it.
+#[derive(Debug, Clone)]
+pub struct FileInfo {
+    /// Path relative to the table root.
+    pub path: String,
+    pub size: i64,
+    pub rows: Option<usize>,
+    /// Parsed Delta statistics (`minValues`, `maxValues`), when written.
+    pub stats: Option<serde_json::Value>,
+}
+
+impl FileInfo {
+    /// Min and max of a statistics column, as JSON values.
+    pub fn range(&self, column: &str) -> Option<(&serde_json::Value, &serde_json::Value)> {
+        let s = self.stats.as_ref()?;
+        Some((s["minValues"].get(column)?, s["maxValues"].get(column)?))
+    }
+}
+
+/// What a commit does to the table's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitKind {
+    /// New data (and replaced summary files).
+    Write,
+    /// Same rows, fewer files (compaction): readers see no change.
+    Compact,
+    /// Every file replaced (rebuild).
+    Overwrite,
+}
+
+/// An open table.
+pub struct LakeTable {
+    pub def: &'static TableDef,
+    table: DeltaTable,
+    store: Store,
+}
+
+impl LakeTable {
+    fn err(&self, source: DeltaTableError) -> DeltaError {
+        DeltaError::Delta {
+            table: self.def.name,
+            source: Box::new(source),
+        }
+    }
+
+    fn builder(store: &Store, def: &'static TableDef) -> Result<DeltaTableBuilder, DeltaError> {
+        let url = store.url_of(def.path);
+        DeltaTableBuilder::from_url(url.clone())
+            .map(|b| b.with_storage_backend(store.delta_root(), url))
+            .map_err(|source| DeltaError::Delta {
+                table: def.name,
+                source: Box::new(source),
+            })
+    }
+
+    /// Opens the table, creating it (version 0, the defined schema) if it does not exist.
+    pub async fn open_or_create(store: &Store, def: &'static TableDef) -> Result<Self, DeltaError> {
+        if let Some(t) = Self::open(store, def, None).await? {
+            return Ok(t);
+        }
+        let e = |source| DeltaError::Delta {
+            table: def.name,
+            source: Box::new(source),
+        };
+        let table = Self::builder(store, def)?.build().map_err(e)?;
+        let columns: Vec<StructField> = def
+            .columns
+            .iter()
+            .map(|c| StructField::new(c.name, c.ty.delta(), c.nullable))
+            .collect();
+        // Two writers may race to create it: `Ignore` makes the loser open the winner's table.
+        let table = table
+            .create()
+            .with_table_name(def.name)
+            .with_comment(def.doc)
+            .with_columns(columns)
+            .with_save_mode(SaveMode::Ignore)
+            .await
+            .map_err(e)?;
+        Ok(LakeTable {
+            def,
+            table,
+            store: store.clone(),
+        })
+    }
+
+    /// Opens an existing table at `version` (latest when `None`); `None` if there is no table.
+    pub async fn open(
+        store: &Store,
+        def: &'static TableDef,
+        version: Option<i64>,
+    ) -> Result<Option<Self>, DeltaError> {
+        // A table exists once its log has an entry; asking delta-rs to load a location that does
+        // not exist is an error whose kind differs by store, so look first.
+        let log = store
+            .list(&format!("{}/_delta_log/", def.path))
+            .await
+            .map_err(|e| DeltaError::Delta {
+                table: def.name,
+                source: Box::new(DeltaTableError::Generic(e.to_string())),
+            })?;
+        if !log.iter().any(|k| k.ends_with(".json") || k.ends_with(".parquet")) {
+            return Ok(None);
+        }
+        let mut b = Self::builder(store, def)?;
+        if let Some(v) = version {
+            b = b.with_version(v.max(0) as u64);
+        }
+        match b.load().await {
+            Ok(table) => Ok(Some(LakeTable {
+                def,
+                table,
+                store: store.clone(),
+            })),
+            Err(DeltaTableError::NotATable(_)) => Ok(None),
+            Err(source) => Err(DeltaError::Delta {
+                table: def.name,
+                source: Box::new(source),
+            }),
+        }
+    }
+
+    /// The table version this handle reads.
+    pub fn version(&self) -> i64 {
+        self.table.version().map_or(-1, |v| v as i64)
+    }
+
+    /// Moves to the latest version.
+    pub async fn refresh(&mut self) -> Result<(), DeltaError> {
+        self.table
+            .update_incremental(None)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// The last Kafka offset this table holds for `app_id` (see [`app_id`]).
+    pub async fn txn_version(&self, app_id: &str) -> Result<Option<i64>, DeltaError> {
+        let snap = self.table.snapshot().map_err(|e| self.err(e))?;
+        snap.transaction_version(self.table.log_store().as_ref(), app_id)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// The active files.
+    pub async fn files(&self) -> Result<Vec<FileInfo>, DeltaError> {
+        let views: Vec<_> = self
+            .table
+            .get_active_add_actions_by_partitions(&[])
+            .try_collect()
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(views
+            .into_iter()
+            .map(|v| FileInfo {
+                path: v.path().into_owned(),
+                size: v.size(),
+                rows: v.num_records(),
+                stats: v.stats().and_then(|s| serde_json::from_str(&s).ok()),
+            })
+            .collect())
+    }
+
+    fn key(&self, file: &str) -> String {
+        format!("{}/{}", self.def.path, file)
+    }
+
+    /// Conforms `df` to the table, writes it as one Parquet file named `name` (relative to the
+    /// table root) and returns the `add` action to commit. The file is invisible until committed.
+    pub async fn write_file(&self, name: &str, df: DataFrame) -> Result<Add, DeltaError> {
+        let mut df = frame::conform(self.def, df)?;
+        let bytes = frame::parquet_bytes(self.def, &mut df)?;
+        let size = bytes.len() as i64;
+        let key = self.key(name);
+        self.store
+            .put(&key, bytes)
+            .await
+            .map_err(|e| DeltaError::Object {
+                table: self.def.name,
+                key: key.clone(),
+                source: match e {
+                    crate::store::StoreError::Object { source, .. } => source,
+                    other => object_store::Error::Generic {
+                        store: "lake",
+                        source: Box::new(other),
+                    },
+                },
+            })?;
+        Ok(Add {
+            path: name.to_owned(),
+            size,
+            modification_time: chrono::Utc::now().timestamp_millis(),
+            data_change: true,
+            stats: Some(frame::stats_json(self.def, &df)),
+            ..Default::default()
+        })
+    }
+
+    /// Reads the given active files into one frame (the table's columns, in order).
+    pub async fn read(&self, files: &[FileInfo], concurrency: usize) -> Result<DataFrame, DeltaError> {
+        let store = self.store.object_store();
+        let fetched: Vec<Result<(String, bytes::Bytes), DeltaError>> =
+            futures::stream::iter(files.iter().map(|f| {
+                let store = store.clone();
+                let key = self.key(&f.path);
+                let table = self.def.name;
+                async move {
+                    let r = store
+                        .get(&Path::from(key.as_str()))
+                        .await
+                        .map_err(|source| DeltaError::Object {
+                            table,
+                            key: key.clone(),
+                            source,
+                        })?;
+                    let b = r.bytes().await.map_err(|source| DeltaError::Object {
+                        table,
+                        key: key.clone(),
+                        source,
+                    })?;
+                    Ok((key, b))
+                }
+            }))
+            .buffered(concurrency.max(1))
+            .collect()
+            .await;
+        let mut out = frame::empty(self.def);
+        for f in fetched {
+            let (key, bytes) = f?;
+            let df = frame::read_parquet(self.def, &key, &bytes)?;
+            let df = frame::conform_read(self.def, df)?;
+            out.vstack_mut_owned(df).map_err(|source| FrameError::Read {
+                table: self.def.name,
+                file: key,
+                source,
+            })?;
+        }
+        out.rechunk_mut();
+        Ok(out)
+    }
+
+    /// The `remove` action for an active file.
+    pub fn remove(file: &FileInfo, data_change: bool) -> Action {
+        Action::Remove(Remove {
+            path: file.path.clone(),
+            data_change,
+            deletion_timestamp: Some(chrono::Utc::now().timestamp_millis()),
+            extended_file_metadata: Some(true),
+            size: Some(file.size),
+            ..Default::default()
+        })
+    }
+
+    /// Commits `actions` with the Kafka offsets they cover, provided the table's offsets are the
+    /// ones `expected` (per app id; `None` = the table has none). Returns the new version.
+    pub async fn commit(
+        &mut self,
+        actions: Vec<Action>,
+        offsets: &HashMap<String, i64>,
+        expected: &HashMap<String, Option<i64>>,
+        kind: CommitKind,
+    ) -> Result<i64, DeltaError> {
+        self.refresh().await?;
+        for app in offsets.keys() {
+            let found = self.txn_version(app).await?;
+            let want = expected.get(app).copied().flatten();
+            if found != want {
+                return Err(DeltaError::Fenced {
+                    table: self.def.name,
+                    app_id: app.clone(),
+                    expected: want,
+                    found,
+                });
+            }
+        }
+        let txns: Vec<Transaction> = offsets
+            .iter()
+            .map(|(app, off)| {
+                Transaction::new_with_last_update(app, *off, Some(chrono::Utc::now().timestamp_millis()))
+            })
+            .collect();
+        let operation = match kind {
+            CommitKind::Write => DeltaOperation::Write {
+                mode: SaveMode::Append,
+                partition_by: None,
+                predicate: None,
+            },
+            CommitKind::Overwrite => DeltaOperation::Write {
+                mode: SaveMode::Overwrite,
+                partition_by: None,
+                predicate: None,
+            },
+            CommitKind::Compact => DeltaOperation::Optimize {
+                predicate: None,
+                target_size: 0,
+            },
+        };
+        let snapshot = self.table.snapshot().map_err(|e| self.err(e))?;
+        let done = CommitBuilder::from(
+            CommitProperties::default().with_application_transactions(txns),
+        )
+        .with_actions(actions)
+        .build(Some(snapshot), self.table.log_store(), operation)
+        .await
+        .map_err(|e| self.err(e))?;
+        let version = done.version() as i64;
+        self.refresh().await?;
+        Ok(version)
+    }
+}

@@ -1,0 +1,222 @@
+//! Frames in and out of a table's files: conforming a frame to its definition, Parquet bytes,
+//! Delta file statistics, and reading files back.
+
+use std::io::Cursor;
+
+use polars::prelude::*;
+use serde_json::{Map, Value};
+
+use crate::tables::{ColumnType, TableDef};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("table {table}: column `{column}` is missing from the frame")]
+    MissingColumn { table: &'static str, column: &'static str },
+    #[error("table {table}: column `{column}` has nulls but is not nullable")]
+    Nulls { table: &'static str, column: &'static str },
+    #[error("table {table}: {source}")]
+    Polars {
+        table: &'static str,
+        source: PolarsError,
+    },
+    #[error("table {table}, file {file}: {source}")]
+    Read {
+        table: &'static str,
+        file: String,
+        source: PolarsError,
+    },
+}
+
+/// Selects the table's columns in their defined order, cast to their defined types, and sorts
+/// the rows by the table's sort order. A column the definition lacks is refused: the definition
+/// is the one place a column exists.
+pub fn conform(def: &'static TableDef, df: DataFrame) -> Result<DataFrame, FrameError> {
+    let pe = |source| FrameError::Polars {
+        table: def.name,
+        source,
+    };
+    let mut cols = Vec::with_capacity(def.columns.len());
+    for c in def.columns {
+        let s = df.column(c.name).map_err(|_| FrameError::MissingColumn {
+            table: def.name,
+            column: c.name,
+        })?;
+        let s = s.cast(&c.ty.polars()).map_err(pe)?;
+        if !c.nullable && s.null_count() > 0 {
+            return Err(FrameError::Nulls {
+                table: def.name,
+                column: c.name,
+            });
+        }
+        cols.push(s);
+    }
+    if df.width() != def.columns.len() {
+        let extra: Vec<String> = df
+            .get_column_names()
+            .iter()
+            .filter(|n| def.column(n.as_str()).is_none())
+            .map(|n| n.to_string())
+            .collect();
+        return Err(pe(polars_err!(ColumnNotFound: "columns {:?} are not in the table definition", extra)));
+    }
+    let out = DataFrame::new_infer_height(cols).map_err(pe)?;
+    if out.height() < 2 {
+        return Ok(out);
+    }
+    out.sort(def.sort_by.to_vec(), SortMultipleOptions::default())
+        .map_err(pe)
+}
+
+/// A frame read from one of the table's files, with the table's columns in order and types
+/// (files written before a nullable column was added lack it: it reads as nulls).
+pub fn conform_read(def: &'static TableDef, df: DataFrame) -> Result<DataFrame, FrameError> {
+    let pe = |source| FrameError::Polars {
+        table: def.name,
+        source,
+    };
+    let n = df.height();
+    let mut cols = Vec::with_capacity(def.columns.len());
+    for c in def.columns {
+        match df.column(c.name) {
+            Ok(s) if s.dtype() == &c.ty.polars() => cols.push(s.clone()),
+            Ok(s) => cols.push(s.cast(&c.ty.polars()).map_err(pe)?),
+            Err(_) if c.nullable => {
+                cols.push(Column::full_null(c.name.into(), n, &c.ty.polars()))
+            }
+            Err(_) => {
+                return Err(FrameError::MissingColumn {
+                    table: def.name,
+                    column: c.name,
+                })
+            }
+        }
+    }
+    DataFrame::new(n, cols).map_err(pe)
+}
+
+/// Parquet bytes (zstd, full statistics) of a conformed frame.
+pub fn parquet_bytes(def: &'static TableDef, df: &mut DataFrame) -> Result<Vec<u8>, FrameError> {
+    let mut buf = Vec::new();
+    ParquetWriter::new(&mut buf)
+        .with_compression(ParquetCompression::Zstd(None))
+        .with_statistics(StatisticsOptions::full())
+        .finish(df)
+        .map_err(|source| FrameError::Polars {
+            table: def.name,
+            source,
+        })?;
+    Ok(buf)
+}
+
+fn json_value(ty: ColumnType, v: AnyValue<'_>) -> Option<Value> {
+    Some(match (ty, v) {
+        (_, AnyValue::Null) => return None,
+        (ColumnType::String, v) => Value::String(v.str_value().to_string()),
+        (ColumnType::Date, AnyValue::Date(d)) => Value::String(
+            owsu_schemas::time::epoch_day_to_date(d).to_string(),
+        ),
+        (ColumnType::Timestamp, AnyValue::Datetime(us, _, _)) => {
+            let t = chrono::DateTime::from_timestamp_micros(us)?;
+            Value::String(t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+        }
+        (ColumnType::Long | ColumnType::Integer, v) => Value::from(v.extract::<i64>()?),
+        (ColumnType::Double, v) => Value::from(v.extract::<f64>()?),
+        (ColumnType::Boolean, AnyValue::Boolean(b)) => Value::Bool(b),
+        _ => return None,
+    })
+}
+
+/// Delta per-file statistics (numRecords; min, max and null count of the table's stats columns).
+pub fn stats_json(def: &'static TableDef, df: &DataFrame) -> String {
+    let mut min = Map::new();
+    let mut max = Map::new();
+    let mut nulls = Map::new();
+    for name in def.stats {
+        let (Some(c), Ok(s)) = (def.column(name), df.column(name)) else {
+            continue;
+        };
+        let s = s.as_materialized_series();
+        nulls.insert((*name).into(), Value::from(s.null_count() as i64));
+        let lo = s.min_reduce().ok().map(|sc| sc.as_any_value().into_static());
+        let hi = s.max_reduce().ok().map(|sc| sc.as_any_value().into_static());
+        if let Some(v) = lo.and_then(|v| json_value(c.ty, v)) {
+            min.insert((*name).into(), v);
+        }
+        if let Some(v) = hi.and_then(|v| json_value(c.ty, v)) {
+            max.insert((*name).into(), v);
+        }
+    }
+    serde_json::json!({
+        "numRecords": df.height(),
+        "minValues": min,
+        "maxValues": max,
+        "nullCount": nulls,
+    })
+    .to_string()
+}
+
+/// Reads one of the table's files.
+pub fn read_parquet(def: &'static TableDef, file: &str, bytes: &[u8]) -> Result<DataFrame, FrameError> {
+    ParquetReader::new(Cursor::new(bytes))
+        .finish()
+        .map_err(|source| FrameError::Read {
+            table: def.name,
+            file: file.to_owned(),
+            source,
+        })
+}
+
+/// An empty frame with the table's columns and types.
+pub fn empty(def: &'static TableDef) -> DataFrame {
+    let cols: Vec<Column> = def
+        .columns
+        .iter()
+        .map(|c| Column::new_empty(c.name.into(), &c.ty.polars()))
+        .collect();
+    DataFrame::new_infer_height(cols).expect("empty columns of one height")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tables::PROCESSING_TIMES;
+
+    #[test]
+    fn conform_orders_casts_sorts_and_refuses_strangers() {
+        let df = df!(
+            "processing_days" => [2.0, 1.0],
+            "processing_seconds" => [172_800i64, 86_400],
+            "service_code" => ["S", "S"],
+            "sector_code" => ["X", "X"],
+            "level" => ["district", "district"],
+            "province_code" => ["KH-01", "KH-01"],
+            "unit_code" => ["KH-0101", "KH-0101"],
+            "date" => [18_700i32, 18_700],
+        )
+        .unwrap();
+        let df = df
+            .lazy()
+            .with_column(col("date").cast(DataType::Date))
+            .collect()
+            .unwrap();
+        let out = conform(&PROCESSING_TIMES, df.clone()).unwrap();
+        let names: Vec<_> = out.get_column_names().iter().map(|s| s.to_string()).collect();
+        assert_eq!(names[0], "date");
+        assert_eq!(
+            out.column("processing_seconds").unwrap().i64().unwrap().get(0),
+            Some(86_400),
+            "sorted by the table's order"
+        );
+        let stats: Value = serde_json::from_str(&stats_json(&PROCESSING_TIMES, &out)).unwrap();
+        assert_eq!(stats["numRecords"], 2);
+        assert_eq!(stats["minValues"]["unit_code"], "KH-0101");
+        assert_eq!(stats["maxValues"]["date"], "2021-03-14");
+        let mut extra = df.clone();
+        extra.with_column(Column::new("surprise".into(), [1i64, 2])).unwrap();
+        assert!(conform(&PROCESSING_TIMES, extra).is_err());
+        assert!(matches!(
+            conform(&PROCESSING_TIMES, df.drop("level").unwrap()),
+            Err(FrameError::MissingColumn { column: "level", .. })
+        ));
+    }
+}

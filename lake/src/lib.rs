@@ -1,0 +1,23 @@
+//! The lake: Delta Lake tables on an object store (a local directory by default, S3 by URL).
+//!
+//! - [`tables`]: every table defined once (columns, sort order, statistics), for every reader
+//!   and writer;
+//! - [`store`]: the object store behind the lake, from a URL;
+//! - [`delta`]: one table: create, write files, commit them with their Kafka offsets (fenced),
+//!   list and read active files;
+//! - [`frame`]: frames conformed to a table, Parquet bytes, Delta file statistics;
+//! - [`snapshot`]: a reader's consistent view of every table at one version each.
+//!
+//! Layout under the store root: `raw/{service_events,complaint_events,unit_days}/` and
+//! `summaries/{services_daily,complaints_daily,unit_days,processing_times}/`, each a Delta table
+//! (`_delta_log/` plus Parquet files).
+
+pub mod delta;
+pub mod frame;
+pub mod snapshot;
+pub mod store;
+pub mod tables;
+
+pub use delta::{app_id, CommitKind, DeltaError, FileInfo, LakeTable};
+pub use snapshot::Snapshot;
+pub use store::{Store, StoreError};

@@ -1,0 +1,135 @@
+//! A reader's view of the lake: every table it needs at one version each, chosen once, so a
+//! report computed from several tables is consistent and says which versions it read.
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDate;
+use polars::prelude::DataFrame;
+use serde::Serialize;
+
+use crate::delta::{DeltaError, FileInfo, LakeTable};
+use crate::store::Store;
+use crate::tables::TableDef;
+
+/// Versions of the tables a reader used (the provenance a report states).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Versions(pub BTreeMap<String, i64>);
+
+impl std::fmt::Display for Versions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(|(t, v)| format!("{t}@v{v}")).collect();
+        f.write_str(&parts.join(", "))
+    }
+}
+
+/// Tables opened at fixed versions.
+pub struct Snapshot {
+    tables: BTreeMap<&'static str, LakeTable>,
+    /// Tables asked for that do not exist yet (nothing was ever written to them).
+    missing: Vec<&'static str>,
+    concurrency: usize,
+}
+
+fn date_of(v: &serde_json::Value) -> Option<NaiveDate> {
+    v.as_str()?.get(..10)?.parse().ok()
+}
+
+impl Snapshot {
+    /// Opens `tables` at their latest versions, or at `versions` where given (time travel).
+    pub async fn open(
+        store: &Store,
+        tables: &[&'static TableDef],
+        versions: Option<&Versions>,
+    ) -> Result<Self, DeltaError> {
+        let mut open = BTreeMap::new();
+        let mut missing = Vec::new();
+        for def in tables {
+            let v = versions.and_then(|vs| vs.0.get(def.name).copied());
+            match LakeTable::open(store, def, v).await? {
+                Some(t) => {
+                    open.insert(def.name, t);
+                }
+                None => missing.push(def.name),
+            }
+        }
+        Ok(Snapshot {
+            tables: open,
+            missing,
+            concurrency: 16,
+        })
+    }
+
+    /// The versions read.
+    pub fn versions(&self) -> Versions {
+        Versions(
+            self.tables
+                .iter()
+                .map(|(n, t)| ((*n).to_owned(), t.version()))
+                .collect(),
+        )
+    }
+
+    /// Tables that do not exist in the store.
+    pub fn missing(&self) -> &[&'static str] {
+        &self.missing
+    }
+
+    /// Active files of a table whose date statistics overlap `[from, to]` (all files when the
+    /// table has no `date` or `event_date` statistics or the file has none).
+    pub async fn files(
+        &self,
+        def: &'static TableDef,
+        from: Option<NaiveDate>,
+        to: Option<NaiveDate>,
+    ) -> Result<Vec<FileInfo>, DeltaError> {
+        let Some(t) = self.tables.get(def.name) else {
+            return Ok(Vec::new());
+        };
+        let col = ["date", "event_date"]
+            .into_iter()
+            .find(|c| def.stats.contains(c));
+        Ok(t.files()
+            .await?
+            .into_iter()
+            .filter(|f| {
+                let Some((lo, hi)) = col.and_then(|c| f.range(c)) else {
+                    return true;
+                };
+                let (lo, hi) = (date_of(lo), date_of(hi));
+                !(matches!((to, lo), (Some(to), Some(lo)) if lo > to)
+                    || matches!((from, hi), (Some(from), Some(hi)) if hi < from))
+            })
+            .collect())
+    }
+
+    /// Rows of a table from the files overlapping `[from, to]` (filter rows yourself: a file
+    /// holds a range of days).
+    pub async fn read(
+        &self,
+        def: &'static TableDef,
+        from: Option<NaiveDate>,
+        to: Option<NaiveDate>,
+    ) -> Result<DataFrame, DeltaError> {
+        let files = self.files(def, from, to).await?;
+        match self.tables.get(def.name) {
+            Some(t) => t.read(&files, self.concurrency).await,
+            None => Ok(crate::frame::empty(def)),
+        }
+    }
+
+    /// The latest day any of the opened tables holds (from file statistics).
+    pub async fn latest_date(&self) -> Result<Option<NaiveDate>, DeltaError> {
+        let mut best: Option<NaiveDate> = None;
+        for (_, t) in &self.tables {
+            let col = ["date", "event_date"]
+                .into_iter()
+                .find(|c| t.def.stats.contains(c));
+            for f in t.files().await? {
+                if let Some(d) = col.and_then(|c| f.range(c)).and_then(|(_, hi)| date_of(hi)) {
+                    best = best.max(Some(d));
+                }
+            }
+        }
+        Ok(best)
+    }
+}
