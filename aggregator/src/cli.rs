@@ -17,11 +17,12 @@ use owsu_lake::Store;
 #[command(
     name = "owsu-aggregator",
     version,
-    about = "Roll OWSU events from Kafka into raw Parquet and daily summaries, exactly once.",
-    long_about = "Roll OWSU events from Kafka into raw Parquet and daily summaries, exactly once.\n\n\
-        Run several instances with the same --group to share the partitions. Offsets are committed only after \
-        the files a batch produced are durable, and events are counted once per event_id, so a crash or a \
-        rebalance at any moment loses and doubles nothing. Bad records go to owsu.dead-letter.v1 with the reason."
+    about = "Roll OWSU events from Kafka into the lake's Delta tables (raw events and daily summaries), exactly once.",
+    long_about = "Roll OWSU events from Kafka into the lake's Delta tables (raw events and daily summaries), exactly once.\n\n\
+        Run several instances with the same --group to share the partitions. Every Delta commit carries the Kafka \
+        offsets it covers, and the tables, not Kafka, say where to resume; an instance that lost its partitions \
+        cannot commit over the new owner. Events are counted once per event_id, so a crash or a rebalance at any \
+        moment loses and doubles nothing. Bad records go to owsu.dead-letter.v1 with the reason."
 )]
 pub struct Cli {
     /// Log format: human (default) or json.
@@ -49,14 +50,21 @@ pub enum LogFormat {
 pub enum Command {
     /// Consume, land raw events, keep summaries current.
     Run(RunArgs),
-    /// Drop every summary and recompute it from raw (the numbers equal the live ones).
+    /// Recompute every summary table from the raw tables, one commit per table (the numbers
+    /// equal the live ones). Stop the aggregators first.
     Rebuild(RebuildArgs),
+    /// Bin-pack the raw tables' small files into large ones (Delta OPTIMIZE); safe while
+    /// aggregators run: readers see the same rows.
+    Compact(CompactArgs),
+    /// Delete files that no table version younger than --retain-hours needs (Delta VACUUM).
+    Vacuum(VacuumArgs),
 }
 
 #[derive(Debug, clap::Args)]
 pub struct StoreArgs {
-    /// Object store: a directory, file:///dir, or s3://bucket/prefix (credentials and endpoint
-    /// from AWS_* variables, e.g. AWS_ENDPOINT and AWS_ALLOW_HTTP=true for MinIO).
+    /// The lake: a directory, file:///dir, or s3://bucket/prefix (credentials and endpoint from
+    /// AWS_* variables, e.g. AWS_ENDPOINT and AWS_ALLOW_HTTP=true for a local S3 server; the
+    /// server must support conditional writes, If-None-Match, which Delta commits rely on).
     #[arg(long, env = "OWSU_STORE", default_value = "data/store")]
     pub store: String,
 
@@ -102,6 +110,27 @@ pub struct RunArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct RebuildArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompactArgs {
+    /// Target size of a compacted file, in MiB (files under half of it are merged).
+    #[arg(long, default_value_t = 128)]
+    pub target_mib: u64,
+
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VacuumArgs {
+    /// Keep every file a table version of the last this-many hours needs (time travel reaches
+    /// back this far; readers still on an older version may fail).
+    #[arg(long, default_value_t = 168)]
+    pub retain_hours: u64,
+
     #[command(flatten)]
     pub store: StoreArgs,
 }
@@ -199,14 +228,14 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Rebuild(a) => {
-            let store = Store::open(&a.store.store)?;
-            let r = rt.block_on(crate::pipeline::rebuild(
+            let store = Store::open_existing(&a.store.store)?;
+            let r = rt.block_on(crate::maintenance::rebuild(
                 &store,
                 &reference,
                 a.store.io_concurrency.max(1),
             ))?;
             println!(
-                "rebuilt summaries from {} raw files ({} events, {} partitions): removed {} files, wrote {} in {:.1} s",
+                "rebuilt summaries from {} raw files ({} events, {} partitions): replaced {} files with {} in {:.1} s",
                 r.raw_files,
                 r.events,
                 r.partitions,
@@ -214,6 +243,39 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 r.written,
                 r.elapsed.as_secs_f64()
             );
+            Ok(0)
+        }
+        Command::Compact(a) => {
+            let store = Store::open_existing(&a.store.store)?;
+            let r = rt.block_on(crate::maintenance::compact(
+                &store,
+                (a.target_mib.max(1) * 1024 * 1024) as i64,
+                a.store.io_concurrency.max(1),
+            ))?;
+            for (table, c) in &r.tables {
+                if c.files_removed == 0 {
+                    println!("{table}: nothing to compact");
+                } else {
+                    println!(
+                        "{table}: {} files merged into {} ({:.1} MiB), version {}",
+                        c.files_removed,
+                        c.files_added,
+                        c.bytes_added as f64 / 1048576.0,
+                        c.version
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Command::Vacuum(a) => {
+            let store = Store::open_existing(&a.store.store)?;
+            let r = rt.block_on(crate::maintenance::vacuum(
+                &store,
+                Duration::from_secs(a.retain_hours * 3600),
+            ))?;
+            for (table, n) in &r {
+                println!("{table}: {n} files deleted");
+            }
             Ok(0)
         }
     }

@@ -1,14 +1,17 @@
 //! The aggregator: a Kafka consumer group that lands raw events exactly once and keeps the
 //! columnar summaries up to date.
 //!
-//! - [`pipeline`]: the consumer loop and its ordering guarantees (files durable, then commit);
-//! - [`raw`]: raw landing in Parquet, named by Kafka offsets;
+//! - [`pipeline`]: the consumer loop; raw and summary commits carry the Kafka offsets (the lake
+//!   says where to resume) and are fenced against a partition's previous owner;
+//! - [`raw`]: events as rows of the lake's raw tables;
 //! - [`summary`]: per-partition state and the summary tables, a pure function of raw;
+//! - [`maintenance`]: rebuild, compact, vacuum;
 //! - [`metrics`]: typed telemetry and the Prometheus endpoint;
 //! - [`cli`]: the `owsu-aggregator` command.
 
 pub mod cli;
 pub mod kafka;
+pub mod maintenance;
 pub mod metrics;
 pub mod pipeline;
 pub mod raw;

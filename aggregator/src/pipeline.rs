@@ -1,43 +1,48 @@
-//! The consumer loop: Kafka → raw Parquet → summaries → offset commit.
+//! The consumer loop: Kafka → raw Delta tables → summary Delta tables, exactly once by the table.
 //!
-//! One batch at a time, in this order, so that every accepted event is counted exactly once
-//! whatever crashes:
-//! 1. collect messages until the batch is full or `linger` has passed since its first message
-//!    (idle partitions hold nothing back: the clock runs from the first message, not per partition);
+//! One batch at a time, in this order:
+//! 1. collect messages until the batch is full or `linger` has passed since its first message;
 //! 2. decode and validate; bad records go to the dead-letter topic with the reason and their
-//!    source topic/partition/offset in headers;
-//! 3. land the good ones as raw Parquet (names derived from offsets, so a replay overwrites);
-//! 4. fold them into the per-partition state and rewrite the summary months they touched;
-//! 5. wait for the dead-letter acknowledgements, then commit the offsets synchronously.
+//!    source topic/partition/offset in headers, and their acknowledgements are awaited;
+//! 3. append the good ones to the raw tables, one file per table, committed with the batch's last
+//!    offset of each partition in a Delta `txn` action (app id `<topic>/<partition>`);
+//! 4. fold them into the per-partition state and replace the summary files of the months they
+//!    touched, each summary table's commit carrying the same offsets;
+//! 5. commit the offsets to Kafka too, for lag monitoring only.
 //!
-//! A crash before 5 replays the batch from the last commit: raw files are rewritten under the
-//! same names, events already in the state are duplicates by `event_id`, and their months are
-//! rewritten again. If a rebalance happens while a batch is being collected the batch is
-//! dropped uncommitted; whoever owns the partitions next reads it again.
+//! The tables, not Kafka, say where to resume: on every assignment the consumer starts each
+//! partition after the lowest offset its raw and summary tables hold. A crash between steps 3
+//! and 4 replays the batch: its rows are already in raw (not appended again, the txn says so),
+//! the state counts them once by `event_id`, and the summaries are written. Every commit checks
+//! that the table's offsets are the ones this instance expects; if another instance committed
+//! the partition meanwhile (this one stalled past its session timeout), the commit is refused,
+//! the batch dropped, and the offsets read again.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures::StreamExt;
+use deltalake::kernel::Action;
+use owsu_lake::tables::{TableDef, RAW, SUMMARIES};
+use owsu_lake::{app_id, CommitKind, DeltaError, FileInfo, LakeTable, Store};
 use owsu_schemas::record::RecordKind;
 use owsu_schemas::reference::Reference;
 use owsu_schemas::time::now_millis;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message};
 use tokio::runtime::Handle;
 
 use crate::kafka::KafkaArgs;
 use crate::metrics::{BatchCommitted, DeadLettered, Metrics};
 use crate::raw::{self, Landed};
-use owsu_lake::Store;
-use crate::summary::{parquet_bytes, Codes, PartitionState, Table};
+use crate::summary::{self, Codes, Month, MonthRows, PartitionState, Table};
 
 /// How the aggregator runs.
 #[derive(Clone)]
@@ -75,11 +80,25 @@ impl RunReport {
     }
 }
 
+/// Which tables hold offsets of a topic partition: its kind's raw table and every summary table.
+fn tables_of(kind: RecordKind) -> impl Iterator<Item = &'static TableDef> {
+    std::iter::once(RAW[kind as usize]).chain(SUMMARIES)
+}
+
+/// The offsets the lake holds, per (table, app id): what each commit must find to go through.
+type LakeOffsets = HashMap<(&'static str, String), Option<i64>>;
+
 /// Rebalance bookkeeping shared with librdkafka's callbacks.
 pub struct GroupContext {
     assigned: Mutex<HashSet<(String, i32)>>,
     generation: AtomicU64,
     metrics: Arc<Metrics>,
+    /// Offsets read from the lake at assignment and advanced by this instance's commits.
+    offsets: Mutex<LakeOffsets>,
+    /// An assignment whose offsets could not be read: the loop stops with this error.
+    failed: Mutex<Option<String>>,
+    store: Store,
+    rt: Handle,
 }
 
 impl ClientContext for GroupContext {
@@ -94,58 +113,140 @@ impl ClientContext for GroupContext {
     }
 }
 
-impl ConsumerContext for GroupContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            self.generation.fetch_add(1, Ordering::SeqCst);
-            let mut a = self.assigned.lock().expect("assignment lock");
-            for e in tpl.elements() {
-                a.remove(&(e.topic().to_owned(), e.partition()));
-            }
-            tracing::info!(partitions = tpl.count(), "partitions revoked");
-        }
-    }
-
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(tpl) => {
-                self.generation.fetch_add(1, Ordering::SeqCst);
-                let mut a = self.assigned.lock().expect("assignment lock");
-                for e in tpl.elements() {
-                    a.insert((e.topic().to_owned(), e.partition()));
+impl GroupContext {
+    /// Reads the lake's offsets of these topic partitions into `offsets` and returns where each
+    /// must resume: after the lowest offset any of its tables holds (the start when one holds
+    /// none).
+    fn read_lake_offsets(&self, tps: &[(String, i32)]) -> anyhow::Result<Vec<Offset>> {
+        self.rt.block_on(async {
+            let mut tables: HashMap<&'static str, LakeTable> = HashMap::new();
+            for def in RAW.into_iter().chain(SUMMARIES) {
+                if let Some(t) = LakeTable::open(&self.store, def, None).await? {
+                    tables.insert(def.name, t);
                 }
-                let parts: Vec<i32> = tpl
+            }
+            let mut starts = Vec::with_capacity(tps.len());
+            let mut offsets = LakeOffsets::new();
+            for (topic, p) in tps {
+                let kind = raw::kind_of_topic(topic)
+                    .with_context(|| format!("topic {topic} carries no known record kind"))?;
+                let app = app_id(topic, *p);
+                let mut lowest: Option<Option<i64>> = None;
+                for def in tables_of(kind) {
+                    let v = match tables.get(def.name) {
+                        Some(t) => t.txn_version(&app).await?,
+                        None => None,
+                    };
+                    offsets.insert((def.name, app.clone()), v);
+                    lowest = Some(match lowest {
+                        None => v,
+                        Some(l) => l.zip(v).map(|(a, b)| a.min(b)),
+                    });
+                }
+                starts.push(match lowest.flatten() {
+                    Some(o) => Offset::Offset(o + 1),
+                    None => Offset::Beginning,
+                });
+            }
+            self.offsets.lock().expect("offsets lock").extend(offsets);
+            anyhow::Ok(starts)
+        })
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    // The default assigns at Kafka's committed offsets; we assign at the lake's.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.generation.fetch_add(1, Ordering::SeqCst);
+                let tps: Vec<(String, i32)> = tpl
                     .elements()
                     .iter()
-                    .map(|e| e.partition())
-                    .collect::<HashSet<_>>()
-                    .into_iter()
+                    .map(|e| (e.topic().to_owned(), e.partition()))
                     .collect();
-                tracing::info!(partitions = ?parts, "partitions assigned");
+                match self.read_lake_offsets(&tps) {
+                    Ok(starts) => {
+                        for ((t, p), o) in tps.iter().zip(starts) {
+                            if let Err(e) = tpl.set_partition_offset(t, *p, o) {
+                                *self.failed.lock().expect("lock") =
+                                    Some(format!("setting the start of {t}/{p}: {e}"));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        *self.failed.lock().expect("lock") =
+                            Some(format!("reading the lake's offsets at assignment: {e:#}"))
+                    }
+                }
+                if let Err(e) = consumer.assign(tpl) {
+                    *self.failed.lock().expect("lock") = Some(format!("assigning: {e}"));
+                }
+                let mut a = self.assigned.lock().expect("assignment lock");
+                a.extend(tps.iter().cloned());
+                let parts: BTreeSet<i32> = tps.iter().map(|(_, p)| *p).collect();
+                tracing::info!(partitions = ?parts, "partitions assigned; resuming at the offsets the lake holds");
             }
-            Rebalance::Error(e) => tracing::error!("rebalance error: {e}"),
-            Rebalance::Revoke(_) => {}
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.generation.fetch_add(1, Ordering::SeqCst);
+                {
+                    let mut a = self.assigned.lock().expect("assignment lock");
+                    let mut o = self.offsets.lock().expect("offsets lock");
+                    for e in tpl.elements() {
+                        a.remove(&(e.topic().to_owned(), e.partition()));
+                        let app = app_id(e.topic(), e.partition());
+                        o.retain(|(_, k), _| *k != app);
+                    }
+                }
+                if let Err(e) = consumer.unassign() {
+                    tracing::warn!("unassigning: {e}");
+                }
+                tracing::info!(partitions = tpl.count(), "partitions revoked");
+            }
+            other => tracing::error!("rebalance error: {other:?}"),
         }
     }
+}
+
+/// The lake's tables, open for writing.
+struct Tables {
+    /// By record kind.
+    raw: Vec<LakeTable>,
+    /// In `Table::ALL` order.
+    summaries: Vec<LakeTable>,
 }
 
 /// The aggregator's consumer loop and state.
 pub struct Pipeline {
     config: PipelineConfig,
-    store: Store,
     reference: Reference,
     codes: Codes,
     consumer: BaseConsumer<GroupContext>,
     dlq: FutureProducer,
     topics: [String; 3],
+    tables: Tables,
     states: HashMap<i32, PartitionState>,
-    next_offset: HashMap<(String, i32), i64>,
     targets: HashMap<(String, i32), (i64, i64)>,
-    /// Raw keys per topic, listed once per rebalance generation: a new owner loading several
-    /// partitions lists the store once, not once per partition.
-    raw_listing: Option<(u64, HashMap<String, Vec<String>>)>,
     metrics: Arc<Metrics>,
     rt: Handle,
+}
+
+/// A batch was refused because another instance committed one of its partitions.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Fenced(DeltaError);
+
+fn fence(e: DeltaError) -> anyhow::Error {
+    if e.is_fenced() {
+        anyhow::Error::new(Fenced(e))
+    } else {
+        anyhow::Error::new(e)
+    }
 }
 
 impl Pipeline {
@@ -156,6 +257,17 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         rt: Handle,
     ) -> anyhow::Result<Self> {
+        let tables = rt.block_on(async {
+            let mut raw = Vec::new();
+            for def in RAW {
+                raw.push(LakeTable::open_or_create(&store, def).await?);
+            }
+            let mut summaries = Vec::new();
+            for t in Table::ALL {
+                summaries.push(LakeTable::open_or_create(&store, t.def()).await?);
+            }
+            anyhow::Ok(Tables { raw, summaries })
+        })?;
         let topics = RecordKind::ALL.map(|k| config.kafka.topic(k.topic()));
         let mut c = config.kafka.client_config();
         c.set("group.id", &config.group)
@@ -182,6 +294,10 @@ impl Pipeline {
             assigned: Mutex::default(),
             generation: AtomicU64::new(0),
             metrics: metrics.clone(),
+            offsets: Mutex::default(),
+            failed: Mutex::default(),
+            store,
+            rt: rt.clone(),
         };
         let consumer: BaseConsumer<GroupContext> = c
             .create_with_context(ctx)
@@ -198,16 +314,14 @@ impl Pipeline {
         let codes = Codes::new(&reference);
         Ok(Pipeline {
             config,
-            store,
             reference,
             codes,
             consumer,
             dlq,
             topics,
+            tables,
             states: HashMap::new(),
-            next_offset: HashMap::new(),
             targets: HashMap::new(),
-            raw_listing: None,
             metrics,
             rt,
         })
@@ -238,8 +352,8 @@ impl Pipeline {
         Ok(())
     }
 
-    fn caught_up(&mut self) -> anyhow::Result<bool> {
-        let assigned: Vec<(String, i32)> = self
+    fn assigned(&self) -> Vec<(String, i32)> {
+        let mut v: Vec<_> = self
             .consumer
             .context()
             .assigned
@@ -248,50 +362,42 @@ impl Pipeline {
             .iter()
             .cloned()
             .collect();
+        v.sort();
+        v
+    }
+
+    /// Caught up when every assigned partition's tables all hold its high watermark at start.
+    fn caught_up(&self) -> bool {
+        let assigned = self.assigned();
         if assigned.is_empty() {
-            return Ok(false);
+            return false;
         }
-        let mut unknown = TopicPartitionList::new();
-        for (t, p) in &assigned {
+        let offsets = self.consumer.context().offsets.lock().expect("lock");
+        assigned.iter().all(|(t, p)| {
             let (low, high) = self
                 .targets
                 .get(&(t.clone(), *p))
                 .copied()
                 .unwrap_or((0, 0));
-            let done = high <= low
-                || self
-                    .next_offset
-                    .get(&(t.clone(), *p))
-                    .is_some_and(|n| *n >= high);
-            if !done {
-                unknown.add_partition(t, *p);
+            if high <= low {
+                return true;
             }
-        }
-        if unknown.count() == 0 {
-            return Ok(true);
-        }
-        // Partitions we have not read from in this run may have been finished by an earlier one.
-        let committed = self
-            .consumer
-            .committed_offsets(unknown, Duration::from_secs(10))?;
-        for e in committed.elements() {
-            let high = self
-                .targets
-                .get(&(e.topic().to_owned(), e.partition()))
-                .map(|t| t.1)
-                .unwrap_or(0);
-            match e.offset() {
-                Offset::Offset(o) if o >= high => {
-                    self.next_offset
-                        .insert((e.topic().to_owned(), e.partition()), o);
-                }
-                _ => return Ok(false),
-            }
-        }
-        Ok(true)
+            let Some(kind) = raw::kind_of_topic(t) else {
+                return true;
+            };
+            let app = app_id(t, *p);
+            tables_of(kind).all(|def| {
+                offsets
+                    .get(&(def.name, app.clone()))
+                    .copied()
+                    .flatten()
+                    .is_some_and(|o| o + 1 >= high)
+            })
+        })
     }
 
-    /// Loads a partition's state from the raw files of every earlier owner.
+    /// Loads a partition's state from the raw tables (the files whose statistics say they hold
+    /// rows of that partition).
     fn ensure_loaded(&mut self, partition: i32) -> anyhow::Result<()> {
         if self.states.contains_key(&partition) {
             return Ok(());
@@ -299,46 +405,29 @@ impl Pipeline {
         let started = Instant::now();
         let mut state = PartitionState::default();
         let mut files = 0;
-        let generation = self.consumer.context().generation.load(Ordering::SeqCst);
-        if self
-            .raw_listing
-            .as_ref()
-            .is_none_or(|(g, _)| *g != generation)
-        {
-            let mut listing = HashMap::new();
-            for topic in &self.topics {
-                listing.insert(
-                    topic.clone(),
-                    self.rt
-                        .block_on(self.store.list(&format!("raw/{topic}/")))?,
-                );
-            }
-            self.raw_listing = Some((generation, listing));
-        }
-        for (kind, topic) in RecordKind::ALL.into_iter().zip(self.topics.iter()) {
-            let keys = &self.raw_listing.as_ref().expect("listed above").1[topic];
-            let mine: Vec<String> = keys
-                .iter()
-                .filter(|k| {
-                    raw::parse_raw_key(k).is_some_and(|(t, p, _)| &t == topic && p == partition)
-                })
-                .cloned()
-                .collect();
-            let store = self.store.clone();
-            let fetched: Vec<_> = self.rt.block_on(
-                futures::stream::iter(mine.into_iter().map(|k| {
-                    let store = store.clone();
-                    async move { store.get(&k).await.map(|b| (k, b)) }
-                }))
-                .buffer_unordered(self.config.write_concurrency)
-                .collect::<Vec<_>>(),
-            );
-            for f in fetched {
-                let (key, bytes) = f?;
-                for l in raw::from_parquet(&key, kind, &bytes)? {
-                    state.apply(&l.event, &self.codes);
-                }
-                files += 1;
+        let conc = self.config.write_concurrency;
+        for (kind, table) in RecordKind::ALL.into_iter().zip(self.tables.raw.iter_mut()) {
+            let rows = self.rt.block_on(async {
+                table.refresh().await?;
+                let mine: Vec<FileInfo> = table
+                    .files()
+                    .await?
+                    .into_iter()
+                    .filter(|f| match f.range("kafka_partition") {
+                        Some((lo, hi)) => {
+                            lo.as_i64().is_none_or(|lo| lo <= partition as i64)
+                                && hi.as_i64().is_none_or(|hi| hi >= partition as i64)
+                        }
+                        None => true,
+                    })
+                    .collect();
+                files += mine.len();
+                table.read(&mine, conc).await
+            })?;
+            let mask = polars::prelude::ChunkCompareEq::equal(rows.column("kafka_partition")?.i32()?, partition);
+            let rows = rows.filter(&mask)?;
+            for l in raw::from_frame(table.def.name, kind, &rows)? {
+                state.apply(&l.event, &self.codes);
             }
         }
         state.take_dirty();
@@ -347,9 +436,22 @@ impl Pipeline {
             files,
             events = state.events,
             took_ms = started.elapsed().as_millis() as u64,
-            "partition state loaded from raw"
+            "partition state loaded from the raw tables"
         );
         self.states.insert(partition, state);
+        Ok(())
+    }
+
+    /// After a refused commit: forget the state, read the lake's offsets again and resume there.
+    fn reseek(&mut self) -> anyhow::Result<()> {
+        self.states.clear();
+        let tps = self.assigned();
+        let starts = self.consumer.context().read_lake_offsets(&tps)?;
+        for ((t, p), o) in tps.iter().zip(starts) {
+            self.consumer
+                .seek(t, *p, o, Duration::from_secs(10))
+                .with_context(|| format!("seeking {t}/{p} to the lake's offset"))?;
+        }
         Ok(())
     }
 
@@ -367,6 +469,9 @@ impl Pipeline {
         }
         let mut last_progress = Instant::now();
         loop {
+            if let Some(e) = self.consumer.context().failed.lock().expect("lock").take() {
+                anyhow::bail!("{e}");
+            }
             if shutdown.load(Ordering::SeqCst) {
                 tracing::info!("shutdown requested: last batch committed, leaving the group");
                 break;
@@ -381,15 +486,23 @@ impl Pipeline {
                 continue;
             }
             if batch.is_empty() {
-                if self.config.until_caught_up && self.caught_up()? {
+                if self.config.until_caught_up && self.caught_up() {
                     tracing::info!(
-                        "caught up: everything present at start-up is processed and committed"
+                        "caught up: everything present at start-up is in the lake"
                     );
                     break;
                 }
                 continue;
             }
-            let b = self.process(batch)?;
+            let b = match self.process(batch) {
+                Ok(b) => b,
+                Err(e) if e.downcast_ref::<Fenced>().is_some() => {
+                    tracing::warn!("{e}: another instance owns a partition of this batch; reading the lake's offsets again");
+                    self.reseek()?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             report.messages += b.messages as u64;
             for i in 0..3 {
                 report.accepted[i] += b.accepted[i];
@@ -414,15 +527,7 @@ impl Pipeline {
     }
 
     fn drop_revoked_state(&mut self) {
-        let assigned: HashSet<i32> = self
-            .consumer
-            .context()
-            .assigned
-            .lock()
-            .expect("lock")
-            .iter()
-            .map(|(_, p)| *p)
-            .collect();
+        let assigned: HashSet<i32> = self.assigned().into_iter().map(|(_, p)| p).collect();
         self.states.retain(|p, _| assigned.contains(p));
     }
 
@@ -459,25 +564,30 @@ impl Pipeline {
         Ok(batch)
     }
 
+    fn offsets(&self) -> LakeOffsets {
+        self.consumer.context().offsets.lock().expect("lock").clone()
+    }
+
+    fn advance(&self, table: &'static str, offsets: &HashMap<String, i64>) {
+        let mut o = self.consumer.context().offsets.lock().expect("lock");
+        for (app, off) in offsets {
+            o.insert((table, app.clone()), Some(*off));
+        }
+    }
+
     fn process(&mut self, batch: Vec<OwnedMessage>) -> anyhow::Result<BatchCommitted> {
         let started = Instant::now();
         let now = now_millis();
-        let mut landed: Vec<(String, Landed)> = Vec::with_capacity(batch.len());
+        let mut landed: Vec<(RecordKind, Landed)> = Vec::with_capacity(batch.len());
         let mut dead = Vec::new();
-        let mut first: BTreeMap<(String, i32), i64> = BTreeMap::new();
         let mut last: BTreeMap<(String, i32), i64> = BTreeMap::new();
         for m in &batch {
-            let tp = (m.topic().to_owned(), m.partition());
-            first
-                .entry(tp.clone())
-                .and_modify(|o| *o = (*o).min(m.offset()))
-                .or_insert(m.offset());
-            last.entry(tp)
+            last.entry((m.topic().to_owned(), m.partition()))
                 .and_modify(|o| *o = (*o).max(m.offset()))
                 .or_insert(m.offset());
             match self.check(m, now) {
                 Ok(event) => landed.push((
-                    m.topic().to_owned(),
+                    event.kind(),
                     Landed {
                         event,
                         partition: m.partition(),
@@ -537,61 +647,7 @@ impl Pipeline {
             );
         }
 
-        // Raw landing.
-        let groups = raw::group_for_landing(landed.iter().map(|(t, l)| (t.as_str(), l)));
-        let mut files: Vec<(String, Vec<u8>)> = Vec::with_capacity(groups.len());
-        for ((topic, partition, date), rows) in &groups {
-            let kind = raw::kind_of_topic(topic).expect("checked in check()");
-            let first_offset = first[&(topic.clone(), *partition)];
-            files.push((
-                raw::raw_key(topic, *date, *partition, first_offset),
-                raw::to_parquet(kind, rows)?,
-            ));
-        }
-
-        // Fold into state; recompute the touched months.
-        let mut accepted = [0u64; 3];
-        let mut duplicates = 0;
-        for (_, l) in &landed {
-            self.ensure_loaded(l.partition)?;
-            accepted[l.event.kind() as usize] += 1;
-            let state = self.states.get_mut(&l.partition).expect("loaded");
-            if state.apply(&l.event, &self.codes) == crate::summary::Applied::Duplicate {
-                duplicates += 1;
-            }
-        }
-        let mut deletes = Vec::new();
-        let mut partitions: Vec<i32> = landed
-            .iter()
-            .map(|(_, l)| l.partition)
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        partitions.sort_unstable();
-        for p in partitions {
-            let state = self.states.get_mut(&p).expect("loaded");
-            for m in state.take_dirty() {
-                let rows = state.month(m, &self.codes);
-                for t in Table::ALL {
-                    if rows.is_empty(t) {
-                        deletes.push(t.key(m, p));
-                    } else {
-                        files.push((
-                            t.key(m, p),
-                            parquet_bytes(&mut rows.frame(t, &self.codes)?)?,
-                        ));
-                    }
-                }
-            }
-        }
-        let n_files = files.len() as u64;
-        let store = self.store.clone();
-        let conc = self.config.write_concurrency;
         self.rt.block_on(async {
-            store.put_all(files, conc).await?;
-            for k in deletes {
-                store.delete(&k).await?;
-            }
             for d in deliveries {
                 match d.await {
                     Ok(Ok(_)) => {}
@@ -602,15 +658,144 @@ impl Pipeline {
             anyhow::Ok(())
         })?;
 
-        // Everything is durable: commit.
+        // Every partition of the batch has its state before anything is committed.
+        let partitions: BTreeSet<i32> = last.keys().map(|(_, p)| *p).collect();
+        for p in &partitions {
+            self.ensure_loaded(*p)?;
+        }
+
+        // Raw: one file per table, rows not already in it (a replay after a crash), with offsets.
+        let known = self.offsets();
+        let mut n_files = 0u64;
+        for kind in RecordKind::ALL {
+            let topic = &self.topics[kind as usize];
+            let table = &mut self.tables.raw[kind as usize];
+            let name = table.def.name;
+            let done = |p: i32| {
+                known
+                    .get(&(name, app_id(topic, p)))
+                    .copied()
+                    .flatten()
+            };
+            let mut offsets = HashMap::new();
+            let mut expected = HashMap::new();
+            for ((t, p), o) in &last {
+                if t == topic && done(*p).is_none_or(|d| *o > d) {
+                    offsets.insert(app_id(t, *p), *o);
+                    expected.insert(app_id(t, *p), done(*p));
+                }
+            }
+            if offsets.is_empty() {
+                continue;
+            }
+            let rows: Vec<&Landed> = landed
+                .iter()
+                .filter(|(k, l)| *k == kind && done(l.partition).is_none_or(|d| l.offset > d))
+                .map(|(_, l)| l)
+                .collect();
+            self.rt.block_on(async {
+                let mut actions = Vec::new();
+                if !rows.is_empty() {
+                    let df = raw::to_frame(kind, &rows)?;
+                    let add = table
+                        .write_file(&format!("part-{}.parquet", uuid::Uuid::new_v4().simple()), df)
+                        .await
+                        .map_err(fence)?;
+                    actions.push(Action::Add(add));
+                    n_files += 1;
+                }
+                table
+                    .commit(actions, &offsets, &expected, CommitKind::Write)
+                    .await
+                    .map_err(fence)?;
+                anyhow::Ok(())
+            })?;
+            self.advance(name, &offsets);
+        }
+
+        // Fold into state.
+        let mut accepted = [0u64; 3];
+        let mut duplicates = 0;
+        for (kind, l) in &landed {
+            accepted[*kind as usize] += 1;
+            let state = self.states.get_mut(&l.partition).expect("loaded above");
+            if state.apply(&l.event, &self.codes) == summary::Applied::Duplicate {
+                duplicates += 1;
+            }
+        }
+
+        // Summaries: the touched months of each partition, every table, with the offsets.
+        let mut months: Vec<((i32, Month), MonthRows)> = Vec::new();
+        for p in &partitions {
+            let state = self.states.get_mut(p).expect("loaded above");
+            for m in state.take_dirty() {
+                months.push(((*p, m), state.month(m, &self.codes)));
+            }
+        }
+        let known = self.offsets();
+        for (i, t) in Table::ALL.into_iter().enumerate() {
+            let name = t.def().name;
+            let mut offsets = HashMap::new();
+            let mut expected = HashMap::new();
+            for ((topic, p), o) in &last {
+                let app = app_id(topic, *p);
+                let done = known.get(&(name, app.clone())).copied().flatten();
+                if done.is_none_or(|d| *o > d) {
+                    offsets.insert(app.clone(), *o);
+                    expected.insert(app, done);
+                }
+            }
+            if offsets.is_empty() && months.is_empty() {
+                continue;
+            }
+            let table = &mut self.tables.summaries[i];
+            let codes = &self.codes;
+            let written = self.rt.block_on(async {
+                table.refresh().await.map_err(fence)?;
+                let mut old: HashMap<(Month, i32), Vec<FileInfo>> = HashMap::new();
+                for f in table.files().await.map_err(fence)? {
+                    if let Some(k) = summary::parse_file_name(&f.path) {
+                        old.entry(k).or_default().push(f);
+                    }
+                }
+                let mut actions = Vec::new();
+                let mut writes = Vec::new();
+                for ((p, m), rows) in &months {
+                    for f in old.remove(&(*m, *p)).unwrap_or_default() {
+                        actions.push(LakeTable::remove(&f, true));
+                    }
+                    if !rows.is_empty(t) {
+                        writes.push((summary::file_name(*m, *p), rows.frame(t, codes)?));
+                    }
+                }
+                let n = writes.len() as u64;
+                let table_ref = &*table;
+                let adds = futures::future::try_join_all(
+                    writes
+                        .into_iter()
+                        .map(|(name, df)| async move { table_ref.write_file(&name, df).await }),
+                )
+                .await
+                .map_err(fence)?;
+                actions.extend(adds.into_iter().map(Action::Add));
+                table
+                    .commit(actions, &offsets, &expected, CommitKind::Write)
+                    .await
+                    .map_err(fence)?;
+                anyhow::Ok(n)
+            })?;
+            n_files += written;
+            self.advance(name, &offsets);
+        }
+
+        // Kafka's committed offsets are for lag monitoring only: the lake says where to resume.
         let mut tpl = TopicPartitionList::new();
         for ((t, p), o) in &last {
             tpl.add_partition_offset(t, *p, Offset::Offset(o + 1))?;
-            self.next_offset.insert((t.clone(), *p), o + 1);
         }
-        self.consumer
-            .commit(&tpl, CommitMode::Sync)
-            .context("committing offsets")?;
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            tracing::debug!("committing offsets to Kafka (monitoring only): {e}");
+        }
         Ok(BatchCommitted {
             messages: batch.len(),
             accepted,
@@ -654,67 +839,3 @@ impl Pipeline {
     }
 }
 
-/// Recomputes every summary from raw: drops `summaries/` and writes it again.
-pub async fn rebuild(
-    store: &Store,
-    reference: &Reference,
-    concurrency: usize,
-) -> anyhow::Result<RebuildReport> {
-    let started = Instant::now();
-    let codes = Codes::new(reference);
-    let keys = store.list("raw/").await?;
-    let mut states: BTreeMap<i32, PartitionState> = BTreeMap::new();
-    let fetched: Vec<_> = futures::stream::iter(keys.iter().filter_map(|k| {
-        let (topic, partition, _) = raw::parse_raw_key(k)?;
-        let kind = raw::kind_of_topic(&topic)?;
-        let store = store.clone();
-        let k = k.clone();
-        Some(async move { store.get(&k).await.map(|b| (k, kind, partition, b)) })
-    }))
-    .buffer_unordered(concurrency)
-    .collect()
-    .await;
-    let mut events = 0u64;
-    let raw_files = fetched.len();
-    for f in fetched {
-        let (key, kind, partition, bytes) = f?;
-        let state = states.entry(partition).or_default();
-        for l in raw::from_parquet(&key, kind, &bytes)? {
-            state.apply(&l.event, &codes);
-            events += 1;
-        }
-    }
-    let removed = store.delete_prefix("summaries/").await?;
-    let mut files = Vec::new();
-    for (p, state) in &states {
-        for m in state.all_months() {
-            let rows = state.month(m, &codes);
-            for t in Table::ALL {
-                if !rows.is_empty(t) {
-                    files.push((t.key(m, *p), parquet_bytes(&mut rows.frame(t, &codes)?)?));
-                }
-            }
-        }
-    }
-    let written = files.len();
-    store.put_all(files, concurrency).await?;
-    Ok(RebuildReport {
-        raw_files,
-        events,
-        partitions: states.len(),
-        removed,
-        written,
-        elapsed: started.elapsed(),
-    })
-}
-
-/// What a rebuild did.
-#[derive(Debug, Clone, Copy)]
-pub struct RebuildReport {
-    pub raw_files: usize,
-    pub events: u64,
-    pub partitions: usize,
-    pub removed: usize,
-    pub written: usize,
-    pub elapsed: Duration,
-}

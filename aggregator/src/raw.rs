@@ -1,15 +1,11 @@
-//! Raw landing: the decoded events, as they arrived, in Parquet.
+//! Raw landing: the decoded events, as they arrived, as rows of the lake's raw tables.
 //!
-//! `raw/<topic>/date=YYYY-MM-DD/<topic>+<partition>+<first-offset>.parquet`. A file holds the
-//! events of one batch, one topic partition and one day (Cambodia time; `date` of a unit-day).
-//! The name is a function of the Kafka offsets it starts at: after a crash the batch is
-//! consumed again from the committed offset and written under the same name, so a rewrite is
-//! harmless. Every row keeps its `kafka_partition` and `kafka_offset`.
+//! One table per record kind (`owsu_lake::tables::RAW`); a batch adds one file per table, rows
+//! sorted by unit and event time, each row keeping its `kafka_partition` and `kafka_offset`. The
+//! batch's last offset per partition is committed with the file (a Delta `txn` action), so a
+//! replayed batch is recognised and not appended twice.
 
-use std::collections::BTreeMap;
-use std::io::Cursor;
-
-use chrono::NaiveDate;
+use owsu_lake::tables::{TableDef, RAW};
 use owsu_schemas::record::{
     ComplaintEvent, ComplaintStage, Event, RecordKind, ServiceEvent, ServiceStage, UnitDayClosed,
 };
@@ -25,27 +21,9 @@ pub struct Landed {
     pub offset: i64,
 }
 
-/// The day directory an event lands in.
-pub fn land_date(e: &Event) -> NaiveDate {
-    match e {
-        Event::Service(s) => local_date(s.occurred_at),
-        Event::Complaint(c) => local_date(c.occurred_at),
-        Event::UnitDay(u) => u.date,
-    }
-}
-
-/// Object key of a raw file.
-pub fn raw_key(topic: &str, date: NaiveDate, partition: i32, first_offset: i64) -> String {
-    format!("raw/{topic}/date={date}/{topic}+{partition}+{first_offset}.parquet")
-}
-
-/// Parses `<topic>+<partition>+<offset>.parquet` from a raw key.
-pub fn parse_raw_key(key: &str) -> Option<(String, i32, i64)> {
-    let file = key.rsplit('/').next()?.strip_suffix(".parquet")?;
-    let mut parts = file.rsplitn(3, '+');
-    let offset = parts.next()?.parse().ok()?;
-    let partition = parts.next()?.parse().ok()?;
-    Some((parts.next()?.to_owned(), partition, offset))
+/// The raw table of a record kind.
+pub fn table_of(kind: RecordKind) -> &'static TableDef {
+    RAW[kind as usize]
 }
 
 /// Which record kind a topic name carries (a deployment prefix may precede the base name).
@@ -56,11 +34,18 @@ pub fn kind_of_topic(topic: &str) -> Option<RecordKind> {
 }
 
 fn ts(name: &str, v: Vec<i64>) -> PolarsResult<Column> {
-    Series::new(name.into(), v)
+    // Delta timestamps are microseconds; events carry milliseconds.
+    Series::new(name.into(), v.into_iter().map(|ms| ms * 1000).collect::<Vec<_>>())
         .cast(&DataType::Datetime(
-            TimeUnit::Milliseconds,
+            TimeUnit::Microseconds,
             Some(TimeZone::UTC),
         ))
+        .map(Column::from)
+}
+
+fn dates(name: &str, v: Vec<i32>) -> PolarsResult<Column> {
+    Series::new(name.into(), v)
+        .cast(&DataType::Date)
         .map(Column::from)
 }
 
@@ -72,11 +57,11 @@ where
     Column::from(Series::new(name.into(), v))
 }
 
-/// Encodes events of one kind (all of the same topic partition and day) as Parquet bytes.
-pub fn to_parquet(kind: RecordKind, rows: &[&Landed]) -> PolarsResult<Vec<u8>> {
+/// The rows of `kind`'s raw table for these events (all of that kind), unsorted.
+pub fn to_frame(kind: RecordKind, rows: &[&Landed]) -> PolarsResult<DataFrame> {
     let part: Vec<i32> = rows.iter().map(|r| r.partition).collect();
     let off: Vec<i64> = rows.iter().map(|r| r.offset).collect();
-    let mut df = match kind {
+    let df = match kind {
         RecordKind::Service => {
             let ev: Vec<&ServiceEvent> = rows
                 .iter()
@@ -139,6 +124,12 @@ pub fn to_parquet(kind: RecordKind, rows: &[&Landed]) -> PolarsResult<Vec<u8>> {
                     "window_no",
                     ev.iter().map(|e| e.window_no).collect::<Vec<_>>(),
                 ),
+                dates(
+                    "event_date",
+                    ev.iter()
+                        .map(|e| date_to_epoch_day(local_date(e.occurred_at)))
+                        .collect(),
+                )?,
                 col("kafka_partition", part),
                 col("kafka_offset", off),
             ])?
@@ -189,6 +180,12 @@ pub fn to_parquet(kind: RecordKind, rows: &[&Landed]) -> PolarsResult<Vec<u8>> {
                         .map(|e| e.supersedes_event_id.map(|u| u.to_string()))
                         .collect::<Vec<_>>(),
                 ),
+                dates(
+                    "event_date",
+                    ev.iter()
+                        .map(|e| date_to_epoch_day(local_date(e.occurred_at)))
+                        .collect(),
+                )?,
                 col("kafka_partition", part),
                 col("kafka_offset", off),
             ])?
@@ -232,32 +229,14 @@ pub fn to_parquet(kind: RecordKind, rows: &[&Landed]) -> PolarsResult<Vec<u8>> {
             ])?
         }
     };
-    let mut buf = Vec::new();
-    ParquetWriter::new(&mut buf)
-        .with_compression(ParquetCompression::Zstd(None))
-        .finish(&mut df)?;
-    Ok(buf)
-}
-
-/// Groups a batch's events by (topic, partition, day) → rows, ready to write.
-pub fn group_for_landing<'a>(
-    batch: impl IntoIterator<Item = (&'a str, &'a Landed)>,
-) -> BTreeMap<(String, i32, NaiveDate), Vec<&'a Landed>> {
-    let mut groups: BTreeMap<(String, i32, NaiveDate), Vec<&Landed>> = BTreeMap::new();
-    for (topic, l) in batch {
-        groups
-            .entry((topic.to_owned(), l.partition, land_date(&l.event)))
-            .or_default()
-            .push(l);
-    }
-    groups
+    Ok(df)
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RawReadError {
-    #[error("raw file {key}: {source}")]
+    #[error("raw table {key}: {source}")]
     Parquet { key: String, source: PolarsError },
-    #[error("raw file {key}, row {row}: field `{field}`: {problem}")]
+    #[error("raw table {key}, row {row}: field `{field}`: {problem}")]
     Row {
         key: String,
         row: usize,
@@ -266,19 +245,12 @@ pub enum RawReadError {
     },
 }
 
-/// Reads a raw file back into events.
-pub fn from_parquet(
-    key: &str,
-    kind: RecordKind,
-    bytes: &[u8],
-) -> Result<Vec<Landed>, RawReadError> {
+/// Reads rows of `kind`'s raw table back into events (`key` names them in errors).
+pub fn from_frame(key: &str, kind: RecordKind, df: &DataFrame) -> Result<Vec<Landed>, RawReadError> {
     let pe = |source| RawReadError::Parquet {
         key: key.to_owned(),
         source,
     };
-    let df = ParquetReader::new(Cursor::new(bytes))
-        .finish()
-        .map_err(pe)?;
     let n = df.height();
     let strs = |name: &str| -> Result<Vec<Option<String>>, RawReadError> {
         df.column(name)
@@ -300,7 +272,10 @@ pub fn from_parquet(
     };
     let times = |name: &str| -> Result<Vec<Option<i64>>, RawReadError> {
         df.column(name)
-            .and_then(|c| c.datetime().map(|s| s.physical().iter().collect()))
+            .and_then(|c| {
+                c.datetime()
+                    .map(|s| s.physical().iter().map(|v| v.map(|us| us.div_euclid(1000))).collect())
+            })
             .map_err(pe)
     };
     let row_err = |row, field, problem: String| RawReadError::Row {
@@ -432,24 +407,10 @@ pub fn from_parquet(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::NaiveDate;
 
     #[test]
-    fn raw_keys_round_trip() {
-        let d = NaiveDate::from_ymd_opt(2021, 3, 4).unwrap();
-        let k = raw_key("t1.owsu.service-events.v1", d, 7, 12345);
-        assert_eq!(k, "raw/t1.owsu.service-events.v1/date=2021-03-04/t1.owsu.service-events.v1+7+12345.parquet");
-        assert_eq!(
-            parse_raw_key(&k),
-            Some(("t1.owsu.service-events.v1".into(), 7, 12345))
-        );
-        assert_eq!(
-            kind_of_topic("t1.owsu.unit-days.v1"),
-            Some(RecordKind::UnitDay)
-        );
-    }
-
-    #[test]
-    fn every_kind_round_trips_through_parquet() {
+    fn every_kind_round_trips_through_its_raw_table() {
         let s = Event::Service(ServiceEvent {
             event_id: Uuid::from_u128(1),
             unit_code: "KH-01".into(),
@@ -491,8 +452,12 @@ mod tests {
                 partition: 3,
                 offset: 99,
             };
-            let bytes = to_parquet(kind, &[&l]).unwrap();
-            assert_eq!(from_parquet("k", kind, &bytes).unwrap(), vec![l]);
+            let df = owsu_lake::frame::conform(table_of(kind), to_frame(kind, &[&l]).unwrap())
+                .unwrap();
+            let mut df2 = df.clone();
+            let bytes = owsu_lake::frame::parquet_bytes(table_of(kind), &mut df2).unwrap();
+            let back = owsu_lake::frame::read_parquet(table_of(kind), "k", &bytes).unwrap();
+            assert_eq!(from_frame("k", kind, &back).unwrap(), vec![l]);
         }
     }
 }

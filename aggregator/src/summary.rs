@@ -3,8 +3,9 @@
 //! Keying by unit code puts every event of a unit (services, complaints, day closures) on the
 //! same partition number of the three topics, and the range assignor gives those partitions to
 //! the same aggregator instance. So one instance holds everything needed for its units and is
-//! the only writer of their summary files:
-//! `summaries/<table>/year=YYYY/month=MM/part-PPP.parquet` (PPP = Kafka partition).
+//! the only writer of their summary files: in each summary table (a Delta table of the lake), one
+//! file per (Kafka partition, month), `YYYY-MM-pPPP-<uuid>.parquet`, replaced in a commit whenever
+//! a batch touches that month.
 //!
 //! The meaning of every figure follows DESIGN.md ("Meaning of the figures"):
 //! - events are counted once per `event_id`; an event named by another's `supersedes_event_id`
@@ -47,21 +48,31 @@ impl Table {
         Table::UnitDays,
         Table::ProcessingTimes,
     ];
-    pub fn name(self) -> &'static str {
+    /// The lake table.
+    pub fn def(self) -> &'static owsu_lake::tables::TableDef {
+        use owsu_lake::tables as t;
         match self {
-            Table::ServicesDaily => "services_daily",
-            Table::ComplaintsDaily => "complaints_daily",
-            Table::UnitDays => "unit_days",
-            Table::ProcessingTimes => "processing_times",
+            Table::ServicesDaily => &t::SERVICES_DAILY,
+            Table::ComplaintsDaily => &t::COMPLAINTS_DAILY,
+            Table::UnitDays => &t::UNIT_DAYS,
+            Table::ProcessingTimes => &t::PROCESSING_TIMES,
         }
     }
-    /// Object key of one partition's file for a month.
-    pub fn key(self, (year, month): Month, partition: i32) -> String {
-        format!(
-            "summaries/{}/year={year}/month={month:02}/part-{partition:03}.parquet",
-            self.name()
-        )
-    }
+}
+
+/// Name of a new summary file for one Kafka partition's month (unique per write).
+pub fn file_name((year, month): Month, partition: i32) -> String {
+    format!("{year}-{month:02}-p{partition:03}-{}.parquet", Uuid::new_v4().simple())
+}
+
+/// The (month, Kafka partition) a summary file holds, from its name.
+pub fn parse_file_name(path: &str) -> Option<(Month, i32)> {
+    let name = path.rsplit('/').next()?;
+    let mut it = name.splitn(4, '-');
+    let year = it.next()?.parse().ok()?;
+    let month = it.next()?.parse().ok()?;
+    let partition = it.next()?.strip_prefix('p')?.parse().ok()?;
+    Some(((year, month), partition))
 }
 
 fn month_of_day(day: i32) -> Month {
@@ -809,16 +820,6 @@ impl MonthRows {
     }
 }
 
-/// Parquet bytes of a frame (zstd, statistics on).
-pub fn parquet_bytes(df: &mut DataFrame) -> PolarsResult<Vec<u8>> {
-    let mut buf = Vec::new();
-    ParquetWriter::new(&mut buf)
-        .with_compression(ParquetCompression::Zstd(None))
-        .with_statistics(StatisticsOptions::full())
-        .finish(df)?;
-    Ok(buf)
-}
-
 /// The first day of a month, for readers.
 pub fn month_start((y, m): Month) -> NaiveDate {
     NaiveDate::from_ymd_opt(y, m, 1).expect("valid month")
@@ -1071,6 +1072,8 @@ mod tests {
             df.column("status").unwrap().str().unwrap().get(0),
             Some("ok")
         );
-        assert!(!parquet_bytes(&mut df).unwrap().is_empty());
+        assert!(owsu_lake::frame::conform(Table::UnitDays.def(), df).is_ok());
+        let name = file_name((2021, 3), 7);
+        assert_eq!(parse_file_name(&name), Some(((2021, 3), 7)));
     }
 }

@@ -69,29 +69,15 @@ fn wait_measuring(child: &mut Child) -> anyhow::Result<(std::process::ExitStatus
 }
 
 fn read_sorted(store: &Path, table: &str) -> anyhow::Result<DataFrame> {
-    let mut files = Vec::new();
-    let mut stack = vec![store.join("summaries").join(table)];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else {
-                files.push(e.path());
-            }
-        }
-    }
-    files.sort();
-    let mut out: Option<DataFrame> = None;
-    for f in files {
-        let df = ParquetReader::new(std::fs::File::open(&f)?).finish()?;
-        match &mut out {
-            None => out = Some(df),
-            Some(o) => {
-                o.vstack_mut(&df)?;
-            }
-        }
-    }
-    let df = out.unwrap_or_default();
+    let def = owsu_lake::tables::by_name(table).context("no such table")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let df = rt.block_on(async {
+        let store = owsu_lake::Store::open_existing(store.to_str().context("utf-8 path")?)?;
+        let snap = owsu_lake::Snapshot::open(&store, &[def], None).await?;
+        anyhow::Ok(snap.read(def, None, None).await?)
+    })?;
     let cols: Vec<String> = df
         .get_column_names()
         .iter()

@@ -106,7 +106,7 @@ pub fn init_tracing(format: LogFormat) {
 
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     let reference = Reference::load(cli.reference_dir.as_deref())?;
-    let store = Store::open(&cli.store)?;
+    let store = Store::open_existing(&cli.store)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

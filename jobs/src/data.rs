@@ -1,12 +1,13 @@
-//! Reading the aggregator's summaries back: only the `year=/month=` partitions a job needs,
-//! filtered to a date range and, for decentralised views, one province's units.
+//! Reading the aggregator's summaries back from the lake: every table at one version (a
+//! snapshot, whose versions each report states), only the files whose date statistics overlap
+//! the range asked for, filtered to the range and, for decentralised views, one province's units.
 
 use std::collections::HashMap;
-use std::io::Cursor;
 
-use chrono::{Datelike, NaiveDate};
-use futures::StreamExt;
-use owsu_lake::Store;
+use chrono::NaiveDate;
+use owsu_lake::snapshot::Versions;
+use owsu_lake::tables::{self, TableDef};
+use owsu_lake::{Snapshot, Store};
 use owsu_schemas::reference::{Level, Reference};
 use owsu_schemas::time::epoch_day_to_date;
 use polars::prelude::*;
@@ -126,22 +127,12 @@ pub struct Want {
 
 #[derive(Debug, Default)]
 pub struct Summaries {
+    /// The table versions these rows were read from.
+    pub versions: Versions,
     pub services: Vec<SvcRow>,
     pub complaints: Vec<CmpRow>,
     pub unit_days: Vec<DayRow>,
     pub processing: Vec<ProcRow>,
-}
-
-fn month_of_key(key: &str) -> Option<(i32, u32)> {
-    let y = key.split("year=").nth(1)?.split('/').next()?.parse().ok()?;
-    let m = key
-        .split("month=")
-        .nth(1)?
-        .split('/')
-        .next()?
-        .parse()
-        .ok()?;
-    Some((y, m))
 }
 
 /// Loads the wanted tables for `[from, to]`, keeping only units in `scope` (a province code
@@ -156,44 +147,27 @@ pub async fn load(
 ) -> anyhow::Result<Summaries> {
     let in_scope =
         |unit: &owsu_schemas::Unit| scope.is_none_or(|s| unit.province_code == s || unit.code == s);
-    let months = |k: &str| {
-        month_of_key(k)
-            .is_some_and(|m| m >= (from.year(), from.month()) && m <= (to.year(), to.month()))
+    let wanted: Vec<&'static TableDef> = [
+        (&tables::SERVICES_DAILY, want.services),
+        (&tables::COMPLAINTS_DAILY, want.complaints),
+        (&tables::UNIT_DAYS, want.unit_days),
+        (&tables::PROCESSING_TIMES, want.processing),
+    ]
+    .into_iter()
+    .filter(|(_, w)| *w)
+    .map(|(t, _)| t)
+    .collect();
+    let snapshot = Snapshot::open(store, &wanted, None).await?;
+    let mut out = Summaries {
+        versions: snapshot.versions(),
+        ..Summaries::default()
     };
-    let mut out = Summaries::default();
-    for (table, wanted) in [
-        ("services_daily", want.services),
-        ("complaints_daily", want.complaints),
-        ("unit_days", want.unit_days),
-        ("processing_times", want.processing),
-    ] {
-        if !wanted {
-            continue;
-        }
-        let keys: Vec<String> = store
-            .list(&format!("summaries/{table}/"))
-            .await?
-            .into_iter()
-            .filter(|k| months(k))
-            .collect();
-        let files: Vec<_> = futures::stream::iter(
-            keys.into_iter()
-                .map(|k| async move { store.get(&k).await.map(|b| (k, b)) }),
-        )
-        .buffer_unordered(16)
-        .collect()
-        .await;
-        for f in files {
-            let (key, bytes) = f?;
-            let df = anyhow::Context::with_context(
-                ParquetReader::new(Cursor::new(bytes.as_ref())).finish(),
-                || format!("reading {key}"),
-            )?;
-            anyhow::Context::with_context(
-                read_frame(table, &df, ix, from, to, &in_scope, &mut out),
-                || format!("reading {key}"),
-            )?;
-        }
+    for def in wanted {
+        let df = snapshot.read(def, Some(from), Some(to)).await?;
+        anyhow::Context::with_context(
+            read_frame(def.name, &df, ix, from, to, &in_scope, &mut out),
+            || format!("reading table {} ({})", def.name, snapshot.versions()),
+        )?;
     }
     Ok(out)
 }
@@ -399,13 +373,5 @@ mod tests {
         let mut v: Vec<f64> = (1..=10).map(f64::from).collect();
         assert_eq!(median_p90(&mut v), (Some(5.5), Some(9.0)));
         assert_eq!(median_p90(&mut []), (None, None));
-    }
-
-    #[test]
-    fn month_keys() {
-        assert_eq!(
-            month_of_key("summaries/unit_days/year=2021/month=03/part-001.parquet"),
-            Some((2021, 3))
-        );
     }
 }

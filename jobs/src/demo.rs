@@ -268,7 +268,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 
     // 4. Aggregate.
-    let t = steps.step("aggregating until caught up (raw Parquet + daily summaries)");
+    let t = steps.step("aggregating until caught up (raw and summary Delta tables)");
     let args = [
         "owsu-aggregator",
         "run",
@@ -353,7 +353,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         demand.dictionary.display()
     );
     println!("  oversight list:           {}", inactive_csv.display());
-    println!("  summaries (Parquet):      {}/summaries/", dd("store"));
+    println!("  the lake (Delta tables):  {}/raw/ and {}/summaries/", dd("store"), dd("store"));
     println!(
         "\nDone in {:.0} s. Kafka keeps running: `infra/kafka/kafka.sh stop` stops it.",
         steps.started.elapsed().as_secs_f64()

@@ -318,7 +318,13 @@ pub fn review_page(r: &Review) -> String {
         }
         h.push_str("</tbody></table>");
     }
-    h.push_str("<p class=\"note\">Every table of this page is also in review.json and in one CSV file per table beside it.</p></main></body></html>\n");
+    let _ = write!(
+        h,
+        "<p class=\"note\">Every table of this page is also in review.json and in one CSV file per table beside it. \
+         Computed from the lake's tables {versions}; latest day with figures: {latest}.</p></main></body></html>\n",
+        versions = esc(&r.lake_versions.to_string()),
+        latest = r.latest_day.map_or_else(|| "none".to_owned(), |d| d.to_string()),
+    );
     h
 }
 

@@ -114,6 +114,10 @@ pub struct Review {
     pub processing: Vec<ProcessingRow>,
     pub completeness: Completeness,
     pub reporting_gaps: Vec<GapRow>,
+    /// The lake table versions the figures were computed from (reproducible by time travel).
+    pub lake_versions: owsu_lake::snapshot::Versions,
+    /// The latest day with figures in the year.
+    pub latest_day: Option<NaiveDate>,
 }
 
 fn pct_change(now: i64, before: i64) -> Option<f64> {
@@ -447,6 +451,13 @@ pub async fn compute(
         processing,
         completeness,
         reporting_gaps: gaps,
+        latest_day: cur
+            .services
+            .iter()
+            .map(|r| r.date)
+            .chain(cur.complaints.iter().map(|r| r.date))
+            .max(),
+        lake_versions: cur.versions.clone(),
     })
 }
 

@@ -408,4 +408,77 @@ impl LakeTable {
         self.refresh().await?;
         Ok(version)
     }
+
+    /// Bin-packs the active files smaller than `target_bytes` into files of about that size,
+    /// rows re-sorted by the table's order, in one commit that changes no data (Delta OPTIMIZE):
+    /// readers see the same rows, writers appending meanwhile are not disturbed. Only for tables
+    /// whose files are not addressed by name (the raw tables).
+    pub async fn compact(&mut self, target_bytes: i64, concurrency: usize) -> Result<Compacted, DeltaError> {
+        self.refresh().await?;
+        let mut small: Vec<FileInfo> = self
+            .files()
+            .await?
+            .into_iter()
+            .filter(|f| f.size < target_bytes / 2)
+            .collect();
+        small.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut bins: Vec<Vec<FileInfo>> = Vec::new();
+        let mut size = 0;
+        for f in small {
+            if bins.is_empty() || size + f.size > target_bytes {
+                bins.push(Vec::new());
+                size = 0;
+            }
+            size += f.size;
+            bins.last_mut().expect("pushed").push(f);
+        }
+        bins.retain(|b| b.len() > 1);
+        let mut report = Compacted::default();
+        if bins.is_empty() {
+            return Ok(report);
+        }
+        let mut actions = Vec::new();
+        for bin in bins {
+            let df = self.read(&bin, concurrency).await?;
+            let mut add = self
+                .write_file(&format!("part-{}-c.parquet", uuid::Uuid::new_v4().simple()), df)
+                .await?;
+            add.data_change = false;
+            report.files_removed += bin.len();
+            report.files_added += 1;
+            report.bytes_added += add.size;
+            actions.push(Action::Add(add));
+            actions.extend(bin.iter().map(|f| Self::remove(f, false)));
+        }
+        report.version = self
+            .commit(actions, &HashMap::new(), &HashMap::new(), CommitKind::Compact)
+            .await?;
+        Ok(report)
+    }
+
+    /// Deletes files no version younger than `retain` refers to (Delta VACUUM); time travel
+    /// to versions older than that is then no longer possible.
+    pub async fn vacuum(&mut self, retain: chrono::Duration) -> Result<usize, DeltaError> {
+        self.refresh().await?;
+        let (table, metrics) = self
+            .table
+            .clone()
+            .vacuum()
+            .with_retention_period(retain)
+            .with_enforce_retention_duration(false)
+            .await
+            .map_err(|e| self.err(e))?;
+        self.table = table;
+        Ok(metrics.files_deleted.len())
+    }
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Compacted {
+    pub files_removed: usize,
+    pub files_added: usize,
+    pub bytes_added: i64,
+    /// The table version it committed (0 when there was nothing to do).
+    pub version: i64,
 }

@@ -8,6 +8,30 @@ use serde_json::{Map, Value};
 
 use crate::tables::{ColumnType, TableDef};
 
+/// `s` as the column type `ty`. Timestamps go through their physical microseconds: polars
+/// treats a naive and a UTC datetime as equal types, and a cast between them keeps the naive
+/// one, which Parquet would then record as not adjusted to UTC (`timestamp_ntz` to Delta).
+fn cast_to(s: &Column, ty: ColumnType) -> PolarsResult<Column> {
+    if ty != ColumnType::Timestamp {
+        return s.cast(&ty.polars());
+    }
+    let us = match s.dtype() {
+        DataType::Datetime(tu, _) => {
+            let phys = s.to_physical_repr().cast(&DataType::Int64)?;
+            let factor = match tu {
+                TimeUnit::Nanoseconds => return Ok(phys.i64()?.clone().wrapping_trunc_div_scalar(1000).into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)).into_column()),
+                TimeUnit::Microseconds => 1,
+                TimeUnit::Milliseconds => 1000,
+            };
+            phys.i64()?.clone() * factor
+        }
+        _ => s.cast(&DataType::Int64)?.i64()?.clone(),
+    };
+    Ok(us
+        .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
+        .into_column())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     #[error("table {table}: column `{column}` is missing from the frame")]
@@ -41,7 +65,7 @@ pub fn conform(def: &'static TableDef, df: DataFrame) -> Result<DataFrame, Frame
             table: def.name,
             column: c.name,
         })?;
-        let s = s.cast(&c.ty.polars()).map_err(pe)?;
+        let s = cast_to(s, c.ty).map_err(pe)?;
         if !c.nullable && s.null_count() > 0 {
             return Err(FrameError::Nulls {
                 table: def.name,
@@ -78,8 +102,10 @@ pub fn conform_read(def: &'static TableDef, df: DataFrame) -> Result<DataFrame, 
     let mut cols = Vec::with_capacity(def.columns.len());
     for c in def.columns {
         match df.column(c.name) {
-            Ok(s) if s.dtype() == &c.ty.polars() => cols.push(s.clone()),
-            Ok(s) => cols.push(s.cast(&c.ty.polars()).map_err(pe)?),
+            Ok(s) if c.ty != ColumnType::Timestamp && s.dtype() == &c.ty.polars() => {
+                cols.push(s.clone())
+            }
+            Ok(s) => cols.push(cast_to(s, c.ty).map_err(pe)?),
             Err(_) if c.nullable => {
                 cols.push(Column::full_null(c.name.into(), n, &c.ty.polars()))
             }
@@ -218,5 +244,33 @@ mod tests {
             conform(&PROCESSING_TIMES, df.drop("level").unwrap()),
             Err(FrameError::MissingColumn { column: "level", .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod timestamp_tests {
+    use super::*;
+    use crate::tables::RAW_UNIT_DAYS;
+
+    #[test]
+    fn timestamps_round_trip_as_utc() {
+        let df = df!(
+            "unit_code" => ["KH-01"],
+            "date" => [18_700i32],
+            "services_recorded" => [3i32],
+            "complaints_recorded" => [0i32],
+            "closed_at" => [1_614_852_000_000_000i64],
+            "kafka_partition" => [1i32],
+            "kafka_offset" => [7i64],
+        )
+        .unwrap();
+        let mut df = conform(&RAW_UNIT_DAYS, df).unwrap();
+        let bytes = parquet_bytes(&RAW_UNIT_DAYS, &mut df).unwrap();
+        let back = read_parquet(&RAW_UNIT_DAYS, "f", &bytes).unwrap();
+        let back = conform_read(&RAW_UNIT_DAYS, back).unwrap();
+        assert_eq!(back.column("closed_at").unwrap().dtype(), &ColumnType::Timestamp.polars());
+        let mut out = empty(&RAW_UNIT_DAYS);
+        out.vstack_mut_owned(back).unwrap();
+        assert_eq!(out.height(), 1);
     }
 }

@@ -154,7 +154,8 @@ pub fn create_topics(prefix: &str, partitions: i32) {
     create_topics_on(bootstrap(), prefix, partitions)
 }
 
-/// Python with fastavro, DuckDB, pandas, pyarrow and polars: independent readers of our output.
+/// Python with fastavro, DuckDB, pandas, pyarrow, polars and deltalake: independent readers of
+/// our output.
 /// Installed once into `$OWSU_CACHE/pyenv` from PyPI.
 pub fn python() -> &'static Path {
     static PY: OnceLock<PathBuf> = OnceLock::new();
@@ -162,7 +163,7 @@ pub fn python() -> &'static Path {
         let venv = cache_dir().join("pyenv");
         let _lock = FileLock::acquire(&cache_dir().join("pyenv.lock"));
         let py = venv.join("bin/python");
-        let marker = venv.join(".owsu-ready-1");
+        let marker = venv.join(".owsu-ready-2");
         if marker.exists() {
             return py;
         }
@@ -177,8 +178,8 @@ pub fn python() -> &'static Path {
         };
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv), "python3 -m venv");
         run(
-            Command::new(&py).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "fastavro==1.13.1", "duckdb==2.0.0", "pandas==3.1.1", "pyarrow==26.0.1", "polars==2.1.0"]),
-            "pip install fastavro duckdb pandas pyarrow polars",
+            Command::new(&py).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "fastavro==1.13.1", "duckdb==2.0.0", "pandas==3.1.1", "pyarrow==26.0.1", "polars==2.1.0", "deltalake==1.6.6"]),
+            "pip install fastavro duckdb pandas pyarrow polars deltalake",
         );
         std::fs::write(&marker, b"ok").expect("marker");
         py

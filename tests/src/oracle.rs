@@ -175,34 +175,22 @@ pub fn expected_from_import(path: &Path) -> Expected {
     exp
 }
 
-/// Reads every Parquet file of a summary table under a local store directory.
+/// Reads a summary table of a local store at its latest version, through the lake's snapshot
+/// (only the files the Delta log lists as active: replaced files stay on disk until vacuum).
 pub fn read_table(store_dir: &Path, table: &str) -> DataFrame {
-    let mut files = Vec::new();
-    let mut stack = vec![store_dir.join("summaries").join(table)];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "parquet") {
-                files.push(p);
-            }
-        }
-    }
-    files.sort();
-    let mut out: Option<DataFrame> = None;
-    for f in files {
-        let df = ParquetReader::new(std::fs::File::open(&f).unwrap())
-            .finish()
-            .unwrap();
-        match &mut out {
-            None => out = Some(df),
-            Some(o) => {
-                o.vstack_mut(&df).unwrap();
-            }
-        }
-    }
-    out.unwrap_or_default()
+    let def = owsu_lake::tables::by_name(table).unwrap_or_else(|| panic!("no table {table}"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let store = owsu_lake::Store::open_existing(store_dir.to_str().expect("utf-8 path"))
+            .expect("store");
+        let snap = owsu_lake::Snapshot::open(&store, &[def], None)
+            .await
+            .expect("snapshot");
+        snap.read(def, None, None).await.expect("read table")
+    })
 }
 
 fn strs(df: &DataFrame, c: &str) -> Vec<String> {
@@ -348,4 +336,24 @@ pub fn assert_matches(expected: &Expected, actual: &Expected) {
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// Asserts that no Kafka offset was committed twice: in every raw table, each
+/// (kafka_partition, kafka_offset) appears once among the active rows.
+pub fn assert_no_offset_twice(store_dir: &Path) {
+    for def in owsu_lake::tables::RAW {
+        let df = read_table(store_dir, def.name);
+        let rows = df.height();
+        let distinct = df
+            .select(["kafka_partition", "kafka_offset"])
+            .unwrap()
+            .unique_stable(None, UniqueKeepStrategy::First, None)
+            .unwrap()
+            .height();
+        assert_eq!(
+            rows, distinct,
+            "{}: {} rows but {} distinct Kafka positions: a batch was committed twice",
+            def.name, rows, distinct
+        );
+    }
 }

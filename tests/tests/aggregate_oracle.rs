@@ -1,6 +1,7 @@
 //! A simulated year, published twice through `owsu-producer publish`, aggregated by
 //! `owsu-aggregator run --until-caught-up`: every unit × day × sector × service figure equals
-//! the oracle's; `rebuild` gives identical summaries; DuckDB and pandas read the same totals.
+//! the oracle's; `rebuild` gives identical summaries; the Python `deltalake` package opens every
+//! table, and DuckDB, pandas and polars over the files it lists read the same totals.
 
 use std::path::Path;
 
@@ -120,18 +121,28 @@ fn simulated_year_matches_the_oracle_exactly() {
         );
     }
 
-    // Other readers see the same totals, in one line each.
+    // Other readers see the same totals: the Python deltalake package opens every table and
+    // lists its active files; DuckDB reads those files; polars reads the table itself.
     let delivered: i64 = expected.services.values().map(|f| f.delivered).sum();
     let revenue: i64 = expected.services.values().map(|f| f.revenue_riel).sum();
-    let glob = format!("{}/summaries/services_daily/**/*.parquet", store.display());
-    let duck = owsu_tests::run_python(
-        "import duckdb,sys; print(duckdb.sql(f\"select sum(services_delivered), sum(revenue_riel) from read_parquet('{sys.argv[1]}', hive_partitioning=true)\").fetchall()[0])",
-        &[&glob],
+    let tables = owsu_tests::run_python(
+        "import sys; from deltalake import DeltaTable\n\
+         for t in ['raw/service_events','raw/complaint_events','raw/unit_days','summaries/services_daily','summaries/complaints_daily','summaries/unit_days','summaries/processing_times']:\n\
+         \u{20}   d = DeltaTable(sys.argv[1] + '/' + t); print(t, d.version(), d.to_pyarrow_table().num_rows > 0)",
+        &[store.to_str().unwrap()],
     );
-    assert_eq!(duck.trim(), format!("({delivered}, {revenue})"));
-    let pandas = owsu_tests::run_python(
-        "import pandas as pd,sys; df=pd.read_parquet(sys.argv[1]); print(int(df.services_delivered.sum()), int(df.revenue_riel.sum()), sorted(df.year.astype(str).unique()))",
+    assert_eq!(tables.lines().count(), 7, "{tables}");
+    assert!(tables.lines().all(|l| l.ends_with("True")), "{tables}");
+    let duck = owsu_tests::run_python(
+        "import duckdb,sys; from deltalake import DeltaTable\n\
+         files = DeltaTable(sys.argv[1]).file_uris()\n\
+         print(duckdb.sql(f\"select sum(services_delivered), sum(revenue_riel) from read_parquet({files})\").fetchall()[0])",
         &[&format!("{}/summaries/services_daily", store.display())],
     );
-    assert_eq!(pandas.trim(), format!("{delivered} {revenue} ['2021']"));
+    assert_eq!(duck.trim(), format!("({delivered}, {revenue})"));
+    let pl = owsu_tests::run_python(
+        "import polars as pl,sys; df=pl.read_delta(sys.argv[1]); print(df['services_delivered'].sum(), df['revenue_riel'].sum(), sorted(df['date'].dt.year().unique().to_list()))",
+        &[&format!("{}/summaries/services_daily", store.display())],
+    );
+    assert_eq!(pl.trim(), format!("{delivered} {revenue} [2021]"));
 }

@@ -1,0 +1,122 @@
+//! Work on the lake outside the consumer loop: `rebuild` (summaries from raw), `compact` and
+//! `vacuum`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use deltalake::kernel::Action;
+use owsu_lake::tables::RAW;
+use owsu_lake::{CommitKind, LakeTable, Store};
+use owsu_schemas::record::RecordKind;
+use owsu_schemas::reference::Reference;
+
+use crate::raw;
+use crate::summary::{self, Codes, PartitionState, Table};
+
+/// What a rebuild did.
+#[derive(Debug, Clone, Copy)]
+pub struct RebuildReport {
+    pub raw_files: usize,
+    pub events: u64,
+    pub partitions: usize,
+    pub removed: usize,
+    pub written: usize,
+    pub elapsed: Duration,
+}
+
+/// Recomputes every summary table from the raw tables, each in one commit that replaces all of
+/// its files (readers see the old summaries or the new ones, never a mix). Run it with the
+/// aggregators stopped: a live one's commit in between would be replaced.
+pub async fn rebuild(
+    store: &Store,
+    reference: &Reference,
+    concurrency: usize,
+) -> anyhow::Result<RebuildReport> {
+    let started = Instant::now();
+    let codes = Codes::new(reference);
+    let mut states: BTreeMap<i32, PartitionState> = BTreeMap::new();
+    let mut events = 0u64;
+    let mut raw_files = 0;
+    for (kind, def) in RecordKind::ALL.into_iter().zip(RAW) {
+        let Some(table) = LakeTable::open(store, def, None).await? else {
+            continue;
+        };
+        let files = table.files().await?;
+        raw_files += files.len();
+        let df = table.read(&files, concurrency).await?;
+        for l in raw::from_frame(def.name, kind, &df)? {
+            states.entry(l.partition).or_default().apply(&l.event, &codes);
+            events += 1;
+        }
+    }
+    let mut removed = 0;
+    let mut written = 0;
+    for t in Table::ALL {
+        let mut table = LakeTable::open_or_create(store, t.def()).await?;
+        let old = table.files().await?;
+        removed += old.len();
+        let mut actions: Vec<Action> = old.iter().map(|f| LakeTable::remove(f, true)).collect();
+        for (p, state) in &states {
+            for m in state.all_months() {
+                let rows = state.month(m, &codes);
+                if !rows.is_empty(t) {
+                    let add = table
+                        .write_file(&summary::file_name(m, *p), rows.frame(t, &codes)?)
+                        .await?;
+                    actions.push(Action::Add(add));
+                    written += 1;
+                }
+            }
+        }
+        table
+            .commit(
+                actions,
+                &Default::default(),
+                &Default::default(),
+                CommitKind::Overwrite,
+            )
+            .await?;
+    }
+    Ok(RebuildReport {
+        raw_files,
+        events,
+        partitions: states.len(),
+        removed,
+        written,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Per table: files before → after.
+#[derive(Debug, Clone)]
+pub struct CompactReport {
+    pub tables: Vec<(&'static str, owsu_lake::delta::Compacted)>,
+}
+
+/// Bin-packs the raw tables' small files (summary files are one per partition and month
+/// already, and addressed by name, so they are left as they are).
+pub async fn compact(
+    store: &Store,
+    target_bytes: i64,
+    concurrency: usize,
+) -> anyhow::Result<CompactReport> {
+    let mut tables = Vec::new();
+    for def in RAW {
+        if let Some(mut t) = LakeTable::open(store, def, None).await? {
+            tables.push((def.name, t.compact(target_bytes, concurrency).await?));
+        }
+    }
+    Ok(CompactReport { tables })
+}
+
+/// Deletes files that no table version younger than `retain` needs, in every table.
+pub async fn vacuum(store: &Store, retain: Duration) -> anyhow::Result<Vec<(&'static str, usize)>> {
+    let retain = chrono::Duration::from_std(retain)?;
+    let mut out = Vec::new();
+    for def in owsu_lake::tables::ALL {
+        if let Some(mut t) = LakeTable::open(store, def, None).await? {
+            out.push((def.name, t.vacuum(retain).await?));
+        }
+    }
+    Ok(out)
+}
