@@ -300,3 +300,56 @@ fn two_instances_share_the_work_and_survive_one_being_killed() {
     );
     oracle::assert_no_offset_twice(&store);
 }
+
+/// Compaction and vacuum while an aggregator is ingesting: the figures and the raw rows are
+/// those of a run without them, and the raw tables end with few files.
+#[test]
+fn compact_and_vacuum_during_a_live_run_change_no_figure() {
+    let prefix = owsu_tests::random_prefix("compact");
+    owsu_tests::create_topics(&prefix, 6);
+    let dir = tempfile::tempdir().unwrap();
+    let import = publish_year(dir.path(), &prefix, "24");
+    let store = dir.path().join("store");
+    let group = format!("{prefix}agg");
+    let log = dir.path().join("aggregator.log");
+    let mut live = spawn(&prefix, &group, &store, false, &log);
+    let maintain = |args: &[&str]| {
+        let mut v = vec!["owsu-aggregator"];
+        v.extend_from_slice(args);
+        v.extend_from_slice(&["--store", store.to_str().unwrap()]);
+        owsu_aggregator::cli::run(owsu_aggregator::cli::Cli::parse_from(v))
+    };
+    let start = Instant::now();
+    let mut compactions = 0;
+    while !group_done(&group, &prefix) {
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "the aggregator did not finish; log: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        assert!(live.try_wait().unwrap().is_none(), "the aggregator died; log: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        if store.join("raw/service_events/_delta_log").exists() {
+            assert_eq!(maintain(&["compact", "--target-mib", "64"]).unwrap(), 0);
+            assert_eq!(maintain(&["vacuum", "--retain-hours", "0"]).unwrap(), 0);
+            compactions += 1;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    signal(&live, "TERM");
+    wait_with_timeout(&mut live, Duration::from_secs(60));
+    assert_eq!(maintain(&["compact"]).unwrap(), 0);
+    assert_eq!(maintain(&["vacuum", "--retain-hours", "0"]).unwrap(), 0);
+    assert!(compactions >= 2, "only {compactions} compactions ran during the live run");
+    oracle::assert_matches(
+        &oracle::expected_from_import(&import),
+        &oracle::actual_from_store(&store),
+    );
+    oracle::assert_no_offset_twice(&store);
+    for t in ["raw/service_events", "raw/complaint_events", "raw/unit_days"] {
+        let n = std::fs::read_dir(store.join(t))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "parquet"))
+            .count();
+        assert_eq!(n, 1, "{t}: {n} files after the final compaction and vacuum");
+    }
+}

@@ -146,3 +146,60 @@ fn simulated_year_matches_the_oracle_exactly() {
     );
     assert_eq!(pl.trim(), format!("{delivered} {revenue} [2021]"));
 }
+
+/// A late bulk re-import: the same kind of year with its events in random order. Every figure
+/// still equals the oracle's, and the raw tables hold one file per batch, not one per day.
+#[test]
+fn shuffled_events_match_the_oracle_and_make_few_files() {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let prefix = owsu_tests::random_prefix("shuffled");
+    owsu_tests::create_topics(&prefix, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let p = |f: &str| dir.path().join(f).to_str().unwrap().to_owned();
+    std::fs::write(p("secret"), "oracle-test-secret-0123456789").unwrap();
+    assert_eq!(
+        producer(&[
+            "simulate", "--year", "2021", "--scale", "0.005", "--seed", "8", "--out",
+            &p("ordered.jsonl")
+        ]),
+        0
+    );
+    let mut lines: Vec<String> = std::fs::read_to_string(p("ordered.jsonl"))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.shuffle(&mut rand::rngs::StdRng::seed_from_u64(8));
+    std::fs::write(p("year.jsonl"), lines.join("\n") + "\n").unwrap();
+    assert_eq!(
+        producer(&[
+            "publish", "--input", &p("year.jsonl"), "--brokers", owsu_tests::bootstrap(),
+            "--topic-prefix", &prefix, "--id-secret-file", &p("secret"), "--outbox", &p("outbox"),
+        ]),
+        0
+    );
+    let group = format!("{prefix}agg");
+    assert_eq!(
+        aggregator(&[
+            "run", "--brokers", owsu_tests::bootstrap(), "--topic-prefix", &prefix, "--group",
+            &group, "--store", &p("store"), "--until-caught-up", "--metrics-addr", "",
+            "--max-batch", "20000",
+        ]),
+        0
+    );
+    let store = Path::new(&p("store")).to_path_buf();
+    oracle::assert_matches(
+        &oracle::expected_from_import(Path::new(&p("year.jsonl"))),
+        &oracle::actual_from_store(&store),
+    );
+    oracle::assert_no_offset_twice(&store);
+    // ~52,000 events in batches of 20,000: at most a handful of raw files per table.
+    for t in ["raw/service_events", "raw/complaint_events", "raw/unit_days"] {
+        let n = std::fs::read_dir(store.join(t))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "parquet"))
+            .count();
+        assert!((1..=6).contains(&n), "{t}: {n} raw files");
+    }
+}
