@@ -97,6 +97,21 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 10_000)]
     pub session_timeout_ms: u64,
 
+    /// Local directory of the partition state files (default: one per store and group under
+    /// ~/.cache/owsu/aggregator-state). Give each instance on one machine its own.
+    #[arg(long, env = "OWSU_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Page cache of each partition's state file, in MiB: the memory the state may use does
+    /// not grow with history.
+    #[arg(long, default_value_t = 32)]
+    pub state_cache_mib: usize,
+
+    /// Seconds between snapshots of the changed partitions' state to the store (a new owner of a
+    /// partition restores the snapshot and replays only what followed it from Kafka).
+    #[arg(long, default_value_t = 300)]
+    pub snapshot_interval_s: u64,
+
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464); off when empty.
     #[arg(long, env = "OWSU_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: String,
@@ -204,12 +219,20 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             tracing::info!(store = store.url(), group = %a.group, brokers = %a.kafka.brokers, reference = %reference.source, "aggregator starting");
             let config = PipelineConfig {
                 kafka: a.kafka,
-                group: a.group,
+                group: a.group.clone(),
                 max_batch: a.max_batch.max(1),
                 linger: Duration::from_millis(a.linger_ms),
                 until_caught_up: a.until_caught_up,
                 session_timeout: Duration::from_millis(a.session_timeout_ms),
                 write_concurrency: a.store.io_concurrency.max(1),
+                state: crate::restore::StateConfig {
+                    dir: a
+                        .state_dir
+                        .clone()
+                        .unwrap_or_else(|| crate::restore::default_dir(store.url(), &a.group)),
+                    cache_bytes: a.state_cache_mib.max(1) * 1024 * 1024,
+                    snapshot_interval: Duration::from_secs(a.snapshot_interval_s),
+                },
             };
             let r = run_pipeline(&rt, config, store, reference, metrics_addr)?;
             println!(

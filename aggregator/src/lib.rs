@@ -4,7 +4,9 @@
 //! - [`pipeline`]: the consumer loop; raw and summary commits carry the Kafka offsets (the lake
 //!   says where to resume) and are fenced against a partition's previous owner;
 //! - [`raw`]: events as rows of the lake's raw tables;
-//! - [`summary`]: per-partition state and the summary tables, a pure function of raw;
+//! - [`state`]: per-partition state on disk (redb): events, corrections and the summary cells,
+//!   snapshotted to the lake's store so a new owner restores it without reading raw history;
+//! - [`summary`]: the summary tables' rows, a pure function of the cells;
 //! - [`maintenance`]: rebuild, compact, vacuum;
 //! - [`metrics`]: typed telemetry and the Prometheus endpoint;
 //! - [`cli`]: the `owsu-aggregator` command.
@@ -15,4 +17,6 @@ pub mod maintenance;
 pub mod metrics;
 pub mod pipeline;
 pub mod raw;
+pub mod restore;
+pub mod state;
 pub mod summary;

@@ -11,7 +11,8 @@ use owsu_schemas::record::RecordKind;
 use owsu_schemas::reference::Reference;
 
 use crate::raw;
-use crate::summary::{self, Codes, PartitionState, Table};
+use crate::state::PartitionState;
+use crate::summary::{self, Codes, Table};
 
 /// What a rebuild did.
 #[derive(Debug, Clone, Copy)]
@@ -25,8 +26,10 @@ pub struct RebuildReport {
 }
 
 /// Recomputes every summary table from the raw tables, each in one commit that replaces all of
-/// its files (readers see the old summaries or the new ones, never a mix). Run it with the
-/// aggregators stopped: a live one's commit in between would be replaced.
+/// its files (readers see the old summaries or the new ones, never a mix). Raw is streamed once,
+/// file by file, into a temporary state per partition (on disk, fixed cache), so memory does not
+/// grow with history. Run it with the aggregators stopped: a live one's commit in between would
+/// be replaced.
 pub async fn rebuild(
     store: &Store,
     reference: &Reference,
@@ -34,6 +37,7 @@ pub async fn rebuild(
 ) -> anyhow::Result<RebuildReport> {
     let started = Instant::now();
     let codes = Codes::new(reference);
+    let scratch = tempfile::tempdir()?;
     let mut states: BTreeMap<i32, PartitionState> = BTreeMap::new();
     let mut events = 0u64;
     let mut raw_files = 0;
@@ -43,10 +47,27 @@ pub async fn rebuild(
         };
         let files = table.files().await?;
         raw_files += files.len();
-        let df = table.read(&files, concurrency).await?;
-        for l in raw::from_frame(def.name, kind, &df)? {
-            states.entry(l.partition).or_default().apply(&l.event, &codes);
-            events += 1;
+        for f in files {
+            let df = table.read(std::slice::from_ref(&f), concurrency).await?;
+            let landed = raw::from_frame(&f.path, kind, &df)?;
+            let mut by_partition: BTreeMap<i32, Vec<(&str, i64, &owsu_schemas::Event)>> =
+                BTreeMap::new();
+            for l in &landed {
+                by_partition
+                    .entry(l.partition)
+                    .or_default()
+                    .push((def.name, l.offset, &l.event));
+            }
+            for (p, evs) in by_partition {
+                if let std::collections::btree_map::Entry::Vacant(e) = states.entry(p) {
+                    e.insert(PartitionState::open(
+                        &scratch.path().join(format!("p{p:03}.redb")),
+                        32 << 20,
+                    )?);
+                }
+                events += evs.len() as u64;
+                states[&p].apply(&evs, &codes)?;
+            }
         }
     }
     let mut removed = 0;
@@ -57,8 +78,8 @@ pub async fn rebuild(
         removed += old.len();
         let mut actions: Vec<Action> = old.iter().map(|f| LakeTable::remove(f, true)).collect();
         for (p, state) in &states {
-            for m in state.all_months() {
-                let rows = state.month(m, &codes);
+            for m in state.months()? {
+                let rows = state.month(m)?;
                 if !rows.is_empty(t) {
                     let add = table
                         .write_file(&summary::file_name(m, *p), rows.frame(t, &codes)?)

@@ -42,7 +42,9 @@ use tokio::runtime::Handle;
 use crate::kafka::KafkaArgs;
 use crate::metrics::{BatchCommitted, DeadLettered, Metrics};
 use crate::raw::{self, Landed};
-use crate::summary::{self, Codes, Month, MonthRows, PartitionState, Table};
+use crate::restore::{self, StateConfig};
+use crate::state::PartitionState;
+use crate::summary::{self, Codes, Month, MonthRows, Table};
 
 /// How the aggregator runs.
 #[derive(Clone)]
@@ -60,6 +62,8 @@ pub struct PipelineConfig {
     pub session_timeout: Duration,
     /// Object writes in flight at once.
     pub write_concurrency: usize,
+    /// Where partition state lives and how often it is snapshotted.
+    pub state: StateConfig,
 }
 
 /// What a run did.
@@ -97,6 +101,14 @@ pub struct GroupContext {
     offsets: Mutex<LakeOffsets>,
     /// An assignment whose offsets could not be read: the loop stops with this error.
     failed: Mutex<Option<String>>,
+    /// State of the partitions assigned, restored at assignment.
+    states: Mutex<HashMap<i32, PartitionState>>,
+    /// Partitions whose state changed since their last snapshot.
+    changed: Mutex<HashSet<i32>>,
+    state_cfg: StateConfig,
+    lake_id: String,
+    codes: Arc<Codes>,
+    topics: [String; 3],
     store: Store,
     rt: Handle,
 }
@@ -114,11 +126,31 @@ impl ClientContext for GroupContext {
 }
 
 impl GroupContext {
-    /// Reads the lake's offsets of these topic partitions into `offsets` and returns where each
-    /// must resume: after the lowest offset any of its tables holds (the start when one holds
-    /// none).
-    fn read_lake_offsets(&self, tps: &[(String, i32)]) -> anyhow::Result<Vec<Offset>> {
+    /// Restores the state of these topic partitions' partitions, reads the lake's offsets into
+    /// `offsets`, and returns where each must resume: after the lowest offset that the state and
+    /// every table of the partition hold (the start when one holds none).
+    fn prepare(&self, tps: &[(String, i32)]) -> anyhow::Result<Vec<Offset>> {
         self.rt.block_on(async {
+            let partitions: BTreeSet<i32> = tps.iter().map(|(_, p)| *p).collect();
+            for p in partitions {
+                if self.states.lock().expect("states lock").contains_key(&p) {
+                    continue;
+                }
+                let (state, source) = restore::restore(
+                    &self.store,
+                    &self.state_cfg,
+                    &self.lake_id,
+                    p,
+                    &self.topics,
+                    &self.codes,
+                )
+                .await?;
+                tracing::debug!(partition = p, ?source, "partition state ready");
+                if source == restore::Source::RawTables {
+                    self.changed.lock().expect("lock").insert(p);
+                }
+                self.states.lock().expect("states lock").insert(p, state);
+            }
             let mut tables: HashMap<&'static str, LakeTable> = HashMap::new();
             for def in RAW.into_iter().chain(SUMMARIES) {
                 if let Some(t) = LakeTable::open(&self.store, def, None).await? {
@@ -131,19 +163,20 @@ impl GroupContext {
                 let kind = raw::kind_of_topic(topic)
                     .with_context(|| format!("topic {topic} carries no known record kind"))?;
                 let app = app_id(topic, *p);
-                let mut lowest: Option<Option<i64>> = None;
+                let held = self.states.lock().expect("states lock")[p]
+                    .offsets()?
+                    .get(topic)
+                    .copied();
+                let mut lowest: Option<i64> = held;
                 for def in tables_of(kind) {
                     let v = match tables.get(def.name) {
                         Some(t) => t.txn_version(&app).await?,
                         None => None,
                     };
                     offsets.insert((def.name, app.clone()), v);
-                    lowest = Some(match lowest {
-                        None => v,
-                        Some(l) => l.zip(v).map(|(a, b)| a.min(b)),
-                    });
+                    lowest = lowest.zip(v).map(|(a, b)| a.min(b));
                 }
-                starts.push(match lowest.flatten() {
+                starts.push(match lowest {
                     Some(o) => Offset::Offset(o + 1),
                     None => Offset::Beginning,
                 });
@@ -151,6 +184,26 @@ impl GroupContext {
             self.offsets.lock().expect("offsets lock").extend(offsets);
             anyhow::Ok(starts)
         })
+    }
+
+    /// Copies the changed partitions' state to the store (between batches only).
+    fn snapshot(&self, only: Option<&HashSet<i32>>) -> anyhow::Result<()> {
+        let mut changed = self.changed.lock().expect("lock");
+        let states = self.states.lock().expect("states lock");
+        let todo: Vec<i32> = changed
+            .iter()
+            .copied()
+            .filter(|p| only.is_none_or(|o| o.contains(p)) && states.contains_key(p))
+            .collect();
+        for p in todo {
+            let started = Instant::now();
+            let bytes = self
+                .rt
+                .block_on(restore::snapshot(&self.store, &self.lake_id, p, &states[&p]))?;
+            changed.remove(&p);
+            tracing::info!(partition = p, bytes, took_ms = started.elapsed().as_millis() as u64, "state snapshot written");
+        }
+        Ok(())
     }
 }
 
@@ -170,7 +223,7 @@ impl ConsumerContext for GroupContext {
                     .iter()
                     .map(|e| (e.topic().to_owned(), e.partition()))
                     .collect();
-                match self.read_lake_offsets(&tps) {
+                match self.prepare(&tps) {
                     Ok(starts) => {
                         for ((t, p), o) in tps.iter().zip(starts) {
                             if let Err(e) = tpl.set_partition_offset(t, *p, o) {
@@ -194,6 +247,15 @@ impl ConsumerContext for GroupContext {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 self.generation.fetch_add(1, Ordering::SeqCst);
+                let revoked: HashSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                // The next owner restores from the snapshot: make it current.
+                if let Err(e) = self.snapshot(Some(&revoked)) {
+                    tracing::warn!("snapshotting revoked partitions: {e:#}");
+                }
+                self.states
+                    .lock()
+                    .expect("states lock")
+                    .retain(|p, _| !revoked.contains(p));
                 {
                     let mut a = self.assigned.lock().expect("assignment lock");
                     let mut o = self.offsets.lock().expect("offsets lock");
@@ -225,12 +287,12 @@ struct Tables {
 pub struct Pipeline {
     config: PipelineConfig,
     reference: Reference,
-    codes: Codes,
+    codes: Arc<Codes>,
     consumer: BaseConsumer<GroupContext>,
     dlq: FutureProducer,
     topics: [String; 3],
     tables: Tables,
-    states: HashMap<i32, PartitionState>,
+    last_snapshot: Instant,
     targets: HashMap<(String, i32), (i64, i64)>,
     metrics: Arc<Metrics>,
     rt: Handle,
@@ -268,6 +330,8 @@ impl Pipeline {
             }
             anyhow::Ok(Tables { raw, summaries })
         })?;
+        let lake_id = rt.block_on(restore::lake_id(&store))?;
+        let codes = Arc::new(Codes::new(&reference));
         let topics = RecordKind::ALL.map(|k| config.kafka.topic(k.topic()));
         let mut c = config.kafka.client_config();
         c.set("group.id", &config.group)
@@ -296,6 +360,12 @@ impl Pipeline {
             metrics: metrics.clone(),
             offsets: Mutex::default(),
             failed: Mutex::default(),
+            states: Mutex::default(),
+            changed: Mutex::default(),
+            state_cfg: config.state.clone(),
+            lake_id,
+            codes: codes.clone(),
+            topics: topics.clone(),
             store,
             rt: rt.clone(),
         };
@@ -311,7 +381,6 @@ impl Pipeline {
             .set("linger.ms", "5");
         config.kafka.apply_overrides(&mut p);
         let dlq: FutureProducer = p.create().context("creating the dead-letter producer")?;
-        let codes = Codes::new(&reference);
         Ok(Pipeline {
             config,
             reference,
@@ -320,7 +389,7 @@ impl Pipeline {
             dlq,
             topics,
             tables,
-            states: HashMap::new(),
+            last_snapshot: Instant::now(),
             targets: HashMap::new(),
             metrics,
             rt,
@@ -396,57 +465,11 @@ impl Pipeline {
         })
     }
 
-    /// Loads a partition's state from the raw tables (the files whose statistics say they hold
-    /// rows of that partition).
-    fn ensure_loaded(&mut self, partition: i32) -> anyhow::Result<()> {
-        if self.states.contains_key(&partition) {
-            return Ok(());
-        }
-        let started = Instant::now();
-        let mut state = PartitionState::default();
-        let mut files = 0;
-        let conc = self.config.write_concurrency;
-        for (kind, table) in RecordKind::ALL.into_iter().zip(self.tables.raw.iter_mut()) {
-            let rows = self.rt.block_on(async {
-                table.refresh().await?;
-                let mine: Vec<FileInfo> = table
-                    .files()
-                    .await?
-                    .into_iter()
-                    .filter(|f| match f.range("kafka_partition") {
-                        Some((lo, hi)) => {
-                            lo.as_i64().is_none_or(|lo| lo <= partition as i64)
-                                && hi.as_i64().is_none_or(|hi| hi >= partition as i64)
-                        }
-                        None => true,
-                    })
-                    .collect();
-                files += mine.len();
-                table.read(&mine, conc).await
-            })?;
-            let mask = polars::prelude::ChunkCompareEq::equal(rows.column("kafka_partition")?.i32()?, partition);
-            let rows = rows.filter(&mask)?;
-            for l in raw::from_frame(table.def.name, kind, &rows)? {
-                state.apply(&l.event, &self.codes);
-            }
-        }
-        state.take_dirty();
-        tracing::info!(
-            partition,
-            files,
-            events = state.events,
-            took_ms = started.elapsed().as_millis() as u64,
-            "partition state loaded from the raw tables"
-        );
-        self.states.insert(partition, state);
-        Ok(())
-    }
-
     /// After a refused commit: forget the state, read the lake's offsets again and resume there.
     fn reseek(&mut self) -> anyhow::Result<()> {
-        self.states.clear();
+        self.consumer.context().states.lock().expect("lock").clear();
         let tps = self.assigned();
-        let starts = self.consumer.context().read_lake_offsets(&tps)?;
+        let starts = self.consumer.context().prepare(&tps)?;
         for ((t, p), o) in tps.iter().zip(starts) {
             self.consumer
                 .seek(t, *p, o, Duration::from_secs(10))
@@ -482,7 +505,6 @@ impl Pipeline {
                 if !batch.is_empty() {
                     tracing::info!(messages = batch.len(), "rebalance during collection: batch dropped uncommitted, it will be read again");
                 }
-                self.drop_revoked_state();
                 continue;
             }
             if batch.is_empty() {
@@ -512,6 +534,10 @@ impl Pipeline {
             report.files += b.files;
             report.batches += 1;
             b.emit(&self.metrics);
+            if self.last_snapshot.elapsed() >= self.config.state.snapshot_interval {
+                self.consumer.context().snapshot(None)?;
+                self.last_snapshot = Instant::now();
+            }
             if last_progress.elapsed() > Duration::from_secs(5) {
                 last_progress = Instant::now();
                 tracing::info!(
@@ -522,13 +548,10 @@ impl Pipeline {
                 );
             }
         }
+        // The next owner (or this one, restarted elsewhere) resumes from here.
+        self.consumer.context().snapshot(None)?;
         report.elapsed = started.elapsed();
         Ok(report)
-    }
-
-    fn drop_revoked_state(&mut self) {
-        let assigned: HashSet<i32> = self.assigned().into_iter().map(|(_, p)| p).collect();
-        self.states.retain(|p, _| assigned.contains(p));
     }
 
     fn collect(&self, shutdown: &AtomicBool) -> anyhow::Result<Vec<OwnedMessage>> {
@@ -658,10 +681,13 @@ impl Pipeline {
             anyhow::Ok(())
         })?;
 
-        // Every partition of the batch has its state before anything is committed.
+        // Every partition of the batch had its state restored at assignment.
         let partitions: BTreeSet<i32> = last.keys().map(|(_, p)| *p).collect();
-        for p in &partitions {
-            self.ensure_loaded(*p)?;
+        {
+            let states = self.consumer.context().states.lock().expect("states lock");
+            if let Some(p) = partitions.iter().find(|p| !states.contains_key(p)) {
+                anyhow::bail!("partition {p} has no state although messages of it were read");
+            }
         }
 
         // Raw: one file per table, rows not already in it (a replay after a crash), with offsets.
@@ -713,40 +739,45 @@ impl Pipeline {
             self.advance(name, &offsets);
         }
 
-        // Fold into state.
+        // Fold into state: one transaction per partition; the months whose cells changed.
         let mut accepted = [0u64; 3];
-        let mut duplicates = 0;
-        for (kind, l) in &landed {
+        for (kind, _) in &landed {
             accepted[*kind as usize] += 1;
-            let state = self.states.get_mut(&l.partition).expect("loaded above");
-            if state.apply(&l.event, &self.codes) == summary::Applied::Duplicate {
-                duplicates += 1;
+        }
+        let mut duplicates = 0;
+        let mut months: Vec<((i32, Month), MonthRows)> = Vec::new();
+        {
+            let ctx = self.consumer.context();
+            let states = ctx.states.lock().expect("states lock");
+            let mut changed = ctx.changed.lock().expect("lock");
+            for p in &partitions {
+                let evs: Vec<(&str, i64, &owsu_schemas::Event)> = landed
+                    .iter()
+                    .filter(|(_, l)| l.partition == *p)
+                    .map(|(k, l)| (self.topics[*k as usize].as_str(), l.offset, &l.event))
+                    .collect();
+                let state = &states[p];
+                let applied = state.apply(&evs, &self.codes)?;
+                duplicates += applied.duplicates;
+                changed.insert(*p);
+                for m in applied.months {
+                    months.push(((*p, m), state.month(m)?));
+                }
             }
         }
 
-        // Summaries: the touched months of each partition, every table, with the offsets.
-        let mut months: Vec<((i32, Month), MonthRows)> = Vec::new();
-        for p in &partitions {
-            let state = self.states.get_mut(p).expect("loaded above");
-            for m in state.take_dirty() {
-                months.push(((*p, m), state.month(m, &self.codes)));
-            }
-        }
         let known = self.offsets();
         for (i, t) in Table::ALL.into_iter().enumerate() {
             let name = t.def().name;
+            // Every partition of the batch, also one whose offsets the table already holds (a
+            // replay): its files are rewritten, so its ownership is checked all the same.
             let mut offsets = HashMap::new();
             let mut expected = HashMap::new();
             for ((topic, p), o) in &last {
                 let app = app_id(topic, *p);
                 let done = known.get(&(name, app.clone())).copied().flatten();
-                if done.is_none_or(|d| *o > d) {
-                    offsets.insert(app.clone(), *o);
-                    expected.insert(app, done);
-                }
-            }
-            if offsets.is_empty() && months.is_empty() {
-                continue;
+                offsets.insert(app.clone(), done.map_or(*o, |d| d.max(*o)));
+                expected.insert(app, done);
             }
             let table = &mut self.tables.summaries[i];
             let codes = &self.codes;

@@ -58,6 +58,8 @@ fn publish_year(dir: &Path, prefix: &str, seed: &str) -> PathBuf {
     import
 }
 
+/// Starts an instance; its partition state goes to `log`'s name with `.state` (each instance
+/// has its own, as on separate machines; a restarted instance reuses its own).
 fn spawn(prefix: &str, group: &str, store: &Path, until_caught_up: bool, log: &Path) -> Child {
     let mut c = Command::new(env!("CARGO_BIN_EXE_owsu-aggregator"));
     c.args([
@@ -71,7 +73,11 @@ fn spawn(prefix: &str, group: &str, store: &Path, until_caught_up: bool, log: &P
         "--store",
     ])
     .arg(store)
+    .arg("--state-dir")
+    .arg(log.with_extension("state"))
     .args([
+        "--snapshot-interval-s",
+        "2",
         "--metrics-addr",
         "",
         "--max-batch",
@@ -171,12 +177,12 @@ fn a_stalled_instance_cannot_commit_over_the_new_owner() {
     let start = Instant::now();
     while !std::fs::read_to_string(&log_a)
         .unwrap_or_default()
-        .contains("partition state loaded")
+        .contains("partitions assigned")
     {
         assert!(start.elapsed() < Duration::from_secs(120), "A never started");
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(2500));
     signal(&a, "STOP");
     let mut b = spawn(&prefix, &group, &store, false, &log_b);
     std::thread::sleep(Duration::from_secs(15));
@@ -294,6 +300,12 @@ fn two_instances_share_the_work_and_survive_one_being_killed() {
         log_b.contains("shutdown requested"),
         "B logged its graceful shutdown"
     );
+    // B took A's partitions over from A's state snapshots, without reading raw history.
+    assert!(
+        log_b.contains("state restored from the lake's snapshot"),
+        "B restored A's partitions from snapshots; log: {log_b}"
+    );
+    assert!(!log_b.contains("rebuilt it from the raw tables"), "{log_b}");
     oracle::assert_matches(
         &oracle::expected_from_import(&import),
         &oracle::actual_from_store(&store),

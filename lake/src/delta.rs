@@ -459,17 +459,33 @@ impl LakeTable {
     /// Deletes files no version younger than `retain` refers to (Delta VACUUM); time travel
     /// to versions older than that is then no longer possible.
     pub async fn vacuum(&mut self, retain: chrono::Duration) -> Result<usize, DeltaError> {
-        self.refresh().await?;
-        let (table, metrics) = self
-            .table
-            .clone()
-            .vacuum()
-            .with_retention_period(retain)
-            .with_enforce_retention_duration(false)
-            .await
-            .map_err(|e| self.err(e))?;
-        self.table = table;
-        Ok(metrics.files_deleted.len())
+        // Vacuum records itself in the log; a writer committing at the same moment makes that
+        // commit conflict, and trying again on the newer version is all it takes.
+        let mut attempt = 0;
+        loop {
+            self.refresh().await?;
+            let r = self
+                .table
+                .clone()
+                .vacuum()
+                .with_retention_period(retain)
+                .with_enforce_retention_duration(false)
+                .await;
+            match r {
+                Ok((table, metrics)) => {
+                    self.table = table;
+                    return Ok(metrics.files_deleted.len());
+                }
+                Err(e) => {
+                    let e = self.err(e);
+                    attempt += 1;
+                    if !e.is_fenced() || attempt >= 10 {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+                }
+            }
+        }
     }
 }
 

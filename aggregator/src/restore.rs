@@ -1,0 +1,223 @@
+//! Where a partition's state comes from when this instance is given the partition, and its
+//! snapshots in the lake's store.
+//!
+//! The state lives in a local file (`--state-dir`). Every `--snapshot-interval` the files of the
+//! partitions that changed are copied to the store (`state/pNNN.redb`, with `state/pNNN.json`
+//! recording the offsets they hold and the lake they belong to). A new owner takes whichever of
+//! its local file and the snapshot holds more, and the consumer resumes after the lower of the
+//! state's and the tables' offsets: the gap is replayed from Kafka (rows already in the raw
+//! tables are not appended again), never read back from raw history. Only when a partition has
+//! neither (a lake written before snapshots existed, or a lost snapshot) is it rebuilt from the
+//! raw tables once.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use owsu_lake::tables::RAW;
+use owsu_lake::{FileInfo, LakeTable, Store};
+use owsu_schemas::record::RecordKind;
+use serde::{Deserialize, Serialize};
+
+use crate::raw;
+use crate::state::PartitionState;
+use crate::summary::Codes;
+
+/// Where partition state lives.
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    /// Local directory of the state files (one per partition).
+    pub dir: PathBuf,
+    /// Page cache of each partition's file.
+    pub cache_bytes: usize,
+    /// How often changed partitions are snapshotted to the store.
+    pub snapshot_interval: Duration,
+}
+
+/// The default state directory of a store and consumer group: under the user's cache, one per
+/// (store, group), so two deployments on one machine never share state.
+pub fn default_dir(store_url: &str, group: &str) -> PathBuf {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in store_url.bytes().chain([0]).chain(group.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    base.join("owsu/aggregator-state").join(format!("{h:016x}"))
+}
+
+pub fn local_path(dir: &Path, partition: i32) -> PathBuf {
+    dir.join(format!("p{partition:03}.redb"))
+}
+
+fn snapshot_keys(partition: i32) -> (String, String) {
+    (
+        format!("state/p{partition:03}.redb"),
+        format!("state/p{partition:03}.json"),
+    )
+}
+
+/// What a snapshot holds, beside it in the store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    pub lake_id: String,
+    pub offsets: HashMap<String, i64>,
+    pub taken_at: String,
+    pub bytes: u64,
+}
+
+/// The identity of this lake: a state file is only ever used with the lake it was built from.
+pub async fn lake_id(store: &Store) -> anyhow::Result<String> {
+    const KEY: &str = "state/lake-id";
+    if let Ok(b) = store.get(KEY).await {
+        return Ok(String::from_utf8_lossy(&b).trim().to_owned());
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    store.put(KEY, id.clone().into_bytes()).await?;
+    Ok(id)
+}
+
+fn progress(offsets: &HashMap<String, i64>) -> i64 {
+    offsets.values().map(|o| o + 1).sum()
+}
+
+/// Where a restored state came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Local,
+    Snapshot,
+    RawTables,
+    New,
+}
+
+/// Opens partition `p`'s state for this lake (see the module documentation).
+pub async fn restore(
+    store: &Store,
+    cfg: &StateConfig,
+    lake: &str,
+    partition: i32,
+    topics: &[String; 3],
+    codes: &Codes,
+) -> anyhow::Result<(PartitionState, Source)> {
+    let path = local_path(&cfg.dir, partition);
+    let started = Instant::now();
+    let mut local = None;
+    if path.exists() {
+        match PartitionState::open(&path, cfg.cache_bytes) {
+            Ok(s) if s.meta("lake_id")?.as_deref() == Some(lake) => {
+                let o = s.offsets()?;
+                local = Some((s, o));
+            }
+            Ok(_) => tracing::info!(partition, "local state belongs to another lake: discarded"),
+            Err(e) => tracing::warn!(partition, "local state unreadable ({e}): discarded"),
+        }
+    }
+    let (snap_file, snap_meta) = snapshot_keys(partition);
+    let meta: Option<SnapshotMeta> = match store.get(&snap_meta).await {
+        Ok(b) => serde_json::from_slice(&b).ok().filter(|m: &SnapshotMeta| m.lake_id == lake),
+        Err(_) => None,
+    };
+    let local_progress = local.as_ref().map(|(_, o)| progress(o));
+    if let Some(m) = &meta {
+        if local_progress.is_none_or(|l| progress(&m.offsets) > l) {
+            drop(local.take());
+            let bytes = store
+                .get(&snap_file)
+                .await
+                .with_context(|| format!("downloading the state snapshot {snap_file}"))?;
+            let tmp = path.with_extension("download");
+            std::fs::create_dir_all(&cfg.dir)
+                .with_context(|| format!("creating {}", cfg.dir.display()))?;
+            std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, &path)?;
+            let s = PartitionState::open(&path, cfg.cache_bytes)?;
+            tracing::info!(partition, bytes = bytes.len(), took_ms = started.elapsed().as_millis() as u64, "state restored from the lake's snapshot");
+            return Ok((s, Source::Snapshot));
+        }
+    }
+    if let Some((s, _)) = local {
+        return Ok((s, Source::Local));
+    }
+    let _ = std::fs::remove_file(&path);
+    let s = PartitionState::open(&path, cfg.cache_bytes)?;
+    s.set_meta("lake_id", lake)?;
+    let rows = from_raw_tables(store, &s, partition, topics, codes).await?;
+    if rows > 0 {
+        tracing::warn!(partition, rows, took_ms = started.elapsed().as_millis() as u64, "no state snapshot for this partition: rebuilt it from the raw tables");
+        Ok((s, Source::RawTables))
+    } else {
+        Ok((s, Source::New))
+    }
+}
+
+/// Applies the partition's rows of the raw tables to `state`, file by file.
+async fn from_raw_tables(
+    store: &Store,
+    state: &PartitionState,
+    partition: i32,
+    topics: &[String; 3],
+    codes: &Codes,
+) -> anyhow::Result<u64> {
+    let mut rows = 0;
+    for (kind, def) in RecordKind::ALL.into_iter().zip(RAW) {
+        let Some(table) = LakeTable::open(store, def, None).await? else {
+            continue;
+        };
+        let mine: Vec<FileInfo> = table
+            .files()
+            .await?
+            .into_iter()
+            .filter(|f| match f.range("kafka_partition") {
+                Some((lo, hi)) => {
+                    lo.as_i64().is_none_or(|lo| lo <= i64::from(partition))
+                        && hi.as_i64().is_none_or(|hi| hi >= i64::from(partition))
+                }
+                None => true,
+            })
+            .collect();
+        for f in mine {
+            let df = table.read(std::slice::from_ref(&f), 1).await?;
+            let mask = polars::prelude::ChunkCompareEq::equal(
+                df.column("kafka_partition")?.i32()?,
+                partition,
+            );
+            let df = df.filter(&mask)?;
+            let landed = raw::from_frame(&f.path, kind, &df)?;
+            let topic = topics[kind as usize].as_str();
+            let evs: Vec<(&str, i64, &owsu_schemas::Event)> =
+                landed.iter().map(|l| (topic, l.offset, &l.event)).collect();
+            rows += evs.len() as u64;
+            state.apply(&evs, codes)?;
+        }
+    }
+    Ok(rows)
+}
+
+/// Copies a partition's state file to the store as its snapshot (call between batches: no
+/// write transaction may be open).
+pub async fn snapshot(
+    store: &Store,
+    lake: &str,
+    partition: i32,
+    state: &PartitionState,
+) -> anyhow::Result<u64> {
+    let offsets = state.offsets()?;
+    let bytes = std::fs::read(state.path())
+        .with_context(|| format!("reading {}", state.path().display()))?;
+    let n = bytes.len() as u64;
+    let (file, meta) = snapshot_keys(partition);
+    store.put(&file, bytes).await?;
+    let m = SnapshotMeta {
+        lake_id: lake.to_owned(),
+        offsets,
+        taken_at: chrono::Utc::now().to_rfc3339(),
+        bytes: n,
+    };
+    // The meta goes last: a reader never sees offsets the file does not hold.
+    store.put(&meta, serde_json::to_vec_pretty(&m)?).await?;
+    Ok(n)
+}
