@@ -103,14 +103,19 @@ pub struct RunArgs {
     pub state_dir: Option<PathBuf>,
 
     /// Page cache of each partition's state file, in MiB: the memory the state may use does
-    /// not grow with history.
-    #[arg(long, default_value_t = 32)]
+    /// not grow with history (an instance owning 12 partitions uses 12 times this).
+    #[arg(long, default_value_t = 8)]
     pub state_cache_mib: usize,
 
     /// Seconds between snapshots of the changed partitions' state to the store (a new owner of a
     /// partition restores the snapshot and replays only what followed it from Kafka).
     #[arg(long, default_value_t = 300)]
     pub snapshot_interval_s: u64,
+
+    /// Seconds between compactions of the raw tables' small files while running (0: never;
+    /// `owsu-aggregator compact` does the same on demand).
+    #[arg(long, default_value_t = 600)]
+    pub compact_interval_s: u64,
 
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464); off when empty.
     #[arg(long, env = "OWSU_METRICS_ADDR", default_value = "127.0.0.1:9464")]
@@ -173,6 +178,33 @@ pub fn run_pipeline(
 ) -> anyhow::Result<RunReport> {
     let metrics = Arc::new(Metrics::default());
     let shutdown = Arc::new(AtomicBool::new(false));
+    if let Some(every) = config.compact_interval {
+        // Compaction commits change no data and do not conflict with appends, so it runs beside
+        // the consumer loop rather than pausing it.
+        let store = store.clone();
+        let target = config.compact_target_bytes;
+        std::thread::Builder::new()
+            .name("compaction".into())
+            .spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                loop {
+                    std::thread::sleep(every);
+                    match rt.block_on(crate::maintenance::compact(&store, target, 4)) {
+                        Ok(r) => {
+                            for (table, c) in r.tables.iter().filter(|(_, c)| c.files_removed > 0) {
+                                tracing::info!(table, merged = c.files_removed, version = c.version, "raw files compacted");
+                            }
+                        }
+                        Err(e) => tracing::warn!("compaction (tried again in {every:?}): {e:#}"),
+                    }
+                }
+            })?;
+    }
     if let Some(addr) = metrics_addr {
         let m = metrics.clone();
         rt.spawn(async move {
@@ -225,6 +257,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 until_caught_up: a.until_caught_up,
                 session_timeout: Duration::from_millis(a.session_timeout_ms),
                 write_concurrency: a.store.io_concurrency.max(1),
+                compact_interval: (a.compact_interval_s > 0)
+                    .then(|| Duration::from_secs(a.compact_interval_s)),
+                compact_target_bytes: 128 << 20,
                 state: crate::restore::StateConfig {
                     dir: a
                         .state_dir

@@ -64,6 +64,10 @@ pub struct PipelineConfig {
     pub write_concurrency: usize,
     /// Where partition state lives and how often it is snapshotted.
     pub state: StateConfig,
+    /// How often the raw tables' small files are compacted while running (never when `None`).
+    pub compact_interval: Option<Duration>,
+    /// Size of a compacted raw file.
+    pub compact_target_bytes: i64,
 }
 
 /// What a run did.

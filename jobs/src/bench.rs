@@ -1,10 +1,17 @@
-//! `owsu bench`: speed and memory, measured and printed (never asserted in tests).
+//! `owsu bench`: speed and memory, measured side by side with the peers in one run, printed as
+//! figures and ratios and written as JSON (never asserted in tests).
 //!
 //! 1. codec: Avro single-object encode and decode rates;
-//! 2. producer: simulate a ~1,000,000-event year into the import format, then `publish` it;
-//! 3. aggregator: a clean `run --until-caught-up` as a child process (events/s, peak RSS);
-//! 4. crashes: the same topics with a new consumer group and store, `kill -9` at random moments
-//!    and restarted each time; its summaries must equal the clean run's, row for row.
+//! 2. Kafka's own `ProducerPerformance` (records of our encoded size, acks=all, idempotence) and,
+//!    after publishing, `ConsumerPerformance` over our three event topics: the peers;
+//! 3. producer: simulate a year into the import format, then `publish` it (÷ ProducerPerformance);
+//! 4. aggregator catch-up on the time-ordered year and on the same events shuffled (a late bulk
+//!    re-import), each a child process with a fresh store (÷ ConsumerPerformance; peak RSS; files);
+//! 5. takeover: a new instance with no local state on the caught-up store and group;
+//! 6. crashes: a new group and store, `kill -9` at random moments; its summaries must equal the
+//!    clean run's, row for row;
+//! 7. `compact`, then `rebuild` against DuckDB computing the same four summaries from the same
+//!    raw files (`infra/bench/duckdb_summaries.py`), totals compared.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -90,6 +97,104 @@ fn read_sorted(store: &Path, table: &str) -> anyhow::Result<DataFrame> {
     })
 }
 
+/// Python with DuckDB and deltalake for the peer of `rebuild`: `$OWSU_PYTHON`, or the tests'
+/// environment under `$OWSU_CACHE` (created here with pinned versions if missing).
+fn python() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("OWSU_PYTHON") {
+        return Ok(PathBuf::from(p));
+    }
+    let cache = std::env::var_os("OWSU_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into())).join(".cache/owsu")
+    });
+    let venv = cache.join("bench-pyenv");
+    let py = venv.join("bin/python");
+    if !venv.join(".ready").exists() {
+        println!("  (installing DuckDB and deltalake for Python into {})", venv.display());
+        let ok = Command::new("python3").args(["-m", "venv"]).arg(&venv).status()?.success()
+            && Command::new(&py)
+                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "duckdb==2.0.0", "deltalake==1.6.6"])
+                .status()?
+                .success();
+        anyhow::ensure!(ok, "could not install DuckDB and deltalake for Python (python3 with venv and PyPI access are needed)");
+        std::fs::write(venv.join(".ready"), b"ok")?;
+    }
+    Ok(py)
+}
+
+/// Runs one of Kafka's own tools through infra/kafka/kafka.sh; returns its standard output.
+fn kafka_tool(class: &str, args: &[&str]) -> anyhow::Result<String> {
+    let root = crate::demo::repo_root().context("infra/kafka/kafka.sh not found: run from the repository")?;
+    let out = Command::new("bash")
+        .arg(root.join("infra/kafka/kafka.sh"))
+        .arg("tool")
+        .arg(class)
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {class}"))?;
+    anyhow::ensure!(out.status.success(), "{class} failed");
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Messages per second from ProducerPerformance's last line ("N records sent, R records/sec ...").
+fn producer_perf_rate(out: &str) -> Option<f64> {
+    let line = out.lines().rev().find(|l| l.contains("records/sec"))?;
+    line.split(", ").nth(1)?.split_whitespace().next()?.parse().ok()
+}
+
+/// (messages, seconds fetching) from ConsumerPerformance's CSV line: `data.consumed.in.nMsg`
+/// (column 5) and `fetch.time.ms` (column 8), which leaves out joining the group, so the peer's
+/// rate is its best.
+fn consumer_perf(out: &str) -> Option<(f64, f64)> {
+    let line = out.lines().rev().find(|l| l.split(',').count() >= 10 && !l.contains("start.time"))?;
+    let f: Vec<&str> = line.split(',').map(str::trim).collect();
+    let msgs: f64 = f[4].parse().ok()?;
+    let fetch_ms: f64 = f[7].parse().ok()?;
+    Some((msgs, fetch_ms / 1000.0))
+}
+
+/// Messages in a topic now (sum of high − low watermarks).
+fn topic_messages(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let mut n = 0;
+    for p in 0..partitions {
+        let (lo, hi) = c.fetch_watermarks(topic, p, Duration::from_secs(30))?;
+        n += hi - lo;
+    }
+    Ok(n)
+}
+
+/// Active files of every table of a local store, and all Parquet files on its disk.
+fn files_in_store(store: &Path) -> anyhow::Result<(usize, usize)> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let active = rt.block_on(async {
+        let s = owsu_lake::Store::open_existing(store.to_str().context("utf-8 path")?)?;
+        let mut n = 0;
+        for def in owsu_lake::tables::ALL {
+            if let Some(t) = owsu_lake::LakeTable::open(&s, def, None).await? {
+                n += t.files().await?.len();
+            }
+        }
+        anyhow::Ok(n)
+    })?;
+    let mut on_disk = 0;
+    let mut stack = vec![store.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)?.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") && !p.to_string_lossy().contains("_delta_log") {
+                on_disk += 1;
+            }
+        }
+    }
+    Ok((active, on_disk))
+}
+
 pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
     let reference = Reference::load(None)?;
     if a.data_dir.exists() {
@@ -161,7 +266,36 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
         format!("{:.0}", bytes as f64 / events.len() as f64),
     );
 
-    // 2. Producer.
+    // 2. The peer of publish: Kafka's ProducerPerformance, records of our encoded size.
+    let record_size = format!("{:.0}", bytes as f64 / events.len() as f64);
+    let perf_prefix = format!("{prefix}perf.");
+    crate::demo::ensure_topics(&brokers, &perf_prefix, a.partitions)?;
+    let perf_topic = format!("{perf_prefix}{}", owsu_schemas::topics::SERVICE_EVENTS);
+    let out = kafka_tool(
+        "org.apache.kafka.tools.ProducerPerformance",
+        &[
+            "--topic",
+            &perf_topic,
+            "--num-records",
+            &a.events.to_string(),
+            "--record-size",
+            &record_size,
+            "--throughput",
+            "-1",
+            "--producer-props",
+            &format!("bootstrap.servers={brokers}"),
+            "acks=all",
+            "enable.idempotence=true",
+        ],
+    )?;
+    let producer_perf = producer_perf_rate(&out).context("no rate in ProducerPerformance's output")?;
+    say(
+        &mut figures,
+        "Kafka ProducerPerformance (records/s)",
+        format!("{producer_perf:.0} ({record_size} B, acks=all, idempotent)"),
+    );
+
+    // 3. Producer.
     // A full year is 54,944 day closures plus about 4.95 million events that scale (seed 1, 2021).
     let scale = ((a.events as f64 - 54_944.0) / 4_953_742.0).max(0.001);
     let import = a.data_dir.join("year.jsonl");
@@ -206,26 +340,57 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
         outbox.to_str().unwrap(),
     ]))?;
     anyhow::ensure!(code == 0, "publish failed with exit code {code}");
+    let publish_rate = lines / t.elapsed().as_secs_f64();
     say(
         &mut figures,
         "publish: validate, hash, outbox fsync, Kafka acks=all (events/s)",
-        format!("{:.0}", lines / t.elapsed().as_secs_f64()),
+        format!("{publish_rate:.0}"),
+    );
+    say(
+        &mut figures,
+        "publish ÷ ProducerPerformance",
+        format!("{:.2}", publish_rate / producer_perf),
+    );
+
+    // The peer of the aggregator: Kafka's ConsumerPerformance over our three event topics.
+    let (mut perf_msgs, mut perf_secs) = (0.0, 0.0);
+    for k in owsu_schemas::RecordKind::ALL {
+        let topic = format!("{prefix}{}", k.topic());
+        let n = topic_messages(&brokers, &topic, a.partitions)?;
+        if n == 0 {
+            continue;
+        }
+        let out = kafka_tool(
+            "org.apache.kafka.tools.ConsumerPerformance",
+            &["--bootstrap-server", &brokers, "--topic", &topic, "--messages", &n.to_string(), "--timeout", "60000"],
+        )?;
+        let (m, secs) = consumer_perf(&out).context("no figures in ConsumerPerformance's output")?;
+        perf_msgs += m;
+        perf_secs += secs;
+    }
+    let consumer_perf_rate = perf_msgs / perf_secs.max(1e-9);
+    say(
+        &mut figures,
+        "Kafka ConsumerPerformance, our topics (messages/s)",
+        format!("{consumer_perf_rate:.0} ({perf_msgs:.0} messages)"),
     );
 
     // 3. Clean aggregation.
-    let spawn = |group: &str, store: &Path, log: &Path| -> anyhow::Result<Child> {
+    let spawn_on = |prefix: &str, group: &str, store: &Path, log: &Path| -> anyhow::Result<Child> {
         Command::new(&agg_bin)
             .args([
                 "run",
                 "--brokers",
                 &brokers,
                 "--topic-prefix",
-                &prefix,
+                prefix,
                 "--group",
                 group,
                 "--store",
             ])
             .arg(store)
+            .arg("--state-dir")
+            .arg(log.with_extension("state"))
             .args([
                 "--until-caught-up",
                 "--metrics-addr",
@@ -243,6 +408,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
             .spawn()
             .context("spawning owsu-aggregator")
     };
+    let spawn = |group: &str, store: &Path, log: &Path| spawn_on(&prefix, group, store, log);
     let clean_store = a.data_dir.join("store-clean");
     let t = Instant::now();
     let mut child = spawn(
@@ -266,6 +432,80 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
         &mut figures,
         "aggregate, clean run peak RSS (MiB)",
         format!("{peak:.0}"),
+    );
+    say(
+        &mut figures,
+        "catch-up, time-ordered ÷ ConsumerPerformance",
+        format!("{:.3}", lines / clean_secs / consumer_perf_rate),
+    );
+    let (active, on_disk) = files_in_store(&clean_store)?;
+    say(
+        &mut figures,
+        "files in the store, time-ordered (active / on disk)",
+        format!("{active} / {on_disk}"),
+    );
+
+    // The same events shuffled: a late bulk re-import.
+    let mut rows: Vec<String> = std::fs::read_to_string(&import)?.lines().map(str::to_owned).collect();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for i in (1..rows.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        rows.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    let shuffled = a.data_dir.join("shuffled.jsonl");
+    std::fs::write(&shuffled, rows.join("\n") + "\n")?;
+    drop(rows);
+    let shuf_prefix = format!("{prefix}shuf.");
+    crate::demo::ensure_topics(&brokers, &shuf_prefix, a.partitions)?;
+    let code = owsu_producer::cli::run(owsu_producer::cli::Cli::parse_from([
+        "owsu-producer",
+        "publish",
+        "--input",
+        shuffled.to_str().unwrap(),
+        "--brokers",
+        &brokers,
+        "--topic-prefix",
+        &shuf_prefix,
+        "--id-secret-file",
+        secret.to_str().unwrap(),
+        "--outbox",
+        a.data_dir.join("outbox-shuffled").to_str().unwrap(),
+    ]))?;
+    anyhow::ensure!(code == 0, "publishing the shuffled events failed");
+    let shuf_store = a.data_dir.join("store-shuffled");
+    let t = Instant::now();
+    let mut child = spawn_on(&shuf_prefix, &format!("{prefix}shuf"), &shuf_store, &a.data_dir.join("shuffled.log"))?;
+    let (status, shuf_peak) = wait_measuring(&mut child)?;
+    anyhow::ensure!(status.success(), "aggregator failed on the shuffled events: see {}", a.data_dir.join("shuffled.log").display());
+    let shuf_secs = t.elapsed().as_secs_f64();
+    say(
+        &mut figures,
+        "aggregate, shuffled events (events/s)",
+        format!("{:.0} ({shuf_secs:.1} s), peak RSS {shuf_peak:.0} MiB", lines / shuf_secs),
+    );
+    say(
+        &mut figures,
+        "catch-up, shuffled ÷ ConsumerPerformance",
+        format!("{:.3}", lines / shuf_secs / consumer_perf_rate),
+    );
+    let (active, on_disk) = files_in_store(&shuf_store)?;
+    say(
+        &mut figures,
+        "files in the store, shuffled (active / on disk)",
+        format!("{active} / {on_disk}"),
+    );
+
+    // Takeover: a new instance with no local state takes every partition of the caught-up group.
+    let t = Instant::now();
+    let mut child = spawn(&format!("{prefix}clean"), &clean_store, &a.data_dir.join("takeover.log"))?;
+    let (status, _) = wait_measuring(&mut child)?;
+    anyhow::ensure!(status.success(), "takeover run failed: see {}", a.data_dir.join("takeover.log").display());
+    say(
+        &mut figures,
+        "takeover of every partition, no local state (s)",
+        format!("{:.1}", t.elapsed().as_secs_f64()),
     );
 
     // 4. Crash run.
@@ -336,6 +576,50 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
             format!("{} ({} rows)", if same { "yes" } else { "NO" }, x.height()),
         );
     }
+    // Compaction, then rebuild against DuckDB on the same raw files.
+    let run_agg = |args: &[&str], log: &str| -> anyhow::Result<(f64, f64)> {
+        let t = Instant::now();
+        let mut c = Command::new(&agg_bin)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(a.data_dir.join(log))?)
+            .spawn()?;
+        let (status, peak) = wait_measuring(&mut c)?;
+        anyhow::ensure!(status.success(), "owsu-aggregator {} failed: see {log}", args[0]);
+        Ok((t.elapsed().as_secs_f64(), peak))
+    };
+    let store_arg = clean_store.to_str().context("utf-8 path")?;
+    let (secs, _) = run_agg(&["compact", "--store", store_arg], "compact.log")?;
+    let (active, _) = files_in_store(&clean_store)?;
+    say(&mut figures, "compact the raw tables (s; active files after)", format!("{secs:.1}; {active}"));
+    let (rebuild_secs, rebuild_peak) = run_agg(&["rebuild", "--store", store_arg], "rebuild.log")?;
+    say(
+        &mut figures,
+        "rebuild: all summaries from raw (s)",
+        format!("{rebuild_secs:.1}, peak RSS {rebuild_peak:.0} MiB"),
+    );
+    let script = crate::demo::repo_root()
+        .context("infra/bench not found: run from the repository")?
+        .join("infra/bench/duckdb_summaries.py");
+    let py = python()?;
+    let t = Instant::now();
+    let out = Command::new(&py).arg(&script).arg(&clean_store).output()?;
+    let duck_secs = t.elapsed().as_secs_f64();
+    anyhow::ensure!(out.status.success(), "DuckDB script failed: {}", String::from_utf8_lossy(&out.stderr));
+    let duck: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    say(&mut figures, "DuckDB: the same summaries from the same raw files (s)", format!("{duck_secs:.1}"));
+    say(&mut figures, "rebuild ÷ DuckDB (time)", format!("{:.2}", rebuild_secs / duck_secs));
+    let ours = read_sorted(&clean_store, "services_daily")?;
+    let delivered = ours.column("services_delivered")?.i64()?.sum().unwrap_or(0);
+    let revenue = ours.column("revenue_riel")?.i64()?.sum().unwrap_or(0);
+    let same = duck["services_delivered"].as_i64() == Some(delivered) && duck["revenue_riel"].as_i64() == Some(revenue);
+    equal &= same;
+    say(
+        &mut figures,
+        "DuckDB totals equal ours (delivered, revenue)",
+        format!("{} ({delivered}, {revenue})", if same { "yes" } else { "NO" }),
+    );
+
     std::fs::write(
         a.data_dir.join("figures.json"),
         serde_json::to_vec_pretty(

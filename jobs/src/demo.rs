@@ -70,7 +70,7 @@ struct State {
 const YEARS: [i32; 2] = [2020, 2021];
 
 /// Finds the repository (for infra/kafka/kafka.sh): from the working directory or the binary upwards.
-fn repo_root() -> Option<PathBuf> {
+pub(crate) fn repo_root() -> Option<PathBuf> {
     let starts = [std::env::current_dir().ok(), std::env::current_exe().ok()];
     for s in starts.into_iter().flatten() {
         for dir in s.ancestors() {
@@ -113,7 +113,7 @@ fn secret(dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
-fn ensure_topics(brokers: &str, prefix: &str, partitions: i32) -> anyhow::Result<()> {
+pub(crate) fn ensure_topics(brokers: &str, prefix: &str, partitions: i32) -> anyhow::Result<()> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers)
