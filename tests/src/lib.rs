@@ -312,3 +312,85 @@ pub fn create_topics_on(bootstrap: &str, prefix: &str, partitions: i32) {
         }
     }
 }
+
+/// A real S3-compatible server on loopback (s3s-fs from crates.io, a file-system-backed S3
+/// implementation that honours `If-None-Match`), built once into `$OWSU_CACHE/s3s-fs`. Stopped
+/// when dropped.
+pub struct S3Server {
+    child: std::process::Child,
+    pub endpoint: String,
+    pub root: PathBuf,
+    pub access_key: &'static str,
+    pub secret_key: &'static str,
+}
+
+impl S3Server {
+    /// Starts a server with bucket `bucket`, its data in a fresh directory.
+    pub fn start(bucket: &str) -> Self {
+        let install = cache_dir().join("s3s-fs");
+        let bin = install.join("bin/s3s-fs");
+        {
+            let _lock = FileLock::acquire(&cache_dir().join("s3s-fs.lock"));
+            if !bin.exists() {
+                let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                    .args(["install", "--locked", "--quiet", "s3s-fs", "--version", "0.14.1", "--features", "binary", "--root"])
+                    .arg(&install)
+                    .arg("--target-dir")
+                    .arg(cache_dir().join("s3s-fs-build"))
+                    .output()
+                    .unwrap_or_else(|e| panic!("cargo install s3s-fs: {e}"));
+                assert!(
+                    out.status.success(),
+                    "installing the S3 test server (cargo install s3s-fs) failed:\n{}\nFix: allow crates.io access, or put an s3s-fs 0.14 binary at {}",
+                    String::from_utf8_lossy(&out.stderr),
+                    bin.display()
+                );
+            }
+        }
+        let root = cache_dir()
+            .join("test-s3")
+            .join(format!("{bucket}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join(bucket)).expect("create the bucket directory");
+        let port = free_port();
+        let (access_key, secret_key) = ("owsutest", "owsu-test-secret-key");
+        let child = Command::new(&bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", access_key, "--secret-key", secret_key])
+            .arg(&root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+        let started = std::time::Instant::now();
+        while !port_open(port) {
+            assert!(started.elapsed() < Duration::from_secs(30), "s3s-fs did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        S3Server {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            root,
+            access_key,
+            secret_key,
+        }
+    }
+
+    /// The `AWS_*` variables that point a client at this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT", self.endpoint.clone()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_ACCESS_KEY_ID", self.access_key.into()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret_key.into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}

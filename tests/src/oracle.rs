@@ -178,14 +178,18 @@ pub fn expected_from_import(path: &Path) -> Expected {
 /// Reads a summary table of a local store at its latest version, through the lake's snapshot
 /// (only the files the Delta log lists as active: replaced files stay on disk until vacuum).
 pub fn read_table(store_dir: &Path, table: &str) -> DataFrame {
+    read_table_at(store_dir.to_str().expect("utf-8 path"), table)
+}
+
+/// Like [`read_table`], for a store given by URL (a directory or `s3://…`).
+pub fn read_table_at(store_url: &str, table: &str) -> DataFrame {
     let def = owsu_lake::tables::by_name(table).unwrap_or_else(|| panic!("no table {table}"));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let store = owsu_lake::Store::open_existing(store_dir.to_str().expect("utf-8 path"))
-            .expect("store");
+        let store = owsu_lake::Store::open_existing(store_url).expect("store");
         let snap = owsu_lake::Snapshot::open(&store, &[def], None)
             .await
             .expect("snapshot");
@@ -221,8 +225,13 @@ fn ints(df: &DataFrame, c: &str) -> Vec<i64> {
 
 /// The aggregator's figures, in the oracle's shape.
 pub fn actual_from_store(store_dir: &Path) -> Expected {
+    actual_from_url(store_dir.to_str().expect("utf-8 path"))
+}
+
+/// Like [`actual_from_store`], for a store given by URL.
+pub fn actual_from_url(store_url: &str) -> Expected {
     let mut a = Expected::default();
-    let df = read_table(store_dir, "services_daily");
+    let df = read_table_at(store_url, "services_daily");
     if df.height() > 0 {
         let (d, u, se, sv) = (
             strs(&df, "date"),
@@ -245,7 +254,7 @@ pub fn actual_from_store(store_dir: &Path) -> Expected {
             f.revenue_riel += rev[i];
         }
     }
-    let df = read_table(store_dir, "complaints_daily");
+    let df = read_table_at(store_url, "complaints_daily");
     if df.height() > 0 {
         let (d, u, se) = (
             strs(&df, "date"),
