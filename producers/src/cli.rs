@@ -13,6 +13,7 @@ use owsu_schemas::time::now_millis;
 
 use crate::import::{self, Format};
 use crate::kafka::KafkaArgs;
+use crate::outbox::OutboxRecord;
 use crate::publish::{DeliveryReport, Publisher, PublisherConfig};
 use crate::simulate::{Emit, SimConfig, Simulator};
 
@@ -283,8 +284,11 @@ fn publish(reference: &Reference, a: PublishArgs) -> anyhow::Result<i32> {
         p.push(".rejects.jsonl");
         PathBuf::from(p)
     });
-    let lines = import::read_file(&a.input, format, a.kind)
-        .with_context(|| format!("opening {}", a.input.display()))?;
+    // Fail on an unreadable file before anything else starts.
+    drop(
+        import::read_file(&a.input, format, a.kind)
+            .with_context(|| format!("opening {}", a.input.display()))?,
+    );
     let mut publisher = publisher(&a.kafka, &a.outbox, a.chunk)?;
     let waiting_before = publisher.outbox().pending()?;
     if waiting_before > 0 {
@@ -295,77 +299,104 @@ fn publish(reference: &Reference, a: PublishArgs) -> anyhow::Result<i32> {
     }
     let started = Instant::now();
     let now = now_millis();
-    let mut tally = Tally::default();
-    let mut rejects: Option<std::io::BufWriter<std::fs::File>> = None;
-    let mut chunk: Vec<Event> = Vec::with_capacity(a.chunk.min(1 << 20));
     let mut report = DeliveryReport::default();
     publisher.show_progress(0, "publishing");
-    // Once a delivery round leaves events waiting, Kafka is unreachable: later chunks are only made
-    // durable in the outbox, rather than each waiting out the delivery timeout again.
-    let mut kafka_down = false;
-    let send = |publisher: &mut Publisher,
-                chunk: &mut Vec<Event>,
-                report: &mut DeliveryReport,
-                down: &mut bool|
-     -> anyhow::Result<()> {
-        publisher.stage(chunk)?;
-        chunk.clear();
-        if !*down {
-            let r = publisher.deliver()?;
-            report.delivered += r.delivered;
-            *down = r.pending > 0;
-        }
-        Ok(())
-    };
-    for line in lines {
-        let checked = line.parsed.and_then(|e| {
-            let e = import::pseudonymise(e, &hasher);
-            owsu_schemas::validate(&e, reference, now)
-                .map(|()| e)
-                .map_err(|v| import::RecordError {
-                    file: a.input.clone(),
-                    line: line.number,
-                    field: Some(v.field()),
-                    reason: v
-                        .to_string()
-                        .split_once(": ")
-                        .map(|(_, r)| r.to_owned())
-                        .unwrap_or_else(|| v.to_string()),
-                })
-        });
-        match checked {
-            Ok(e) => {
-                tally.add(&e);
-                chunk.push(e);
-                if chunk.len() >= a.chunk {
-                    send(&mut publisher, &mut chunk, &mut report, &mut kafka_down)?;
+    // Two stages overlap: a reader thread parses, validates, pseudonymises and encodes the next
+    // chunk while this thread makes the previous one durable in the outbox and waits for Kafka's
+    // acknowledgements. The channel holds at most two chunks, so memory stays bounded.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<OutboxRecord>>(2);
+    let tally = std::thread::scope(|scope| -> anyhow::Result<Tally> {
+        let reader = scope.spawn(|| -> anyhow::Result<Tally> {
+            let tx = tx;
+            let mut tally = Tally::default();
+            let mut rejects: Option<std::io::BufWriter<std::fs::File>> = None;
+            let mut chunk: Vec<OutboxRecord> = Vec::with_capacity(a.chunk.min(1 << 20));
+            let lines = import::read_file(&a.input, format, a.kind)
+                .with_context(|| format!("opening {}", a.input.display()))?;
+            for line in lines {
+                let checked = line.parsed.and_then(|e| {
+                    let e = import::pseudonymise(e, &hasher);
+                    owsu_schemas::validate(&e, reference, now)
+                        .map(|()| e)
+                        .map_err(|v| import::RecordError {
+                            file: a.input.clone(),
+                            line: line.number,
+                            field: Some(v.field()),
+                            reason: v
+                                .to_string()
+                                .split_once(": ")
+                                .map(|(_, r)| r.to_owned())
+                                .unwrap_or_else(|| v.to_string()),
+                        })
+                });
+                match checked {
+                    Ok(e) => {
+                        tally.add(&e);
+                        chunk.push(OutboxRecord {
+                            topic: a.kafka.topic(e.kind().topic()),
+                            key: e.unit_code().to_owned(),
+                            payload: owsu_schemas::encode(&e)?,
+                        });
+                        if chunk.len() >= a.chunk && tx.send(std::mem::take(&mut chunk)).is_err() {
+                            return Ok(tally); // the sender stopped on an error of its own
+                        }
+                    }
+                    Err(err) => {
+                        tally.rejected += 1;
+                        tracing::warn!("rejected {err}");
+                        let w = match &mut rejects {
+                            Some(w) => w,
+                            None => rejects.insert(std::io::BufWriter::new(
+                                std::fs::File::create(&rejects_path).with_context(|| {
+                                    format!("creating {}", rejects_path.display())
+                                })?,
+                            )),
+                        };
+                        serde_json::to_writer(
+                            &mut *w,
+                            &serde_json::json!({
+                                "file": err.file, "line": err.line, "field": err.field, "reason": err.reason, "record": line.text,
+                            }),
+                        )?;
+                        w.write_all(b"\n")?;
+                    }
                 }
             }
-            Err(err) => {
-                tally.rejected += 1;
-                tracing::warn!("rejected {err}");
-                let w = match &mut rejects {
-                    Some(w) => w,
-                    None => rejects.insert(std::io::BufWriter::new(
-                        std::fs::File::create(&rejects_path)
-                            .with_context(|| format!("creating {}", rejects_path.display()))?,
-                    )),
-                };
-                serde_json::to_writer(
-                    &mut *w,
-                    &serde_json::json!({
-                        "file": err.file, "line": err.line, "field": err.field, "reason": err.reason, "record": line.text,
-                    }),
-                )?;
-                w.write_all(b"\n")?;
+            if !chunk.is_empty() {
+                let _ = tx.send(chunk);
             }
-        }
-    }
-    send(&mut publisher, &mut chunk, &mut report, &mut kafka_down)?;
+            if let Some(mut w) = rejects {
+                w.flush()?;
+            }
+            Ok(tally)
+        });
+        // Once a delivery round leaves events waiting, Kafka is unreachable: later chunks are
+        // only made durable in the outbox, rather than each waiting out the delivery timeout.
+        let mut kafka_down = false;
+        let mut sending = || -> anyhow::Result<()> {
+            let mut rounds = 0;
+            for records in rx.iter() {
+                publisher.stage_records(&records)?;
+                if !kafka_down {
+                    let r = publisher.deliver()?;
+                    report.delivered += r.delivered;
+                    kafka_down = r.pending > 0;
+                    rounds += 1;
+                }
+            }
+            // A file with nothing valid still delivers what an earlier run left in the outbox.
+            if rounds == 0 && !kafka_down {
+                report.delivered += publisher.deliver()?.delivered;
+            }
+            Ok(())
+        };
+        let sent = sending();
+        drop(rx);
+        let tally = reader.join().map_err(|_| anyhow::anyhow!("the reader thread panicked"))??;
+        sent?;
+        Ok(tally)
+    })?;
     report.pending = publisher.outbox().pending()? as u64;
-    if let Some(mut w) = rejects {
-        w.flush()?;
-    }
     publisher.finish_progress();
     let took = started.elapsed();
     println!(

@@ -144,6 +144,12 @@ impl Publisher {
         Ok(events.len())
     }
 
+    /// Makes already encoded records durable in the outbox (one segment).
+    pub fn stage_records(&self, records: &[OutboxRecord]) -> anyhow::Result<usize> {
+        self.outbox.append(records)?;
+        Ok(records.len())
+    }
+
     /// Sends every segment in the outbox; removes what Kafka acknowledged.
     pub fn deliver(&self) -> anyhow::Result<DeliveryReport> {
         let mut report = DeliveryReport::default();
