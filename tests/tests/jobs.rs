@@ -245,7 +245,7 @@ print(a[0], a[1], a[2], int(b.services_delivered.sum()), int(b.revenue_riel.sum(
             flags: serde_json::from_value(v["flags"].clone()).unwrap(),
         }
     };
-    let check = owsu_jobs::inactive::check_truth(&report, &truth.planted);
+    let check = owsu::truth::check_truth(&report, &truth.planted);
     assert!(
         check.missed.is_empty(),
         "missed planted problems: {:?}",

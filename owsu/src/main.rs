@@ -1,9 +1,9 @@
 use clap::Parser;
 
 fn main() {
-    let cli = owsu_jobs::demo::Cli::parse();
+    let cli = owsu::demo::Cli::parse();
     owsu_jobs::cli::init_tracing(owsu_jobs::cli::LogFormat::Human);
-    match owsu_jobs::demo::run(cli) {
+    match owsu::demo::run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("owsu: {e:#}");

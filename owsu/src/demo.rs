@@ -296,9 +296,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         .enable_all()
         .build()?;
     let reports = a.data_dir.join("reports");
-    let review = rt.block_on(crate::review::compute(&store, &reference, 2021, None))?;
-    let html = crate::review::write(&review, &reports.join("review-2021"))?;
-    let demand = rt.block_on(crate::demand::run(
+    let review = rt.block_on(owsu_jobs::review::compute(&store, &reference, 2021, None))?;
+    let html = owsu_jobs::review::write(&review, &reports.join("review-2021"))?;
+    let demand = rt.block_on(owsu_jobs::demand::run(
         &store,
         &reference,
         (2020, 1),
@@ -307,23 +307,23 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         &reports.join("demand"),
     ))?;
     let as_of = chrono::NaiveDate::from_ymd_opt(2021, 12, 31).expect("date");
-    let oversight = rt.block_on(crate::inactive::run(
+    let oversight = rt.block_on(owsu_jobs::inactive::run(
         &store,
         &reference,
         as_of,
         None,
-        &crate::inactive::Rules::default(),
+        &owsu_jobs::inactive::Rules::default(),
     ))?;
-    let (inactive_csv, _) = crate::inactive::write(&oversight, &reports.join("inactive"))?;
+    let (inactive_csv, _) = owsu_jobs::inactive::write(&oversight, &reports.join("inactive"))?;
     let truth_check = std::fs::read(a.data_dir.join("truth-2021.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<owsu_producer::simulate::Truth>(&b).ok())
-        .map(|t| crate::inactive::check_truth(&oversight, &t.planted));
+        .map(|t| crate::truth::check_truth(&oversight, &t.planted));
     println!("jobs done in {:.1} s", t.elapsed().as_secs_f64());
 
     // 6. The answer.
     steps.step("national 2021 table");
-    print!("{}", crate::review::facts_table(&review));
+    print!("{}", owsu_jobs::review::facts_table(&review));
     println!("\nPublished (FACTS.md, 2021): capital/provincial 442,108 services, > US$21M; district 750,869 services, > US$3M;");
     println!("complaints 1,417 / 885 within / 779 resolved / 33 more info; district 11,909 / 305 within / 218 outside / 11,386 more info.");
     println!(
