@@ -14,6 +14,9 @@ use crate::raw;
 use crate::state::PartitionState;
 use crate::summary::{self, Codes, Table};
 
+/// Raw rows turned into events at a time by `rebuild`.
+const REBUILD_SLICE: usize = 100_000;
+
 /// What a rebuild did.
 #[derive(Debug, Clone, Copy)]
 pub struct RebuildReport {
@@ -49,24 +52,30 @@ pub async fn rebuild(
         raw_files += files.len();
         for f in files {
             let df = table.read(std::slice::from_ref(&f), concurrency).await?;
-            let landed = raw::from_frame(&f.path, kind, &df)?;
-            let mut by_partition: BTreeMap<i32, Vec<(&str, i64, &owsu_schemas::Event)>> =
-                BTreeMap::new();
-            for l in &landed {
-                by_partition
-                    .entry(l.partition)
-                    .or_default()
-                    .push((def.name, l.offset, &l.event));
-            }
-            for (p, evs) in by_partition {
-                if let std::collections::btree_map::Entry::Vacant(e) = states.entry(p) {
-                    e.insert(PartitionState::open(
-                        &scratch.path().join(format!("p{p:03}.redb")),
-                        32 << 20,
-                    )?);
+            // A compacted file holds millions of rows: turn them into events a slice at a time.
+            let mut offset = 0;
+            while offset < df.height() {
+                let slice = df.slice(offset as i64, REBUILD_SLICE);
+                offset += REBUILD_SLICE;
+                let landed = raw::from_frame(&f.path, kind, &slice)?;
+                let mut by_partition: BTreeMap<i32, Vec<(&str, i64, &owsu_schemas::Event)>> =
+                    BTreeMap::new();
+                for l in &landed {
+                    by_partition
+                        .entry(l.partition)
+                        .or_default()
+                        .push((def.name, l.offset, &l.event));
                 }
-                events += evs.len() as u64;
-                states[&p].apply(&evs, &codes)?;
+                for (p, evs) in by_partition {
+                    if let std::collections::btree_map::Entry::Vacant(e) = states.entry(p) {
+                        e.insert(PartitionState::open(
+                            &scratch.path().join(format!("p{p:03}.redb")),
+                            8 << 20,
+                        )?);
+                    }
+                    events += evs.len() as u64;
+                    states[&p].apply(&evs, &codes)?;
+                }
             }
         }
     }

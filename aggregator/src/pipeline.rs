@@ -356,6 +356,9 @@ impl Pipeline {
                     .to_string(),
             )
             .set("max.poll.interval.ms", "600000")
+            // librdkafka prefetches up to 64 MiB per partition by default: with 36 partitions in
+            // catch-up that is most of a topic in memory. A batch needs far less.
+            .set("queued.max.messages.kbytes", "4096")
             .set("statistics.interval.ms", "5000");
         config.kafka.apply_overrides(&mut c);
         let ctx = GroupContext {
