@@ -346,7 +346,9 @@ impl LakeTable {
             path: file.path.clone(),
             data_change,
             deletion_timestamp: Some(chrono::Utc::now().timestamp_millis()),
-            extended_file_metadata: Some(true),
+            // With `extendedFileMetadata` the protocol wants partitionValues and tags too; the
+            // size alone is optional and all vacuum needs.
+            extended_file_metadata: None,
             size: Some(file.size),
             ..Default::default()
         })
