@@ -158,7 +158,9 @@ pub struct VacuumArgs {
 pub fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         // delta-rs and its kernel log every commit and snapshot load (whole log listings) at INFO.
-        .unwrap_or_else(|_| "info,rdkafka=warn,buoyant_kernel=warn,delta_kernel=warn,deltalake_core=warn".into());
+        .unwrap_or_else(|_| {
+            "info,rdkafka=warn,buoyant_kernel=warn,delta_kernel=warn,deltalake_core=warn".into()
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -198,7 +200,12 @@ pub fn run_pipeline(
                     match rt.block_on(crate::maintenance::compact(&store, target, 4)) {
                         Ok(r) => {
                             for (table, c) in r.tables.iter().filter(|(_, c)| c.files_removed > 0) {
-                                tracing::info!(table, merged = c.files_removed, version = c.version, "raw files compacted");
+                                tracing::info!(
+                                    table,
+                                    merged = c.files_removed,
+                                    version = c.version,
+                                    "raw files compacted"
+                                );
                             }
                         }
                         Err(e) => tracing::warn!("compaction (tried again in {every:?}): {e:#}"),

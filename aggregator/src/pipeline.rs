@@ -201,11 +201,19 @@ impl GroupContext {
             .collect();
         for p in todo {
             let started = Instant::now();
-            let bytes = self
-                .rt
-                .block_on(restore::snapshot(&self.store, &self.lake_id, p, &states[&p]))?;
+            let bytes = self.rt.block_on(restore::snapshot(
+                &self.store,
+                &self.lake_id,
+                p,
+                &states[&p],
+            ))?;
             changed.remove(&p);
-            tracing::info!(partition = p, bytes, took_ms = started.elapsed().as_millis() as u64, "state snapshot written");
+            tracing::info!(
+                partition = p,
+                bytes,
+                took_ms = started.elapsed().as_millis() as u64,
+                "state snapshot written"
+            );
         }
         Ok(())
     }
@@ -516,9 +524,7 @@ impl Pipeline {
             }
             if batch.is_empty() {
                 if self.config.until_caught_up && self.caught_up() {
-                    tracing::info!(
-                        "caught up: everything present at start-up is in the lake"
-                    );
+                    tracing::info!("caught up: everything present at start-up is in the lake");
                     break;
                 }
                 continue;
@@ -595,7 +601,12 @@ impl Pipeline {
     }
 
     fn offsets(&self) -> LakeOffsets {
-        self.consumer.context().offsets.lock().expect("lock").clone()
+        self.consumer
+            .context()
+            .offsets
+            .lock()
+            .expect("lock")
+            .clone()
     }
 
     fn advance(&self, table: &'static str, offsets: &HashMap<String, i64>) {
@@ -704,12 +715,7 @@ impl Pipeline {
             let topic = &self.topics[kind as usize];
             let table = &mut self.tables.raw[kind as usize];
             let name = table.def.name;
-            let done = |p: i32| {
-                known
-                    .get(&(name, app_id(topic, p)))
-                    .copied()
-                    .flatten()
-            };
+            let done = |p: i32| known.get(&(name, app_id(topic, p))).copied().flatten();
             let mut offsets = HashMap::new();
             let mut expected = HashMap::new();
             for ((t, p), o) in &last {
@@ -731,7 +737,10 @@ impl Pipeline {
                 if !rows.is_empty() {
                     let df = raw::to_frame(kind, &rows)?;
                     let add = table
-                        .write_file(&format!("part-{}.parquet", uuid::Uuid::new_v4().simple()), df)
+                        .write_file(
+                            &format!("part-{}.parquet", uuid::Uuid::new_v4().simple()),
+                            df,
+                        )
                         .await
                         .map_err(fence)?;
                     actions.push(Action::Add(add));
@@ -876,4 +885,3 @@ impl Pipeline {
         Ok(event)
     }
 }
-

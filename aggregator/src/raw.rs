@@ -35,12 +35,15 @@ pub fn kind_of_topic(topic: &str) -> Option<RecordKind> {
 
 fn ts(name: &str, v: Vec<i64>) -> PolarsResult<Column> {
     // Delta timestamps are microseconds; events carry milliseconds.
-    Series::new(name.into(), v.into_iter().map(|ms| ms * 1000).collect::<Vec<_>>())
-        .cast(&DataType::Datetime(
-            TimeUnit::Microseconds,
-            Some(TimeZone::UTC),
-        ))
-        .map(Column::from)
+    Series::new(
+        name.into(),
+        v.into_iter().map(|ms| ms * 1000).collect::<Vec<_>>(),
+    )
+    .cast(&DataType::Datetime(
+        TimeUnit::Microseconds,
+        Some(TimeZone::UTC),
+    ))
+    .map(Column::from)
 }
 
 fn dates(name: &str, v: Vec<i32>) -> PolarsResult<Column> {
@@ -246,7 +249,11 @@ pub enum RawReadError {
 }
 
 /// Reads rows of `kind`'s raw table back into events (`key` names them in errors).
-pub fn from_frame(key: &str, kind: RecordKind, df: &DataFrame) -> Result<Vec<Landed>, RawReadError> {
+pub fn from_frame(
+    key: &str,
+    kind: RecordKind,
+    df: &DataFrame,
+) -> Result<Vec<Landed>, RawReadError> {
     let pe = |source| RawReadError::Parquet {
         key: key.to_owned(),
         source,
@@ -273,8 +280,12 @@ pub fn from_frame(key: &str, kind: RecordKind, df: &DataFrame) -> Result<Vec<Lan
     let times = |name: &str| -> Result<Vec<Option<i64>>, RawReadError> {
         df.column(name)
             .and_then(|c| {
-                c.datetime()
-                    .map(|s| s.physical().iter().map(|v| v.map(|us| us.div_euclid(1000))).collect())
+                c.datetime().map(|s| {
+                    s.physical()
+                        .iter()
+                        .map(|v| v.map(|us| us.div_euclid(1000)))
+                        .collect()
+                })
             })
             .map_err(pe)
     };
@@ -452,8 +463,8 @@ mod tests {
                 partition: 3,
                 offset: 99,
             };
-            let df = owsu_lake::frame::conform(table_of(kind), to_frame(kind, &[&l]).unwrap())
-                .unwrap();
+            let df =
+                owsu_lake::frame::conform(table_of(kind), to_frame(kind, &[&l]).unwrap()).unwrap();
             let mut df2 = df.clone();
             let bytes = owsu_lake::frame::parquet_bytes(table_of(kind), &mut df2).unwrap();
             let back = owsu_lake::frame::read_parquet(table_of(kind), "k", &bytes).unwrap();

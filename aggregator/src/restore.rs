@@ -118,7 +118,9 @@ pub async fn restore(
     }
     let (snap_file, snap_meta) = snapshot_keys(partition);
     let meta: Option<SnapshotMeta> = match store.get(&snap_meta).await {
-        Ok(b) => serde_json::from_slice(&b).ok().filter(|m: &SnapshotMeta| m.lake_id == lake),
+        Ok(b) => serde_json::from_slice(&b)
+            .ok()
+            .filter(|m: &SnapshotMeta| m.lake_id == lake),
         Err(_) => None,
     };
     let local_progress = local.as_ref().map(|(_, o)| progress(o));
@@ -135,7 +137,12 @@ pub async fn restore(
             std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
             std::fs::rename(&tmp, &path)?;
             let s = PartitionState::open(&path, cfg.cache_bytes)?;
-            tracing::info!(partition, bytes = bytes.len(), took_ms = started.elapsed().as_millis() as u64, "state restored from the lake's snapshot");
+            tracing::info!(
+                partition,
+                bytes = bytes.len(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "state restored from the lake's snapshot"
+            );
             return Ok((s, Source::Snapshot));
         }
     }
@@ -147,7 +154,12 @@ pub async fn restore(
     s.set_meta("lake_id", lake)?;
     let rows = from_raw_tables(store, &s, partition, topics, codes).await?;
     if rows > 0 {
-        tracing::warn!(partition, rows, took_ms = started.elapsed().as_millis() as u64, "no state snapshot for this partition: rebuilt it from the raw tables");
+        tracing::warn!(
+            partition,
+            rows,
+            took_ms = started.elapsed().as_millis() as u64,
+            "no state snapshot for this partition: rebuilt it from the raw tables"
+        );
         Ok((s, Source::RawTables))
     } else {
         Ok((s, Source::New))

@@ -21,8 +21,8 @@ use owsu_schemas::record::{ComplaintStage, Event, ServiceStage};
 use owsu_schemas::time::{date_to_epoch_day, epoch_day_to_date, local_date, Millis};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use crate::summary::{ComplaintAgg, Month, MonthRows, ProcessingRow, ServiceAgg, UnitDayRow};
 use crate::summary::{Codes, DayClose};
+use crate::summary::{ComplaintAgg, Month, MonthRows, ProcessingRow, ServiceAgg, UnitDayRow};
 
 /// Facts about the file: `lake_id`, the lake it belongs to.
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
@@ -41,7 +41,8 @@ const CLOSES: TableDefinition<(i32, u16), (i64, i32, i32)> = TableDefinition::ne
 /// (day recorded, unit) → distinct service and complaint events that arrived.
 const ARRIVED: TableDefinition<(i32, u16), (i64, i64)> = TableDefinition::new("arrived");
 /// Summary cells: (day, unit, service) → services_daily figures.
-const SERVICE_CELLS: TableDefinition<(i32, u16, u16), &[u8]> = TableDefinition::new("service_cells");
+const SERVICE_CELLS: TableDefinition<(i32, u16, u16), &[u8]> =
+    TableDefinition::new("service_cells");
 /// (day, unit, sector or NO_SECTOR) → complaints_daily figures.
 const COMPLAINT_CELLS: TableDefinition<(i32, u16, u16), &[u8]> =
     TableDefinition::new("complaint_cells");
@@ -201,7 +202,6 @@ fn agg_from(b: &[u8]) -> [i64; 9] {
     v
 }
 
-
 fn svc_agg(v: [i64; 9]) -> ServiceAgg {
     ServiceAgg {
         received: v[0],
@@ -215,7 +215,6 @@ fn svc_agg(v: [i64; 9]) -> ServiceAgg {
         processing_count: v[8],
     }
 }
-
 
 fn cmp_agg(v: [i64; 9]) -> ComplaintAgg {
     ComplaintAgg {
@@ -379,7 +378,10 @@ impl PartitionState {
     }
 }
 
-fn load<T: ReadableTable<u128, &'static [u8]>>(t: &T, id: u128) -> Result<Option<Stored>, redb::Error> {
+fn load<T: ReadableTable<u128, &'static [u8]>>(
+    t: &T,
+    id: u128,
+) -> Result<Option<Stored>, redb::Error> {
     Ok(t.get(id)?.and_then(|v| Stored::decode(v.value())))
 }
 
@@ -458,10 +460,15 @@ fn complaint_contribution(
     }
     evs.sort_by_key(|(id, e)| (e.occurred, e.recorded, *id));
     let mut c = Contribution::default();
-    let Some((_, rcv)) = evs.iter().find(|(_, e)| e.stage == ComplaintStage::Received) else {
+    let Some((_, rcv)) = evs
+        .iter()
+        .find(|(_, e)| e.stage == ComplaintStage::Received)
+    else {
         return Ok(c);
     };
-    let sector = rcv.sector.or_else(|| evs.iter().find_map(|(_, e)| e.sector));
+    let sector = rcv
+        .sector
+        .or_else(|| evs.iter().find_map(|(_, e)| e.sector));
     let latest = |stages: &[ComplaintStage]| {
         evs.iter()
             .rev()
@@ -510,7 +517,10 @@ fn add_cells(
     sign: i64,
     months: &mut BTreeSet<Month>,
 ) -> Result<(), redb::Error> {
-    for (table, cells) in [(SERVICE_CELLS, &c.services), (COMPLAINT_CELLS, &c.complaints)] {
+    for (table, cells) in [
+        (SERVICE_CELLS, &c.services),
+        (COMPLAINT_CELLS, &c.complaints),
+    ] {
         let mut t = tx.open_table(table)?;
         for (k, v) in cells {
             let mut cur = t.get(*k)?.map(|b| agg_from(b.value())).unwrap_or_default();
@@ -561,7 +571,11 @@ fn apply_in(
                 }
                 Event::UnitDay(_) => None,
             };
-            match target.map(|t| load(&ev, t.as_u128())).transpose()?.flatten() {
+            match target
+                .map(|t| load(&ev, t.as_u128()))
+                .transpose()?
+                .flatten()
+            {
                 Some(Stored::Svc(s)) => {
                     requests.insert(s.request);
                 }
@@ -659,7 +673,10 @@ fn apply_in(
                     if old.is_some_and(|o| o >= close) {
                         out.duplicates += 1;
                     } else {
-                        closes.insert((day, unit), (close.closed_at, close.services, close.complaints))?;
+                        closes.insert(
+                            (day, unit),
+                            (close.closed_at, close.services, close.complaints),
+                        )?;
                         out.new += 1;
                     }
                     continue;
@@ -672,11 +689,17 @@ fn apply_in(
             }
             out.new += 1;
             ev.insert(id, stored.encode().as_slice())?;
-            let key = (match stored {
-                Stored::Svc(s) => s.unit,
-                Stored::Cmp(c) => c.unit,
-            }, day_of(recorded));
-            let (mut s, mut c) = arrived.get((key.1, key.0))?.map(|v| v.value()).unwrap_or((0, 0));
+            let key = (
+                match stored {
+                    Stored::Svc(s) => s.unit,
+                    Stored::Cmp(c) => c.unit,
+                },
+                day_of(recorded),
+            );
+            let (mut s, mut c) = arrived
+                .get((key.1, key.0))?
+                .map(|v| v.value())
+                .unwrap_or((0, 0));
             match stored {
                 Stored::Svc(x) => {
                     req_idx.insert((x.request, id), ())?;
@@ -718,7 +741,8 @@ fn month_rows(tx: &redb::ReadTransaction, m: Month) -> Result<MonthRows, redb::E
     let t = tx.open_table(SERVICE_CELLS)?;
     for r in t.range((lo, 0, 0)..=(hi, u16::MAX, u16::MAX))? {
         let (k, v) = r?;
-        rows.services.insert(k.value(), svc_agg(agg_from(v.value())));
+        rows.services
+            .insert(k.value(), svc_agg(agg_from(v.value())));
     }
     let t = tx.open_table(COMPLAINT_CELLS)?;
     for r in t.range((lo, 0, 0)..=(hi, u16::MAX, u16::MAX))? {
@@ -784,7 +808,14 @@ mod tests {
         parse_rfc3339(s).unwrap()
     }
 
-    fn svc(id: u128, req: &str, stage: ServiceStage, at: &str, fee: Option<i64>, supersedes: Option<u128>) -> Event {
+    fn svc(
+        id: u128,
+        req: &str,
+        stage: ServiceStage,
+        at: &str,
+        fee: Option<i64>,
+        supersedes: Option<u128>,
+    ) -> Event {
         Event::Service(ServiceEvent {
             event_id: Uuid::from_u128(id),
             unit_code: "KH-0101".into(),
@@ -826,24 +857,61 @@ mod tests {
     }
 
     fn total(rows: &MonthRows) -> ServiceAgg {
-        rows.services.values().fold(ServiceAgg::default(), |mut a, v| {
-            a.revenue_riel += v.revenue_riel;
-            a.delivered += v.delivered;
-            a.received += v.received;
-            a.processing_seconds_sum += v.processing_seconds_sum;
-            a
-        })
+        rows.services
+            .values()
+            .fold(ServiceAgg::default(), |mut a, v| {
+                a.revenue_riel += v.revenue_riel;
+                a.delivered += v.delivered;
+                a.received += v.received;
+                a.processing_seconds_sum += v.processing_seconds_sum;
+                a
+            })
     }
 
     #[test]
     fn duplicates_count_once_and_corrections_replace_in_any_order_and_batching() {
         let events = vec![
-            svc(1, "r1", ServiceStage::Received, "2021-03-01T09:00:00+07:00", None, None),
-            svc(2, "r1", ServiceStage::FeePaid, "2021-03-01T09:30:00+07:00", Some(5_000), None),
-            svc(2, "r1", ServiceStage::FeePaid, "2021-03-01T09:30:00+07:00", Some(5_000), None),
-            svc(4, "r1", ServiceStage::Delivered, "2021-03-03T10:00:00+07:00", None, None),
+            svc(
+                1,
+                "r1",
+                ServiceStage::Received,
+                "2021-03-01T09:00:00+07:00",
+                None,
+                None,
+            ),
+            svc(
+                2,
+                "r1",
+                ServiceStage::FeePaid,
+                "2021-03-01T09:30:00+07:00",
+                Some(5_000),
+                None,
+            ),
+            svc(
+                2,
+                "r1",
+                ServiceStage::FeePaid,
+                "2021-03-01T09:30:00+07:00",
+                Some(5_000),
+                None,
+            ),
+            svc(
+                4,
+                "r1",
+                ServiceStage::Delivered,
+                "2021-03-03T10:00:00+07:00",
+                None,
+                None,
+            ),
         ];
-        let correction = svc(3, "r1", ServiceStage::FeePaid, "2021-03-01T09:30:00+07:00", Some(50_000), Some(2));
+        let correction = svc(
+            3,
+            "r1",
+            ServiceStage::FeePaid,
+            "2021-03-01T09:30:00+07:00",
+            Some(50_000),
+            Some(2),
+        );
         for order in [0, 1] {
             for batch in [1, 2, 10] {
                 let mut evs = events.clone();
@@ -855,7 +923,10 @@ mod tests {
                 let (_d, s, _) = state(&evs, batch);
                 let rows = s.month((2021, 3)).unwrap();
                 let total = total(&rows);
-                assert_eq!(total.revenue_riel, 50_000, "the correction replaces the fee (order {order}, batch {batch})");
+                assert_eq!(
+                    total.revenue_riel, 50_000,
+                    "the correction replaces the fee (order {order}, batch {batch})"
+                );
                 assert_eq!((total.received, total.delivered), (1, 1));
                 assert_eq!(total.processing_seconds_sum, 2 * 86_400 + 3600);
                 assert_eq!(rows.processing.len(), 1);
@@ -868,32 +939,78 @@ mod tests {
     fn complaints_follow_the_latest_state_on_both_axes() {
         let (_d, s, _) = state(
             &[
-                cmp(1, "a", ComplaintStage::Received, "2021-05-03T09:00:00+07:00"),
-                cmp(2, "a", ComplaintStage::WithinJurisdiction, "2021-05-04T09:00:00+07:00"),
-                cmp(3, "a", ComplaintStage::MoreInfoRequired, "2021-05-05T09:00:00+07:00"),
-                cmp(4, "b", ComplaintStage::Received, "2021-05-03T10:00:00+07:00"),
-                cmp(5, "b", ComplaintStage::MoreInfoRequired, "2021-05-04T10:00:00+07:00"),
-                cmp(6, "b", ComplaintStage::Resolved, "2021-06-20T10:00:00+07:00"),
-                cmp(7, "c", ComplaintStage::Received, "2021-05-07T10:00:00+07:00"),
-                cmp(8, "c", ComplaintStage::OutsideJurisdiction, "2021-05-08T10:00:00+07:00"),
+                cmp(
+                    1,
+                    "a",
+                    ComplaintStage::Received,
+                    "2021-05-03T09:00:00+07:00",
+                ),
+                cmp(
+                    2,
+                    "a",
+                    ComplaintStage::WithinJurisdiction,
+                    "2021-05-04T09:00:00+07:00",
+                ),
+                cmp(
+                    3,
+                    "a",
+                    ComplaintStage::MoreInfoRequired,
+                    "2021-05-05T09:00:00+07:00",
+                ),
+                cmp(
+                    4,
+                    "b",
+                    ComplaintStage::Received,
+                    "2021-05-03T10:00:00+07:00",
+                ),
+                cmp(
+                    5,
+                    "b",
+                    ComplaintStage::MoreInfoRequired,
+                    "2021-05-04T10:00:00+07:00",
+                ),
+                cmp(
+                    6,
+                    "b",
+                    ComplaintStage::Resolved,
+                    "2021-06-20T10:00:00+07:00",
+                ),
+                cmp(
+                    7,
+                    "c",
+                    ComplaintStage::Received,
+                    "2021-05-07T10:00:00+07:00",
+                ),
+                cmp(
+                    8,
+                    "c",
+                    ComplaintStage::OutsideJurisdiction,
+                    "2021-05-08T10:00:00+07:00",
+                ),
             ],
             3,
         );
         let rows = s.month((2021, 5)).unwrap();
-        let a = rows.complaints.values().fold(ComplaintAgg::default(), |mut a, v| {
-            a.received += v.received;
-            a.within += v.within;
-            a.outside += v.outside;
-            a.undecided += v.undecided;
-            a.resolved += v.resolved;
-            a.more_info += v.more_info;
-            a.open += v.open;
-            a
-        });
+        let a = rows
+            .complaints
+            .values()
+            .fold(ComplaintAgg::default(), |mut a, v| {
+                a.received += v.received;
+                a.within += v.within;
+                a.outside += v.outside;
+                a.undecided += v.undecided;
+                a.resolved += v.resolved;
+                a.more_info += v.more_info;
+                a.open += v.open;
+                a
+            });
         // a: within + more info; b: resolved later in June, counted in May and within; c: outside + open.
         assert_eq!((a.received, a.within, a.outside, a.undecided), (3, 2, 1, 0));
         assert_eq!((a.resolved, a.more_info, a.open), (1, 1, 1));
-        assert!(s.month((2021, 6)).unwrap().complaints.is_empty(), "counted where RECEIVED falls");
+        assert!(
+            s.month((2021, 6)).unwrap().complaints.is_empty(),
+            "counted where RECEIVED falls"
+        );
         assert!(s.months().unwrap().contains(&(2021, 6)));
     }
 
@@ -911,27 +1028,66 @@ mod tests {
         let codes = Codes::new(&Reference::builtin());
         let (_d, s, _) = state(
             &[
-                svc(1, "r1", ServiceStage::Received, "2021-03-01T09:00:00+07:00", None, None),
+                svc(
+                    1,
+                    "r1",
+                    ServiceStage::Received,
+                    "2021-03-01T09:00:00+07:00",
+                    None,
+                    None,
+                ),
                 close(3, "2021-03-01T17:00:00+07:00"),
             ],
             5,
         );
-        let df = s.month((2021, 3)).unwrap().frame(Table::UnitDays, &codes).unwrap();
-        assert_eq!(df.column("status").unwrap().str().unwrap().get(0), Some("missing_events"));
-        assert_eq!(df.column("services_gap").unwrap().i64().unwrap().get(0), Some(2));
+        let df = s
+            .month((2021, 3))
+            .unwrap()
+            .frame(Table::UnitDays, &codes)
+            .unwrap();
+        assert_eq!(
+            df.column("status").unwrap().str().unwrap().get(0),
+            Some("missing_events")
+        );
+        assert_eq!(
+            df.column("services_gap").unwrap().i64().unwrap().get(0),
+            Some(2)
+        );
         // A later close replaces the earlier one.
         let later = close(1, "2021-03-02T08:00:00+07:00");
         s.apply(&[("u", 9, &later)], &codes).unwrap();
-        let df = s.month((2021, 3)).unwrap().frame(Table::UnitDays, &codes).unwrap();
-        assert_eq!(df.column("status").unwrap().str().unwrap().get(0), Some("ok"));
+        let df = s
+            .month((2021, 3))
+            .unwrap()
+            .frame(Table::UnitDays, &codes)
+            .unwrap();
+        assert_eq!(
+            df.column("status").unwrap().str().unwrap().get(0),
+            Some("ok")
+        );
         assert_eq!(s.offsets().unwrap()["u"], 9);
     }
 
     #[test]
     fn events_encode_and_decode() {
-        let s = Stored::Svc(Svc { unit: 3, service: 7, request: u128::MAX - 5, stage: ServiceStage::Cancelled, fee: Some(-4000), occurred: 1_614_820_000_000, recorded: -5 });
+        let s = Stored::Svc(Svc {
+            unit: 3,
+            service: 7,
+            request: u128::MAX - 5,
+            stage: ServiceStage::Cancelled,
+            fee: Some(-4000),
+            occurred: 1_614_820_000_000,
+            recorded: -5,
+        });
         assert_eq!(Stored::decode(&s.encode()), Some(s));
-        let c = Stored::Cmp(Cmp { unit: 3, complaint: 9, sector: None, stage: ComplaintStage::Withdrawn, occurred: 1, recorded: 2 });
+        let c = Stored::Cmp(Cmp {
+            unit: 3,
+            complaint: 9,
+            sector: None,
+            stage: ComplaintStage::Withdrawn,
+            occurred: 1,
+            recorded: 2,
+        });
         assert_eq!(Stored::decode(&c.encode()), Some(c));
     }
 }

@@ -60,7 +60,10 @@ impl Table {
 
 /// Name of a new summary file for one Kafka partition's month (unique per write).
 pub fn file_name((year, month): Month, partition: i32) -> String {
-    format!("{year}-{month:02}-p{partition:03}-{}.parquet", Uuid::new_v4().simple())
+    format!(
+        "{year}-{month:02}-p{partition:03}-{}.parquet",
+        Uuid::new_v4().simple()
+    )
 }
 
 /// The (month, Kafka partition) a summary file holds, from its name.
@@ -432,7 +435,6 @@ impl MonthRows {
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {

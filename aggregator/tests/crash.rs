@@ -179,7 +179,10 @@ fn a_stalled_instance_cannot_commit_over_the_new_owner() {
         .unwrap_or_default()
         .contains("partitions assigned")
     {
-        assert!(start.elapsed() < Duration::from_secs(120), "A never started");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "A never started"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(2500));
@@ -339,7 +342,11 @@ fn compact_and_vacuum_during_a_live_run_change_no_figure() {
             "the aggregator did not finish; log: {}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
-        assert!(live.try_wait().unwrap().is_none(), "the aggregator died; log: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        assert!(
+            live.try_wait().unwrap().is_none(),
+            "the aggregator died; log: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         if store.join("raw/service_events/_delta_log").exists() {
             assert_eq!(maintain(&["compact", "--target-mib", "64"]).unwrap(), 0);
             assert_eq!(maintain(&["vacuum", "--retain-hours", "0"]).unwrap(), 0);
@@ -351,16 +358,29 @@ fn compact_and_vacuum_during_a_live_run_change_no_figure() {
     wait_with_timeout(&mut live, Duration::from_secs(60));
     assert_eq!(maintain(&["compact"]).unwrap(), 0);
     assert_eq!(maintain(&["vacuum", "--retain-hours", "0"]).unwrap(), 0);
-    assert!(compactions >= 2, "only {compactions} compactions ran during the live run");
+    assert!(
+        compactions >= 2,
+        "only {compactions} compactions ran during the live run"
+    );
     oracle::assert_matches(
         &oracle::expected_from_import(&import),
         &oracle::actual_from_store(&store),
     );
     oracle::assert_no_offset_twice(&store);
-    for t in ["raw/service_events", "raw/complaint_events", "raw/unit_days"] {
+    for t in [
+        "raw/service_events",
+        "raw/complaint_events",
+        "raw/unit_days",
+    ] {
         let n = std::fs::read_dir(store.join(t))
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "parquet"))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "parquet")
+            })
             .count();
         assert_eq!(n, 1, "{t}: {n} files after the final compaction and vacuum");
     }

@@ -201,7 +201,10 @@ impl LakeTable {
                 table: def.name,
                 source: Box::new(DeltaTableError::Generic(e.to_string())),
             })?;
-        if !log.iter().any(|k| k.ends_with(".json") || k.ends_with(".parquet")) {
+        if !log
+            .iter()
+            .any(|k| k.ends_with(".json") || k.ends_with(".parquet"))
+        {
             return Ok(None);
         }
         let mut b = Self::builder(store, def)?;
@@ -298,7 +301,11 @@ impl LakeTable {
     }
 
     /// Reads the given active files into one frame (the table's columns, in order).
-    pub async fn read(&self, files: &[FileInfo], concurrency: usize) -> Result<DataFrame, DeltaError> {
+    pub async fn read(
+        &self,
+        files: &[FileInfo],
+        concurrency: usize,
+    ) -> Result<DataFrame, DeltaError> {
         let store = self.store.object_store();
         let fetched: Vec<Result<(String, bytes::Bytes), DeltaError>> =
             futures::stream::iter(files.iter().map(|f| {
@@ -330,11 +337,12 @@ impl LakeTable {
             let (key, bytes) = f?;
             let df = frame::read_parquet(self.def, &key, &bytes)?;
             let df = frame::conform_read(self.def, df)?;
-            out.vstack_mut_owned(df).map_err(|source| FrameError::Read {
-                table: self.def.name,
-                file: key,
-                source,
-            })?;
+            out.vstack_mut_owned(df)
+                .map_err(|source| FrameError::Read {
+                    table: self.def.name,
+                    file: key,
+                    source,
+                })?;
         }
         out.rechunk_mut();
         Ok(out)
@@ -379,7 +387,11 @@ impl LakeTable {
         let txns: Vec<Transaction> = offsets
             .iter()
             .map(|(app, off)| {
-                Transaction::new_with_last_update(app, *off, Some(chrono::Utc::now().timestamp_millis()))
+                Transaction::new_with_last_update(
+                    app,
+                    *off,
+                    Some(chrono::Utc::now().timestamp_millis()),
+                )
             })
             .collect();
         let operation = match kind {
@@ -399,13 +411,12 @@ impl LakeTable {
             },
         };
         let snapshot = self.table.snapshot().map_err(|e| self.err(e))?;
-        let done = CommitBuilder::from(
-            CommitProperties::default().with_application_transactions(txns),
-        )
-        .with_actions(actions)
-        .build(Some(snapshot), self.table.log_store(), operation)
-        .await
-        .map_err(|e| self.err(e))?;
+        let done =
+            CommitBuilder::from(CommitProperties::default().with_application_transactions(txns))
+                .with_actions(actions)
+                .build(Some(snapshot), self.table.log_store(), operation)
+                .await
+                .map_err(|e| self.err(e))?;
         let version = done.version() as i64;
         self.refresh().await?;
         Ok(version)
@@ -415,7 +426,11 @@ impl LakeTable {
     /// rows re-sorted by the table's order, in one commit that changes no data (Delta OPTIMIZE):
     /// readers see the same rows, writers appending meanwhile are not disturbed. Only for tables
     /// whose files are not addressed by name (the raw tables).
-    pub async fn compact(&mut self, target_bytes: i64, concurrency: usize) -> Result<Compacted, DeltaError> {
+    pub async fn compact(
+        &mut self,
+        target_bytes: i64,
+        concurrency: usize,
+    ) -> Result<Compacted, DeltaError> {
         self.refresh().await?;
         let mut small: Vec<FileInfo> = self
             .files()
@@ -443,7 +458,10 @@ impl LakeTable {
         for bin in bins {
             let df = self.read(&bin, concurrency).await?;
             let mut add = self
-                .write_file(&format!("part-{}-c.parquet", uuid::Uuid::new_v4().simple()), df)
+                .write_file(
+                    &format!("part-{}-c.parquet", uuid::Uuid::new_v4().simple()),
+                    df,
+                )
                 .await?;
             add.data_change = false;
             report.files_removed += bin.len();
@@ -453,7 +471,12 @@ impl LakeTable {
             actions.extend(bin.iter().map(|f| Self::remove(f, false)));
         }
         report.version = self
-            .commit(actions, &HashMap::new(), &HashMap::new(), CommitKind::Compact)
+            .commit(
+                actions,
+                &HashMap::new(),
+                &HashMap::new(),
+                CommitKind::Compact,
+            )
             .await?;
         Ok(report)
     }

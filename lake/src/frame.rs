@@ -19,7 +19,14 @@ fn cast_to(s: &Column, ty: ColumnType) -> PolarsResult<Column> {
         DataType::Datetime(tu, _) => {
             let phys = s.to_physical_repr().cast(&DataType::Int64)?;
             let factor = match tu {
-                TimeUnit::Nanoseconds => return Ok(phys.i64()?.clone().wrapping_trunc_div_scalar(1000).into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)).into_column()),
+                TimeUnit::Nanoseconds => {
+                    return Ok(phys
+                        .i64()?
+                        .clone()
+                        .wrapping_trunc_div_scalar(1000)
+                        .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
+                        .into_column())
+                }
                 TimeUnit::Microseconds => 1,
                 TimeUnit::Milliseconds => 1000,
             };
@@ -35,9 +42,15 @@ fn cast_to(s: &Column, ty: ColumnType) -> PolarsResult<Column> {
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     #[error("table {table}: column `{column}` is missing from the frame")]
-    MissingColumn { table: &'static str, column: &'static str },
+    MissingColumn {
+        table: &'static str,
+        column: &'static str,
+    },
     #[error("table {table}: column `{column}` has nulls but is not nullable")]
-    Nulls { table: &'static str, column: &'static str },
+    Nulls {
+        table: &'static str,
+        column: &'static str,
+    },
     #[error("table {table}: {source}")]
     Polars {
         table: &'static str,
@@ -81,7 +94,9 @@ pub fn conform(def: &'static TableDef, df: DataFrame) -> Result<DataFrame, Frame
             .filter(|n| def.column(n.as_str()).is_none())
             .map(|n| n.to_string())
             .collect();
-        return Err(pe(polars_err!(ColumnNotFound: "columns {:?} are not in the table definition", extra)));
+        return Err(pe(
+            polars_err!(ColumnNotFound: "columns {:?} are not in the table definition", extra),
+        ));
     }
     let out = DataFrame::new_infer_height(cols).map_err(pe)?;
     if out.height() < 2 {
@@ -106,9 +121,7 @@ pub fn conform_read(def: &'static TableDef, df: DataFrame) -> Result<DataFrame, 
                 cols.push(s.clone())
             }
             Ok(s) => cols.push(cast_to(s, c.ty).map_err(pe)?),
-            Err(_) if c.nullable => {
-                cols.push(Column::full_null(c.name.into(), n, &c.ty.polars()))
-            }
+            Err(_) if c.nullable => cols.push(Column::full_null(c.name.into(), n, &c.ty.polars())),
             Err(_) => {
                 return Err(FrameError::MissingColumn {
                     table: def.name,
@@ -138,9 +151,9 @@ fn json_value(ty: ColumnType, v: AnyValue<'_>) -> Option<Value> {
     Some(match (ty, v) {
         (_, AnyValue::Null) => return None,
         (ColumnType::String, v) => Value::String(v.str_value().to_string()),
-        (ColumnType::Date, AnyValue::Date(d)) => Value::String(
-            owsu_schemas::time::epoch_day_to_date(d).to_string(),
-        ),
+        (ColumnType::Date, AnyValue::Date(d)) => {
+            Value::String(owsu_schemas::time::epoch_day_to_date(d).to_string())
+        }
         (ColumnType::Timestamp, AnyValue::Datetime(us, _, _)) => {
             let t = chrono::DateTime::from_timestamp_micros(us)?;
             Value::String(t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
@@ -163,8 +176,14 @@ pub fn stats_json(def: &'static TableDef, df: &DataFrame) -> String {
         };
         let s = s.as_materialized_series();
         nulls.insert((*name).into(), Value::from(s.null_count() as i64));
-        let lo = s.min_reduce().ok().map(|sc| sc.as_any_value().into_static());
-        let hi = s.max_reduce().ok().map(|sc| sc.as_any_value().into_static());
+        let lo = s
+            .min_reduce()
+            .ok()
+            .map(|sc| sc.as_any_value().into_static());
+        let hi = s
+            .max_reduce()
+            .ok()
+            .map(|sc| sc.as_any_value().into_static());
         if let Some(v) = lo.and_then(|v| json_value(c.ty, v)) {
             min.insert((*name).into(), v);
         }
@@ -182,7 +201,11 @@ pub fn stats_json(def: &'static TableDef, df: &DataFrame) -> String {
 }
 
 /// Reads one of the table's files.
-pub fn read_parquet(def: &'static TableDef, file: &str, bytes: &[u8]) -> Result<DataFrame, FrameError> {
+pub fn read_parquet(
+    def: &'static TableDef,
+    file: &str,
+    bytes: &[u8],
+) -> Result<DataFrame, FrameError> {
     ParquetReader::new(Cursor::new(bytes))
         .finish()
         .map_err(|source| FrameError::Read {
@@ -226,10 +249,18 @@ mod tests {
             .collect()
             .unwrap();
         let out = conform(&PROCESSING_TIMES, df.clone()).unwrap();
-        let names: Vec<_> = out.get_column_names().iter().map(|s| s.to_string()).collect();
+        let names: Vec<_> = out
+            .get_column_names()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         assert_eq!(names[0], "date");
         assert_eq!(
-            out.column("processing_seconds").unwrap().i64().unwrap().get(0),
+            out.column("processing_seconds")
+                .unwrap()
+                .i64()
+                .unwrap()
+                .get(0),
             Some(86_400),
             "sorted by the table's order"
         );
@@ -238,11 +269,16 @@ mod tests {
         assert_eq!(stats["minValues"]["unit_code"], "KH-0101");
         assert_eq!(stats["maxValues"]["date"], "2021-03-14");
         let mut extra = df.clone();
-        extra.with_column(Column::new("surprise".into(), [1i64, 2])).unwrap();
+        extra
+            .with_column(Column::new("surprise".into(), [1i64, 2]))
+            .unwrap();
         assert!(conform(&PROCESSING_TIMES, extra).is_err());
         assert!(matches!(
             conform(&PROCESSING_TIMES, df.drop("level").unwrap()),
-            Err(FrameError::MissingColumn { column: "level", .. })
+            Err(FrameError::MissingColumn {
+                column: "level",
+                ..
+            })
         ));
     }
 }
@@ -268,7 +304,10 @@ mod timestamp_tests {
         let bytes = parquet_bytes(&RAW_UNIT_DAYS, &mut df).unwrap();
         let back = read_parquet(&RAW_UNIT_DAYS, "f", &bytes).unwrap();
         let back = conform_read(&RAW_UNIT_DAYS, back).unwrap();
-        assert_eq!(back.column("closed_at").unwrap().dtype(), &ColumnType::Timestamp.polars());
+        assert_eq!(
+            back.column("closed_at").unwrap().dtype(),
+            &ColumnType::Timestamp.polars()
+        );
         let mut out = empty(&RAW_UNIT_DAYS);
         out.vstack_mut_owned(back).unwrap();
         assert_eq!(out.height(), 1);

@@ -134,7 +134,10 @@ impl Store {
             if !dir.is_dir() {
                 return Err(StoreError::Url {
                     url: url.to_owned(),
-                    problem: format!("{} does not exist (run the aggregator first, or check --store)", dir.display()),
+                    problem: format!(
+                        "{} does not exist (run the aggregator first, or check --store)",
+                        dir.display()
+                    ),
                 });
             }
         }

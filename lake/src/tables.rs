@@ -141,19 +141,36 @@ pub const RAW_SERVICE_EVENTS: TableDef = TableDef {
     name: "raw_service_events",
     path: "raw/service_events",
     role: Role::Raw,
-    doc: "Every accepted ServiceEvent as it arrived (duplicates included), with its Kafka position.",
+    doc:
+        "Every accepted ServiceEvent as it arrived (duplicates included), with its Kafka position.",
     columns: &[
         col("event_id", String, "Event id (UUID)."),
         UNIT,
-        col("request_id", String, "Pseudonymous request id (keyed hash)."),
+        col(
+            "request_id",
+            String,
+            "Pseudonymous request id (keyed hash).",
+        ),
         col("sector_code", String, "Sector of the service."),
         col("service_code", String, "Service type."),
-        col("stage", String, "RECEIVED, FEE_PAID, APPROVED, REJECTED, DELIVERED or CANCELLED."),
-        opt("fee_riel", Long, "Fee in riel on FEE_PAID (negative: refund)."),
+        col(
+            "stage",
+            String,
+            "RECEIVED, FEE_PAID, APPROVED, REJECTED, DELIVERED or CANCELLED.",
+        ),
+        opt(
+            "fee_riel",
+            Long,
+            "Fee in riel on FEE_PAID (negative: refund).",
+        ),
         col("channel", String, "Counter, online, ..."),
         col("occurred_at", Timestamp, "When it happened."),
         col("recorded_at", Timestamp, "When the office recorded it."),
-        opt("supersedes_event_id", String, "The event this one corrects."),
+        opt(
+            "supersedes_event_id",
+            String,
+            "The event this one corrects.",
+        ),
         opt("window_no", Integer, "Counter window number."),
         col("event_date", Date, "Day of occurred_at in Cambodia time."),
         KAFKA_PARTITION,
@@ -193,8 +210,16 @@ pub const RAW_UNIT_DAYS: TableDef = TableDef {
     columns: &[
         UNIT,
         col("date", Date, "The working day closed."),
-        col("services_recorded", Integer, "The unit's own count of service events recorded that day."),
-        col("complaints_recorded", Integer, "The unit's own count of complaint events recorded that day."),
+        col(
+            "services_recorded",
+            Integer,
+            "The unit's own count of service events recorded that day.",
+        ),
+        col(
+            "complaints_recorded",
+            Integer,
+            "The unit's own count of complaint events recorded that day.",
+        ),
         col("closed_at", Timestamp, "When the day was closed."),
         KAFKA_PARTITION,
         KAFKA_OFFSET,
@@ -215,15 +240,39 @@ pub const SERVICES_DAILY: TableDef = TableDef {
         LEVEL,
         col("sector_code", String, "Sector of the service."),
         col("service_code", String, "Service type."),
-        col("requests_received", Long, "Requests whose first RECEIVED falls on this day."),
-        col("services_delivered", Long, "Requests whose first DELIVERED falls on this day (services provided)."),
+        col(
+            "requests_received",
+            Long,
+            "Requests whose first RECEIVED falls on this day.",
+        ),
+        col(
+            "services_delivered",
+            Long,
+            "Requests whose first DELIVERED falls on this day (services provided).",
+        ),
         col("requests_rejected", Long, "Requests rejected on this day."),
-        col("requests_cancelled", Long, "Requests cancelled on this day."),
+        col(
+            "requests_cancelled",
+            Long,
+            "Requests cancelled on this day.",
+        ),
         col("fee_payments", Long, "FEE_PAID events with a positive fee."),
         col("refunds", Long, "FEE_PAID events with a negative fee."),
-        col("revenue_riel", Long, "Sum of fees paid on this day, refunds negative (riel)."),
-        col("processing_seconds_sum", Long, "Sum of DELIVERED - RECEIVED over the services delivered (seconds)."),
-        col("processing_count", Long, "Services delivered with a known RECEIVED time."),
+        col(
+            "revenue_riel",
+            Long,
+            "Sum of fees paid on this day, refunds negative (riel).",
+        ),
+        col(
+            "processing_seconds_sum",
+            Long,
+            "Sum of DELIVERED - RECEIVED over the services delivered (seconds).",
+        ),
+        col(
+            "processing_count",
+            Long,
+            "Services delivered with a known RECEIVED time.",
+        ),
     ],
     sort_by: &["date", "unit_code", "service_code"],
     stats: &["date", "unit_code"],
@@ -240,15 +289,39 @@ pub const COMPLAINTS_DAILY: TableDef = TableDef {
         PROVINCE,
         LEVEL,
         opt("sector_code", String, "Sector, when known."),
-        col("complaints_received", Long, "Complaints whose RECEIVED falls on this day."),
-        col("within_jurisdiction", Long, "Of those, latest jurisdiction decision within (or resolved)."),
-        col("outside_jurisdiction", Long, "Of those, latest decision outside jurisdiction."),
-        col("jurisdiction_undecided", Long, "Of those, no jurisdiction decision yet."),
+        col(
+            "complaints_received",
+            Long,
+            "Complaints whose RECEIVED falls on this day.",
+        ),
+        col(
+            "within_jurisdiction",
+            Long,
+            "Of those, latest jurisdiction decision within (or resolved).",
+        ),
+        col(
+            "outside_jurisdiction",
+            Long,
+            "Of those, latest decision outside jurisdiction.",
+        ),
+        col(
+            "jurisdiction_undecided",
+            Long,
+            "Of those, no jurisdiction decision yet.",
+        ),
         col("resolved", Long, "Latest status RESOLVED."),
-        col("more_info_required", Long, "Latest status MORE_INFO_REQUIRED."),
+        col(
+            "more_info_required",
+            Long,
+            "Latest status MORE_INFO_REQUIRED.",
+        ),
         col("open", Long, "No status event yet."),
         col("withdrawn", Long, "Latest status WITHDRAWN."),
-        col("open_within_jurisdiction", Long, "Open and within jurisdiction: answers owed."),
+        col(
+            "open_within_jurisdiction",
+            Long,
+            "Open and within jurisdiction: answers owed.",
+        ),
     ],
     sort_by: &["date", "unit_code", "sector_code"],
     stats: &["date", "unit_code"],
@@ -331,7 +404,11 @@ mod tests {
     fn definitions_are_consistent() {
         for t in ALL {
             for c in t.sort_by.iter().chain(t.stats) {
-                assert!(t.column(c).is_some(), "{}: sort/stats column {c} is not a column", t.name);
+                assert!(
+                    t.column(c).is_some(),
+                    "{}: sort/stats column {c} is not a column",
+                    t.name
+                );
             }
             let mut names: Vec<_> = t.column_names().collect();
             names.sort_unstable();

@@ -30,13 +30,20 @@ fn rows(unit: &str, secs: &[i64]) -> DataFrame {
 async fn offsets_fence_replace_and_time_travel() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().to_str().unwrap()).unwrap();
-    let mut a = LakeTable::open_or_create(&store, &PROCESSING_TIMES).await.unwrap();
-    let mut b = LakeTable::open_or_create(&store, &PROCESSING_TIMES).await.unwrap();
+    let mut a = LakeTable::open_or_create(&store, &PROCESSING_TIMES)
+        .await
+        .unwrap();
+    let mut b = LakeTable::open_or_create(&store, &PROCESSING_TIMES)
+        .await
+        .unwrap();
     assert_eq!(a.version(), 0);
     let app = app_id("t.owsu.service-events.v1", 3);
 
     // Writer A commits offsets 0..=9 of partition 3.
-    let add = a.write_file("a1.parquet", rows("KH-0101", &[86_400, 3_600])).await.unwrap();
+    let add = a
+        .write_file("a1.parquet", rows("KH-0101", &[86_400, 3_600]))
+        .await
+        .unwrap();
     let v1 = a
         .commit(
             vec![deltalake::kernel::Action::Add(add)],
@@ -50,7 +57,10 @@ async fn offsets_fence_replace_and_time_travel() {
     assert_eq!(a.txn_version(&app).await.unwrap(), Some(9));
 
     // Writer B still believes the partition is new: it is fenced, and nothing is written.
-    let add = b.write_file("b1.parquet", rows("KH-0101", &[60])).await.unwrap();
+    let add = b
+        .write_file("b1.parquet", rows("KH-0101", &[60]))
+        .await
+        .unwrap();
     let e = b
         .commit(
             vec![deltalake::kernel::Action::Add(add)],
@@ -68,7 +78,10 @@ async fn offsets_fence_replace_and_time_travel() {
     let old = a.files().await.unwrap();
     assert_eq!(old.len(), 1);
     assert_eq!(old[0].rows, Some(2));
-    let add = a.write_file("a2.parquet", rows("KH-0101", &[86_400, 3_600, 7_200])).await.unwrap();
+    let add = a
+        .write_file("a2.parquet", rows("KH-0101", &[86_400, 3_600, 7_200]))
+        .await
+        .unwrap();
     let mut actions = vec![LakeTable::remove(&old[0], true)];
     actions.push(deltalake::kernel::Action::Add(add));
     a.commit(
@@ -80,19 +93,38 @@ async fn offsets_fence_replace_and_time_travel() {
     .await
     .unwrap();
 
-    let snap = Snapshot::open(&store, &[&PROCESSING_TIMES], None).await.unwrap();
+    let snap = Snapshot::open(&store, &[&PROCESSING_TIMES], None)
+        .await
+        .unwrap();
     assert_eq!(snap.versions().0["processing_times"], 2);
     let df = snap.read(&PROCESSING_TIMES, None, None).await.unwrap();
     assert_eq!(df.height(), 3);
     assert_eq!(
-        df.column("processing_seconds").unwrap().i64().unwrap().sum(),
+        df.column("processing_seconds")
+            .unwrap()
+            .i64()
+            .unwrap()
+            .sum(),
         Some(97_200)
     );
     // Time travel: version 1 still reads the first file.
     let old = owsu_lake::snapshot::Versions([("processing_times".to_owned(), 1)].into());
-    let snap1 = Snapshot::open(&store, &[&PROCESSING_TIMES], Some(&old)).await.unwrap();
-    assert_eq!(snap1.read(&PROCESSING_TIMES, None, None).await.unwrap().height(), 2);
+    let snap1 = Snapshot::open(&store, &[&PROCESSING_TIMES], Some(&old))
+        .await
+        .unwrap();
+    assert_eq!(
+        snap1
+            .read(&PROCESSING_TIMES, None, None)
+            .await
+            .unwrap()
+            .height(),
+        2
+    );
     // Date statistics prune files outside the range asked for.
     let d = chrono::NaiveDate::from_ymd_opt(2021, 3, 15).unwrap();
-    assert!(snap.files(&PROCESSING_TIMES, Some(d), None).await.unwrap().is_empty());
+    assert!(snap
+        .files(&PROCESSING_TIMES, Some(d), None)
+        .await
+        .unwrap()
+        .is_empty());
 }

@@ -103,16 +103,34 @@ fn python() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("OWSU_PYTHON") {
         return Ok(PathBuf::from(p));
     }
-    let cache = std::env::var_os("OWSU_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into())).join(".cache/owsu")
-    });
+    let cache = std::env::var_os("OWSU_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
+                .join(".cache/owsu")
+        });
     let venv = cache.join("bench-pyenv");
     let py = venv.join("bin/python");
     if !venv.join(".ready").exists() {
-        println!("  (installing DuckDB and deltalake for Python into {})", venv.display());
-        let ok = Command::new("python3").args(["-m", "venv"]).arg(&venv).status()?.success()
+        println!(
+            "  (installing DuckDB and deltalake for Python into {})",
+            venv.display()
+        );
+        let ok = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()?
+            .success()
             && Command::new(&py)
-                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "duckdb==2.0.0", "deltalake==1.6.6"])
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "duckdb==2.0.0",
+                    "deltalake==1.6.6",
+                ])
                 .status()?
                 .success();
         anyhow::ensure!(ok, "could not install DuckDB and deltalake for Python (python3 with venv and PyPI access are needed)");
@@ -123,7 +141,8 @@ fn python() -> anyhow::Result<PathBuf> {
 
 /// Runs one of Kafka's own tools through infra/kafka/kafka.sh; returns its standard output.
 fn kafka_tool(class: &str, args: &[&str]) -> anyhow::Result<String> {
-    let root = crate::demo::repo_root().context("infra/kafka/kafka.sh not found: run from the repository")?;
+    let root = crate::demo::repo_root()
+        .context("infra/kafka/kafka.sh not found: run from the repository")?;
     let out = Command::new("bash")
         .arg(root.join("infra/kafka/kafka.sh"))
         .arg("tool")
@@ -139,14 +158,22 @@ fn kafka_tool(class: &str, args: &[&str]) -> anyhow::Result<String> {
 /// Messages per second from ProducerPerformance's last line ("N records sent, R records/sec ...").
 fn producer_perf_rate(out: &str) -> Option<f64> {
     let line = out.lines().rev().find(|l| l.contains("records/sec"))?;
-    line.split(", ").nth(1)?.split_whitespace().next()?.parse().ok()
+    line.split(", ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// (messages, seconds fetching) from ConsumerPerformance's CSV line: `data.consumed.in.nMsg`
 /// (column 5) and `fetch.time.ms` (column 8), which leaves out joining the group, so the peer's
 /// rate is its best.
 fn consumer_perf(out: &str) -> Option<(f64, f64)> {
-    let line = out.lines().rev().find(|l| l.split(',').count() >= 10 && !l.contains("start.time"))?;
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.split(',').count() >= 10 && !l.contains("start.time"))?;
     let f: Vec<&str> = line.split(',').map(str::trim).collect();
     let msgs: f64 = f[4].parse().ok()?;
     let fetch_ms: f64 = f[7].parse().ok()?;
@@ -169,7 +196,9 @@ fn topic_messages(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result
 
 /// Active files of every table of a local store, and all Parquet files on its disk.
 fn files_in_store(store: &Path) -> anyhow::Result<(usize, usize)> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let active = rt.block_on(async {
         let s = owsu_lake::Store::open_existing(store.to_str().context("utf-8 path")?)?;
         let mut n = 0;
@@ -187,7 +216,9 @@ fn files_in_store(store: &Path) -> anyhow::Result<(usize, usize)> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "parquet") && !p.to_string_lossy().contains("_delta_log") {
+            } else if p.extension().is_some_and(|x| x == "parquet")
+                && !p.to_string_lossy().contains("_delta_log")
+            {
                 on_disk += 1;
             }
         }
@@ -288,7 +319,8 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
             "enable.idempotence=true",
         ],
     )?;
-    let producer_perf = producer_perf_rate(&out).context("no rate in ProducerPerformance's output")?;
+    let producer_perf =
+        producer_perf_rate(&out).context("no rate in ProducerPerformance's output")?;
     say(
         &mut figures,
         "Kafka ProducerPerformance (records/s)",
@@ -362,9 +394,19 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
         }
         let out = kafka_tool(
             "org.apache.kafka.tools.ConsumerPerformance",
-            &["--bootstrap-server", &brokers, "--topic", &topic, "--messages", &n.to_string(), "--timeout", "60000"],
+            &[
+                "--bootstrap-server",
+                &brokers,
+                "--topic",
+                &topic,
+                "--messages",
+                &n.to_string(),
+                "--timeout",
+                "60000",
+            ],
         )?;
-        let (m, secs) = consumer_perf(&out).context("no figures in ConsumerPerformance's output")?;
+        let (m, secs) =
+            consumer_perf(&out).context("no figures in ConsumerPerformance's output")?;
         perf_msgs += m;
         perf_secs += secs;
     }
@@ -446,7 +488,10 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
     );
 
     // The same events shuffled: a late bulk re-import.
-    let mut rows: Vec<String> = std::fs::read_to_string(&import)?.lines().map(str::to_owned).collect();
+    let mut rows: Vec<String> = std::fs::read_to_string(&import)?
+        .lines()
+        .map(str::to_owned)
+        .collect();
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     for i in (1..rows.len()).rev() {
         x ^= x << 13;
@@ -476,14 +521,26 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
     anyhow::ensure!(code == 0, "publishing the shuffled events failed");
     let shuf_store = a.data_dir.join("store-shuffled");
     let t = Instant::now();
-    let mut child = spawn_on(&shuf_prefix, &format!("{prefix}shuf"), &shuf_store, &a.data_dir.join("shuffled.log"))?;
+    let mut child = spawn_on(
+        &shuf_prefix,
+        &format!("{prefix}shuf"),
+        &shuf_store,
+        &a.data_dir.join("shuffled.log"),
+    )?;
     let (status, shuf_peak) = wait_measuring(&mut child)?;
-    anyhow::ensure!(status.success(), "aggregator failed on the shuffled events: see {}", a.data_dir.join("shuffled.log").display());
+    anyhow::ensure!(
+        status.success(),
+        "aggregator failed on the shuffled events: see {}",
+        a.data_dir.join("shuffled.log").display()
+    );
     let shuf_secs = t.elapsed().as_secs_f64();
     say(
         &mut figures,
         "aggregate, shuffled events (events/s)",
-        format!("{:.0} ({shuf_secs:.1} s), peak RSS {shuf_peak:.0} MiB", lines / shuf_secs),
+        format!(
+            "{:.0} ({shuf_secs:.1} s), peak RSS {shuf_peak:.0} MiB",
+            lines / shuf_secs
+        ),
     );
     say(
         &mut figures,
@@ -499,9 +556,17 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
 
     // Takeover: a new instance with no local state takes every partition of the caught-up group.
     let t = Instant::now();
-    let mut child = spawn(&format!("{prefix}clean"), &clean_store, &a.data_dir.join("takeover.log"))?;
+    let mut child = spawn(
+        &format!("{prefix}clean"),
+        &clean_store,
+        &a.data_dir.join("takeover.log"),
+    )?;
     let (status, _) = wait_measuring(&mut child)?;
-    anyhow::ensure!(status.success(), "takeover run failed: see {}", a.data_dir.join("takeover.log").display());
+    anyhow::ensure!(
+        status.success(),
+        "takeover run failed: see {}",
+        a.data_dir.join("takeover.log").display()
+    );
     say(
         &mut figures,
         "takeover of every partition, no local state (s)",
@@ -585,13 +650,21 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
             .stderr(std::fs::File::create(a.data_dir.join(log))?)
             .spawn()?;
         let (status, peak) = wait_measuring(&mut c)?;
-        anyhow::ensure!(status.success(), "owsu-aggregator {} failed: see {log}", args[0]);
+        anyhow::ensure!(
+            status.success(),
+            "owsu-aggregator {} failed: see {log}",
+            args[0]
+        );
         Ok((t.elapsed().as_secs_f64(), peak))
     };
     let store_arg = clean_store.to_str().context("utf-8 path")?;
     let (secs, _) = run_agg(&["compact", "--store", store_arg], "compact.log")?;
     let (active, _) = files_in_store(&clean_store)?;
-    say(&mut figures, "compact the raw tables (s; active files after)", format!("{secs:.1}; {active}"));
+    say(
+        &mut figures,
+        "compact the raw tables (s; active files after)",
+        format!("{secs:.1}; {active}"),
+    );
     let (rebuild_secs, rebuild_peak) = run_agg(&["rebuild", "--store", store_arg], "rebuild.log")?;
     say(
         &mut figures,
@@ -605,19 +678,35 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
     let t = Instant::now();
     let out = Command::new(&py).arg(&script).arg(&clean_store).output()?;
     let duck_secs = t.elapsed().as_secs_f64();
-    anyhow::ensure!(out.status.success(), "DuckDB script failed: {}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success(),
+        "DuckDB script failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let duck: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    say(&mut figures, "DuckDB: the same summaries from the same raw files (s)", format!("{duck_secs:.1}"));
-    say(&mut figures, "rebuild ÷ DuckDB (time)", format!("{:.2}", rebuild_secs / duck_secs));
+    say(
+        &mut figures,
+        "DuckDB: the same summaries from the same raw files (s)",
+        format!("{duck_secs:.1}"),
+    );
+    say(
+        &mut figures,
+        "rebuild ÷ DuckDB (time)",
+        format!("{:.2}", rebuild_secs / duck_secs),
+    );
     let ours = read_sorted(&clean_store, "services_daily")?;
     let delivered = ours.column("services_delivered")?.i64()?.sum().unwrap_or(0);
     let revenue = ours.column("revenue_riel")?.i64()?.sum().unwrap_or(0);
-    let same = duck["services_delivered"].as_i64() == Some(delivered) && duck["revenue_riel"].as_i64() == Some(revenue);
+    let same = duck["services_delivered"].as_i64() == Some(delivered)
+        && duck["revenue_riel"].as_i64() == Some(revenue);
     equal &= same;
     say(
         &mut figures,
         "DuckDB totals equal ours (delivered, revenue)",
-        format!("{} ({delivered}, {revenue})", if same { "yes" } else { "NO" }),
+        format!(
+            "{} ({delivered}, {revenue})",
+            if same { "yes" } else { "NO" }
+        ),
     );
 
     std::fs::write(

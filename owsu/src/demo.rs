@@ -353,7 +353,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         demand.dictionary.display()
     );
     println!("  oversight list:           {}", inactive_csv.display());
-    println!("  the lake (Delta tables):  {}/raw/ and {}/summaries/", dd("store"), dd("store"));
+    println!(
+        "  the lake (Delta tables):  {}/raw/ and {}/summaries/",
+        dd("store"),
+        dd("store")
+    );
     println!(
         "\nDone in {:.0} s. Kafka keeps running: `infra/kafka/kafka.sh stop` stops it.",
         steps.started.elapsed().as_secs_f64()

@@ -213,8 +213,9 @@ pub struct CatalogueArgs {
 }
 
 pub fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,rdkafka=warn,buoyant_kernel=warn,delta_kernel=warn,deltalake_core=warn".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        "info,rdkafka=warn,buoyant_kernel=warn,delta_kernel=warn,deltalake_core=warn".into()
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -392,7 +393,9 @@ fn publish(reference: &Reference, a: PublishArgs) -> anyhow::Result<i32> {
         };
         let sent = sending();
         drop(rx);
-        let tally = reader.join().map_err(|_| anyhow::anyhow!("the reader thread panicked"))??;
+        let tally = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("the reader thread panicked"))??;
         sent?;
         Ok(tally)
     })?;

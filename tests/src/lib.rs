@@ -341,7 +341,17 @@ impl S3Server {
             let _lock = FileLock::acquire(&cache_dir().join("s3s-fs.lock"));
             if !bin.exists() {
                 let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                    .args(["install", "--locked", "--quiet", "s3s-fs", "--version", "0.14.1", "--features", "binary", "--root"])
+                    .args([
+                        "install",
+                        "--locked",
+                        "--quiet",
+                        "s3s-fs",
+                        "--version",
+                        "0.14.1",
+                        "--features",
+                        "binary",
+                        "--root",
+                    ])
                     .arg(&install)
                     .arg("--target-dir")
                     .arg(cache_dir().join("s3s-fs-build"))
@@ -363,7 +373,16 @@ impl S3Server {
         let port = free_port();
         let (access_key, secret_key) = ("owsutest", "owsu-test-secret-key");
         let child = Command::new(&bin)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", access_key, "--secret-key", secret_key])
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--access-key",
+                access_key,
+                "--secret-key",
+                secret_key,
+            ])
             .arg(&root)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -371,7 +390,10 @@ impl S3Server {
             .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
         let started = std::time::Instant::now();
         while !port_open(port) {
-            assert!(started.elapsed() < Duration::from_secs(30), "s3s-fs did not listen on {port}");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "s3s-fs did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         S3Server {

@@ -160,7 +160,14 @@ fn shuffled_events_match_the_oracle_and_make_few_files() {
     std::fs::write(p("secret"), "oracle-test-secret-0123456789").unwrap();
     assert_eq!(
         producer(&[
-            "simulate", "--year", "2021", "--scale", "0.005", "--seed", "8", "--out",
+            "simulate",
+            "--year",
+            "2021",
+            "--scale",
+            "0.005",
+            "--seed",
+            "8",
+            "--out",
             &p("ordered.jsonl")
         ]),
         0
@@ -174,17 +181,37 @@ fn shuffled_events_match_the_oracle_and_make_few_files() {
     std::fs::write(p("year.jsonl"), lines.join("\n") + "\n").unwrap();
     assert_eq!(
         producer(&[
-            "publish", "--input", &p("year.jsonl"), "--brokers", owsu_tests::bootstrap(),
-            "--topic-prefix", &prefix, "--id-secret-file", &p("secret"), "--outbox", &p("outbox"),
+            "publish",
+            "--input",
+            &p("year.jsonl"),
+            "--brokers",
+            owsu_tests::bootstrap(),
+            "--topic-prefix",
+            &prefix,
+            "--id-secret-file",
+            &p("secret"),
+            "--outbox",
+            &p("outbox"),
         ]),
         0
     );
     let group = format!("{prefix}agg");
     assert_eq!(
         aggregator(&[
-            "run", "--brokers", owsu_tests::bootstrap(), "--topic-prefix", &prefix, "--group",
-            &group, "--store", &p("store"), "--until-caught-up", "--metrics-addr", "",
-            "--max-batch", "20000",
+            "run",
+            "--brokers",
+            owsu_tests::bootstrap(),
+            "--topic-prefix",
+            &prefix,
+            "--group",
+            &group,
+            "--store",
+            &p("store"),
+            "--until-caught-up",
+            "--metrics-addr",
+            "",
+            "--max-batch",
+            "20000",
         ]),
         0
     );
@@ -195,10 +222,20 @@ fn shuffled_events_match_the_oracle_and_make_few_files() {
     );
     oracle::assert_no_offset_twice(&store);
     // ~52,000 events in batches of 20,000: at most a handful of raw files per table.
-    for t in ["raw/service_events", "raw/complaint_events", "raw/unit_days"] {
+    for t in [
+        "raw/service_events",
+        "raw/complaint_events",
+        "raw/unit_days",
+    ] {
         let n = std::fs::read_dir(store.join(t))
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "parquet"))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "parquet")
+            })
             .count();
         assert!((1..=6).contains(&n), "{t}: {n} raw files");
     }

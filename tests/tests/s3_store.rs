@@ -25,13 +25,32 @@ fn the_lake_on_s3_matches_the_oracle() {
         owsu_producer::cli::run(owsu_producer::cli::Cli::parse_from(v)).expect("producer")
     };
     assert_eq!(
-        producer(&["simulate", "--year", "2021", "--scale", "0.003", "--seed", "6", "--out", &p("year.jsonl")]),
+        producer(&[
+            "simulate",
+            "--year",
+            "2021",
+            "--scale",
+            "0.003",
+            "--seed",
+            "6",
+            "--out",
+            &p("year.jsonl")
+        ]),
         0
     );
     assert_eq!(
         producer(&[
-            "publish", "--input", &p("year.jsonl"), "--brokers", owsu_tests::bootstrap(), "--topic-prefix",
-            &prefix, "--id-secret-file", &p("secret"), "--outbox", &p("outbox"),
+            "publish",
+            "--input",
+            &p("year.jsonl"),
+            "--brokers",
+            owsu_tests::bootstrap(),
+            "--topic-prefix",
+            &prefix,
+            "--id-secret-file",
+            &p("secret"),
+            "--outbox",
+            &p("outbox"),
         ]),
         0
     );
@@ -43,9 +62,22 @@ fn the_lake_on_s3_matches_the_oracle() {
     };
     assert_eq!(
         run(&[
-            "run", "--brokers", owsu_tests::bootstrap(), "--topic-prefix", &prefix, "--group",
-            &format!("{prefix}agg"), "--store", store, "--state-dir", &p("state"),
-            "--until-caught-up", "--metrics-addr", "", "--max-batch", "5000",
+            "run",
+            "--brokers",
+            owsu_tests::bootstrap(),
+            "--topic-prefix",
+            &prefix,
+            "--group",
+            &format!("{prefix}agg"),
+            "--store",
+            store,
+            "--state-dir",
+            &p("state"),
+            "--until-caught-up",
+            "--metrics-addr",
+            "",
+            "--max-batch",
+            "5000",
         ]),
         0
     );
@@ -55,7 +87,11 @@ fn the_lake_on_s3_matches_the_oracle() {
     );
     // The objects really are in the S3 server's bucket, Delta logs and state snapshots included.
     let bucket = s3.root.join("owsu-lake/national");
-    for t in ["raw/service_events/_delta_log", "summaries/services_daily/_delta_log", "state"] {
+    for t in [
+        "raw/service_events/_delta_log",
+        "summaries/services_daily/_delta_log",
+        "state",
+    ] {
         assert!(bucket.join(t).is_dir(), "{t} missing from the bucket");
     }
     // Compaction and a rebuild work on S3 too, and change no figure.
@@ -82,14 +118,27 @@ fn the_s3_server_refuses_to_overwrite_on_a_conditional_put() {
         .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch)
         .build()
         .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let path = object_store::path::Path::from("_delta_log/00000000000000000001.json");
-        let create = PutOptions { mode: PutMode::Create, ..Default::default() };
-        store.put_opts(&path, PutPayload::from("a"), create.clone()).await.unwrap();
+        let create = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        store
+            .put_opts(&path, PutPayload::from("a"), create.clone())
+            .await
+            .unwrap();
         let again = store.put_opts(&path, PutPayload::from("b"), create).await;
         assert!(
-            matches!(again, Err(object_store::Error::AlreadyExists { .. }) | Err(object_store::Error::Precondition { .. })),
+            matches!(
+                again,
+                Err(object_store::Error::AlreadyExists { .. })
+                    | Err(object_store::Error::Precondition { .. })
+            ),
             "{again:?}"
         );
     });
