@@ -372,16 +372,7 @@ fn compact_and_vacuum_during_a_live_run_change_no_figure() {
         "raw/complaint_events",
         "raw/unit_days",
     ] {
-        let n = std::fs::read_dir(store.join(t))
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "parquet")
-            })
-            .count();
+        let n = oracle::files_on_disk(&store, t);
         assert_eq!(n, 1, "{t}: {n} files after the final compaction and vacuum");
     }
 }

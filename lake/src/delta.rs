@@ -39,6 +39,11 @@ pub enum DeltaError {
         key: String,
         source: object_store::Error,
     },
+    #[error("table {table}: {source}")]
+    Store {
+        table: &'static str,
+        source: crate::store::StoreError,
+    },
     #[error(transparent)]
     Frame(#[from] FrameError),
     /// Another writer committed offsets of these partitions: this writer no longer owns them.
@@ -279,16 +284,9 @@ impl LakeTable {
         self.store
             .put(&key, bytes)
             .await
-            .map_err(|e| DeltaError::Object {
+            .map_err(|source| DeltaError::Store {
                 table: self.def.name,
-                key: key.clone(),
-                source: match e {
-                    crate::store::StoreError::Object { source, .. } => source,
-                    other => object_store::Error::Generic {
-                        store: "lake",
-                        source: Box::new(other),
-                    },
-                },
+                source,
             })?;
         Ok(Add {
             path: name.to_owned(),

@@ -25,8 +25,6 @@ impl std::fmt::Display for Versions {
 /// Tables opened at fixed versions.
 pub struct Snapshot {
     tables: BTreeMap<&'static str, LakeTable>,
-    /// Tables asked for that do not exist yet (nothing was ever written to them).
-    missing: Vec<&'static str>,
     concurrency: usize,
 }
 
@@ -42,19 +40,17 @@ impl Snapshot {
         versions: Option<&Versions>,
     ) -> Result<Self, DeltaError> {
         let mut open = BTreeMap::new();
-        let mut missing = Vec::new();
         for def in tables {
             let v = versions.and_then(|vs| vs.0.get(def.name).copied());
             match LakeTable::open(store, def, v).await? {
                 Some(t) => {
                     open.insert(def.name, t);
                 }
-                None => missing.push(def.name),
+                None => {} // never written to: it reads as empty
             }
         }
         Ok(Snapshot {
             tables: open,
-            missing,
             concurrency: 16,
         })
     }
@@ -67,11 +63,6 @@ impl Snapshot {
                 .map(|(n, t)| ((*n).to_owned(), t.version()))
                 .collect(),
         )
-    }
-
-    /// Tables that do not exist in the store.
-    pub fn missing(&self) -> &[&'static str] {
-        &self.missing
     }
 
     /// Active files of a table whose date statistics overlap `[from, to]` (all files when the
@@ -115,21 +106,5 @@ impl Snapshot {
             Some(t) => t.read(&files, self.concurrency).await,
             None => Ok(crate::frame::empty(def)),
         }
-    }
-
-    /// The latest day any of the opened tables holds (from file statistics).
-    pub async fn latest_date(&self) -> Result<Option<NaiveDate>, DeltaError> {
-        let mut best: Option<NaiveDate> = None;
-        for (_, t) in &self.tables {
-            let col = ["date", "event_date"]
-                .into_iter()
-                .find(|c| t.def.stats.contains(c));
-            for f in t.files().await? {
-                if let Some(d) = col.and_then(|c| f.range(c)).and_then(|(_, hi)| date_of(hi)) {
-                    best = best.max(Some(d));
-                }
-            }
-        }
-        Ok(best)
     }
 }

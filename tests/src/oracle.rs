@@ -366,3 +366,15 @@ pub fn assert_no_offset_twice(store_dir: &Path) {
         );
     }
 }
+
+/// Parquet files on disk under a table of a local store (active or not: before vacuum, files
+/// replaced by later commits are still there).
+pub fn files_on_disk(store_dir: &Path, table_path: &str) -> usize {
+    std::fs::read_dir(store_dir.join(table_path))
+        .unwrap_or_else(|e| panic!("{table_path}: {e}"))
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+        })
+        .count()
+}

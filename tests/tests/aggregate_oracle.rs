@@ -227,16 +227,7 @@ fn shuffled_events_match_the_oracle_and_make_few_files() {
         "raw/complaint_events",
         "raw/unit_days",
     ] {
-        let n = std::fs::read_dir(store.join(t))
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "parquet")
-            })
-            .count();
+        let n = oracle::files_on_disk(&store, t);
         assert!((1..=6).contains(&n), "{t}: {n} raw files");
     }
 }
