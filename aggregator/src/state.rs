@@ -21,21 +21,23 @@ use owsu_schemas::record::{ComplaintStage, Event, ServiceStage};
 use owsu_schemas::time::{date_to_epoch_day, epoch_day_to_date, local_date, Millis};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
+use crate::summary::{quarter_months, ComplaintAgg, Month, PeriodRows, ProcessingRow, Quarter};
 use crate::summary::{Codes, DayClose};
-use crate::summary::{ComplaintAgg, Month, MonthRows, ProcessingRow, ServiceAgg, UnitDayRow};
+use crate::summary::{ServiceAgg, UnitDayRow};
 
 /// Facts about the file: `lake_id`, the lake it belongs to.
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 /// Last offset applied, per topic.
 const OFFSETS: TableDefinition<&str, i64> = TableDefinition::new("offsets");
-/// Event id → encoded service or complaint event.
-const EVENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("events");
-/// Event ids some correction names (whether or not the target has arrived yet).
-const SUPERSEDED: TableDefinition<u128, ()> = TableDefinition::new("superseded");
-/// (request key, event id) and (complaint key, event id): a request's or complaint's events.
-const REQUEST_EVENTS: TableDefinition<(u128, u128), ()> = TableDefinition::new("request_events");
-const COMPLAINT_EVENTS: TableDefinition<(u128, u128), ()> =
-    TableDefinition::new("complaint_events");
+/// Event id → (owner, flags): the request or complaint the event belongs to and whether it has
+/// arrived, is named by a correction, and is a complaint event. A correction that arrives before
+/// its target leaves an entry with only [`SUPERSEDED`] set, so arrival order never matters.
+const EVENTS: TableDefinition<u128, (u128, u8)> = TableDefinition::new("events");
+/// Request key → its events, [`Entry`] after [`Entry`]: one read and one write per request a
+/// batch touches, however many events it has.
+const REQUESTS: TableDefinition<u128, &[u8]> = TableDefinition::new("requests");
+/// Complaint key → its events, likewise.
+const COMPLAINTS: TableDefinition<u128, &[u8]> = TableDefinition::new("complaints");
 /// (day, unit) → latest close: closed_at, services, complaints.
 const CLOSES: TableDefinition<(i32, u16), (i64, i32, i32)> = TableDefinition::new("closes");
 /// (day recorded, unit) → distinct service and complaint events that arrived.
@@ -52,6 +54,15 @@ const PROCESSING: TableDefinition<(i32, u16, u16, u128), i64> = TableDefinition:
 const MONTHS: TableDefinition<(i32, u32), ()> = TableDefinition::new("months");
 
 const NO_SECTOR: u16 = u16::MAX;
+
+/// [`EVENTS`] flags.
+const ARRIVED_FLAG: u8 = 1;
+const SUPERSEDED: u8 = 2;
+const COMPLAINT: u8 = 4;
+
+/// Layout of the file: a file of another format is not read (its partition is restored from
+/// the lake's snapshot or raw tables instead).
+const FORMAT: &str = "2";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -275,21 +286,41 @@ impl PartitionState {
             path: path.to_owned(),
         };
         // Create every table so readers never meet a missing one.
-        s.write(|tx| {
-            tx.open_table(META)?;
+        let other = s.write(|tx| {
             tx.open_table(OFFSETS)?;
+            let mut meta = tx.open_table(META)?;
+            let format = meta.get("format")?.map(|v| v.value().to_owned());
+            match format {
+                Some(f) if f != FORMAT => return Ok(Some(f)),
+                Some(_) => {}
+                None => {
+                    if tx
+                        .list_tables()?
+                        .any(|t| redb::TableHandle::name(&t) == "request_events")
+                    {
+                        return Ok(Some("1".to_owned()));
+                    }
+                    meta.insert("format", FORMAT)?;
+                }
+            }
+            drop(meta);
             tx.open_table(EVENTS)?;
-            tx.open_table(SUPERSEDED)?;
-            tx.open_table(REQUEST_EVENTS)?;
-            tx.open_table(COMPLAINT_EVENTS)?;
+            tx.open_table(REQUESTS)?;
+            tx.open_table(COMPLAINTS)?;
             tx.open_table(CLOSES)?;
             tx.open_table(ARRIVED)?;
             tx.open_table(SERVICE_CELLS)?;
             tx.open_table(COMPLAINT_CELLS)?;
             tx.open_table(PROCESSING)?;
             tx.open_table(MONTHS)?;
-            Ok(())
+            Ok(None)
         })?;
+        if let Some(f) = other {
+            return Err(StateError::Corrupt {
+                path: path.to_owned(),
+                problem: format!("state format {f}, this build reads format {FORMAT}"),
+            });
+        }
         Ok(s)
     }
 
@@ -353,9 +384,17 @@ impl PartitionState {
     }
 
     /// The rows of every summary table for one month.
-    pub fn month(&self, m: Month) -> Result<MonthRows, StateError> {
+    pub fn month(&self, m: Month) -> Result<PeriodRows, StateError> {
+        let (lo, hi) = month_days(m);
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        month_rows(&tx, m).map_err(|e| self.err(e))
+        period_rows(&tx, lo, hi).map_err(|e| self.err(e))
+    }
+
+    /// The rows of every summary table for one quarter (what one summary file holds).
+    pub fn quarter(&self, q: Quarter) -> Result<PeriodRows, StateError> {
+        let [first, _, last] = quarter_months(q);
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        period_rows(&tx, month_days(first).0, month_days(last).1).map_err(|e| self.err(e))
     }
 
     /// Every month holding any figure.
@@ -378,29 +417,55 @@ impl PartitionState {
     }
 }
 
-fn load<T: ReadableTable<u128, &'static [u8]>>(
-    t: &T,
+/// One event of a request or complaint, as kept in its [`REQUESTS`] / [`COMPLAINTS`] value:
+/// id (16 bytes), superseded (1), length (1), the [`Stored`] encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
     id: u128,
-) -> Result<Option<Stored>, redb::Error> {
-    Ok(t.get(id)?.and_then(|v| Stored::decode(v.value())))
+    superseded: bool,
+    event: Stored,
 }
 
-fn request_contribution(tx: &redb::WriteTransaction, r: u128) -> Result<Contribution, redb::Error> {
-    let ev = tx.open_table(EVENTS)?;
-    let sup = tx.open_table(SUPERSEDED)?;
-    let idx = tx.open_table(REQUEST_EVENTS)?;
-    let mut evs: Vec<(u128, Svc)> = Vec::new();
-    for k in idx.range((r, 0)..=(r, u128::MAX))? {
-        let id = k?.0.value().1;
-        if sup.get(id)?.is_some() {
-            continue;
-        }
-        if let Some(Stored::Svc(s)) = load(&ev, id)? {
-            evs.push((id, s));
-        }
+fn encode_entries(entries: &[Entry]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(entries.len() * 66);
+    for e in entries {
+        let body = e.event.encode();
+        b.extend_from_slice(&e.id.to_le_bytes());
+        b.push(u8::from(e.superseded));
+        b.push(body.len() as u8);
+        b.extend_from_slice(&body);
     }
+    b
+}
+
+fn decode_entries(mut b: &[u8]) -> Option<Vec<Entry>> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let id = u128::from_le_bytes(b.get(..16)?.try_into().ok()?);
+        let superseded = *b.get(16)? == 1;
+        let len = usize::from(*b.get(17)?);
+        let event = Stored::decode(b.get(18..18 + len)?)?;
+        out.push(Entry {
+            id,
+            superseded,
+            event,
+        });
+        b = &b[18 + len..];
+    }
+    Some(out)
+}
+
+/// What a request adds to the cells, from its events that no correction names.
+fn request_contribution(r: u128, entries: &[Entry], c: &mut Contribution) {
+    let mut evs: Vec<(u128, Svc)> = entries
+        .iter()
+        .filter(|e| !e.superseded)
+        .filter_map(|e| match e.event {
+            Stored::Svc(s) => Some((e.id, s)),
+            Stored::Cmp(_) => None,
+        })
+        .collect();
     evs.sort_by_key(|(id, e)| (e.occurred, e.recorded, *id));
-    let mut c = Contribution::default();
     let first = |st: ServiceStage| evs.iter().find(|(_, e)| e.stage == st).map(|(_, e)| *e);
     let received = first(ServiceStage::Received);
     for (stage, field) in [
@@ -438,33 +503,24 @@ fn request_contribution(tx: &redb::WriteTransaction, r: u128) -> Result<Contribu
             std::cmp::Ordering::Equal => {}
         }
     }
-    Ok(c)
 }
 
-fn complaint_contribution(
-    tx: &redb::WriteTransaction,
-    k: u128,
-) -> Result<Contribution, redb::Error> {
-    let ev = tx.open_table(EVENTS)?;
-    let sup = tx.open_table(SUPERSEDED)?;
-    let idx = tx.open_table(COMPLAINT_EVENTS)?;
-    let mut evs: Vec<(u128, Cmp)> = Vec::new();
-    for key in idx.range((k, 0)..=(k, u128::MAX))? {
-        let id = key?.0.value().1;
-        if sup.get(id)?.is_some() {
-            continue;
-        }
-        if let Some(Stored::Cmp(c)) = load(&ev, id)? {
-            evs.push((id, c));
-        }
-    }
+/// What a complaint adds to the cells, from its events that no correction names.
+fn complaint_contribution(entries: &[Entry], c: &mut Contribution) {
+    let mut evs: Vec<(u128, Cmp)> = entries
+        .iter()
+        .filter(|e| !e.superseded)
+        .filter_map(|e| match e.event {
+            Stored::Cmp(x) => Some((e.id, x)),
+            Stored::Svc(_) => None,
+        })
+        .collect();
     evs.sort_by_key(|(id, e)| (e.occurred, e.recorded, *id));
-    let mut c = Contribution::default();
     let Some((_, rcv)) = evs
         .iter()
         .find(|(_, e)| e.stage == ComplaintStage::Received)
     else {
-        return Ok(c);
+        return;
     };
     let sector = rcv
         .sector
@@ -507,107 +563,76 @@ fn complaint_contribution(
     if status.is_none() && jurisdiction == Some(ComplaintStage::WithinJurisdiction) {
         cell[8] += 1;
     }
-    Ok(c)
 }
 
-/// Adds `sign` × a contribution to the cells; returns the months touched.
-fn add_cells(
-    tx: &redb::WriteTransaction,
-    c: &Contribution,
+/// The change a batch makes to one request or complaint: events added, events now superseded.
+#[derive(Default)]
+struct Edit {
+    added: Vec<Entry>,
+    superseded: Vec<u128>,
+}
+
+/// Adds `sign` × `cells` to `delta`, noting the months touched.
+fn add_to(
+    delta: &mut HashMap<(i32, u16, u16), [i64; 9]>,
+    cells: &BTreeMap<(i32, u16, u16), [i64; 9]>,
     sign: i64,
     months: &mut BTreeSet<Month>,
-) -> Result<(), redb::Error> {
-    for (table, cells) in [
-        (SERVICE_CELLS, &c.services),
-        (COMPLAINT_CELLS, &c.complaints),
-    ] {
-        let mut t = tx.open_table(table)?;
-        for (k, v) in cells {
-            let mut cur = t.get(*k)?.map(|b| agg_from(b.value())).unwrap_or_default();
-            for i in 0..9 {
-                cur[i] += sign * v[i];
-            }
-            if cur.iter().all(|x| *x == 0) {
-                t.remove(*k)?;
-            } else {
-                t.insert(*k, agg_bytes(&cur).as_slice())?;
-            }
-            months.insert(month_of_day(k.0));
-        }
-    }
-    let mut p = tx.open_table(PROCESSING)?;
-    for (k, secs) in &c.processing {
-        if sign > 0 {
-            p.insert(*k, *secs)?;
-        } else {
-            p.remove(*k)?;
+) {
+    for (k, v) in cells {
+        let d = delta.entry(*k).or_default();
+        for i in 0..9 {
+            d[i] += sign * v[i];
         }
         months.insert(month_of_day(k.0));
+    }
+}
+
+/// Adds the batch's net change to cells held in `table` (a cell reaching zero is removed).
+fn write_cells(
+    tx: &redb::WriteTransaction,
+    table: TableDefinition<(i32, u16, u16), &[u8]>,
+    delta: HashMap<(i32, u16, u16), [i64; 9]>,
+) -> Result<(), redb::Error> {
+    let mut t = tx.open_table(table)?;
+    let mut keys: Vec<_> = delta
+        .into_iter()
+        .filter(|(_, v)| v.iter().any(|x| *x != 0))
+        .collect();
+    keys.sort_unstable_by_key(|(k, _)| *k);
+    for (k, v) in keys {
+        let mut cur = t.get(k)?.map(|b| agg_from(b.value())).unwrap_or_default();
+        for i in 0..9 {
+            cur[i] += v[i];
+        }
+        if cur.iter().all(|x| *x == 0) {
+            t.remove(k)?;
+        } else {
+            t.insert(k, agg_bytes(&cur).as_slice())?;
+        }
     }
     Ok(())
 }
 
+/// Applies a batch. Each event costs one lookup and one insert in [`EVENTS`]; each request or
+/// complaint it touches one read and one write of its events, whose contribution to the cells
+/// before and after the batch gives the change; each cell changed one read and one write.
 fn apply_in(
     tx: &redb::WriteTransaction,
     events: &[(&str, i64, &Event)],
     codes: &Codes,
 ) -> Result<Applied, redb::Error> {
     let mut out = Applied::default();
-    // 1. The requests and complaints whose contribution may change: those of the batch's
-    //    events and those of the events its corrections name.
-    let mut requests = BTreeSet::new();
-    let mut complaints = BTreeSet::new();
-    {
-        let ev = tx.open_table(EVENTS)?;
-        for (_, _, e) in events {
-            let target = match e {
-                Event::Service(s) => {
-                    requests.insert(id_key(&s.request_id));
-                    s.supersedes_event_id
-                }
-                Event::Complaint(c) => {
-                    complaints.insert(id_key(&c.complaint_id));
-                    c.supersedes_event_id
-                }
-                Event::UnitDay(_) => None,
-            };
-            match target
-                .map(|t| load(&ev, t.as_u128()))
-                .transpose()?
-                .flatten()
-            {
-                Some(Stored::Svc(s)) => {
-                    requests.insert(s.request);
-                }
-                Some(Stored::Cmp(c)) => {
-                    complaints.insert(c.complaint);
-                }
-                None => {}
-            }
-        }
-    }
-    // 2. Their contributions before the batch.
-    let mut before = Vec::new();
-    for r in &requests {
-        before.push(request_contribution(tx, *r)?);
-    }
-    for k in &complaints {
-        before.push(complaint_contribution(tx, *k)?);
-    }
-    // 3. The events.
+    let mut edits: HashMap<(bool, u128), Edit> = HashMap::new();
+    let mut arrived_delta: HashMap<(i32, u16), (i64, i64)> = HashMap::new();
+    let mut last: HashMap<&str, i64> = HashMap::new();
     {
         let mut ev = tx.open_table(EVENTS)?;
-        let mut sup = tx.open_table(SUPERSEDED)?;
-        let mut req_idx = tx.open_table(REQUEST_EVENTS)?;
-        let mut cmp_idx = tx.open_table(COMPLAINT_EVENTS)?;
         let mut closes = tx.open_table(CLOSES)?;
-        let mut arrived = tx.open_table(ARRIVED)?;
-        let mut offsets = tx.open_table(OFFSETS)?;
         for (topic, offset, e) in events {
-            let last = offsets.get(*topic)?.map(|v| v.value());
-            if last.is_none_or(|l| *offset > l) {
-                offsets.insert(*topic, *offset)?;
-            }
+            last.entry(topic)
+                .and_modify(|o| *o = (*o).max(*offset))
+                .or_insert(*offset);
             let (stored, id, supersedes, recorded) = match e {
                 Event::Service(s) => {
                     let (Some(unit), Some(service)) =
@@ -615,7 +640,6 @@ fn apply_in(
                     else {
                         continue; // unreachable for validated events
                     };
-                    out.months.insert(month_of_day(day_of(s.occurred_at)));
                     (
                         Stored::Svc(Svc {
                             unit,
@@ -635,7 +659,6 @@ fn apply_in(
                     let Some(unit) = codes.unit(&c.unit_code) else {
                         continue;
                     };
-                    out.months.insert(month_of_day(day_of(c.occurred_at)));
                     (
                         Stored::Cmp(Cmp {
                             unit,
@@ -682,62 +705,144 @@ fn apply_in(
                     continue;
                 }
             };
+            let (unit, occurred, owner, flag) = match stored {
+                Stored::Svc(s) => (s.unit, s.occurred, s.request, 0),
+                Stored::Cmp(c) => (c.unit, c.occurred, c.complaint, COMPLAINT),
+            };
+            out.months.insert(month_of_day(day_of(occurred)));
             out.months.insert(month_of_day(day_of(recorded)));
-            if ev.get(id)?.is_some() {
+            let prior = ev.get(id)?.map(|v| v.value().1).unwrap_or(0);
+            if prior & ARRIVED_FLAG != 0 {
                 out.duplicates += 1;
                 continue;
             }
             out.new += 1;
-            ev.insert(id, stored.encode().as_slice())?;
-            let key = (
-                match stored {
-                    Stored::Svc(s) => s.unit,
-                    Stored::Cmp(c) => c.unit,
-                },
-                day_of(recorded),
-            );
-            let (mut s, mut c) = arrived
-                .get((key.1, key.0))?
-                .map(|v| v.value())
-                .unwrap_or((0, 0));
+            let superseded = prior & SUPERSEDED != 0;
+            ev.insert(id, (owner, ARRIVED_FLAG | flag | (prior & SUPERSEDED)))?;
+            edits
+                .entry((flag == COMPLAINT, owner))
+                .or_default()
+                .added
+                .push(Entry {
+                    id,
+                    superseded,
+                    event: stored,
+                });
+            let a = arrived_delta.entry((day_of(recorded), unit)).or_default();
             match stored {
-                Stored::Svc(x) => {
-                    req_idx.insert((x.request, id), ())?;
-                    s += 1;
-                }
-                Stored::Cmp(x) => {
-                    cmp_idx.insert((x.complaint, id), ())?;
-                    c += 1;
-                }
+                Stored::Svc(_) => a.0 += 1,
+                Stored::Cmp(_) => a.1 += 1,
             }
-            arrived.insert((key.1, key.0), (s, c))?;
-            if let Some(t) = supersedes {
-                sup.insert(t.as_u128(), ())?;
+            if let Some(t) = supersedes.map(|t| t.as_u128()) {
+                let target = ev.get(t)?.map(|v| v.value());
+                match target {
+                    Some((_, f)) if f & SUPERSEDED != 0 => {}
+                    Some((o, f)) if f & ARRIVED_FLAG != 0 => {
+                        ev.insert(t, (o, f | SUPERSEDED))?;
+                        edits
+                            .entry((f & COMPLAINT != 0, o))
+                            .or_default()
+                            .superseded
+                            .push(t);
+                    }
+                    _ => {
+                        ev.insert(t, (0, SUPERSEDED))?;
+                    }
+                }
             }
         }
     }
-    // 4. Their contributions after; the difference goes into the cells.
-    let mut touched = BTreeSet::new();
-    for c in &before {
-        add_cells(tx, c, -1, &mut touched)?;
+    // Each touched request or complaint: its contribution before and after the batch.
+    let mut services: HashMap<(i32, u16, u16), [i64; 9]> = HashMap::new();
+    let mut complaints: HashMap<(i32, u16, u16), [i64; 9]> = HashMap::new();
+    let mut proc_removed = Vec::new();
+    let mut proc_added = Vec::new();
+    {
+        let mut requests = tx.open_table(REQUESTS)?;
+        let mut complaint_events = tx.open_table(COMPLAINTS)?;
+        let mut edits: Vec<_> = edits.into_iter().collect();
+        edits.sort_unstable_by_key(|(k, _)| *k);
+        for ((is_complaint, owner), edit) in edits {
+            let table = if is_complaint {
+                &mut complaint_events
+            } else {
+                &mut requests
+            };
+            let mut entries = match table.get(owner)? {
+                Some(v) => decode_entries(v.value()).ok_or_else(|| {
+                    redb::Error::Corrupted(format!("events of {owner:032x} unreadable"))
+                })?,
+                None => Vec::new(),
+            };
+            let mut before = Contribution::default();
+            let mut after = Contribution::default();
+            let contribution = |entries: &[Entry], c: &mut Contribution| {
+                if is_complaint {
+                    complaint_contribution(entries, c)
+                } else {
+                    request_contribution(owner, entries, c)
+                }
+            };
+            contribution(&entries, &mut before);
+            // Added first: a correction may name an event of the same batch.
+            entries.extend(edit.added);
+            for id in &edit.superseded {
+                for e in entries.iter_mut().filter(|e| e.id == *id) {
+                    e.superseded = true;
+                }
+            }
+            contribution(&entries, &mut after);
+            table.insert(owner, encode_entries(&entries).as_slice())?;
+            add_to(&mut services, &before.services, -1, &mut out.months);
+            add_to(&mut services, &after.services, 1, &mut out.months);
+            add_to(&mut complaints, &before.complaints, -1, &mut out.months);
+            add_to(&mut complaints, &after.complaints, 1, &mut out.months);
+            for (k, v) in &before.processing {
+                if after.processing.get(k) != Some(v) {
+                    proc_removed.push(*k);
+                    out.months.insert(month_of_day(k.0));
+                }
+            }
+            for (k, v) in after.processing {
+                if before.processing.get(&k) != Some(&v) {
+                    proc_added.push((k, v));
+                    out.months.insert(month_of_day(k.0));
+                }
+            }
+        }
     }
-    for r in &requests {
-        add_cells(tx, &request_contribution(tx, *r)?, 1, &mut touched)?;
-    }
-    for k in &complaints {
-        add_cells(tx, &complaint_contribution(tx, *k)?, 1, &mut touched)?;
-    }
-    out.months.extend(touched);
-    let mut months = tx.open_table(MONTHS)?;
-    for m in &out.months {
-        months.insert(*m, ())?;
+    // The net change, one read and one write per cell.
+    write_cells(tx, SERVICE_CELLS, services)?;
+    write_cells(tx, COMPLAINT_CELLS, complaints)?;
+    {
+        let mut p = tx.open_table(PROCESSING)?;
+        for k in proc_removed {
+            p.remove(k)?;
+        }
+        for (k, v) in proc_added {
+            p.insert(k, v)?;
+        }
+        let mut arrived = tx.open_table(ARRIVED)?;
+        for (k, (s, c)) in arrived_delta {
+            let (s0, c0) = arrived.get(k)?.map(|v| v.value()).unwrap_or((0, 0));
+            arrived.insert(k, (s0 + s, c0 + c))?;
+        }
+        let mut offsets = tx.open_table(OFFSETS)?;
+        for (topic, o) in last {
+            if offsets.get(topic)?.is_none_or(|l| o > l.value()) {
+                offsets.insert(topic, o)?;
+            }
+        }
+        let mut months = tx.open_table(MONTHS)?;
+        for m in &out.months {
+            months.insert(*m, ())?;
+        }
     }
     Ok(out)
 }
 
-fn month_rows(tx: &redb::ReadTransaction, m: Month) -> Result<MonthRows, redb::Error> {
-    let (lo, hi) = month_days(m);
-    let mut rows = MonthRows::default();
+fn period_rows(tx: &redb::ReadTransaction, lo: i32, hi: i32) -> Result<PeriodRows, redb::Error> {
+    let mut rows = PeriodRows::default();
     let t = tx.open_table(SERVICE_CELLS)?;
     for r in t.range((lo, 0, 0)..=(hi, u16::MAX, u16::MAX))? {
         let (k, v) = r?;
@@ -856,7 +961,7 @@ mod tests {
         (dir, s, codes)
     }
 
-    fn total(rows: &MonthRows) -> ServiceAgg {
+    fn total(rows: &PeriodRows) -> ServiceAgg {
         rows.services
             .values()
             .fold(ServiceAgg::default(), |mut a, v| {
