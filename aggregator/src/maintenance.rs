@@ -87,11 +87,16 @@ pub async fn rebuild(
         removed += old.len();
         let mut actions: Vec<Action> = old.iter().map(|f| LakeTable::remove(f, true)).collect();
         for (p, state) in &states {
-            for m in state.months()? {
-                let rows = state.month(m)?;
+            let quarters: std::collections::BTreeSet<summary::Quarter> = state
+                .months()?
+                .into_iter()
+                .map(summary::quarter_of)
+                .collect();
+            for q in quarters {
+                let rows = state.quarter(q)?;
                 if !rows.is_empty(t) {
                     let add = table
-                        .write_file(&summary::file_name(m, *p), rows.frame(t, &codes)?)
+                        .write_file(&summary::file_name(q, *p), rows.frame(t, &codes)?)
                         .await?;
                     actions.push(Action::Add(add));
                     written += 1;
@@ -123,7 +128,7 @@ pub struct CompactReport {
     pub tables: Vec<(&'static str, owsu_lake::delta::Compacted)>,
 }
 
-/// Bin-packs the raw tables' small files (summary files are one per partition and month
+/// Bin-packs the raw tables' small files (summary files are one per partition and quarter
 /// already, and addressed by name, so they are left as they are).
 pub async fn compact(
     store: &Store,

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use deltalake::kernel::Action;
+use futures::StreamExt;
 use owsu_lake::tables::{TableDef, RAW, SUMMARIES};
 use owsu_lake::{app_id, CommitKind, DeltaError, FileInfo, LakeTable, Store};
 use owsu_schemas::record::RecordKind;
@@ -44,7 +45,7 @@ use crate::metrics::{BatchCommitted, DeadLettered, Metrics};
 use crate::raw::{self, Landed};
 use crate::restore::{self, StateConfig};
 use crate::state::PartitionState;
-use crate::summary::{self, Codes, Month, MonthRows, Table};
+use crate::summary::{self, Codes, PeriodRows, Quarter, Table};
 
 /// How the aggregator runs.
 #[derive(Clone)]
@@ -92,6 +93,12 @@ impl RunReport {
 fn tables_of(kind: RecordKind) -> impl Iterator<Item = &'static TableDef> {
     std::iter::once(RAW[kind as usize]).chain(SUMMARIES)
 }
+
+/// Rows of the summary tables per (partition, quarter) a batch changed.
+type QuarterRows = Vec<((i32, Quarter), PeriodRows)>;
+
+/// Last offsets of one commit, per app id.
+type AppOffsets = HashMap<String, i64>;
 
 /// The offsets the lake holds, per (table, app id): what each commit must find to go through.
 type LakeOffsets = HashMap<(&'static str, String), Option<i64>>;
@@ -199,19 +206,26 @@ impl GroupContext {
             .copied()
             .filter(|p| only.is_none_or(|o| o.contains(p)) && states.contains_key(p))
             .collect();
-        for p in todo {
-            let started = Instant::now();
-            let bytes = self.rt.block_on(restore::snapshot(
-                &self.store,
-                &self.lake_id,
-                p,
-                &states[&p],
-            ))?;
+        // Several at once: each is mostly waiting on the store.
+        let states = &*states;
+        let results = self.rt.block_on(async {
+            let jobs = todo.iter().map(|p| async move {
+                let started = Instant::now();
+                let r = restore::snapshot(&self.store, &self.lake_id, *p, &states[p]).await;
+                (*p, r, started.elapsed())
+            });
+            futures::stream::iter(jobs)
+                .buffer_unordered(4)
+                .collect::<Vec<_>>()
+                .await
+        });
+        for (p, r, took) in results {
+            let bytes = r?;
             changed.remove(&p);
             tracing::info!(
                 partition = p,
                 bytes,
-                took_ms = started.elapsed().as_millis() as u64,
+                took_ms = took.as_millis() as u64,
                 "state snapshot written"
             );
         }
@@ -364,9 +378,10 @@ impl Pipeline {
                     .to_string(),
             )
             .set("max.poll.interval.ms", "600000")
-            // librdkafka prefetches up to 64 MiB per partition by default: with 36 partitions in
-            // catch-up that is most of a topic in memory. A batch needs far less.
-            .set("queued.max.messages.kbytes", "4096")
+            // The prefetch queue (one for the consumer; librdkafka's default is 64 MiB): about
+            // three batches of payload, so the next batch is fetched while this one is processed
+            // (4 MiB starved it) without holding much of a topic in memory.
+            .set("queued.max.messages.kbytes", "16384")
             .set("statistics.interval.ms", "5000");
         config.kafka.apply_overrides(&mut c);
         let ctx = GroupContext {
@@ -515,7 +530,13 @@ impl Pipeline {
                 break;
             }
             let generation = self.consumer.context().generation.load(Ordering::SeqCst);
+            let collecting = Instant::now();
             let batch = self.collect(&shutdown)?;
+            tracing::debug!(
+                messages = batch.len(),
+                took_ms = collecting.elapsed().as_millis() as u64,
+                "batch collected"
+            );
             if self.consumer.context().generation.load(Ordering::SeqCst) != generation {
                 if !batch.is_empty() {
                     tracing::info!(messages = batch.len(), "rebalance during collection: batch dropped uncommitted, it will be read again");
@@ -622,11 +643,20 @@ impl Pipeline {
         let mut landed: Vec<(RecordKind, Landed)> = Vec::with_capacity(batch.len());
         let mut dead = Vec::new();
         let mut last: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        for m in &batch {
+        let checked: Vec<_> = {
+            use rayon::prelude::*;
+            let reference = &self.reference;
+            batch
+                .par_iter()
+                .with_min_len(4096)
+                .map(|m| check(reference, m, now))
+                .collect()
+        };
+        for (m, checked) in batch.iter().zip(checked) {
             last.entry((m.topic().to_owned(), m.partition()))
                 .and_modify(|o| *o = (*o).max(m.offset()))
                 .or_insert(m.offset());
-            match self.check(m, now) {
+            match checked {
                 Ok(event) => landed.push((
                     event.kind(),
                     Landed {
@@ -639,6 +669,7 @@ impl Pipeline {
             }
         }
 
+        let t_decode = started.elapsed();
         // Dead letters go out first; their acknowledgements are awaited before the commit.
         let mut deliveries = Vec::new();
         let dlq_topic = self.config.kafka.topic(owsu_schemas::topics::DEAD_LETTER);
@@ -708,133 +739,68 @@ impl Pipeline {
             }
         }
 
-        // Raw: one file per table, rows not already in it (a replay after a crash), with offsets.
+        // Raw files and partition state are independent: the raw commit runs while the
+        // partitions' states are applied (each table is exactly-once by its own offsets).
         let known = self.offsets();
-        let mut n_files = 0u64;
-        for kind in RecordKind::ALL {
-            let topic = &self.topics[kind as usize];
-            let table = &mut self.tables.raw[kind as usize];
-            let name = table.def.name;
-            let done = |p: i32| known.get(&(name, app_id(topic, p))).copied().flatten();
-            let mut offsets = HashMap::new();
-            let mut expected = HashMap::new();
-            for ((t, p), o) in &last {
-                if t == topic && done(*p).is_none_or(|d| *o > d) {
-                    offsets.insert(app_id(t, *p), *o);
-                    expected.insert(app_id(t, *p), done(*p));
-                }
-            }
-            if offsets.is_empty() {
-                continue;
-            }
-            let rows: Vec<&Landed> = landed
-                .iter()
-                .filter(|(k, l)| *k == kind && done(l.partition).is_none_or(|d| l.offset > d))
-                .map(|(_, l)| l)
-                .collect();
-            self.rt.block_on(async {
-                let mut actions = Vec::new();
-                if !rows.is_empty() {
-                    let df = raw::to_frame(kind, &rows)?;
-                    let add = table
-                        .write_file(
-                            &format!("part-{}.parquet", uuid::Uuid::new_v4().simple()),
-                            df,
-                        )
-                        .await
-                        .map_err(fence)?;
-                    actions.push(Action::Add(add));
-                    n_files += 1;
-                }
-                table
-                    .commit(actions, &offsets, &expected, CommitKind::Write)
-                    .await
-                    .map_err(fence)?;
-                anyhow::Ok(())
-            })?;
-            self.advance(name, &offsets);
-        }
-
-        // Fold into state: one transaction per partition; the months whose cells changed.
         let mut accepted = [0u64; 3];
         for (kind, _) in &landed {
             accepted[*kind as usize] += 1;
         }
-        let mut duplicates = 0;
-        let mut months: Vec<((i32, Month), MonthRows)> = Vec::new();
-        {
-            let ctx = self.consumer.context();
-            let states = ctx.states.lock().expect("states lock");
-            let mut changed = ctx.changed.lock().expect("lock");
-            for p in &partitions {
-                let evs: Vec<(&str, i64, &owsu_schemas::Event)> = landed
-                    .iter()
-                    .filter(|(_, l)| l.partition == *p)
-                    .map(|(k, l)| (self.topics[*k as usize].as_str(), l.offset, &l.event))
-                    .collect();
-                let state = &states[p];
-                let applied = state.apply(&evs, &self.codes)?;
-                duplicates += applied.duplicates;
-                changed.insert(*p);
-                for m in applied.months {
-                    months.push(((*p, m), state.month(m)?));
-                }
-            }
-        }
-
-        let known = self.offsets();
-        for (i, t) in Table::ALL.into_iter().enumerate() {
-            let name = t.def().name;
-            // Every partition of the batch, also one whose offsets the table already holds (a
-            // replay): its files are rewritten, so its ownership is checked all the same.
-            let mut offsets = HashMap::new();
-            let mut expected = HashMap::new();
-            for ((topic, p), o) in &last {
-                let app = app_id(topic, *p);
-                let done = known.get(&(name, app.clone())).copied().flatten();
-                offsets.insert(app.clone(), done.map_or(*o, |d| d.max(*o)));
-                expected.insert(app, done);
-            }
-            let table = &mut self.tables.summaries[i];
-            let codes = &self.codes;
-            let written = self.rt.block_on(async {
-                table.refresh().await.map_err(fence)?;
-                let mut old: HashMap<(Month, i32), Vec<FileInfo>> = HashMap::new();
-                for f in table.files().await.map_err(fence)? {
-                    if let Some(k) = summary::parse_file_name(&f.path) {
-                        old.entry(k).or_default().push(f);
-                    }
-                }
-                let mut actions = Vec::new();
-                let mut writes = Vec::new();
-                for ((p, m), rows) in &months {
-                    for f in old.remove(&(*m, *p)).unwrap_or_default() {
-                        actions.push(LakeTable::remove(&f, true));
-                    }
-                    if !rows.is_empty(t) {
-                        writes.push((summary::file_name(*m, *p), rows.frame(t, codes)?));
-                    }
-                }
-                let n = writes.len() as u64;
-                let table_ref = &*table;
-                let adds = futures::future::try_join_all(
-                    writes
-                        .into_iter()
-                        .map(|(name, df)| async move { table_ref.write_file(&name, df).await }),
+        // Threads of their own, not rayon's: a task blocking on the runtime must not run on a
+        // rayon worker, where polars' parallel work could steal another such task onto its stack.
+        let ctx = self.consumer.context();
+        let (raw, applied) = std::thread::scope(|s| {
+            let raw = s.spawn(|| {
+                commit_raw(
+                    &self.rt,
+                    &mut self.tables.raw,
+                    &self.topics,
+                    &known,
+                    &last,
+                    &landed,
                 )
-                .await
-                .map_err(fence)?;
-                actions.extend(adds.into_iter().map(Action::Add));
-                table
-                    .commit(actions, &offsets, &expected, CommitKind::Write)
-                    .await
-                    .map_err(fence)?;
-                anyhow::Ok(n)
-            })?;
-            n_files += written;
+            });
+            let applied = apply_states(ctx, &partitions, &landed, &self.topics, &self.codes);
+            (raw.join().expect("raw commit thread"), applied)
+        });
+        let (mut n_files, advanced) = raw?;
+        for (name, offsets) in &advanced {
+            self.advance(name, offsets);
+        }
+        let (duplicates, months) = applied?;
+        let t_state = started.elapsed();
+
+        // The summary tables are independent too: each commits its rewritten quarters at once.
+        let known = self.offsets();
+        let written: Vec<(&'static str, AppOffsets, u64)> = {
+            let (rt, codes, months, last, known) = (&self.rt, &*self.codes, &months, &last, &known);
+            std::thread::scope(|s| {
+                let jobs: Vec<_> = self
+                    .tables
+                    .summaries
+                    .iter_mut()
+                    .zip(Table::ALL)
+                    .map(|(table, t)| {
+                        s.spawn(move || commit_summary(rt, table, t, codes, months, last, known))
+                    })
+                    .collect();
+                jobs.into_iter()
+                    .map(|j| j.join().expect("summary commit thread"))
+                    .collect::<anyhow::Result<_>>()
+            })?
+        };
+        for (name, offsets, n) in written {
+            n_files += n;
             self.advance(name, &offsets);
         }
 
+        tracing::debug!(
+            messages = batch.len(),
+            decode_ms = t_decode.as_millis() as u64,
+            raw_and_state_ms = (t_state - t_decode).as_millis() as u64,
+            summaries_ms = (started.elapsed() - t_state).as_millis() as u64,
+            "batch committed"
+        );
         // Kafka's committed offsets are for lag monitoring only: the lake says where to resume.
         let mut tpl = TopicPartitionList::new();
         for ((t, p), o) in &last {
@@ -852,36 +818,195 @@ impl Pipeline {
             latency: started.elapsed(),
         })
     }
+}
 
-    /// Decodes and validates one message; on failure, the reason and the field at fault.
-    fn check(
-        &self,
-        m: &OwnedMessage,
-        now: i64,
-    ) -> Result<owsu_schemas::Event, (String, Option<&'static str>)> {
-        let kind = raw::kind_of_topic(m.topic()).ok_or_else(|| {
-            (
-                format!("topic {} carries no known record kind", m.topic()),
-                None,
-            )
-        })?;
-        let payload = m
-            .payload()
-            .ok_or_else(|| ("empty message (no payload)".to_owned(), None))?;
-        let event =
-            owsu_schemas::decode(payload).map_err(|e| (format!("not decodable: {e}"), None))?;
-        if event.kind() != kind {
-            return Err((
-                format!(
-                    "a {} record on the {} topic",
-                    event.kind().as_str(),
-                    m.topic()
-                ),
-                None,
-            ));
+/// Writes the batch's rows of each raw table (those not already committed: a replay after a
+/// crash) as one file and commits it with the batch's offsets. Returns the files written and the
+/// offsets each table now holds.
+fn commit_raw(
+    rt: &Handle,
+    tables: &mut [LakeTable],
+    topics: &[String; 3],
+    known: &LakeOffsets,
+    last: &BTreeMap<(String, i32), i64>,
+    landed: &[(RecordKind, Landed)],
+) -> anyhow::Result<(u64, Vec<(&'static str, AppOffsets)>)> {
+    let mut n_files = 0u64;
+    let mut advanced = Vec::new();
+    for kind in RecordKind::ALL {
+        let topic = &topics[kind as usize];
+        let table = &mut tables[kind as usize];
+        let name = table.def.name;
+        let done = |p: i32| known.get(&(name, app_id(topic, p))).copied().flatten();
+        let mut offsets = HashMap::new();
+        let mut expected = HashMap::new();
+        for ((t, p), o) in last {
+            if t == topic && done(*p).is_none_or(|d| *o > d) {
+                offsets.insert(app_id(t, *p), *o);
+                expected.insert(app_id(t, *p), done(*p));
+            }
         }
-        owsu_schemas::validate(&event, &self.reference, now)
-            .map_err(|v| (format!("failed validation: {v}"), Some(v.field())))?;
-        Ok(event)
+        if offsets.is_empty() {
+            continue;
+        }
+        let rows: Vec<&Landed> = landed
+            .iter()
+            .filter(|(k, l)| *k == kind && done(l.partition).is_none_or(|d| l.offset > d))
+            .map(|(_, l)| l)
+            .collect();
+        rt.block_on(async {
+            let mut actions = Vec::new();
+            if !rows.is_empty() {
+                let df = raw::to_frame(kind, &rows)?;
+                let add = table
+                    .write_file(
+                        &format!("part-{}.parquet", uuid::Uuid::new_v4().simple()),
+                        df,
+                    )
+                    .await
+                    .map_err(fence)?;
+                actions.push(Action::Add(add));
+                n_files += 1;
+            }
+            table
+                .commit(actions, &offsets, &expected, CommitKind::Write)
+                .await
+                .map_err(fence)?;
+            anyhow::Ok(())
+        })?;
+        advanced.push((name, offsets));
     }
+    Ok((n_files, advanced))
+}
+
+/// Replaces one summary table's files of the quarters the batch changed, in one commit with the
+/// batch's offsets (every partition of the batch, also one whose offsets the table already holds
+/// after a replay: its files are rewritten, so its ownership is checked all the same).
+fn commit_summary(
+    rt: &Handle,
+    table: &mut LakeTable,
+    t: Table,
+    codes: &Codes,
+    quarters: &QuarterRows,
+    last: &BTreeMap<(String, i32), i64>,
+    known: &LakeOffsets,
+) -> anyhow::Result<(&'static str, AppOffsets, u64)> {
+    let name = t.def().name;
+    let mut offsets = HashMap::new();
+    let mut expected = HashMap::new();
+    for ((topic, p), o) in last {
+        let app = app_id(topic, *p);
+        let done = known.get(&(name, app.clone())).copied().flatten();
+        offsets.insert(app.clone(), done.map_or(*o, |d| d.max(*o)));
+        expected.insert(app, done);
+    }
+    let n = rt.block_on(async {
+        table.refresh().await.map_err(fence)?;
+        let mut old: HashMap<(Quarter, i32), Vec<FileInfo>> = HashMap::new();
+        for f in table.files().await.map_err(fence)? {
+            if let Some(k) = summary::parse_file_name(&f.path) {
+                old.entry(k).or_default().push(f);
+            }
+        }
+        let mut actions = Vec::new();
+        let mut writes = Vec::new();
+        for ((p, q), rows) in quarters {
+            for f in old.remove(&(*q, *p)).unwrap_or_default() {
+                actions.push(LakeTable::remove(&f, true));
+            }
+            if !rows.is_empty(t) {
+                writes.push((summary::file_name(*q, *p), rows.frame(t, codes)?));
+            }
+        }
+        let n = writes.len() as u64;
+        let table_ref = &*table;
+        let adds = futures::future::try_join_all(
+            writes
+                .into_iter()
+                .map(|(name, df)| async move { table_ref.write_file(&name, df).await }),
+        )
+        .await
+        .map_err(fence)?;
+        actions.extend(adds.into_iter().map(Action::Add));
+        table
+            .commit(actions, &offsets, &expected, CommitKind::Write)
+            .await
+            .map_err(fence)?;
+        anyhow::Ok(n)
+    })?;
+    Ok((name, offsets, n))
+}
+
+/// Applies the batch to each partition's state (partitions in parallel, one transaction each)
+/// and reads back the rows of every quarter whose cells changed.
+fn apply_states(
+    ctx: &GroupContext,
+    partitions: &BTreeSet<i32>,
+    landed: &[(RecordKind, Landed)],
+    topics: &[String; 3],
+    codes: &Codes,
+) -> anyhow::Result<(u64, QuarterRows)> {
+    use rayon::prelude::*;
+    let states = ctx.states.lock().expect("states lock");
+    let per_partition: Vec<(u64, QuarterRows)> = partitions
+        .par_iter()
+        .map(|p| {
+            let evs: Vec<(&str, i64, &owsu_schemas::Event)> = landed
+                .iter()
+                .filter(|(_, l)| l.partition == *p)
+                .map(|(k, l)| (topics[*k as usize].as_str(), l.offset, &l.event))
+                .collect();
+            let state = &states[p];
+            let applied = state.apply(&evs, codes)?;
+            let quarters: BTreeSet<Quarter> = applied
+                .months
+                .iter()
+                .map(|m| summary::quarter_of(*m))
+                .collect();
+            let mut rows = Vec::with_capacity(quarters.len());
+            for q in quarters {
+                rows.push(((*p, q), state.quarter(q)?));
+            }
+            anyhow::Ok((applied.duplicates, rows))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    ctx.changed.lock().expect("lock").extend(partitions);
+    let mut duplicates = 0;
+    let mut months = Vec::new();
+    for (d, m) in per_partition {
+        duplicates += d;
+        months.extend(m);
+    }
+    Ok((duplicates, months))
+}
+
+/// Decodes and validates one message; on failure, the reason and the field at fault.
+fn check(
+    reference: &Reference,
+    m: &OwnedMessage,
+    now: i64,
+) -> Result<owsu_schemas::Event, (String, Option<&'static str>)> {
+    let kind = raw::kind_of_topic(m.topic()).ok_or_else(|| {
+        (
+            format!("topic {} carries no known record kind", m.topic()),
+            None,
+        )
+    })?;
+    let payload = m
+        .payload()
+        .ok_or_else(|| ("empty message (no payload)".to_owned(), None))?;
+    let event = owsu_schemas::decode(payload).map_err(|e| (format!("not decodable: {e}"), None))?;
+    if event.kind() != kind {
+        return Err((
+            format!(
+                "a {} record on the {} topic",
+                event.kind().as_str(),
+                m.topic()
+            ),
+            None,
+        ));
+    }
+    owsu_schemas::validate(&event, reference, now)
+        .map_err(|v| (format!("failed validation: {v}"), Some(v.field())))?;
+    Ok(event)
 }

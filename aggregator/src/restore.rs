@@ -127,23 +127,27 @@ pub async fn restore(
     if let Some(m) = &meta {
         if local_progress.is_none_or(|l| progress(&m.offsets) > l) {
             drop(local.take());
-            let bytes = store
-                .get(&snap_file)
-                .await
-                .with_context(|| format!("downloading the state snapshot {snap_file}"))?;
             let tmp = path.with_extension("download");
             std::fs::create_dir_all(&cfg.dir)
                 .with_context(|| format!("creating {}", cfg.dir.display()))?;
-            std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
+            let bytes = store
+                .get_file(&snap_file, &tmp)
+                .await
+                .with_context(|| format!("downloading the state snapshot {snap_file}"))?;
             std::fs::rename(&tmp, &path)?;
-            let s = PartitionState::open(&path, cfg.cache_bytes)?;
-            tracing::info!(
-                partition,
-                bytes = bytes.len(),
-                took_ms = started.elapsed().as_millis() as u64,
-                "state restored from the lake's snapshot"
-            );
-            return Ok((s, Source::Snapshot));
+            match PartitionState::open(&path, cfg.cache_bytes) {
+                Ok(s) => {
+                    tracing::info!(
+                        partition,
+                        bytes,
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "state restored from the lake's snapshot"
+                    );
+                    return Ok((s, Source::Snapshot));
+                }
+                // E.g. a snapshot of an older state format: rebuilt from the raw tables below.
+                Err(e) => tracing::warn!(partition, "state snapshot not usable ({e}): discarded"),
+            }
         }
     }
     if let Some((s, _)) = local {
@@ -218,11 +222,8 @@ pub async fn snapshot(
     state: &PartitionState,
 ) -> anyhow::Result<u64> {
     let offsets = state.offsets()?;
-    let bytes = std::fs::read(state.path())
-        .with_context(|| format!("reading {}", state.path().display()))?;
-    let n = bytes.len() as u64;
     let (file, meta) = snapshot_keys(partition);
-    store.put(&file, bytes).await?;
+    let n = store.put_file(&file, state.path()).await?;
     let m = SnapshotMeta {
         lake_id: lake.to_owned(),
         offsets,

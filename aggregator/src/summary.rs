@@ -1,13 +1,13 @@
-//! Summaries: a pure function of the raw events, computed per Kafka partition and month.
+//! Summaries: a pure function of the raw events, computed per Kafka partition and quarter.
 //!
 //! Keying by unit code puts every event of a unit (services, complaints, day closures) on the
 //! same partition number of the three topics, and the range assignor gives those partitions to
 //! the same aggregator instance. So one instance holds everything needed for its units and is
 //! the only writer of their summary files: in each summary table (a Delta table of the lake), one
-//! file per (Kafka partition, month), `YYYY-MM-pPPP-<uuid>.parquet`, replaced in a commit whenever
-//! a batch touches that month.
+//! file per (Kafka partition, quarter), `YYYY-Qn-pPPP-<uuid>.parquet`, replaced in a commit whenever
+//! a batch touches that quarter.
 //!
-//! The cells are kept by [`crate::state`]; this module turns a month of them into the tables'
+//! The cells are kept by [`crate::state`]; this module turns a period of them into the tables'
 //! rows. The meaning of every figure follows DESIGN.md ("Meaning of the figures"):
 //! - events are counted once per `event_id`; an event named by another's `supersedes_event_id`
 //!   no longer counts (whichever arrives first);
@@ -58,22 +58,43 @@ impl Table {
     }
 }
 
-/// Name of a new summary file for one Kafka partition's month (unique per write).
-pub fn file_name((year, month): Month, partition: i32) -> String {
+/// A calendar quarter (Cambodia time), (year, 1..=4): the period one summary file holds.
+/// Quarters rather than months keep a national year at 4 × partitions files per table, and a
+/// batch still rewrites only the quarters its events touch.
+pub type Quarter = (i32, u32);
+
+pub fn quarter_of((year, month): Month) -> Quarter {
+    (year, (month - 1) / 3 + 1)
+}
+
+/// The months of a quarter.
+pub fn quarter_months((year, q): Quarter) -> [Month; 3] {
+    let first = (q - 1) * 3 + 1;
+    [(year, first), (year, first + 1), (year, first + 2)]
+}
+
+/// Name of a new summary file for one Kafka partition's quarter (unique per write).
+pub fn file_name((year, q): Quarter, partition: i32) -> String {
     format!(
-        "{year}-{month:02}-p{partition:03}-{}.parquet",
+        "{year}-Q{q}-p{partition:03}-{}.parquet",
         Uuid::new_v4().simple()
     )
 }
 
-/// The (month, Kafka partition) a summary file holds, from its name.
-pub fn parse_file_name(path: &str) -> Option<(Month, i32)> {
+/// The (quarter, Kafka partition) a summary file holds, from its name. Files of the earlier
+/// layout, one per month (`YYYY-MM-pPPP-…`), count as their quarter's, so the first write of
+/// that quarter replaces them.
+pub fn parse_file_name(path: &str) -> Option<(Quarter, i32)> {
     let name = path.rsplit('/').next()?;
     let mut it = name.splitn(4, '-');
     let year = it.next()?.parse().ok()?;
-    let month = it.next()?.parse().ok()?;
+    let period = it.next()?;
+    let quarter = match period.strip_prefix('Q') {
+        Some(q) => q.parse().ok().filter(|q| (1..=4).contains(q))?,
+        None => quarter_of((year, period.parse().ok().filter(|m| (1..=12).contains(m))?)).1,
+    };
     let partition = it.next()?.strip_prefix('p')?.parse().ok()?;
-    Some(((year, month), partition))
+    Some(((year, quarter), partition))
 }
 
 /// Codes interned to small integers (the registry and catalogue positions).
@@ -212,7 +233,7 @@ impl UnitDayRow {
 
 /// One month of one partition, all tables.
 #[derive(Debug, Default)]
-pub struct MonthRows {
+pub struct PeriodRows {
     pub services: BTreeMap<(i32, u16, u16), ServiceAgg>,
     pub processing: Vec<ProcessingRow>,
     pub complaints: BTreeMap<(i32, u16, Option<u16>), ComplaintAgg>,
@@ -233,7 +254,7 @@ where
     Column::from(Series::new(name.into(), v))
 }
 
-impl MonthRows {
+impl PeriodRows {
     pub fn is_empty(&self, t: Table) -> bool {
         match t {
             Table::ServicesDaily => self.services.is_empty(),
@@ -441,11 +462,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn file_names_carry_month_and_partition() {
+    fn file_names_carry_quarter_and_partition() {
         let name = file_name((2021, 3), 7);
-        assert!(name.starts_with("2021-03-p007-"));
+        assert!(name.starts_with("2021-Q3-p007-"));
         assert_eq!(parse_file_name(&name), Some(((2021, 3), 7)));
+        assert_eq!(
+            parse_file_name("x/2021-08-p002-abc.parquet"),
+            Some(((2021, 3), 2)),
+            "a month file of the earlier layout belongs to its quarter"
+        );
         assert_eq!(parse_file_name("part-abc.parquet"), None);
+        assert_eq!(parse_file_name("2021-Q5-p001-abc.parquet"), None);
+        assert_eq!(quarter_of((2021, 12)), (2021, 4));
+        assert_eq!(quarter_months((2021, 2)), [(2021, 4), (2021, 5), (2021, 6)]);
         for t in Table::ALL {
             assert_eq!(t.def().role, owsu_lake::tables::Role::Summary);
         }

@@ -260,15 +260,31 @@ fn two_instances_share_the_work_and_survive_one_being_killed() {
     let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
     let mut a = spawn(&prefix, &group, &store, false, &log_a);
     let mut b = spawn(&prefix, &group, &store, false, &log_b);
-    std::thread::sleep(Duration::from_secs(12));
-    assert!(
-        a.try_wait().unwrap().is_none(),
-        "instance A still working when killed"
-    );
+    // A is killed once it has snapshotted its state, whether or not it has finished its
+    // partitions by then; either way B must take them over from those snapshots.
+    let start = Instant::now();
+    while !std::fs::read_to_string(&log_a)
+        .unwrap_or_default()
+        .contains("state snapshot written")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "A never snapshotted its state"
+        );
+        assert!(a.try_wait().unwrap().is_none(), "instance A died early");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     a.kill().unwrap();
     a.wait().unwrap();
     let start = Instant::now();
-    while !group_done(&group, &prefix) {
+    let taken_over = || {
+        std::fs::read_to_string(&log_b)
+            .unwrap_or_default()
+            .matches("partitions assigned")
+            .count()
+            >= 2
+    };
+    while !(taken_over() && group_done(&group, &prefix)) {
         assert!(
             start.elapsed() < Duration::from_secs(600),
             "the survivor did not finish; log: {}",

@@ -203,6 +203,57 @@ impl Store {
         Ok(())
     }
 
+    /// Writes a local file as an object, streamed (multipart on S3), and returns once it is
+    /// durable: a large file is never held in memory whole.
+    pub async fn put_file(&self, key: &str, file: &std::path::Path) -> Result<u64, StoreError> {
+        use tokio::io::AsyncWriteExt;
+        let io = |source: std::io::Error| StoreError::Sync {
+            url: self.url.clone(),
+            path: file.to_path_buf(),
+            source,
+        };
+        let mut src = tokio::fs::File::open(file).await.map_err(io)?;
+        let mut dst = object_store::buffered::BufWriter::new(self.inner.clone(), Path::from(key));
+        let n = tokio::io::copy(&mut src, &mut dst).await.map_err(io)?;
+        dst.shutdown().await.map_err(io)?;
+        if let Some(root) = &self.local_root {
+            let file = root.join(key);
+            let sync = |p: &std::path::Path| std::fs::File::open(p).and_then(|f| f.sync_all());
+            for p in [Some(file.as_path()), file.parent()].into_iter().flatten() {
+                sync(p).map_err(|source| StoreError::Sync {
+                    url: self.url.clone(),
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Reads an object into a local file, streamed; returns its size.
+    pub async fn get_file(&self, key: &str, file: &std::path::Path) -> Result<u64, StoreError> {
+        use tokio::io::AsyncWriteExt;
+        let io = |source: std::io::Error| StoreError::Sync {
+            url: self.url.clone(),
+            path: file.to_path_buf(),
+            source,
+        };
+        let mut stream = self
+            .inner
+            .get(&Path::from(key))
+            .await
+            .map_err(self.obj_err(key))?
+            .into_stream();
+        let mut out = tokio::fs::File::create(file).await.map_err(io)?;
+        let mut n = 0u64;
+        while let Some(chunk) = stream.try_next().await.map_err(self.obj_err(key))? {
+            out.write_all(&chunk).await.map_err(io)?;
+            n += chunk.len() as u64;
+        }
+        out.sync_all().await.map_err(io)?;
+        Ok(n)
+    }
+
     pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         let r = self
             .inner
