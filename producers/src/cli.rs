@@ -277,6 +277,17 @@ impl Tally {
     }
 }
 
+/// Lines handled at a time by all cores in `publish`.
+const PARALLEL_LINES: usize = 8192;
+
+/// An iterator's items in vectors of `n`.
+fn chunks<T>(mut it: impl Iterator<Item = T>, n: usize) -> impl Iterator<Item = Vec<T>> {
+    std::iter::from_fn(move || {
+        let c: Vec<T> = it.by_ref().take(n).collect();
+        (!c.is_empty()).then_some(c)
+    })
+}
+
 fn publish(reference: &Reference, a: PublishArgs) -> anyhow::Result<i32> {
     let hasher = a.secret.hasher()?;
     let format = a.format.unwrap_or_else(|| Format::from_path(&a.input));
@@ -302,9 +313,11 @@ fn publish(reference: &Reference, a: PublishArgs) -> anyhow::Result<i32> {
     let now = now_millis();
     let mut report = DeliveryReport::default();
     publisher.show_progress(0, "publishing");
-    // Two stages overlap: a reader thread parses, validates, pseudonymises and encodes the next
-    // chunk while this thread makes the previous one durable in the outbox and waits for Kafka's
-    // acknowledgements. The channel holds at most two chunks, so memory stays bounded.
+    // Three stages overlap: a reader thread parses, validates, pseudonymises and encodes the
+    // next chunk while this thread makes the previous one durable in the outbox and hands it to
+    // librdkafka, whose acknowledgements of earlier chunks arrive meanwhile. The channel holds
+    // at most two chunks and the outbox's segments in flight are bounded by librdkafka's queue,
+    // so memory stays bounded.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<OutboxRecord>>(2);
     let tally = std::thread::scope(|scope| -> anyhow::Result<Tally> {
         let reader = scope.spawn(|| -> anyhow::Result<Tally> {
@@ -312,9 +325,9 @@ fn publish(reference: &Reference, a: PublishArgs) -> anyhow::Result<i32> {
             let mut tally = Tally::default();
             let mut rejects: Option<std::io::BufWriter<std::fs::File>> = None;
             let mut chunk: Vec<OutboxRecord> = Vec::with_capacity(a.chunk.min(1 << 20));
-            let lines = import::read_file(&a.input, format, a.kind)
-                .with_context(|| format!("opening {}", a.input.display()))?;
-            for line in lines {
+            // Parsing, pseudonymising, validating and encoding are most of the work: lines are
+            // taken PARALLEL_LINES at a time and handled on all cores, results kept in order.
+            let check = |line: import::Line| {
                 let checked = line.parsed.and_then(|e| {
                     let e = import::pseudonymise(e, &hasher);
                     owsu_schemas::validate(&e, reference, now)
@@ -330,13 +343,47 @@ fn publish(reference: &Reference, a: PublishArgs) -> anyhow::Result<i32> {
                                 .unwrap_or_else(|| v.to_string()),
                         })
                 });
+                let encoded = checked.and_then(|e| {
+                    let payload = owsu_schemas::encode(&e).map_err(|x| import::RecordError {
+                        file: a.input.clone(),
+                        line: line.number,
+                        field: None,
+                        reason: format!("could not be encoded: {x}"),
+                    })?;
+                    Ok((e, payload))
+                });
+                (line.text, encoded)
+            };
+            let lines: Box<dyn Iterator<Item = _>> = match format {
+                Format::Jsonl => {
+                    let raw = import::json_lines(&a.input)
+                        .with_context(|| format!("opening {}", a.input.display()))?;
+                    let (input, kind) = (&a.input, a.kind);
+                    Box::new(chunks(raw, PARALLEL_LINES).flat_map(move |c| {
+                        use rayon::prelude::*;
+                        c.into_par_iter()
+                            .filter_map(|(n, l)| import::parse_json_line(input, n, l, kind))
+                            .map(check)
+                            .collect::<Vec<_>>()
+                    }))
+                }
+                Format::Csv => {
+                    let parsed = import::read_file(&a.input, format, a.kind)
+                        .with_context(|| format!("opening {}", a.input.display()))?;
+                    Box::new(chunks(parsed, PARALLEL_LINES).flat_map(|c| {
+                        use rayon::prelude::*;
+                        c.into_par_iter().map(check).collect::<Vec<_>>()
+                    }))
+                }
+            };
+            for (text, checked) in lines {
                 match checked {
-                    Ok(e) => {
+                    Ok((e, payload)) => {
                         tally.add(&e);
                         chunk.push(OutboxRecord {
                             topic: a.kafka.topic(e.kind().topic()),
                             key: e.unit_code().to_owned(),
-                            payload: owsu_schemas::encode(&e)?,
+                            payload,
                         });
                         if chunk.len() >= a.chunk && tx.send(std::mem::take(&mut chunk)).is_err() {
                             return Ok(tally); // the sender stopped on an error of its own
@@ -356,7 +403,7 @@ fn publish(reference: &Reference, a: PublishArgs) -> anyhow::Result<i32> {
                         serde_json::to_writer(
                             &mut *w,
                             &serde_json::json!({
-                                "file": err.file, "line": err.line, "field": err.field, "reason": err.reason, "record": line.text,
+                                "file": err.file, "line": err.line, "field": err.field, "reason": err.reason, "record": text,
                             }),
                         )?;
                         w.write_all(b"\n")?;
@@ -377,14 +424,16 @@ fn publish(reference: &Reference, a: PublishArgs) -> anyhow::Result<i32> {
         let mut sending = || -> anyhow::Result<()> {
             let mut rounds = 0;
             for records in rx.iter() {
-                publisher.stage_records(&records)?;
-                if !kafka_down {
-                    let r = publisher.deliver()?;
+                if kafka_down {
+                    publisher.stage_records(&records)?;
+                } else {
+                    let r = publisher.publish_segment(records)?;
                     report.delivered += r.delivered;
                     kafka_down = r.pending > 0;
                     rounds += 1;
                 }
             }
+            report.delivered += publisher.settle_all()?.delivered;
             // A file with nothing valid still delivers what an earlier run left in the outbox.
             if rounds == 0 && !kafka_down {
                 report.delivered += publisher.deliver()?.delivered;
@@ -504,7 +553,7 @@ fn simulate(reference: &Reference, a: SimulateArgs) -> anyhow::Result<i32> {
         )
     } else {
         let hasher = a.secret.hasher()?;
-        let publisher = publisher(&a.kafka, &a.outbox, a.chunk)?;
+        let mut publisher = publisher(&a.kafka, &a.outbox, a.chunk)?;
         let mut chunk: Vec<Event> = Vec::with_capacity(a.chunk);
         let mut report = DeliveryReport::default();
         let now = now_millis();

@@ -313,6 +313,55 @@ pub struct Line {
     pub parsed: Result<Event, RecordError>,
 }
 
+/// Reads the raw lines of a JSON lines file (1-based numbers), unparsed: [`parse_json_line`]
+/// turns each into a [`Line`], so the parsing can be spread over threads.
+pub fn json_lines(
+    path: &Path,
+) -> std::io::Result<impl Iterator<Item = (u64, std::io::Result<String>)>> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(path)?;
+    let reader = std::io::BufReader::with_capacity(1 << 20, file);
+    Ok(reader.lines().enumerate().map(|(i, l)| (i as u64 + 1, l)))
+}
+
+/// One line of a JSON lines file as a [`Line`] (`None` for a blank line).
+pub fn parse_json_line(
+    path: &Path,
+    number: u64,
+    line: std::io::Result<String>,
+    kind: Option<RecordKind>,
+) -> Option<Line> {
+    let err = |field, reason| RecordError {
+        file: path.to_path_buf(),
+        line: number,
+        field,
+        reason,
+    };
+    let text = match line {
+        Ok(t) => t,
+        Err(e) => {
+            return Some(Line {
+                number,
+                text: String::new(),
+                parsed: Err(err(None, format!("unreadable line: {e}"))),
+            })
+        }
+    };
+    if text.trim().is_empty() {
+        return None;
+    }
+    let parsed = match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(map)) => parse_object(&map, kind).map_err(|(f, r)| err(f, r)),
+        Ok(_) => Err(err(None, "not a JSON object".into())),
+        Err(e) => Err(err(None, format!("not valid JSON: {e}"))),
+    };
+    Some(Line {
+        number,
+        text,
+        parsed,
+    })
+}
+
 /// Streams the records of an export file, one [`Line`] at a time, so a large file never sits
 /// in memory. `kind` is required for CSV files without a `kind` column.
 pub fn read_file(
@@ -327,40 +376,7 @@ pub fn read_file(
         Format::Jsonl => {
             use std::io::BufRead;
             Ok(Box::new(reader.lines().enumerate().filter_map(
-                move |(i, line)| {
-                    let number = i as u64 + 1;
-                    let err = |field, reason| RecordError {
-                        file: path.clone(),
-                        line: number,
-                        field,
-                        reason,
-                    };
-                    let text = match line {
-                        Ok(t) => t,
-                        Err(e) => {
-                            return Some(Line {
-                                number,
-                                text: String::new(),
-                                parsed: Err(err(None, format!("unreadable line: {e}"))),
-                            })
-                        }
-                    };
-                    if text.trim().is_empty() {
-                        return None;
-                    }
-                    let parsed = match serde_json::from_str::<Value>(&text) {
-                        Ok(Value::Object(map)) => {
-                            parse_object(&map, kind).map_err(|(f, r)| err(f, r))
-                        }
-                        Ok(_) => Err(err(None, "not a JSON object".into())),
-                        Err(e) => Err(err(None, format!("not valid JSON: {e}"))),
-                    };
-                    Some(Line {
-                        number,
-                        text,
-                        parsed,
-                    })
-                },
+                move |(i, line)| parse_json_line(&path, i as u64 + 1, line, kind),
             )))
         }
         Format::Csv => {

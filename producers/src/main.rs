@@ -1,5 +1,10 @@
 use clap::Parser;
 
+// mimalloc rather than glibc's malloc: parsing, hashing and encoding allocate per record, and
+// malloc/free were a quarter of `publish`'s CPU (README, benchmark notes).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = owsu_producer::cli::Cli::parse();
     owsu_producer::cli::init_tracing(cli.log_format);

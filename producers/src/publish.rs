@@ -4,6 +4,8 @@
 //! message, and an acknowledgement means every in-sync replica has it. Key = unit code, so a
 //! unit's events keep their order on one partition.
 
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,12 +23,14 @@ const PENDING: u8 = 0;
 const ACKED: u8 = 1;
 const FAILED: u8 = 2;
 
-/// Records delivery results of the batch in flight (one segment at a time).
+/// Records delivery results of the segments in flight. A message's opaque is
+/// `slot << 32 | index`: its segment's slot and its index in the segment.
 #[derive(Default)]
 pub struct AckContext {
-    statuses: Mutex<Arc<Vec<AtomicU8>>>,
+    slots: Mutex<HashMap<usize, Arc<Vec<AtomicU8>>>>,
     last_error: Mutex<Option<String>>,
     acked_total: AtomicU64,
+    failed_total: AtomicU64,
 }
 
 impl ClientContext for AckContext {}
@@ -34,8 +38,11 @@ impl ClientContext for AckContext {}
 impl ProducerContext for AckContext {
     type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, index: usize) {
-        let statuses = self.statuses.lock().expect("ack lock").clone();
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        let (slot, index) = (opaque >> 32, opaque & 0xffff_ffff);
+        let Some(statuses) = self.slots.lock().expect("ack lock").get(&slot).cloned() else {
+            return; // a segment given up on (delivery timeout): it stays in the outbox
+        };
         match result {
             Ok(_) => {
                 statuses[index].store(ACKED, Ordering::Release);
@@ -43,10 +50,19 @@ impl ProducerContext for AckContext {
             }
             Err((e, _)) => {
                 statuses[index].store(FAILED, Ordering::Release);
+                self.failed_total.fetch_add(1, Ordering::Relaxed);
                 *self.last_error.lock().expect("error lock") = Some(e.to_string());
             }
         }
     }
+}
+
+/// A segment sent and not yet settled.
+struct InFlight {
+    segment: PathBuf,
+    records: Vec<OutboxRecord>,
+    slot: usize,
+    statuses: Arc<Vec<AtomicU8>>,
 }
 
 /// What a delivery round achieved.
@@ -75,6 +91,8 @@ pub struct Publisher {
     outbox: Outbox,
     config: PublisherConfig,
     progress: ProgressBar,
+    next_slot: usize,
+    in_flight: VecDeque<InFlight>,
 }
 
 impl Publisher {
@@ -98,6 +116,8 @@ impl Publisher {
             outbox,
             config,
             progress: ProgressBar::hidden(),
+            next_slot: 0,
+            in_flight: VecDeque::new(),
         })
     }
 
@@ -150,24 +170,84 @@ impl Publisher {
         Ok(records.len())
     }
 
-    /// Sends every segment in the outbox; removes what Kafka acknowledged.
-    pub fn deliver(&self) -> anyhow::Result<DeliveryReport> {
-        let mut report = DeliveryReport::default();
+    /// Sends every segment in the outbox, waiting for each one's acknowledgements; removes
+    /// what Kafka acknowledged.
+    pub fn deliver(&mut self) -> anyhow::Result<DeliveryReport> {
+        let mut report = self.settle_all()?;
         let segments = self.outbox.segments()?;
-        let mut broker_down = false;
+        let mut broker_down = report.pending > 0;
         for seg in segments {
             let records = Outbox::read(&seg)?;
             if broker_down {
                 report.pending += records.len() as u64;
                 continue;
             }
-            let keep = self.send_segment(&records)?;
-            let left = self.outbox.retain(&seg, records, &keep)? as u64;
+            self.send(seg, records)?;
+            let r = self.settle_all()?;
+            report.delivered += r.delivered;
+            report.pending += r.pending;
+            broker_down = r.pending > 0;
+        }
+        Ok(report)
+    }
+
+    /// Makes records durable in the outbox as a segment and sends them without waiting for
+    /// their acknowledgements, so the next segment is prepared while Kafka acknowledges this
+    /// one. Segments whose acknowledgements are all in leave the outbox (or shrink to what
+    /// failed). `pending` > 0 in the report means Kafka is not acknowledging.
+    pub fn publish_segment(
+        &mut self,
+        records: Vec<OutboxRecord>,
+    ) -> anyhow::Result<DeliveryReport> {
+        let seg = self.outbox.append(&records)?;
+        let stalled = self.send(seg, records)?;
+        let mut report = self.settle(false)?;
+        if stalled {
+            report.pending += self.settle_all()?.pending.max(1);
+        }
+        Ok(report)
+    }
+
+    /// Waits for every segment in flight (at most the delivery timeout) and settles it.
+    pub fn settle_all(&mut self) -> anyhow::Result<DeliveryReport> {
+        // flush waits for every in-flight message's outcome; message.timeout.ms bounds it.
+        let deadline = Instant::now() + self.config.delivery_timeout + Duration::from_secs(5);
+        while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
+            let _ = self.producer.flush(Duration::from_millis(200));
+            self.tick();
+        }
+        self.tick();
+        self.settle(true)
+    }
+
+    /// Settles the oldest segments whose messages all have an outcome (with `all`, every
+    /// segment: what has none by now stays in the outbox).
+    fn settle(&mut self, all: bool) -> anyhow::Result<DeliveryReport> {
+        let mut report = DeliveryReport::default();
+        while let Some(f) = self.in_flight.front() {
+            if !all
+                && f.statuses
+                    .iter()
+                    .any(|s| s.load(Ordering::Acquire) == PENDING)
+            {
+                break;
+            }
+            let f = self.in_flight.pop_front().expect("front exists");
+            self.producer
+                .context()
+                .slots
+                .lock()
+                .expect("ack lock")
+                .remove(&f.slot);
+            let keep: Vec<bool> = f
+                .statuses
+                .iter()
+                .map(|s| s.load(Ordering::Acquire) != ACKED)
+                .collect();
+            let left = self.outbox.retain(&f.segment, f.records, &keep)? as u64;
             report.delivered += keep.iter().filter(|k| !**k).count() as u64;
             report.pending += left;
             if left > 0 {
-                // Nothing later will fare better in this round; leave it for the next flush.
-                broker_down = true;
                 let why = self
                     .producer
                     .context()
@@ -185,15 +265,24 @@ impl Publisher {
         Ok(report)
     }
 
-    /// Sends one segment and waits for all acknowledgements (or the delivery timeout).
-    /// Returns, per record, whether it must stay in the outbox.
-    fn send_segment(&self, records: &[OutboxRecord]) -> anyhow::Result<Vec<bool>> {
+    /// Hands a segment's records to librdkafka. Returns true when its queue stopped draining
+    /// (the broker is gone): the records not handed over stay in the outbox.
+    fn send(&mut self, segment: PathBuf, records: Vec<OutboxRecord>) -> anyhow::Result<bool> {
+        let slot = self.next_slot;
+        self.next_slot += 1;
         let statuses: Arc<Vec<AtomicU8>> =
             Arc::new((0..records.len()).map(|_| AtomicU8::new(PENDING)).collect());
-        *self.producer.context().statuses.lock().expect("ack lock") = statuses.clone();
+        self.producer
+            .context()
+            .slots
+            .lock()
+            .expect("ack lock")
+            .insert(slot, statuses.clone());
         let started = Instant::now();
-        for (i, r) in records.iter().enumerate() {
-            let mut record = BaseRecord::with_opaque_to(&r.topic, i)
+        let failed_before = self.producer.context().failed_total.load(Ordering::Relaxed);
+        let mut stalled = false;
+        'records: for (i, r) in records.iter().enumerate() {
+            let mut record = BaseRecord::with_opaque_to(&r.topic, (slot << 32) | i)
                 .key(r.key.as_str())
                 .payload(r.payload.as_slice());
             loop {
@@ -203,9 +292,12 @@ impl Publisher {
                         record = back;
                         self.tick();
                         std::thread::sleep(Duration::from_millis(5));
-                        if started.elapsed() > self.config.delivery_timeout * 2 {
-                            // The queue never drains: the broker is gone. Everything from here stays.
-                            break;
+                        let failing = self.producer.context().failed_total.load(Ordering::Relaxed)
+                            > failed_before;
+                        if failing || started.elapsed() > self.config.delivery_timeout * 2 {
+                            // The queue does not drain: the broker is gone. The rest stays.
+                            stalled = true;
+                            break 'records;
                         }
                     }
                     Err((e, _)) => {
@@ -219,17 +311,13 @@ impl Publisher {
                 self.tick();
             }
         }
-        // flush waits for every in-flight message's outcome; message.timeout.ms bounds it.
-        let deadline = Instant::now() + self.config.delivery_timeout + Duration::from_secs(5);
-        while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
-            let _ = self.producer.flush(Duration::from_millis(200));
-            self.tick();
-        }
-        self.tick();
-        Ok(statuses
-            .iter()
-            .map(|s| s.load(Ordering::Acquire) != ACKED)
-            .collect())
+        self.in_flight.push_back(InFlight {
+            segment,
+            records,
+            slot,
+            statuses,
+        });
+        Ok(stalled)
     }
 
     fn tick(&self) {

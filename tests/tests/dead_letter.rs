@@ -53,7 +53,7 @@ fn garbage_goes_to_the_dead_letter_topic_and_good_events_are_all_counted() {
     }
     w.flush().unwrap();
 
-    let publisher = Publisher::new(PublisherConfig {
+    let mut publisher = Publisher::new(PublisherConfig {
         kafka: KafkaArgs::local(owsu_tests::bootstrap(), &prefix),
         outbox_dir: dir.path().join("outbox"),
         delivery_timeout: Duration::from_secs(30),

@@ -47,7 +47,7 @@ fn ten_thousand_events_round_trip_through_kafka() {
     );
 
     let outbox = tempfile::tempdir().unwrap();
-    let publisher = Publisher::new(PublisherConfig {
+    let mut publisher = Publisher::new(PublisherConfig {
         kafka: KafkaArgs::local(owsu_tests::bootstrap(), &prefix),
         outbox_dir: outbox.path().to_path_buf(),
         delivery_timeout: Duration::from_secs(30),
