@@ -66,16 +66,25 @@ pub async fn rebuild(
                         .or_default()
                         .push((def.name, l.offset, &l.event));
                 }
-                for (p, evs) in by_partition {
-                    if let std::collections::btree_map::Entry::Vacant(e) = states.entry(p) {
+                for p in by_partition.keys() {
+                    if let std::collections::btree_map::Entry::Vacant(e) = states.entry(*p) {
                         e.insert(PartitionState::open(
                             &scratch.path().join(format!("p{p:03}.redb")),
                             8 << 20,
                         )?);
                     }
-                    events += evs.len() as u64;
-                    states[&p].apply(&evs, &codes)?;
                 }
+                // Partitions are independent: applied on all cores.
+                use rayon::prelude::*;
+                let states = &states;
+                let codes = &codes;
+                events += by_partition
+                    .into_par_iter()
+                    .map(|(p, evs)| {
+                        states[&p].apply(&evs, codes)?;
+                        anyhow::Ok(evs.len() as u64)
+                    })
+                    .sum::<anyhow::Result<u64>>()?;
             }
         }
     }
