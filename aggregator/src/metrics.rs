@@ -22,6 +22,18 @@ pub struct Metrics {
     batch_micros_sum: AtomicU64,
     batch_micros_max: AtomicU64,
     lag: Mutex<BTreeMap<(String, i32), i64>>,
+    /// Milliseconds from each message's Kafka timestamp (when its producer sent it) to the
+    /// commit that put it in the summaries.
+    freshness: Mutex<Option<hdrhistogram::Histogram<u64>>>,
+}
+
+/// Event-to-summary freshness so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Freshness {
+    pub events: u64,
+    pub p50_ms: u64,
+    pub p99_ms: u64,
+    pub max_ms: u64,
 }
 
 impl Metrics {
@@ -36,6 +48,30 @@ impl Metrics {
             .lock()
             .expect("lag lock")
             .insert((topic.to_owned(), partition), lag);
+    }
+
+    /// Records the freshness of a committed batch's messages (milliseconds each).
+    pub fn record_freshness(&self, millis: impl IntoIterator<Item = u64>) {
+        let mut h = self.freshness.lock().expect("freshness lock");
+        let h = h.get_or_insert_with(|| {
+            // 1 ms to a day, 3 significant digits.
+            hdrhistogram::Histogram::new_with_bounds(1, 86_400_000, 3).expect("valid bounds")
+        });
+        for ms in millis {
+            h.saturating_record(ms.max(1));
+        }
+    }
+
+    pub fn freshness(&self) -> Freshness {
+        match &*self.freshness.lock().expect("freshness lock") {
+            Some(h) if !h.is_empty() => Freshness {
+                events: h.len(),
+                p50_ms: h.value_at_quantile(0.5),
+                p99_ms: h.value_at_quantile(0.99),
+                max_ms: h.max(),
+            },
+            _ => Freshness::default(),
+        }
     }
 
     /// Prometheus text exposition format.
@@ -97,6 +133,24 @@ impl Metrics {
             "owsu_batch_latency_seconds_max {}",
             self.batch_micros_max.load(Ordering::Relaxed) as f64 / 1e6
         );
+        let f = self.freshness();
+        let _ = writeln!(s, "# HELP owsu_freshness_seconds From a message's Kafka timestamp to the commit that put it in the summaries.\n# TYPE owsu_freshness_seconds summary");
+        let _ = writeln!(
+            s,
+            "owsu_freshness_seconds{{quantile=\"0.5\"}} {}",
+            f.p50_ms as f64 / 1e3
+        );
+        let _ = writeln!(
+            s,
+            "owsu_freshness_seconds{{quantile=\"0.99\"}} {}",
+            f.p99_ms as f64 / 1e3
+        );
+        let _ = writeln!(
+            s,
+            "owsu_freshness_seconds{{quantile=\"1\"}} {}",
+            f.max_ms as f64 / 1e3
+        );
+        let _ = writeln!(s, "owsu_freshness_seconds_count {}", f.events);
         let _ = writeln!(s, "# HELP owsu_consumer_lag Messages behind the partition's end (from librdkafka statistics).");
         let _ = writeln!(s, "# TYPE owsu_consumer_lag gauge");
         for ((t, p), lag) in self.lag.lock().expect("lag lock").iter() {

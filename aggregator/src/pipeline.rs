@@ -142,20 +142,32 @@ impl GroupContext {
     /// every table of the partition hold (the start when one holds none).
     fn prepare(&self, tps: &[(String, i32)]) -> anyhow::Result<Vec<Offset>> {
         self.rt.block_on(async {
-            let partitions: BTreeSet<i32> = tps.iter().map(|(_, p)| *p).collect();
-            for p in partitions {
-                if self.states.lock().expect("states lock").contains_key(&p) {
-                    continue;
-                }
-                let (state, source) = restore::restore(
-                    &self.store,
-                    &self.state_cfg,
-                    &self.lake_id,
-                    p,
-                    &self.topics,
-                    &self.codes,
-                )
-                .await?;
+            let partitions: Vec<i32> = tps
+                .iter()
+                .map(|(_, p)| *p)
+                .collect::<BTreeSet<i32>>()
+                .into_iter()
+                .filter(|p| !self.states.lock().expect("states lock").contains_key(p))
+                .collect();
+            // Several partitions at once: a restore is mostly downloading a snapshot.
+            let restored: Vec<_> =
+                futures::stream::iter(partitions.into_iter().map(|p| async move {
+                    let r = restore::restore(
+                        &self.store,
+                        &self.state_cfg,
+                        &self.lake_id,
+                        p,
+                        &self.topics,
+                        &self.codes,
+                    )
+                    .await;
+                    (p, r)
+                }))
+                .buffer_unordered(4)
+                .collect()
+                .await;
+            for (p, r) in restored {
+                let (state, source) = r?;
                 tracing::debug!(partition = p, ?source, "partition state ready");
                 if source == restore::Source::RawTables {
                     self.changed.lock().expect("lock").insert(p);
@@ -584,6 +596,14 @@ impl Pipeline {
         }
         // The next owner (or this one, restarted elsewhere) resumes from here.
         self.consumer.context().snapshot(None)?;
+        let f = self.metrics.freshness();
+        tracing::info!(
+            events = f.events,
+            p50_ms = f.p50_ms,
+            p99_ms = f.p99_ms,
+            max_ms = f.max_ms,
+            "freshness: from Kafka timestamp to summary commit"
+        );
         report.elapsed = started.elapsed();
         Ok(report)
     }
@@ -801,6 +821,12 @@ impl Pipeline {
             summaries_ms = (started.elapsed() - t_state).as_millis() as u64,
             "batch committed"
         );
+        let committed = now_millis();
+        self.metrics.record_freshness(batch.iter().filter_map(|m| {
+            m.timestamp()
+                .to_millis()
+                .map(|t| committed.saturating_sub(t).max(0) as u64)
+        }));
         // Kafka's committed offsets are for lag monitoring only: the lake says where to resume.
         let mut tpl = TopicPartitionList::new();
         for ((t, p), o) in &last {

@@ -212,10 +212,30 @@ impl Store {
             path: file.to_path_buf(),
             source,
         };
-        let mut src = tokio::fs::File::open(file).await.map_err(io)?;
-        let mut dst = object_store::buffered::BufWriter::new(self.inner.clone(), Path::from(key));
-        let n = tokio::io::copy(&mut src, &mut dst).await.map_err(io)?;
-        dst.shutdown().await.map_err(io)?;
+        let n = if let Some(root) = &self.local_root {
+            // A local store: a file copy (beside the target, then renamed), no buffers at all.
+            let target = root.join(key);
+            let tmp = target.with_extension("tmp");
+            if let Some(dir) = target.parent() {
+                tokio::fs::create_dir_all(dir).await.map_err(io)?;
+            }
+            let n = tokio::fs::copy(file, &tmp).await.map_err(io)?;
+            tokio::fs::rename(&tmp, &target).await.map_err(io)?;
+            n
+        } else {
+            // Multipart parts of 8 MiB, two in flight: memory stays at a few tens of MiB
+            // whatever the file's size.
+            let mut src = tokio::fs::File::open(file).await.map_err(io)?;
+            let mut dst = object_store::buffered::BufWriter::with_capacity(
+                self.inner.clone(),
+                Path::from(key),
+                8 << 20,
+            )
+            .with_max_concurrency(2);
+            let n = tokio::io::copy(&mut src, &mut dst).await.map_err(io)?;
+            dst.shutdown().await.map_err(io)?;
+            n
+        };
         if let Some(root) = &self.local_root {
             let file = root.join(key);
             let sync = |p: &std::path::Path| std::fs::File::open(p).and_then(|f| f.sync_all());
@@ -238,6 +258,16 @@ impl Store {
             path: file.to_path_buf(),
             source,
         };
+        if let Some(root) = &self.local_root {
+            let n = tokio::fs::copy(root.join(key), file).await.map_err(io)?;
+            tokio::fs::File::open(file)
+                .await
+                .map_err(io)?
+                .sync_all()
+                .await
+                .map_err(io)?;
+            return Ok(n);
+        }
         let mut stream = self
             .inner
             .get(&Path::from(key))

@@ -11,7 +11,12 @@
 //! 6. crashes: a new group and store, `kill -9` at random moments; its summaries must equal the
 //!    clean run's, row for row;
 //! 7. `compact`, then `rebuild` against DuckDB computing the same four summaries from the same
-//!    raw files (`infra/bench/duckdb_summaries.py`), totals compared.
+//!    raw files (`infra/bench/duckdb_summaries.py`), totals compared;
+//! 8. live freshness: the year replayed at 10× the national peak rate (its busiest minute, scaled)
+//!    into a running aggregator; p50/p99 from Kafka timestamp to summary commit;
+//! 9. history: `--history-years` simulated years (2021 on) aggregated one run per year on one
+//!    store, peak RSS of each, then takeover of every partition by an instance with no local
+//!    state (snapshots downloaded, nothing replayed from raw).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -42,6 +47,14 @@ pub struct BenchArgs {
     /// Topic partitions.
     #[arg(long, default_value_t = 12)]
     pub partitions: i32,
+    /// Seconds of the live-freshness run (events replayed at 10× the national peak rate while
+    /// an aggregator runs live; 0 skips it).
+    #[arg(long, default_value_t = 30)]
+    pub live_secs: u64,
+    /// Simulated years of history for the memory and takeover figures (2021 on, one
+    /// aggregator run per year on one store; 0 skips them).
+    #[arg(long, default_value_t = 5)]
+    pub history_years: i32,
 }
 
 fn say(figures: &mut Vec<(String, String)>, k: &str, v: String) {
@@ -586,8 +599,10 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
+        // Short enough that every kill lands before the run could finish: about a second to
+        // start and restore, then up to a fraction of the clean run's work.
         let wait = Duration::from_secs_f64(
-            (clean_secs / (a.kills as f64 + 1.0)) * (0.5 + (state % 1000) as f64 / 1000.0) + 3.0,
+            (clean_secs / (a.kills as f64 + 2.0)) * (0.5 + (state % 1000) as f64 / 1000.0) + 1.0,
         );
         let start = Instant::now();
         while start.elapsed() < wait && c.try_wait()?.is_none() {
@@ -708,6 +723,224 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
             if same { "yes" } else { "NO" }
         ),
     );
+
+    // Live freshness: the time-ordered year replayed at 10× the national peak rate into a live
+    // aggregator; each message's Kafka timestamp to the commit that put it in the summaries.
+    if a.live_secs > 0 {
+        // The national peak: the busiest minute of the simulated year, scaled to full volume.
+        let mut per_minute: std::collections::HashMap<String, u64> = Default::default();
+        let text = std::fs::read_to_string(&import)?;
+        for l in text.lines() {
+            if let Some(i) = l.find("\"occurred_at\":\"") {
+                let at = &l[i + 15..];
+                if let Some(minute) = at.get(..16) {
+                    *per_minute.entry(minute.to_owned()).or_default() += 1;
+                }
+            }
+        }
+        let busiest = per_minute.values().copied().max().unwrap_or(0) as f64;
+        let peak = busiest / 60.0 / scale;
+        let rate = (peak * 10.0).ceil().max(1.0) as u64;
+        let n = (rate * a.live_secs) as usize;
+        let live_file = a.data_dir.join("live.jsonl");
+        std::fs::write(
+            &live_file,
+            text.lines().take(n).collect::<Vec<_>>().join("\n") + "\n",
+        )?;
+        drop(text);
+        let live_prefix = format!("{prefix}live.");
+        crate::demo::ensure_topics(&brokers, &live_prefix, a.partitions)?;
+        let log = a.data_dir.join("live.log");
+        let mut agg = Command::new(&agg_bin)
+            .args([
+                "--log-format",
+                "json",
+                "run",
+                "--brokers",
+                &brokers,
+                "--topic-prefix",
+                &live_prefix,
+                "--group",
+                &format!("{prefix}live"),
+                "--store",
+            ])
+            .arg(a.data_dir.join("store-live"))
+            .arg("--state-dir")
+            .arg(log.with_extension("state"))
+            .args(["--metrics-addr", ""])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()?;
+        let started = Instant::now();
+        while !std::fs::read_to_string(&log)?.contains("partitions assigned") {
+            anyhow::ensure!(
+                agg.try_wait()?.is_none() && started.elapsed() < Duration::from_secs(120),
+                "live aggregator did not start: see {}",
+                log.display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let code = owsu_producer::cli::run(owsu_producer::cli::Cli::parse_from([
+            "owsu-producer",
+            "publish",
+            "--input",
+            live_file.to_str().context("utf-8 path")?,
+            "--brokers",
+            &brokers,
+            "--topic-prefix",
+            &live_prefix,
+            "--id-secret-file",
+            secret.to_str().context("utf-8 path")?,
+            "--outbox",
+            a.data_dir
+                .join("outbox-live")
+                .to_str()
+                .context("utf-8 path")?,
+            "--rate",
+            &rate.to_string(),
+            "--chunk",
+            &(rate / 20).max(1).to_string(),
+        ]))?;
+        anyhow::ensure!(code == 0, "publishing the live replay failed");
+        std::thread::sleep(Duration::from_secs(3));
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(agg.id().to_string())
+            .status();
+        let (status, _) = wait_measuring(&mut agg)?;
+        anyhow::ensure!(
+            status.success(),
+            "live aggregator failed: see {}",
+            log.display()
+        );
+        let f: serde_json::Value = std::fs::read_to_string(&log)?
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| {
+                v["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("freshness"))
+            })
+            .last()
+            .context("the live aggregator logged no freshness")?;
+        say(
+            &mut figures,
+            "national peak (busiest minute, events/s); replay rate",
+            format!("{peak:.1}; {rate} events/s for {} s", a.live_secs),
+        );
+        say(
+            &mut figures,
+            "live freshness, Kafka timestamp to summary commit (ms)",
+            format!(
+                "p50 {}, p99 {}, max {} ({} events)",
+                f["fields"]["p50_ms"],
+                f["fields"]["p99_ms"],
+                f["fields"]["max_ms"],
+                f["fields"]["events"]
+            ),
+        );
+    }
+
+    // History: one run per simulated year on one store and group, each resuming from its local
+    // state; then an instance with no local state takes every partition over.
+    if a.history_years > 0 {
+        let hist_prefix = format!("{prefix}hist.");
+        crate::demo::ensure_topics(&brokers, &hist_prefix, a.partitions)?;
+        let hist_store = a.data_dir.join("store-history");
+        let group = format!("{prefix}hist");
+        let log = a.data_dir.join("history.log");
+        let mut peaks = Vec::new();
+        for y in 0..a.history_years {
+            let year = 2021 + y;
+            let file = a.data_dir.join(format!("history-{year}.jsonl"));
+            let code = owsu_producer::cli::run(owsu_producer::cli::Cli::parse_from([
+                "owsu-producer",
+                "simulate",
+                "--year",
+                &year.to_string(),
+                "--scale",
+                &format!("{scale:.4}"),
+                "--out",
+                file.to_str().context("utf-8 path")?,
+            ]))?;
+            anyhow::ensure!(code == 0, "simulating {year} failed");
+            let code = owsu_producer::cli::run(owsu_producer::cli::Cli::parse_from([
+                "owsu-producer",
+                "publish",
+                "--input",
+                file.to_str().context("utf-8 path")?,
+                "--brokers",
+                &brokers,
+                "--topic-prefix",
+                &hist_prefix,
+                "--id-secret-file",
+                secret.to_str().context("utf-8 path")?,
+                "--outbox",
+                a.data_dir
+                    .join("outbox-history")
+                    .to_str()
+                    .context("utf-8 path")?,
+            ]))?;
+            anyhow::ensure!(code == 0, "publishing {year} failed");
+            let events = std::fs::read_to_string(&file)?.lines().count() as f64;
+            std::fs::remove_file(&file)?;
+            let t = Instant::now();
+            let mut child = spawn_on(&hist_prefix, &group, &hist_store, &log)?;
+            let (status, peak) = wait_measuring(&mut child)?;
+            anyhow::ensure!(
+                status.success(),
+                "aggregator failed on year {}: see {}",
+                y + 1,
+                log.display()
+            );
+            let secs = t.elapsed().as_secs_f64();
+            peaks.push(peak);
+            say(
+                &mut figures,
+                &format!("history year {} ({year}): events/s, peak RSS", y + 1),
+                format!(
+                    "{:.0} ({events:.0} events, {secs:.1} s), {peak:.0} MiB",
+                    events / secs
+                ),
+            );
+        }
+        let state_mib = std::fs::read_dir(hist_store.join("state"))?
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "redb"))
+            .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+            .sum::<u64>() as f64
+            / (1 << 20) as f64;
+        let t = Instant::now();
+        let takeover_log = a.data_dir.join("history-takeover.log");
+        let mut child = spawn_on(&hist_prefix, &group, &hist_store, &takeover_log)?;
+        let (status, peak) = wait_measuring(&mut child)?;
+        anyhow::ensure!(
+            status.success(),
+            "takeover after {} years failed: see {}",
+            a.history_years,
+            takeover_log.display()
+        );
+        say(
+            &mut figures,
+            &format!(
+                "takeover after {} years, no local state (s)",
+                a.history_years
+            ),
+            format!(
+                "{:.1} ({state_mib:.0} MiB of state snapshots), peak RSS {peak:.0} MiB",
+                t.elapsed().as_secs_f64()
+            ),
+        );
+        say(
+            &mut figures,
+            &format!("peak RSS year 1 -> year {} (MiB)", a.history_years),
+            format!(
+                "{:.0} -> {:.0}",
+                peaks.first().copied().unwrap_or(0.0),
+                peaks.last().copied().unwrap_or(0.0)
+            ),
+        );
+    }
 
     std::fs::write(
         a.data_dir.join("figures.json"),

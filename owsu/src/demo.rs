@@ -31,8 +31,9 @@ pub enum DemoCommand {
     /// Start Kafka if needed, simulate 2020 and 2021 for all 228 units, aggregate, and write the
     /// yearly review, the researchers' dataset and the oversight list.
     Demo(DemoArgs),
-    /// Measure speed and memory: codec, producer, a 1,000,000-event aggregation, and the same
-    /// with kill -9 at random moments (its summaries must equal the clean run's).
+    /// Measure speed and memory side by side with Kafka's perf tools and DuckDB: codec, publish,
+    /// a 1,000,000-event catch-up time-ordered and shuffled, takeover, kill -9 at random moments
+    /// (its summaries must equal the clean run's), compact, rebuild, and five years of history.
     Bench(crate::bench::BenchArgs),
 }
 

@@ -120,6 +120,10 @@ pub struct PublishArgs {
     /// Records read, staged and sent at a time.
     #[arg(long, default_value_t = 100_000)]
     pub chunk: usize,
+    /// Send at most this many events per second (0: as fast as possible), e.g. to replay an
+    /// export at a live rate; with a small `--chunk` the pace is smooth.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
     #[command(flatten)]
     pub secret: SecretArgs,
     #[command(flatten)]
@@ -423,7 +427,13 @@ fn publish(reference: &Reference, a: PublishArgs) -> anyhow::Result<i32> {
         let mut kafka_down = false;
         let mut sending = || -> anyhow::Result<()> {
             let mut rounds = 0;
+            let mut handed = 0u64;
             for records in rx.iter() {
+                if a.rate > 0 {
+                    let due = started + Duration::from_secs_f64(handed as f64 / a.rate as f64);
+                    std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                }
+                handed += records.len() as u64;
                 if kafka_down {
                     publisher.stage_records(&records)?;
                 } else {
