@@ -135,8 +135,20 @@ pub struct Summaries {
     pub processing: Vec<ProcRow>,
 }
 
+impl Summaries {
+    /// The latest day with any service or complaint figure (what a report says it includes).
+    pub fn latest_day(&self) -> Option<NaiveDate> {
+        self.services
+            .iter()
+            .map(|r| r.date)
+            .chain(self.complaints.iter().map(|r| r.date))
+            .max()
+    }
+}
+
 /// Loads the wanted tables for `[from, to]`, keeping only units in `scope` (a province code
-/// or unit code) when given.
+/// or unit code) when given; at the tables' versions `at` (another read of the same report) or
+/// their latest.
 pub async fn load(
     store: &Store,
     ix: &Ix<'_>,
@@ -144,6 +156,7 @@ pub async fn load(
     from: NaiveDate,
     to: NaiveDate,
     scope: Option<&str>,
+    at: Option<&Versions>,
 ) -> anyhow::Result<Summaries> {
     let in_scope =
         |unit: &owsu_schemas::Unit| scope.is_none_or(|s| unit.province_code == s || unit.code == s);
@@ -157,7 +170,7 @@ pub async fn load(
     .filter(|(_, w)| *w)
     .map(|(t, _)| t)
     .collect();
-    let snapshot = Snapshot::open(store, &wanted, None).await?;
+    let snapshot = Snapshot::open(store, &wanted, at).await?;
     let mut out = Summaries {
         versions: snapshot.versions(),
         ..Summaries::default()

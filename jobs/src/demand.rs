@@ -38,6 +38,10 @@ struct Cell {
 /// What was written.
 pub struct DemandOutput {
     pub rows: usize,
+    /// The lake table versions the rows were computed from.
+    pub lake_versions: owsu_lake::snapshot::Versions,
+    /// The latest day with figures.
+    pub latest_day: Option<NaiveDate>,
     pub parquet_dir: PathBuf,
     pub csv: PathBuf,
     pub dictionary: PathBuf,
@@ -73,6 +77,7 @@ pub async fn run(
         start,
         end,
         scope,
+        None,
     )
     .await?;
     let mut cells: BTreeMap<((i32, u32), u16, u16), Cell> = BTreeMap::new();
@@ -183,16 +188,33 @@ pub async fn run(
         .include_header(true)
         .finish(&mut df)?;
     let dictionary = out.join("DATA_DICTIONARY.md");
-    std::fs::write(&dictionary, dictionary_text(from, to, scope, df.height()))?;
+    let provenance = format!(
+        "Computed from the lake's tables {}; latest day with figures: {}.",
+        s.versions,
+        s.latest_day()
+            .map_or_else(|| "none".to_owned(), |d| d.to_string())
+    );
+    std::fs::write(
+        &dictionary,
+        dictionary_text(from, to, scope, df.height(), &provenance),
+    )?;
     Ok(DemandOutput {
         rows: df.height(),
+        lake_versions: s.versions.clone(),
+        latest_day: s.latest_day(),
         parquet_dir,
         csv,
         dictionary,
     })
 }
 
-fn dictionary_text(from: (i32, u32), to: (i32, u32), scope: Option<&str>, rows: usize) -> String {
+fn dictionary_text(
+    from: (i32, u32),
+    to: (i32, u32),
+    scope: Option<&str>,
+    rows: usize,
+    provenance: &str,
+) -> String {
     format!(
         r#"# Sector demand dataset — data dictionary
 
@@ -200,6 +222,7 @@ Months {f} to {t}{scope}; {rows} rows. One row per month × reporting unit × se
 activity. Produced by `owsu-jobs demand` from the OWSU pipeline's summaries, which are computed
 exactly from every accepted event (each event counted once; corrections replace what they
 correct). Periods are calendar months in Cambodia time (UTC+07:00). Money is integer riel.
+{provenance}
 
 Files:
 - `sector_demand/year=YYYY/part-0.parquet`: Parquet, Hive-partitioned by `year` (the column comes

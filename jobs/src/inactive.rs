@@ -85,6 +85,10 @@ pub struct Flag {
 pub struct Report {
     pub as_of: NaiveDate,
     pub scope: Option<String>,
+    /// The lake table versions the list was computed from (reproducible by time travel).
+    pub lake_versions: owsu_lake::snapshot::Versions,
+    /// The latest day with any figure in the look-back window.
+    pub latest_day: Option<NaiveDate>,
     pub units_checked: usize,
     pub flags: Vec<Flag>,
 }
@@ -122,6 +126,7 @@ pub async fn run(
         start,
         as_of,
         scope,
+        None,
     )
     .await?;
     let working = reference.holidays.working_days(start, as_of);
@@ -355,6 +360,8 @@ pub async fn run(
     Ok(Report {
         as_of,
         scope: scope.map(str::to_owned),
+        lake_versions: s.versions.clone(),
+        latest_day: s.latest_day(),
         units_checked: units.len(),
         flags,
     })
@@ -425,5 +432,12 @@ pub fn table(report: &Report) -> String {
             f.unit_code, name, f.reason, f.since, what
         ));
     }
+    s.push_str(&format!(
+        "Computed from the lake's tables {}; latest day with figures: {}.\n",
+        report.lake_versions,
+        report
+            .latest_day
+            .map_or_else(|| "none".to_owned(), |d| d.to_string())
+    ));
     s
 }

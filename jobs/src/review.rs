@@ -197,7 +197,7 @@ pub async fn compute(
         unit_days: true,
         processing: true,
     };
-    let cur = data::load(store, &ix, all, from, to, scope).await?;
+    let cur = data::load(store, &ix, all, from, to, scope, None).await?;
     let prev = data::load(
         store,
         &ix,
@@ -209,6 +209,8 @@ pub async fn compute(
         NaiveDate::from_ymd_opt(year - 1, 1, 1).expect("year"),
         NaiveDate::from_ymd_opt(year - 1, 12, 31).expect("year"),
         scope,
+        // The same table versions as this year's figures: one consistent picture.
+        Some(&cur.versions),
     )
     .await?;
     let has_prev = !prev.services.is_empty();
@@ -451,12 +453,7 @@ pub async fn compute(
         processing,
         completeness,
         reporting_gaps: gaps,
-        latest_day: cur
-            .services
-            .iter()
-            .map(|r| r.date)
-            .chain(cur.complaints.iter().map(|r| r.date))
-            .max(),
+        latest_day: cur.latest_day(),
         lake_versions: cur.versions.clone(),
     })
 }

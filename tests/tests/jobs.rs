@@ -187,6 +187,12 @@ fn review_demand_and_oversight_over_a_real_pipeline() {
     );
     let delivered = truth.provincial.services_delivered + truth.district.services_delivered;
     let dict = std::fs::read_to_string(p("demand/DATA_DICTIONARY.md")).unwrap();
+    assert!(
+        dict.contains("Computed from the lake's tables ")
+            && dict.contains("services_daily@v")
+            && dict.contains("latest day with figures: 2021-12-"),
+        "the dataset states the table versions and latest day it includes: {dict}"
+    );
     let script = r#"
 import sys, duckdb, pandas as pd, polars as pl
 d = sys.argv[1]
@@ -238,9 +244,18 @@ print(a[0], a[1], a[2], int(b.services_delivered.sum()), int(b.revenue_riel.sum(
     let report: owsu_jobs::inactive::Report = {
         let v: serde_json::Value =
             serde_json::from_slice(&std::fs::read(p("inactive/inactive.json")).unwrap()).unwrap();
+        assert!(
+            v["lake_versions"]["unit_days"].as_i64().is_some()
+                && v["latest_day"]
+                    .as_str()
+                    .is_some_and(|d| d.starts_with("2021-12-")),
+            "the oversight list states the table versions and latest day it includes: {v}"
+        );
         owsu_jobs::inactive::Report {
             as_of: chrono::NaiveDate::from_ymd_opt(2021, 12, 31).unwrap(),
             scope: None,
+            lake_versions: Default::default(),
+            latest_day: None,
             units_checked: v["units_checked"].as_u64().unwrap() as usize,
             flags: serde_json::from_value(v["flags"].clone()).unwrap(),
         }
