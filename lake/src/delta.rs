@@ -12,7 +12,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
+use deltalake::kernel::transaction::{
+    CommitBuilder, CommitConflictError, CommitProperties, TransactionError,
+};
 use deltalake::kernel::{Action, Add, Remove, StructField, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
@@ -70,6 +72,9 @@ impl DeltaError {
         }
     }
 }
+
+/// Tries of a commit that other partitions' writers keep getting in the way of.
+const COMMIT_ATTEMPTS: u32 = 10;
 
 /// Registers `s3://` with delta-rs's default log store, which commits with a conditional put.
 pub(crate) fn register_s3() {
@@ -363,6 +368,48 @@ impl LakeTable {
     /// Commits `actions` with the Kafka offsets they cover, provided the table's offsets are the
     /// ones `expected` (per app id; `None` = the table has none). Returns the new version.
     pub async fn commit(
+        &mut self,
+        actions: Vec<Action>,
+        offsets: &HashMap<String, i64>,
+        expected: &HashMap<String, Option<i64>>,
+        kind: CommitKind,
+    ) -> Result<i64, DeltaError> {
+        // Writers of other partitions commit to the same table: delta-rs refuses a commit when
+        // one of theirs removed any file this one's snapshot held, although the two touch
+        // different files. That is not fencing, so the commit is tried again from a fresh
+        // snapshot, after checking the offsets again (a writer that lost its partition is
+        // still refused then, by the offsets).
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self
+                .try_commit(actions.clone(), offsets, expected, kind)
+                .await
+            {
+                Err(DeltaError::Delta { source, .. })
+                    if attempt < COMMIT_ATTEMPTS
+                        && matches!(
+                            source.as_ref(),
+                            DeltaTableError::Transaction {
+                                source: TransactionError::CommitConflict(
+                                    CommitConflictError::ConcurrentDeleteRead
+                                        | CommitConflictError::ConcurrentAppend
+                                )
+                            }
+                        ) =>
+                {
+                    tracing::debug!(
+                        table = self.def.name,
+                        attempt,
+                        "another partition's writer committed in between: trying again"
+                    );
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_commit(
         &mut self,
         actions: Vec<Action>,
         offsets: &HashMap<String, i64>,
