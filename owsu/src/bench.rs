@@ -955,5 +955,55 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
         "figures written to {}",
         a.data_dir.join("figures.json").display()
     );
+    clean_up(&brokers, &prefix, &a.data_dir)?;
     Ok(if equal { 0 } else { 1 })
+}
+
+/// A run leaves several GB behind (five years of history, stores, import files, topics): only
+/// the figures, the logs and the clean run's store stay.
+fn clean_up(brokers: &str, prefix: &str, dir: &Path) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    for e in std::fs::read_dir(dir)?.flatten() {
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let keep = name == "figures.json" || name == "store-clean" || name.ends_with(".log");
+        if !keep {
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p)?;
+            } else {
+                std::fs::remove_file(&p)?;
+            }
+        }
+    }
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let md = c.fetch_metadata(None, Duration::from_secs(30))?;
+    let topics: Vec<String> = md
+        .topics()
+        .iter()
+        .map(|t| t.name().to_owned())
+        .filter(|t| t.starts_with(prefix))
+        .collect();
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    for r in rt.block_on(admin.delete_topics(
+        &names,
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+    ))? {
+        if let Err((t, e)) = r {
+            eprintln!("  (could not delete the bench's topic {t}: {e})");
+        }
+    }
+    println!(
+        "removed {} topics and the intermediate files (kept: figures, logs, the clean run's store)",
+        names.len()
+    );
+    Ok(())
 }
