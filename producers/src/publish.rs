@@ -203,7 +203,9 @@ impl Publisher {
         let stalled = self.send(seg, records)?;
         let mut report = self.settle(false)?;
         if stalled {
-            report.pending += self.settle_all()?.pending.max(1);
+            let r = self.settle_all()?;
+            report.delivered += r.delivered;
+            report.pending += r.pending.max(1);
         }
         Ok(report)
     }
