@@ -790,8 +790,8 @@ impl Pipeline {
         let (duplicates, months) = applied?;
         let t_state = started.elapsed();
 
-        // The summary tables are independent too: each commits its rewritten quarters at once.
-        let known = self.offsets();
+        // The summary tables are independent too: each commits its rewritten quarters at once
+        // (`known` still holds their offsets: the raw commits advanced only the raw tables').
         let written: Vec<(&'static str, AppOffsets, u64)> = {
             let (rt, codes, months, last, known) = (&self.rt, &*self.codes, &months, &last, &known);
             std::thread::scope(|s| {

@@ -184,18 +184,19 @@ impl Store {
             .put(&Path::from(key), PutPayload::from(bytes))
             .await
             .map_err(self.obj_err(key))?;
+        self.sync_local(key)
+    }
+
+    /// On a local store, fsyncs an object's file and its directory (object_store does not):
+    /// "durable" means durable.
+    fn sync_local(&self, key: &str) -> Result<(), StoreError> {
         if let Some(root) = &self.local_root {
             let file = root.join(key);
             let sync = |p: &std::path::Path| std::fs::File::open(p).and_then(|f| f.sync_all());
-            sync(&file).map_err(|source| StoreError::Sync {
-                url: self.url.clone(),
-                path: file.clone(),
-                source,
-            })?;
-            if let Some(dir) = file.parent() {
-                sync(dir).map_err(|source| StoreError::Sync {
+            for p in [Some(file.as_path()), file.parent()].into_iter().flatten() {
+                sync(p).map_err(|source| StoreError::Sync {
                     url: self.url.clone(),
-                    path: dir.to_path_buf(),
+                    path: p.to_path_buf(),
                     source,
                 })?;
             }
@@ -236,17 +237,7 @@ impl Store {
             dst.shutdown().await.map_err(io)?;
             n
         };
-        if let Some(root) = &self.local_root {
-            let file = root.join(key);
-            let sync = |p: &std::path::Path| std::fs::File::open(p).and_then(|f| f.sync_all());
-            for p in [Some(file.as_path()), file.parent()].into_iter().flatten() {
-                sync(p).map_err(|source| StoreError::Sync {
-                    url: self.url.clone(),
-                    path: p.to_path_buf(),
-                    source,
-                })?;
-            }
-        }
+        self.sync_local(key)?;
         Ok(n)
     }
 

@@ -239,6 +239,56 @@ fn files_in_store(store: &Path) -> anyhow::Result<(usize, usize)> {
     Ok((active, on_disk))
 }
 
+/// `owsu-producer simulate --year Y --scale S --out FILE`, in this process.
+fn simulate(year: i32, scale: f64, out: &Path) -> anyhow::Result<()> {
+    let code = owsu_producer::cli::run(owsu_producer::cli::Cli::parse_from([
+        "owsu-producer",
+        "simulate",
+        "--year",
+        &year.to_string(),
+        "--scale",
+        &format!("{scale:.4}"),
+        "--out",
+        out.to_str().context("utf-8 path")?,
+    ]))?;
+    anyhow::ensure!(code == 0, "simulating {year} failed");
+    Ok(())
+}
+
+/// `owsu-producer publish` of `input` to the topics under `prefix`, in this process, with any
+/// `extra` arguments.
+fn publish(
+    input: &Path,
+    brokers: &str,
+    prefix: &str,
+    secret: &Path,
+    outbox: &Path,
+    extra: &[&str],
+) -> anyhow::Result<()> {
+    let mut args = vec![
+        "owsu-producer",
+        "publish",
+        "--input",
+        input.to_str().context("utf-8 path")?,
+        "--brokers",
+        brokers,
+        "--topic-prefix",
+        prefix,
+        "--id-secret-file",
+        secret.to_str().context("utf-8 path")?,
+        "--outbox",
+        outbox.to_str().context("utf-8 path")?,
+    ];
+    args.extend_from_slice(extra);
+    let code = owsu_producer::cli::run(owsu_producer::cli::Cli::parse_from(args))?;
+    anyhow::ensure!(
+        code == 0,
+        "publishing {} failed with exit code {code}",
+        input.display()
+    );
+    Ok(())
+}
+
 pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
     let reference = Reference::load(None)?;
     if a.data_dir.exists() {
@@ -347,17 +397,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
     let secret = a.data_dir.join("secret");
     std::fs::write(&secret, "bench-secret-0123456789abcdef")?;
     let t = Instant::now();
-    let code = owsu_producer::cli::run(owsu_producer::cli::Cli::parse_from([
-        "owsu-producer",
-        "simulate",
-        "--year",
-        "2021",
-        "--scale",
-        &format!("{scale:.4}"),
-        "--out",
-        import.to_str().unwrap(),
-    ]))?;
-    anyhow::ensure!(code == 0, "simulate failed");
+    simulate(2021, scale, &import)?;
     let lines = std::fs::read_to_string(&import)?.lines().count() as f64;
     say(
         &mut figures,
@@ -370,21 +410,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
     );
     let t = Instant::now();
     let outbox = a.data_dir.join("outbox");
-    let code = owsu_producer::cli::run(owsu_producer::cli::Cli::parse_from([
-        "owsu-producer",
-        "publish",
-        "--input",
-        import.to_str().unwrap(),
-        "--brokers",
-        &brokers,
-        "--topic-prefix",
-        &prefix,
-        "--id-secret-file",
-        secret.to_str().unwrap(),
-        "--outbox",
-        outbox.to_str().unwrap(),
-    ]))?;
-    anyhow::ensure!(code == 0, "publish failed with exit code {code}");
+    publish(&import, &brokers, &prefix, &secret, &outbox, &[])?;
     let publish_rate = lines / t.elapsed().as_secs_f64();
     say(
         &mut figures,
@@ -517,21 +543,14 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
     drop(rows);
     let shuf_prefix = format!("{prefix}shuf.");
     crate::demo::ensure_topics(&brokers, &shuf_prefix, a.partitions)?;
-    let code = owsu_producer::cli::run(owsu_producer::cli::Cli::parse_from([
-        "owsu-producer",
-        "publish",
-        "--input",
-        shuffled.to_str().unwrap(),
-        "--brokers",
+    publish(
+        &shuffled,
         &brokers,
-        "--topic-prefix",
         &shuf_prefix,
-        "--id-secret-file",
-        secret.to_str().unwrap(),
-        "--outbox",
-        a.data_dir.join("outbox-shuffled").to_str().unwrap(),
-    ]))?;
-    anyhow::ensure!(code == 0, "publishing the shuffled events failed");
+        &secret,
+        &a.data_dir.join("outbox-shuffled"),
+        &[],
+    )?;
     let shuf_store = a.data_dir.join("store-shuffled");
     let t = Instant::now();
     let mut child = spawn_on(
@@ -780,28 +799,19 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        let code = owsu_producer::cli::run(owsu_producer::cli::Cli::parse_from([
-            "owsu-producer",
-            "publish",
-            "--input",
-            live_file.to_str().context("utf-8 path")?,
-            "--brokers",
+        publish(
+            &live_file,
             &brokers,
-            "--topic-prefix",
             &live_prefix,
-            "--id-secret-file",
-            secret.to_str().context("utf-8 path")?,
-            "--outbox",
-            a.data_dir
-                .join("outbox-live")
-                .to_str()
-                .context("utf-8 path")?,
-            "--rate",
-            &rate.to_string(),
-            "--chunk",
-            &(rate / 20).max(1).to_string(),
-        ]))?;
-        anyhow::ensure!(code == 0, "publishing the live replay failed");
+            &secret,
+            &a.data_dir.join("outbox-live"),
+            &[
+                "--rate",
+                &rate.to_string(),
+                "--chunk",
+                &(rate / 20).max(1).to_string(),
+            ],
+        )?;
         std::thread::sleep(Duration::from_secs(3));
         let _ = Command::new("kill")
             .arg("-TERM")
@@ -853,35 +863,15 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
         for y in 0..a.history_years {
             let year = 2021 + y;
             let file = a.data_dir.join(format!("history-{year}.jsonl"));
-            let code = owsu_producer::cli::run(owsu_producer::cli::Cli::parse_from([
-                "owsu-producer",
-                "simulate",
-                "--year",
-                &year.to_string(),
-                "--scale",
-                &format!("{scale:.4}"),
-                "--out",
-                file.to_str().context("utf-8 path")?,
-            ]))?;
-            anyhow::ensure!(code == 0, "simulating {year} failed");
-            let code = owsu_producer::cli::run(owsu_producer::cli::Cli::parse_from([
-                "owsu-producer",
-                "publish",
-                "--input",
-                file.to_str().context("utf-8 path")?,
-                "--brokers",
+            simulate(year, scale, &file)?;
+            publish(
+                &file,
                 &brokers,
-                "--topic-prefix",
                 &hist_prefix,
-                "--id-secret-file",
-                secret.to_str().context("utf-8 path")?,
-                "--outbox",
-                a.data_dir
-                    .join("outbox-history")
-                    .to_str()
-                    .context("utf-8 path")?,
-            ]))?;
-            anyhow::ensure!(code == 0, "publishing {year} failed");
+                &secret,
+                &a.data_dir.join("outbox-history"),
+                &[],
+            )?;
             let events = std::fs::read_to_string(&file)?.lines().count() as f64;
             std::fs::remove_file(&file)?;
             let t = Instant::now();
