@@ -192,7 +192,7 @@ impl GroupContext {
                     .copied();
                 let mut lowest: Option<i64> = held;
                 for def in tables_of(kind) {
-                    let v = match tables.get(def.name) {
+                    let v = match tables.get_mut(def.name) {
                         Some(t) => t.txn_version(&app).await?,
                         None => None,
                     };
