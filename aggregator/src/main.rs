@@ -5,17 +5,31 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// `mi_option_purge_delay` in mimalloc.h (libmimalloc-sys does not name it).
+/// `mi_option_arena_eager_commit` and `mi_option_purge_delay` in mimalloc.h (libmimalloc-sys
+/// does not name them).
+const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-fn main() {
-    // Return freed memory to the system at once rather than after 10 ms: batches free large
-    // buffers in bursts, and with the delay the peak resident memory was ~40% higher.
-    // SAFETY: sets a plain integer option, before any other thread exists.
+/// Return freed memory to the system at once rather than after 10 ms: batches free large
+/// buffers in bursts, and with the delay the peak resident memory was ~40% higher. And commit
+/// arena memory as it is used rather than whole arenas up front: ~70 MiB less at the peak of a
+/// fifth simulated year (`owsu bench`), no slower. Run as a static constructor, because the
+/// runtime allocates (and mimalloc makes its first arena) before `main`.
+extern "C" fn tune_allocator() {
+    // SAFETY: sets plain integer options; nothing else runs yet.
     #[allow(unsafe_code)]
     unsafe {
-        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0)
-    };
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
+        libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
+    }
+}
+
+#[allow(unsafe_code)]
+#[used]
+#[link_section = ".init_array"]
+static TUNE_ALLOCATOR: extern "C" fn() = tune_allocator;
+
+fn main() {
     let cli = owsu_aggregator::cli::Cli::parse();
     owsu_aggregator::cli::init_tracing(cli.log_format);
     match owsu_aggregator::cli::run(cli) {
