@@ -260,13 +260,40 @@ fn two_instances_share_the_work_and_survive_one_being_killed() {
     let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
     let mut a = spawn(&prefix, &group, &store, false, &log_a);
     let mut b = spawn(&prefix, &group, &store, false, &log_b);
-    // A is killed once it has snapshotted its state, whether or not it has finished its
-    // partitions by then; either way B must take them over from those snapshots.
+    // A is killed once it has snapshotted the state of every partition it holds, whether
+    // or not it has finished them by then; either way B must take them over from those
+    // snapshots. (The snapshots of one round are logged one by one: waiting for the first
+    // line only could kill A between two of them.)
+    let snapshotted_all = |log: &str| {
+        // Its latest assignment (B joining may have taken some partitions from it).
+        let Some(assigned) = log
+            .lines()
+            .rfind(|l| l.contains("partitions assigned"))
+            .and_then(|l| l.split("partitions=").nth(1))
+        else {
+            return false;
+        };
+        let parts: Vec<String> = assigned
+            .trim_matches(|c: char| !c.is_ascii_digit() && c != ',')
+            .split(',')
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .collect();
+        !parts.is_empty()
+            && parts.iter().all(|p| {
+                log.lines().any(|l| {
+                    l.contains("state snapshot written")
+                        && l.split("partition=")
+                            .nth(1)
+                            .and_then(|r| r.split_whitespace().next())
+                            .is_some_and(|n| n.trim_matches(|c: char| !c.is_ascii_digit()) == p)
+                })
+            })
+    };
     let start = Instant::now();
-    while !std::fs::read_to_string(&log_a)
-        .unwrap_or_default()
-        .contains("state snapshot written")
-    {
+    while !snapshotted_all(&strip_ansi(
+        &std::fs::read_to_string(&log_a).unwrap_or_default(),
+    )) {
         assert!(
             start.elapsed() < Duration::from_secs(300),
             "A never snapshotted its state"
@@ -401,4 +428,22 @@ fn compact_and_vacuum_during_a_live_run_change_no_figure() {
         let n = oracle::files_on_disk(&store, t);
         assert_eq!(n, 1, "{t}: {n} files after the final compaction and vacuum");
     }
+}
+
+/// A log without its colour codes (ESC `[` … `m`).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
