@@ -171,6 +171,13 @@ pub async fn load(
     .map(|(t, _)| t)
     .collect();
     let snapshot = Snapshot::open(store, &wanted, at).await?;
+    anyhow::ensure!(
+        !snapshot.versions().0.is_empty(),
+        "store {} holds none of the summary tables ({}): run the aggregator first, or check \
+         --store",
+        store.url(),
+        wanted.iter().map(|d| d.name).collect::<Vec<_>>().join(", "),
+    );
     let mut out = Summaries {
         versions: snapshot.versions(),
         ..Summaries::default()

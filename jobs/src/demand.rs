@@ -80,6 +80,13 @@ pub async fn run(
         None,
     )
     .await?;
+    anyhow::ensure!(
+        !s.services.is_empty(),
+        "no service figures from {start} to {end}{} in the lake (tables {}): \
+         check --from/--to and --scope",
+        scope.map(|x| format!(" for {x}")).unwrap_or_default(),
+        s.versions,
+    );
     let mut cells: BTreeMap<((i32, u32), u16, u16), Cell> = BTreeMap::new();
     for r in &s.services {
         let c = cells
@@ -166,9 +173,7 @@ pub async fn run(
     ])?;
     std::fs::create_dir_all(out)?;
     let parquet_dir = out.join("sector_demand");
-    if parquet_dir.exists() {
-        std::fs::remove_dir_all(&parquet_dir)?;
-    }
+    let mut written = std::collections::BTreeSet::new();
     // Hive partitioning by year: the year lives in the directory name, not in the file.
     for y in from.0..=to.0 {
         let mask = Series::new("".into(), year.iter().map(|v| *v == y).collect::<Vec<_>>());
@@ -178,15 +183,34 @@ pub async fn run(
         }
         let dir = parquet_dir.join(format!("year={y}"));
         std::fs::create_dir_all(&dir)?;
-        ParquetWriter::new(std::fs::File::create(dir.join("part-0.parquet"))?)
-            .with_compression(ParquetCompression::Zstd(None))
-            .with_statistics(StatisticsOptions::full())
-            .finish(&mut part)?;
+        written.insert(format!("year={y}"));
+        crate::output::atomically(&dir.join("part-0.parquet"), |tmp| {
+            ParquetWriter::new(std::fs::File::create(tmp)?)
+                .with_compression(ParquetCompression::Zstd(None))
+                .with_statistics(StatisticsOptions::full())
+                .finish(&mut part)?;
+            Ok(())
+        })?;
+    }
+    // Years an earlier run of this export wrote and this one does not: a reader of the directory
+    // must not mix them in (each part file itself was replaced whole).
+    let existing = match std::fs::read_dir(&parquet_dir) {
+        Ok(d) => d.flatten().collect::<Vec<_>>(),
+        Err(_) => Vec::new(),
+    };
+    for e in existing {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("year=") && !written.contains(&name) {
+            std::fs::remove_dir_all(e.path())?;
+        }
     }
     let csv = out.join("sector_demand.csv");
-    CsvWriter::new(std::fs::File::create(&csv)?)
-        .include_header(true)
-        .finish(&mut df)?;
+    crate::output::atomically(&csv, |tmp| {
+        CsvWriter::new(std::fs::File::create(tmp)?)
+            .include_header(true)
+            .finish(&mut df)?;
+        Ok(())
+    })?;
     let dictionary = out.join("DATA_DICTIONARY.md");
     let provenance = format!(
         "Computed from the lake's tables {}; latest day with figures: {}.",
@@ -194,7 +218,7 @@ pub async fn run(
         s.latest_day()
             .map_or_else(|| "none".to_owned(), |d| d.to_string())
     );
-    std::fs::write(
+    crate::output::write(
         &dictionary,
         dictionary_text(from, to, scope, df.height(), &provenance),
     )?;

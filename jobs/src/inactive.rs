@@ -129,6 +129,40 @@ pub async fn run(
         None,
     )
     .await?;
+    // Nothing at all in the window, nationally, is not 228 inactive units but a wrong --as-of
+    // or --store. (A silent province in a lake that has figures elsewhere is flagged as such.)
+    let empty = |s: &data::Summaries| {
+        s.services.is_empty() && s.complaints.is_empty() && s.unit_days.is_empty()
+    };
+    if empty(&s) {
+        let national = match scope {
+            None => true,
+            Some(_) => {
+                let all = data::load(
+                    store,
+                    &ix,
+                    Want {
+                        services: true,
+                        complaints: true,
+                        unit_days: true,
+                        processing: false,
+                    },
+                    start,
+                    as_of,
+                    None,
+                    Some(&s.versions),
+                )
+                .await?;
+                empty(&all)
+            }
+        };
+        anyhow::ensure!(
+            !national,
+            "no figures from {start} to {as_of} in the lake (tables {}): is --as-of within the \
+             period the lake holds?",
+            s.versions,
+        );
+    }
     let working = reference.holidays.working_days(start, as_of);
     anyhow::ensure!(
         !working.is_empty(),
@@ -371,35 +405,38 @@ pub async fn run(
 pub fn write(report: &Report, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     std::fs::create_dir_all(dir)?;
     let json = dir.join("inactive.json");
-    std::fs::write(&json, serde_json::to_vec_pretty(report)?)?;
+    crate::output::write(&json, serde_json::to_vec_pretty(report)?)?;
     let csv_path = dir.join("inactive.csv");
-    let mut w = csv::Writer::from_path(&csv_path)?;
-    w.write_record([
-        "unit_code",
-        "unit_name",
-        "province_code",
-        "level",
-        "reason",
-        "since",
-        "service_code",
-        "evidence",
-        "dates",
-    ])?;
-    for f in &report.flags {
-        let dates: Vec<String> = f.dates.iter().map(|d| d.to_string()).collect();
+    crate::output::atomically(&csv_path, |tmp| {
+        let mut w = csv::Writer::from_path(tmp)?;
         w.write_record([
-            f.unit_code.as_str(),
-            &f.unit_name,
-            &f.province_code,
-            &f.level,
-            &f.reason,
-            &f.since.to_string(),
-            f.service_code.as_deref().unwrap_or(""),
-            &f.evidence,
-            &dates.join(" "),
+            "unit_code",
+            "unit_name",
+            "province_code",
+            "level",
+            "reason",
+            "since",
+            "service_code",
+            "evidence",
+            "dates",
         ])?;
-    }
-    w.flush()?;
+        for f in &report.flags {
+            let dates: Vec<String> = f.dates.iter().map(|d| d.to_string()).collect();
+            w.write_record([
+                f.unit_code.as_str(),
+                &f.unit_name,
+                &f.province_code,
+                &f.level,
+                &f.reason,
+                &f.since.to_string(),
+                f.service_code.as_deref().unwrap_or(""),
+                &f.evidence,
+                &dates.join(" "),
+            ])?;
+        }
+        w.flush()?;
+        Ok(())
+    })?;
     Ok((csv_path, json))
 }
 

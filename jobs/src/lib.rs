@@ -12,4 +12,5 @@ pub mod data;
 pub mod demand;
 pub mod html;
 pub mod inactive;
+pub mod output;
 pub mod review;

@@ -198,6 +198,15 @@ pub async fn compute(
         processing: true,
     };
     let cur = data::load(store, &ix, all, from, to, scope, None).await?;
+    // An all-zero review of a year the lake knows nothing of would read as a year of no
+    // activity: refuse it.
+    anyhow::ensure!(
+        !cur.services.is_empty() || !cur.complaints.is_empty(),
+        "no service or complaint figures for {year}{} in the lake (tables {}): check --year, \
+         --scope and --store",
+        scope.map(|x| format!(" in {x}")).unwrap_or_default(),
+        cur.versions,
+    );
     let prev = data::load(
         store,
         &ix,
@@ -458,19 +467,11 @@ pub async fn compute(
     })
 }
 
-fn write_csv<T: Serialize>(path: &Path, rows: &[T]) -> anyhow::Result<()> {
-    let mut w = csv::Writer::from_path(path)?;
-    for r in rows {
-        w.serialize(r)?;
-    }
-    w.flush()?;
-    Ok(())
-}
-
 /// Writes review.html, review.json and one CSV per table into `dir`. Returns the HTML path.
 pub fn write(review: &Review, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    use crate::output::{write, write_csv};
     std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join("review.json"), serde_json::to_vec_pretty(review)?)?;
+    write(&dir.join("review.json"), serde_json::to_vec_pretty(review)?)?;
     write_csv(&dir.join("facts.csv"), &review.facts)?;
     write_csv(&dir.join("by_sector.csv"), &review.by_sector)?;
     write_csv(&dir.join("by_province.csv"), &review.by_province)?;
@@ -482,7 +483,7 @@ pub fn write(review: &Review, dir: &Path) -> anyhow::Result<std::path::PathBuf> 
     )?;
     write_csv(&dir.join("reporting_gaps.csv"), &review.reporting_gaps)?;
     let html = dir.join("review.html");
-    std::fs::write(&html, crate::html::review_page(review))?;
+    write(&html, crate::html::review_page(review))?;
     Ok(html)
 }
 

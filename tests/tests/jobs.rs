@@ -274,4 +274,101 @@ print(a[0], a[1], a[2], int(b.services_delivered.sum()), int(b.revenue_riel.sum(
         check.unplanted_units
     );
     assert!(Path::new(&p("inactive/inactive.csv")).exists());
+
+    // Reports are written under temporary names and renamed: none is left behind, and a second
+    // run replaces a demand export's files whole (its 2020 partition goes when 2020 is not asked).
+    assert_eq!(
+        jobs(&[
+            "--store",
+            &p("store"),
+            "demand",
+            "--from",
+            "2021-01",
+            "--to",
+            "2021-12",
+            "--out",
+            &p("demand")
+        ]),
+        0
+    );
+    assert!(!Path::new(&p("demand/sector_demand/year=2020")).exists());
+    assert!(Path::new(&p("demand/sector_demand/year=2021/part-0.parquet")).exists());
+    for out in ["review", "demand", "inactive"] {
+        for f in files_under(&dir.path().join(out)) {
+            let name = f.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(
+                !name.contains(".tmp-"),
+                "temporary file left: {}",
+                f.display()
+            );
+        }
+    }
+
+    // Jobs refuse what they cannot honestly report: a clear error, a non-zero exit, no report.
+    let refused = |args: &[&str]| -> String {
+        let mut v = vec!["owsu-jobs"];
+        v.extend_from_slice(args);
+        match owsu_jobs::cli::run(owsu_jobs::cli::Cli::parse_from(v)) {
+            Ok(code) => panic!("{args:?} was not refused (exit {code})"),
+            Err(e) => format!("{e:#}"),
+        }
+    };
+    let store = p("store");
+    let e = refused(&[
+        "--store",
+        &store,
+        "review",
+        "--year",
+        "2019",
+        "--out",
+        &p("r2019"),
+    ]);
+    assert!(
+        e.contains("no service or complaint figures for 2019"),
+        "{e}"
+    );
+    assert!(
+        !Path::new(&p("r2019")).exists(),
+        "no report for a refused year"
+    );
+    let e = refused(&[
+        "--store",
+        &store,
+        "demand",
+        "--from",
+        "2019-01",
+        "--to",
+        "2019-12",
+        "--out",
+        &p("d2019"),
+    ]);
+    assert!(e.contains("no service figures from 2019-01-01"), "{e}");
+    let e = refused(&[
+        "--store",
+        &store,
+        "inactive",
+        "--as-of",
+        "2019-06-30",
+        "--out",
+        &p("i2019"),
+    ]);
+    assert!(
+        e.contains("no figures from") && e.contains("--as-of"),
+        "{e}"
+    );
+    std::fs::create_dir_all(p("empty-store")).unwrap();
+    let e = refused(&[
+        "--store",
+        &p("empty-store"),
+        "review",
+        "--year",
+        "2021",
+        "--out",
+        &p("r-empty"),
+    ]);
+    assert!(e.contains("holds none of the summary tables"), "{e}");
+    let e = refused(&[
+        "--store", &store, "review", "--year", "2021", "--scope", "KH-99",
+    ]);
+    assert!(e.contains("not a unit or province code"), "{e}");
 }
