@@ -15,6 +15,12 @@ pub fn earliest_accepted() -> Millis {
 
 const DAY_MS: i64 = 86_400_000;
 
+/// The largest amount of money one record may carry, either sign, in riel (about US$250
+/// million, far above any fee in the catalogue). A larger amount is a typing or encoding fault,
+/// not a record (refused, not flagged), and the bound keeps every sum the pipeline forms far
+/// from overflowing an `i64`: a million such amounts still fit.
+pub const MONEY_BOUND_RIEL: i64 = 1_000_000_000_000;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValidationError {
     #[error("field `unit_code`: unknown unit code {0:?} (not in the unit registry)")]
@@ -43,6 +49,11 @@ pub enum ValidationError {
     },
     #[error("field `stage`: {value:?} is not a possible stage of a {kind} record")]
     ImpossibleStage { kind: &'static str, value: String },
+    #[error(
+        "field `{field}`: {value} riel is outside ±{} riel, the bound on any amount",
+        MONEY_BOUND_RIEL
+    )]
+    MoneyOutOfBounds { field: &'static str, value: i64 },
     #[error("field `fee_riel`: a FEE_PAID event needs a fee")]
     FeeMissing,
     #[error("field `fee_riel`: negative fee {fee} on a {stage} event is not a refund (refunds are negative FEE_PAID events)")]
@@ -80,6 +91,7 @@ impl ValidationError {
                 "service_code"
             }
             ImpossibleStage { .. } => "stage",
+            MoneyOutOfBounds { field, .. } => field,
             FeeMissing
             | NegativeFeeNotRefund { .. }
             | FeeOnWrongStage { .. }
@@ -159,6 +171,15 @@ pub fn validate(event: &Event, reference: &Reference, now: Millis) -> Result<(),
             if e.request_id.is_empty() {
                 return Err(ValidationError::Empty("request_id"));
             }
+            if let Some(fee) = e.fee_riel {
+                // unsigned_abs: i64::MIN has no positive counterpart (`abs` would wrap).
+                if fee.unsigned_abs() > MONEY_BOUND_RIEL.unsigned_abs() {
+                    return Err(ValidationError::MoneyOutOfBounds {
+                        field: "fee_riel",
+                        value: fee,
+                    });
+                }
+            }
             reference
                 .catalogue
                 .sector(&e.sector_code)
@@ -183,7 +204,9 @@ pub fn validate(event: &Event, reference: &Reference, now: Millis) -> Result<(),
             }
             match (e.stage, e.fee_riel) {
                 (ServiceStage::FeePaid, None) => return Err(ValidationError::FeeMissing),
-                (ServiceStage::FeePaid, Some(fee)) if fee.abs() > service.fee_max_riel => {
+                (ServiceStage::FeePaid, Some(fee))
+                    if fee.unsigned_abs() > service.fee_max_riel.unsigned_abs() =>
+                {
                     return Err(ValidationError::FeeOutOfRange {
                         fee,
                         service: service.code.clone(),
@@ -307,6 +330,38 @@ mod tests {
             ..good_service()
         })
         .unwrap();
+    }
+
+    #[test]
+    fn money_beyond_the_bound_is_refused_whatever_its_sign() {
+        for fee in [
+            i64::MIN,
+            -MONEY_BOUND_RIEL - 1,
+            MONEY_BOUND_RIEL + 1,
+            i64::MAX,
+        ] {
+            let e = check(ServiceEvent {
+                fee_riel: Some(fee),
+                ..good_service()
+            })
+            .unwrap_err();
+            assert_eq!(
+                e,
+                ValidationError::MoneyOutOfBounds {
+                    field: "fee_riel",
+                    value: fee
+                }
+            );
+            assert_eq!(e.field(), "fee_riel");
+            assert!(e.to_string().contains(&fee.to_string()), "{e}");
+        }
+        // At the bound it is a structurally valid amount (here above the service's maximum).
+        let e = check(ServiceEvent {
+            fee_riel: Some(-MONEY_BOUND_RIEL),
+            ..good_service()
+        })
+        .unwrap_err();
+        assert!(matches!(e, ValidationError::FeeOutOfRange { .. }), "{e}");
     }
 
     #[test]
