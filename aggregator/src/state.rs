@@ -50,6 +50,10 @@ const COMPLAINT_CELLS: TableDefinition<(i32, u16, u16), &[u8]> =
     TableDefinition::new("complaint_cells");
 /// (day delivered, unit, service, request) → processing seconds.
 const PROCESSING: TableDefinition<(i32, u16, u16, u128), i64> = TableDefinition::new("processing");
+/// Corrected event id → the correction that wins for it so far: (recorded_at, event id). Of
+/// several corrections of one original, the one recorded last wins (ties: the larger event id),
+/// so every arrival order gives one answer; the others are superseded like the original.
+const WINNERS: TableDefinition<u128, (i64, u128)> = TableDefinition::new("winners");
 /// Months holding any figure.
 const MONTHS: TableDefinition<(i32, u32), ()> = TableDefinition::new("months");
 
@@ -62,7 +66,7 @@ const COMPLAINT: u8 = 4;
 
 /// Layout of the file: a file of another format is not read (its partition is restored from
 /// the lake's snapshot or raw tables instead).
-const FORMAT: &str = "2";
+const FORMAT: &str = "3";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -311,6 +315,7 @@ impl PartitionState {
             tx.open_table(SERVICE_CELLS)?;
             tx.open_table(COMPLAINT_CELLS)?;
             tx.open_table(PROCESSING)?;
+            tx.open_table(WINNERS)?;
             tx.open_table(MONTHS)?;
             Ok(None)
         })?;
@@ -616,6 +621,31 @@ fn write_cells(
     Ok(())
 }
 
+/// Marks event `t` superseded: its request or complaint is edited if it has arrived, otherwise
+/// the mark waits in [`EVENTS`] for it.
+fn supersede(
+    ev: &mut redb::Table<u128, (u128, u8)>,
+    edits: &mut HashMap<(bool, u128), Edit>,
+    t: u128,
+) -> Result<(), redb::Error> {
+    let target = ev.get(t)?.map(|v| v.value());
+    match target {
+        Some((_, f)) if f & SUPERSEDED != 0 => {}
+        Some((o, f)) if f & ARRIVED_FLAG != 0 => {
+            ev.insert(t, (o, f | SUPERSEDED))?;
+            edits
+                .entry((f & COMPLAINT != 0, o))
+                .or_default()
+                .superseded
+                .push(t);
+        }
+        _ => {
+            ev.insert(t, (0, SUPERSEDED))?;
+        }
+    }
+    Ok(())
+}
+
 /// Applies a batch. Each event costs one lookup and one insert in [`EVENTS`]; each request or
 /// complaint it touches one read and one write of its events, whose contribution to the cells
 /// before and after the batch gives the change; each cell changed one read and one write.
@@ -630,6 +660,7 @@ fn apply_in(
     let mut last: HashMap<&str, i64> = HashMap::new();
     {
         let mut ev = tx.open_table(EVENTS)?;
+        let mut winners = tx.open_table(WINNERS)?;
         let mut closes = tx.open_table(CLOSES)?;
         for (topic, offset, e) in events {
             last.entry(topic)
@@ -734,20 +765,16 @@ fn apply_in(
                 Stored::Cmp(_) => a.1 += 1,
             }
             if let Some(t) = supersedes.map(|t| t.as_u128()) {
-                let target = ev.get(t)?.map(|v| v.value());
-                match target {
-                    Some((_, f)) if f & SUPERSEDED != 0 => {}
-                    Some((o, f)) if f & ARRIVED_FLAG != 0 => {
-                        ev.insert(t, (o, f | SUPERSEDED))?;
-                        edits
-                            .entry((f & COMPLAINT != 0, o))
-                            .or_default()
-                            .superseded
-                            .push(t);
+                let before = winners.get(t)?.map(|v| v.value());
+                if before.is_none_or(|w| (recorded, id) > w) {
+                    winners.insert(t, (recorded, id))?;
+                    supersede(&mut ev, &mut edits, t)?;
+                    if let Some((_, loser)) = before {
+                        supersede(&mut ev, &mut edits, loser)?;
                     }
-                    _ => {
-                        ev.insert(t, (0, SUPERSEDED))?;
-                    }
+                } else {
+                    // A later-recorded correction of the same original is already in.
+                    supersede(&mut ev, &mut edits, id)?;
                 }
             }
         }
@@ -1038,6 +1065,56 @@ mod tests {
                 assert_eq!(s.events().unwrap(), 4);
             }
         }
+    }
+
+    #[test]
+    fn of_two_corrections_of_one_fee_the_later_recorded_wins_in_any_order() {
+        let fee = |id: u128, fee: i64, recorded: &str, supersedes: Option<u128>| {
+            let Event::Service(mut e) = svc(
+                id,
+                "r1",
+                ServiceStage::FeePaid,
+                "2021-03-01T09:30:00+07:00",
+                Some(fee),
+                supersedes,
+            ) else {
+                unreachable!()
+            };
+            e.recorded_at = t(recorded);
+            Event::Service(e)
+        };
+        let original = fee(10, 9_000, "2021-03-01T09:30:00+07:00", None);
+        let first = fee(11, 5_000, "2021-03-02T09:00:00+07:00", Some(10));
+        let second = fee(12, 5_500, "2021-03-05T09:00:00+07:00", Some(10));
+        // Recorded at the same instant as `second`: the larger event id wins the tie.
+        let tie = fee(13, 6_000, "2021-03-05T09:00:00+07:00", Some(10));
+        let orders: [[&Event; 3]; 6] = [
+            [&original, &first, &second],
+            [&original, &second, &first],
+            [&first, &original, &second],
+            [&first, &second, &original],
+            [&second, &original, &first],
+            [&second, &first, &original],
+        ];
+        for order in orders {
+            for batch in [1, 2, 3] {
+                let evs: Vec<Event> = order.iter().map(|e| (*e).clone()).collect();
+                let (_d, s, _) = state(&evs, batch);
+                let total = total(&s.month((2021, 3)).unwrap());
+                assert_eq!(
+                    total.revenue_riel, 5_500,
+                    "the correction recorded last wins (batch {batch})"
+                );
+                let mut with_tie = evs.clone();
+                with_tie.insert(1, tie.clone());
+                let (_d, s, _) = state(&with_tie, batch);
+                assert_eq!(total_of(&s), 6_000, "ties go to the larger event id");
+            }
+        }
+    }
+
+    fn total_of(s: &PartitionState) -> i64 {
+        total(&s.month((2021, 3)).unwrap()).revenue_riel
     }
 
     #[test]

@@ -29,11 +29,21 @@ con.execute(f"create view raw_days as select * from read_parquet({files('raw/uni
 # Cambodia time is UTC+07:00 all year.
 LOCAL = "cast(({t} + interval 7 hour) as date)"
 
+# Events a correction replaces: every event a correction names and, of several corrections of one
+# original, all but the one recorded last (ties: the larger event id).
+con.execute("""
+create table superseded as
+with corr as (
+  select distinct event_id, supersedes_event_id t, recorded_at from raw_svc where supersedes_event_id is not null
+  union select distinct event_id, supersedes_event_id, recorded_at from raw_cmp where supersedes_event_id is not null),
+ranked as (select event_id, t, row_number() over (partition by t order by recorded_at desc, event_id desc) rn from corr)
+select distinct t id from corr
+union select event_id from ranked where rn > 1""")
+
 con.execute(f"""
 create table svc as
 with ev as (select * exclude (rn) from (select *, row_number() over (partition by event_id) rn from raw_svc) where rn = 1),
-sup as (select distinct supersedes_event_id id from raw_svc where supersedes_event_id is not null
-        union select distinct supersedes_event_id from raw_cmp where supersedes_event_id is not null)
+sup as (select id from superseded)
 select * from ev where event_id not in (select id from sup)""")
 
 con.execute(f"""
@@ -74,8 +84,7 @@ from cells group by all""")
 con.execute(f"""
 create table complaints_daily as
 with ev as (select * exclude (rn) from (select *, row_number() over (partition by event_id) rn from raw_cmp) where rn = 1),
-sup as (select distinct supersedes_event_id id from raw_svc where supersedes_event_id is not null
-        union select distinct supersedes_event_id from raw_cmp where supersedes_event_id is not null),
+sup as (select id from superseded),
 eff as (select * from ev where event_id not in (select id from sup)),
 per as (
   select complaint_id,

@@ -68,11 +68,36 @@ pub fn expected_from_import(path: &Path) -> Expected {
             }
         }
     }
-    let superseded: HashSet<String> = by_id
-        .values()
-        .filter_map(|v| v.get("supersedes_event_id").and_then(Value::as_str))
-        .map(str::to_owned)
-        .collect();
+    // Replaced: every event a correction names and, of several corrections of one original,
+    // all but the one recorded last (ties: the larger event id; canonical UUID text sorts as
+    // the number does).
+    let mut winners: HashMap<&str, (i64, &str)> = HashMap::new();
+    let mut superseded: HashSet<String> = HashSet::new();
+    for (id, v) in &by_id {
+        let Some(t) = v.get("supersedes_event_id").and_then(Value::as_str) else {
+            continue;
+        };
+        superseded.insert(t.to_owned());
+        // recorded_at defaults to occurred_at on import.
+        let at = v
+            .get("recorded_at")
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| v["occurred_at"].as_str().expect("occurred_at"));
+        let recorded = owsu_schemas::time::parse_rfc3339(at).expect("time");
+        let me = (recorded, id.as_str());
+        match winners.get(t) {
+            Some(w) if *w >= me => {
+                superseded.insert(id.clone());
+            }
+            Some(w) => {
+                superseded.insert(w.1.to_owned());
+                winners.insert(t, me);
+            }
+            None => {
+                winners.insert(t, me);
+            }
+        }
+    }
     let mut requests: HashMap<(String, String), Vec<&Value>> = HashMap::new();
     let mut complaints: HashMap<(String, String), Vec<&Value>> = HashMap::new();
     let mut exp = Expected::default();
