@@ -100,6 +100,10 @@ impl Publisher {
         let mut c = config.kafka.client_config();
         c.set("enable.idempotence", "true")
             .set("acks", "all")
+            // Kafka's Java client partitions keyed records by murmur2; librdkafka's default is
+            // CRC32. Any producer an office or a later tool uses must put a unit on the same
+            // partition (its state lives there), so use the Java client's hash.
+            .set("partitioner", "murmur2_random")
             .set("compression.type", "zstd")
             .set("linger.ms", "20")
             .set("batch.num.messages", "10000")

@@ -20,6 +20,56 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::ClientConfig;
 
 /// The repository root (for scripts and reference data).
+/// The partition Kafka's Java client gives a record with this key (`Utils.murmur2`, then
+/// `toPositive(h) % partitions`): the reference our producer must agree with.
+pub fn java_partition(key: &[u8], partitions: i32) -> i32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ key.len() as u32;
+    let mut chunks = key.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= u32::from(rest[2]) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= u32::from(rest[1]) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= u32::from(rest[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    ((h & 0x7fff_ffff) % partitions as u32) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    /// Computed with Kafka's own `Utils.murmur2` (kafka-clients 4.1.1, in jshell), 12 partitions.
+    #[test]
+    fn java_partition_matches_kafka_clients() {
+        for (key, p) in [
+            ("KH-01", 2),
+            ("KH-0101", 10),
+            ("KH-12", 0),
+            ("KH-1204", 6),
+            ("KH-25", 1),
+            ("KH-2503", 5),
+            ("", 9),
+        ] {
+            assert_eq!(super::java_partition(key.as_bytes(), 12), p, "{key:?}");
+        }
+    }
+}
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

@@ -94,6 +94,12 @@ fn ten_thousand_events_round_trip_through_kafka() {
                 m.topic(),
                 e.kind()
             );
+            assert_eq!(
+                m.partition(),
+                owsu_tests::java_partition(m.key().unwrap(), 6),
+                "{} is on the partition Kafka's Java client would choose",
+                e.unit_code()
+            );
             received.insert(e.identity(), e);
         }
     }
