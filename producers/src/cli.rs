@@ -407,7 +407,8 @@ fn publish(reference: &Reference, a: PublishArgs) -> anyhow::Result<i32> {
                         serde_json::to_writer(
                             &mut *w,
                             &serde_json::json!({
-                                "file": err.file, "line": err.line, "field": err.field, "reason": err.reason, "record": text,
+                                "file": err.file, "line": err.line, "field": err.field, "reason": err.reason,
+                                "record": crate::import::redacted(&text),
                             }),
                         )?;
                         w.write_all(b"\n")?;

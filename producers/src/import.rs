@@ -232,6 +232,24 @@ pub fn parse_object(
 }
 
 /// Replaces office numbers by keyed hashes and fills a missing event id from the content.
+/// Fields of an office's record that identify a citizen's case and never leave the office in
+/// clear (Kafka carries their keyed hash, see [`pseudonymise`]).
+pub const CASE_NUMBER_FIELDS: [&str; 2] = ["request_id", "complaint_id"];
+
+/// A rejected line as the rejects file may show it: the JSON object with its case numbers
+/// withheld (the file and line number identify it for the office), or nothing when the line is
+/// not a JSON object, since it could hold anything.
+pub fn redacted(line: &str) -> Option<Value> {
+    let mut v: Value = serde_json::from_str(line).ok()?;
+    let o = v.as_object_mut()?;
+    for f in CASE_NUMBER_FIELDS {
+        if let Some(x) = o.get_mut(f) {
+            *x = Value::String("(withheld)".into());
+        }
+    }
+    Some(v)
+}
+
 pub fn pseudonymise(mut event: Event, hasher: &IdHasher) -> Event {
     match &mut event {
         Event::Service(e) => {
@@ -423,7 +441,9 @@ pub fn read_file(
                                 .cloned()
                                 .zip(rec.iter().map(|v| Value::String(v.trim().to_owned())))
                                 .collect();
-                            let text = rec.iter().collect::<Vec<_>>().join(",");
+                            // Shown (redacted) in the rejects file: as a JSON object, so
+                            // each value is named by its column.
+                            let text = Value::Object(map.clone()).to_string();
                             Line {
                                 number,
                                 text,
@@ -444,6 +464,22 @@ mod tests {
 
     fn hasher() -> IdHasher {
         IdHasher::new(b"test-secret-0123456789").unwrap()
+    }
+
+    #[test]
+    fn a_rejected_line_never_shows_the_case_number() {
+        let line = r#"{"kind":"service","unit_code":"KH-99","request_id":"PP-2021-000123","complaint_id":"C-9","fee_riel":1}"#;
+        let shown = redacted(line).unwrap().to_string();
+        assert!(
+            !shown.contains("PP-2021-000123") && !shown.contains("C-9"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("KH-99") && shown.contains("(withheld)"),
+            "{shown}"
+        );
+        assert_eq!(redacted("not json PP-2021-000123"), None);
+        assert_eq!(redacted("[1,2]"), None);
     }
 
     #[test]

@@ -120,6 +120,11 @@ fn csv_with_three_bad_records_publishes_the_rest_and_reports_them() {
     let rejects = std::fs::read_to_string(dir.path().join("export.csv.rejects.jsonl")).unwrap();
     assert_eq!(rejects.lines().count(), 3);
     assert!(rejects.contains("\"line\":501") && rejects.contains("\"field\":\"stage\""));
+    // The office's own case numbers never appear in clear, not even in its rejects file.
+    assert!(
+        !rejects.contains("R-bad") && rejects.contains("(withheld)") && rejects.contains("KH-9999"),
+        "{rejects}"
+    );
     let payloads = consume_all(owsu_tests::bootstrap(), &prefix, 997);
     assert_eq!(
         payloads.len(),
