@@ -349,6 +349,62 @@ fn fence(e: DeltaError) -> anyhow::Error {
     }
 }
 
+/// Where the lake records the partition count of each event topic it was built from.
+const PARTITION_COUNTS: &str = "state/partitions.json";
+
+/// A unit's state lives on the partition its key hashes to, out of the topic's partition
+/// count: the three event topics must have one count, and it must stay the one the lake was
+/// built with (more partitions send some units elsewhere, to state that does not hold their
+/// history). Records the counts on first use; stops with what to do when they changed.
+fn check_partition_counts(
+    consumer: &BaseConsumer<GroupContext>,
+    topics: &[String; 3],
+    rt: &Handle,
+) -> anyhow::Result<()> {
+    let mut counts = BTreeMap::new();
+    for t in topics {
+        let md = consumer
+            .fetch_metadata(Some(t), Duration::from_secs(30))
+            .with_context(|| format!("metadata of {t}"))?;
+        if let Some(topic) = md
+            .topics()
+            .iter()
+            .find(|m| m.name() == t && m.error().is_none())
+        {
+            counts.insert(t.clone(), topic.partitions().len() as i64);
+        }
+    }
+    let distinct: BTreeSet<i64> = counts.values().copied().collect();
+    anyhow::ensure!(
+        distinct.len() <= 1,
+        "the event topics have different partition counts ({counts:?}): a unit's services, \
+         complaints and day closures must share a partition number; recreate them with one count \
+         (infra/kafka/kafka.sh, OWSU_KAFKA_PARTITIONS)"
+    );
+    let store = &consumer.context().store;
+    let mut recorded: BTreeMap<String, i64> = match rt.block_on(store.get(PARTITION_COUNTS)) {
+        Ok(b) => serde_json::from_slice(&b)
+            .with_context(|| format!("{PARTITION_COUNTS} in the store is unreadable"))?,
+        Err(_) => BTreeMap::new(),
+    };
+    for (t, n) in &counts {
+        if let Some(was) = recorded.get(t) {
+            anyhow::ensure!(
+                was == n,
+                "topic {t} has {n} partitions, but this lake was built from {was}: Kafka now \
+                 sends some units to partitions whose state does not hold their history. Give the \
+                 topics {was} partitions again (recreate them and re-publish), or build a new lake \
+                 (another --store) from topics re-published with {n}"
+            );
+        }
+    }
+    if counts.iter().any(|(t, _)| !recorded.contains_key(t)) {
+        recorded.extend(counts);
+        rt.block_on(store.put(PARTITION_COUNTS, serde_json::to_vec_pretty(&recorded)?))?;
+    }
+    Ok(())
+}
+
 impl Pipeline {
     pub fn new(
         config: PipelineConfig,
@@ -414,6 +470,7 @@ impl Pipeline {
         let consumer: BaseConsumer<GroupContext> = c
             .create_with_context(ctx)
             .context("creating the Kafka consumer")?;
+        check_partition_counts(&consumer, &topics, &rt)?;
         consumer
             .subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())
             .context("subscribing")?;
