@@ -114,21 +114,14 @@ pub async fn run(
     let start = as_of
         .checked_sub_days(Days::new(rules.lookback_days))
         .expect("date");
-    let s = data::load(
-        store,
-        &ix,
-        Want {
-            services: true,
-            complaints: true,
-            unit_days: true,
-            processing: false,
-        },
-        start,
-        as_of,
-        scope,
-        None,
-    )
-    .await?;
+    // Processing times play no part in activity.
+    let want = Want {
+        services: true,
+        complaints: true,
+        unit_days: true,
+        processing: false,
+    };
+    let s = data::load(store, &ix, want, start, as_of, scope, None).await?;
     // Nothing at all in the window, nationally, is not 228 inactive units but a wrong --as-of
     // or --store. (A silent province in a lake that has figures elsewhere is flagged as such.)
     let empty = |s: &data::Summaries| {
@@ -138,21 +131,8 @@ pub async fn run(
         let national = match scope {
             None => true,
             Some(_) => {
-                let all = data::load(
-                    store,
-                    &ix,
-                    Want {
-                        services: true,
-                        complaints: true,
-                        unit_days: true,
-                        processing: false,
-                    },
-                    start,
-                    as_of,
-                    None,
-                    Some(&s.versions),
-                )
-                .await?;
+                let all =
+                    data::load(store, &ix, want, start, as_of, None, Some(&s.versions)).await?;
                 empty(&all)
             }
         };

@@ -276,10 +276,13 @@ impl LakeTable {
     async fn ensure_checkpoint_interval(&mut self) -> Result<(), DeltaError> {
         const KEY: &str = "delta.checkpointInterval";
         let want = CHECKPOINT_INTERVAL.to_string();
-        for _ in 0..3 {
+        for attempt in 0.. {
             let snap = self.table.snapshot().map_err(|e| self.err(e))?;
             if snap.metadata().configuration().get(KEY) == Some(&want) {
                 return Ok(());
+            }
+            if attempt == 3 {
+                break;
             }
             match self
                 .table
@@ -291,10 +294,6 @@ impl LakeTable {
                 Ok(t) => self.table = t,
                 Err(_) => self.refresh().await?,
             }
-        }
-        let snap = self.table.snapshot().map_err(|e| self.err(e))?;
-        if snap.metadata().configuration().get(KEY) == Some(&want) {
-            return Ok(());
         }
         Err(self.err(DeltaTableError::Generic(format!(
             "could not set {KEY} = {want} on the table"

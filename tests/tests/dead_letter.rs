@@ -1,11 +1,12 @@
 //! 100 garbage messages mixed into a 100,000-event stream: all 100 reach the dead-letter topic
 //! with a reason and their source, and every good event is counted.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use owsu_producer::import::{pseudonymise, to_import_json};
 use owsu_producer::kafka::KafkaArgs;
 use owsu_producer::publish::{Publisher, PublisherConfig};
@@ -115,22 +116,7 @@ fn garbage_goes_to_the_dead_letter_topic_and_good_events_are_all_counted() {
     assert_eq!(publisher.deliver().unwrap().pending, 0);
 
     let store = dir.path().join("store");
-    let cli = owsu_aggregator::cli::Cli::parse_from([
-        "owsu-aggregator",
-        "run",
-        "--brokers",
-        owsu_tests::bootstrap(),
-        "--topic-prefix",
-        &prefix,
-        "--group",
-        &format!("{prefix}agg"),
-        "--store",
-        store.to_str().unwrap(),
-        "--until-caught-up",
-        "--metrics-addr",
-        "",
-    ]);
-    assert_eq!(owsu_aggregator::cli::run(cli).unwrap(), 0);
+    assert_eq!(common::aggregate(&prefix, store.as_path()).unwrap(), 0);
 
     // Every dead letter carries its reason and where it came from.
     let consumer: BaseConsumer = ClientConfig::new()

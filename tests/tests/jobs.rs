@@ -3,6 +3,8 @@
 //! dataset reads the same in DuckDB, pandas and polars, and the oversight list finds every
 //! planted problem.
 
+mod common;
+
 use std::path::Path;
 
 use clap::Parser;
@@ -62,22 +64,10 @@ fn review_demand_and_oversight_over_a_real_pipeline() {
         ]);
         assert_eq!(code, 0);
     }
-    let agg = owsu_aggregator::cli::Cli::parse_from([
-        "owsu-aggregator",
-        "run",
-        "--brokers",
-        owsu_tests::bootstrap(),
-        "--topic-prefix",
-        &prefix,
-        "--group",
-        &format!("{prefix}agg"),
-        "--store",
-        &p("store"),
-        "--until-caught-up",
-        "--metrics-addr",
-        "",
-    ]);
-    assert_eq!(owsu_aggregator::cli::run(agg).unwrap(), 0);
+    assert_eq!(
+        common::aggregate(&prefix, Path::new(&p("store"))).unwrap(),
+        0
+    );
     let truth: Truth =
         serde_json::from_slice(&std::fs::read(p("truth-2021.json")).unwrap()).unwrap();
 

@@ -1,9 +1,10 @@
 //! The aggregator refuses to run when the event topics' partition count is not the one its lake
 //! was built from (a unit's state lives on the partition its key hashes to), and says what to do.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 
@@ -28,24 +29,6 @@ fn wait_for(topics: &[String], n: usize) {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-}
-
-fn aggregate(prefix: &str, store: &std::path::Path) -> anyhow::Result<i32> {
-    owsu_aggregator::cli::run(owsu_aggregator::cli::Cli::parse_from([
-        "owsu-aggregator",
-        "run",
-        "--brokers",
-        owsu_tests::bootstrap(),
-        "--topic-prefix",
-        prefix,
-        "--group",
-        &format!("{prefix}agg"),
-        "--store",
-        store.to_str().unwrap(),
-        "--until-caught-up",
-        "--metrics-addr",
-        "",
-    ]))
 }
 
 fn set_partitions(topic: &str, n: i32) {
@@ -74,14 +57,18 @@ fn a_changed_partition_count_stops_the_aggregator_with_what_to_do() {
     wait_for(&topics, 3);
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    assert_eq!(aggregate(&prefix, &store).unwrap(), 0, "3 partitions: fine");
+    assert_eq!(
+        common::aggregate(&prefix, &store).unwrap(),
+        0,
+        "3 partitions: fine"
+    );
     let recorded = std::fs::read_to_string(store.join("state/partitions.json")).unwrap();
     assert!(recorded.contains("service-events.v1\": 3"), "{recorded}");
 
     let topic = |k: owsu_schemas::RecordKind| format!("{prefix}{}", k.topic());
     set_partitions(&topic(owsu_schemas::RecordKind::Service), 4);
     wait_for(&topics[..1], 4);
-    let e = format!("{:#}", aggregate(&prefix, &store).unwrap_err());
+    let e = format!("{:#}", common::aggregate(&prefix, &store).unwrap_err());
     assert!(e.contains("different partition counts"), "{e}");
 
     for k in [
@@ -91,12 +78,15 @@ fn a_changed_partition_count_stops_the_aggregator_with_what_to_do() {
         set_partitions(&topic(k), 4);
     }
     wait_for(&topics, 4);
-    let e = format!("{:#}", aggregate(&prefix, &store).unwrap_err());
+    let e = format!("{:#}", common::aggregate(&prefix, &store).unwrap_err());
     assert!(
         e.contains("has 4 partitions, but this lake was built from 3")
             && e.contains("another --store"),
         "{e}"
     );
     // A new lake from the same (now 4-partition) topics is fine.
-    assert_eq!(aggregate(&prefix, &dir.path().join("store2")).unwrap(), 0);
+    assert_eq!(
+        common::aggregate(&prefix, &dir.path().join("store2")).unwrap(),
+        0
+    );
 }
