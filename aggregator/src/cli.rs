@@ -30,7 +30,7 @@ pub struct Cli {
     pub log_format: LogFormat,
 
     /// Directory with units.csv, catalogue.json and holidays.csv (default: $OWSU_REFERENCE_DIR,
-    /// ./schemas/reference, or the copy built into the binary).
+    /// reference/ beside the binary, or the copy built into it; never the working directory).
     #[arg(long, global = true, env = "OWSU_REFERENCE_DIR")]
     pub reference_dir: Option<PathBuf>,
 

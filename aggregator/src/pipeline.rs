@@ -734,10 +734,11 @@ impl Pipeline {
                 .and_modify(|o| *o = (*o).max(m.offset()))
                 .or_insert(m.offset());
             match checked {
-                Ok(event) => landed.push((
+                Ok((event, flags)) => landed.push((
                     event.kind(),
                     Landed {
                         event,
+                        flags,
                         partition: m.partition(),
                         offset: m.offset(),
                     },
@@ -1063,12 +1064,15 @@ fn apply_states(
     Ok((duplicates, months))
 }
 
-/// Decodes and validates one message; on failure, the reason and the field at fault.
+/// Decodes and validates one message: the event and its business-rule anomalies, or the reason
+/// and the field at fault. Future times are judged against the message's own timestamp (the
+/// producer's clock when it sent it), so a replay flags exactly what the first reading did;
+/// `now` stands in only for a message without one.
 fn check(
     reference: &Reference,
     m: &OwnedMessage,
     now: i64,
-) -> Result<owsu_schemas::Event, (String, Option<&'static str>)> {
+) -> Result<(owsu_schemas::Event, owsu_schemas::Flags), (String, Option<&'static str>)> {
     let kind = raw::kind_of_topic(m.topic()).ok_or_else(|| {
         (
             format!("topic {} carries no known record kind", m.topic()),
@@ -1089,7 +1093,8 @@ fn check(
             None,
         ));
     }
-    owsu_schemas::validate(&event, reference, now)
+    let sent = m.timestamp().to_millis().unwrap_or(now);
+    let flags = owsu_schemas::validate(&event, reference, sent)
         .map_err(|v| (format!("failed validation: {v}"), Some(v.field())))?;
-    Ok(event)
+    Ok((event, flags))
 }

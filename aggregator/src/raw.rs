@@ -10,6 +10,7 @@ use owsu_schemas::record::{
     ComplaintEvent, ComplaintStage, Event, RecordKind, ServiceEvent, ServiceStage, UnitDayClosed,
 };
 use owsu_schemas::time::{date_to_epoch_day, epoch_day_to_date, local_date};
+use owsu_schemas::Flags;
 use polars::prelude::*;
 use uuid::Uuid;
 
@@ -17,6 +18,8 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Landed {
     pub event: Event,
+    /// Business-rule anomalies found when it was checked (kept in the `anomalies` column).
+    pub flags: Flags,
     pub partition: i32,
     pub offset: i64,
 }
@@ -64,7 +67,11 @@ where
 pub fn to_frame(kind: RecordKind, rows: &[&Landed]) -> PolarsResult<DataFrame> {
     let part: Vec<i32> = rows.iter().map(|r| r.partition).collect();
     let off: Vec<i64> = rows.iter().map(|r| r.offset).collect();
-    let df = match kind {
+    let anomalies = col(
+        "anomalies",
+        rows.iter().map(|r| r.flags.to_column()).collect::<Vec<_>>(),
+    );
+    let mut df = match kind {
         RecordKind::Service => {
             let ev: Vec<&ServiceEvent> = rows
                 .iter()
@@ -232,6 +239,7 @@ pub fn to_frame(kind: RecordKind, rows: &[&Landed]) -> PolarsResult<DataFrame> {
             ])?
         }
     };
+    df.with_column(anomalies)?;
     Ok(df)
 }
 
@@ -303,6 +311,14 @@ pub fn from_frame(
     };
     let part = i32s("kafka_partition")?;
     let off = i64s("kafka_offset")?;
+    let flags = strs("anomalies")?
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.map_or(Ok(Flags::NONE), |s| Flags::parse(&s))
+                .map_err(|code| row_err(i, "anomalies", format!("unknown rule code {code:?}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let mut out = Vec::with_capacity(n);
     match kind {
         RecordKind::Service => {
@@ -323,6 +339,7 @@ pub fn from_frame(
             for i in 0..n {
                 let st = need(stage[i].clone(), i, "stage")?;
                 out.push(Landed {
+                    flags: flags[i],
                     event: Event::Service(ServiceEvent {
                         event_id: uuid(id[i].clone(), i, "event_id")?,
                         unit_code: need(unit[i].clone(), i, "unit_code")?,
@@ -362,6 +379,7 @@ pub fn from_frame(
             for i in 0..n {
                 let st = need(stage[i].clone(), i, "stage")?;
                 out.push(Landed {
+                    flags: flags[i],
                     event: Event::Complaint(ComplaintEvent {
                         event_id: uuid(id[i].clone(), i, "event_id")?,
                         unit_code: need(unit[i].clone(), i, "unit_code")?,
@@ -396,6 +414,7 @@ pub fn from_frame(
             );
             for i in 0..n {
                 out.push(Landed {
+                    flags: flags[i],
                     event: Event::UnitDay(UnitDayClosed {
                         unit_code: need(unit[i].clone(), i, "unit_code")?,
                         date: epoch_day_to_date(
@@ -460,6 +479,7 @@ mod tests {
         ] {
             let l = Landed {
                 event: e,
+                flags: [owsu_schemas::Rule::FutureTime].into_iter().collect(),
                 partition: 3,
                 offset: 99,
             };

@@ -18,7 +18,8 @@ use rdkafka::ClientConfig;
 fn publish_year(dir: &Path, prefix: &str, seed: &str) -> PathBuf {
     let import = dir.join("year.jsonl");
     let secret = dir.join("secret");
-    std::fs::write(&secret, "crash-test-secret-0123456789").unwrap();
+    owsu_schemas::ids::write_secret_file(&secret, "crash-test-secret-0123456789".as_bytes())
+        .unwrap();
     let run = |args: &[&str]| {
         let mut v = vec!["owsu-producer"];
         v.extend_from_slice(args);

@@ -20,7 +20,8 @@ pub const EXIT_FLAGGED: i32 = 10;
     long_about = "Turn the OWSU summaries into what people use:\n\
         - review:   the yearly review for the secretary-general (HTML, JSON, CSV), nationally or for one province;\n\
         - demand:   the sector-demand dataset for researchers (Parquet by year, CSV, data dictionary);\n\
-        - inactive: the oversight list of silent and anomalous units (table, CSV, JSON; exit code 10 when any unit is flagged)."
+        - inactive: the oversight list of silent and anomalous units (table, CSV, JSON; exit code 10 when any unit is flagged);\n\
+        - quality:  the data-quality report: anomalous events per unit and rule, fees above the schedule (HTML, CSV, JSON)."
 )]
 pub struct Cli {
     /// Log format: human (default) or json.
@@ -28,7 +29,7 @@ pub struct Cli {
     pub log_format: LogFormat,
 
     /// Directory with units.csv, catalogue.json and holidays.csv (default: $OWSU_REFERENCE_DIR,
-    /// ./schemas/reference, or the copy built into the binary).
+    /// reference/ beside the binary, or the copy built into it; never the working directory).
     #[arg(long, global = true, env = "OWSU_REFERENCE_DIR")]
     pub reference_dir: Option<PathBuf>,
 
@@ -76,6 +77,20 @@ pub enum Command {
         #[arg(long, default_value = "reports/demand")]
         out: PathBuf,
     },
+    /// The data-quality report for oversight: business-rule anomalies per unit and rule, with
+    /// monthly trends and examples, and fees above the legal schedule ranked by unit. Anomalous
+    /// events are counted in every figure; this report says which they are.
+    Quality {
+        /// The year to report on.
+        #[arg(long)]
+        year: i32,
+        /// Only this province (KH-PP: the province and its districts) or unit (KH-PPDD).
+        #[arg(long)]
+        scope: Option<String>,
+        /// Output directory (default reports/quality-YEAR[-SCOPE]).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Inactive and anomalous units, for oversight. Exit code 10 when any unit is flagged.
     Inactive {
         /// The day to judge from (YYYY-MM-DD); only data up to it is used.
@@ -90,6 +105,14 @@ pub enum Command {
         #[command(flatten)]
         rules: Rules,
     },
+}
+
+/// The quality report's default directory name, which the review links to.
+pub fn quality_dir(year: i32, scope: Option<&str>) -> String {
+    format!(
+        "reports/quality-{year}{}",
+        scope.map(|s| format!("-{s}")).unwrap_or_default()
+    )
 }
 
 pub fn init_tracing(format: LogFormat) {
@@ -134,9 +157,29 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let html = crate::review::write(&review, &out)?;
             print!("{}", crate::review::facts_table(&review));
             println!(
+                "{} events in these figures carry a business-rule anomaly: `owsu-jobs quality --year {year}` lists them.",
+                review.flagged_events
+            );
+            println!(
                 "review written: {} (and review.json, one CSV per table, in {})",
                 html.display(),
                 out.display()
+            );
+            Ok(0)
+        }
+        Command::Quality { year, scope, out } => {
+            let out = out.unwrap_or_else(|| PathBuf::from(quality_dir(year, scope.as_deref())));
+            let q = rt.block_on(crate::quality::compute(
+                &store,
+                &reference,
+                year,
+                scope.as_deref(),
+            ))?;
+            let html = crate::quality::write(&q, &out)?;
+            print!("{}", crate::quality::table(&q));
+            println!(
+                "quality report written: {} (and quality.json, anomalies.csv, overcharging.csv, waiting_corrections.csv)",
+                html.display()
             );
             Ok(0)
         }

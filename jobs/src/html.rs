@@ -159,6 +159,15 @@ pub fn review_page(r: &Review) -> String {
         total.resolution_rate_pct.map(|v| format!("{v:.1}%")).unwrap_or_else(|| "–".into())
     );
 
+    let _ = write!(
+        h,
+        "<p class=\"sub\">{} events in these figures carry a business-rule anomaly (a fee above the schedule, a complaint \
+         at a unit without an Ombudsman office, …); they are counted as the offices recorded them. \
+         <a href=\"{}\">The data-quality report</a> (<code>owsu-jobs quality --year {}</code>) lists them.</p>",
+        thousands(r.flagged_events as i64),
+        esc(&r.quality_report),
+        r.year
+    );
     // The table as FACTS.md reads it: services and revenue, then complaints on their two axes.
     h.push_str("<h2>The year at a glance</h2><table><thead><tr><th>Level</th><th class=\"num\">Services provided</th><th class=\"num\">Revenue (US$)</th><th class=\"num\">Revenue (riel)</th><th class=\"num\">Complaints received</th><th class=\"num\">Resolution rate</th></tr></thead><tbody>");
     for (i, f) in r.facts.iter().enumerate() {

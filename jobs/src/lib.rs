@@ -1,7 +1,8 @@
 //! Jobs for the three users, over the aggregator's summaries:
 //! - [`review`] (+ [`html`]): the yearly review for the secretary-general;
 //! - [`demand`]: the sector-demand dataset for researchers;
-//! - [`inactive`]: the oversight list of inactive and anomalous units.
+//! - [`inactive`]: the oversight list of inactive and anomalous units;
+//! - [`quality`]: the data-quality report (business-rule anomalies, possible overcharging).
 //!
 //! Jobs read the lake through `owsu_lake` (every table at one version, columns from its table
 //! definitions): the summary tables are the aggregator's published contract. They depend on no
@@ -13,4 +14,5 @@ pub mod demand;
 pub mod html;
 pub mod inactive;
 pub mod output;
+pub mod quality;
 pub mod review;

@@ -118,6 +118,12 @@ pub struct Review {
     pub lake_versions: owsu_lake::snapshot::Versions,
     /// The latest day with figures in the year.
     pub latest_day: Option<NaiveDate>,
+    /// Events of the year in scope, counted in these figures, that carry a business-rule
+    /// anomaly (a fee above the schedule, a complaint at a unit without an Ombudsman office…).
+    pub flagged_events: u64,
+    /// Where the data-quality report that lists them is written by default (relative to the
+    /// review's directory when the review is in its default place).
+    pub quality_report: String,
 }
 
 fn pct_change(now: i64, before: i64) -> Option<f64> {
@@ -449,7 +455,26 @@ pub async fn compute(
             }
         }
     };
+    // Flagged events are read from the raw tables, opened after the summaries: they hold at
+    // least every event the summaries count.
+    let raw = owsu_lake::Snapshot::open(
+        store,
+        &[
+            &owsu_lake::tables::RAW_SERVICE_EVENTS,
+            &owsu_lake::tables::RAW_COMPLAINT_EVENTS,
+        ],
+        None,
+    )
+    .await?;
+    let flagged_events = crate::quality::flagged_events(&raw, reference, year, scope).await?;
+    let mut lake_versions = cur.versions.clone();
+    lake_versions.0.extend(raw.versions().0);
     Ok(Review {
+        flagged_events,
+        quality_report: format!(
+            "../{}/quality.html",
+            crate::cli::quality_dir(year, scope).trim_start_matches("reports/")
+        ),
         year,
         scope: scope.map(str::to_owned),
         scope_name,
@@ -463,7 +488,7 @@ pub async fn compute(
         completeness,
         reporting_gaps: gaps,
         latest_day: cur.latest_day(),
-        lake_versions: cur.versions.clone(),
+        lake_versions,
     })
 }
 

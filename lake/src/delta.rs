@@ -197,6 +197,7 @@ impl LakeTable {
     pub async fn open_or_create(store: &Store, def: &'static TableDef) -> Result<Self, DeltaError> {
         if let Some(mut t) = Self::open(store, def, None).await? {
             t.ensure_checkpoint_interval().await?;
+            t.ensure_columns().await?;
             return Ok(t);
         }
         let e = |source| DeltaError::Delta {
@@ -298,6 +299,35 @@ impl LakeTable {
         Err(self.err(DeltaTableError::Generic(format!(
             "could not set {KEY} = {want} on the table"
         ))))
+    }
+
+    /// Adds the definition's columns that a table created by an earlier release lacks (only
+    /// nullable ones are ever added, so older files read as nulls in them).
+    async fn ensure_columns(&mut self) -> Result<(), DeltaError> {
+        for attempt in 0.. {
+            let snap = self.table.snapshot().map_err(|e| self.err(e))?;
+            let schema = snap.schema();
+            let missing: Vec<StructField> = self
+                .def
+                .columns
+                .iter()
+                .filter(|c| schema.field(c.name).is_none())
+                .map(|c| StructField::new(c.name, c.ty.delta(), true))
+                .collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if attempt == 3 {
+                break;
+            }
+            match self.table.clone().add_columns().with_fields(missing).await {
+                Ok(t) => self.table = t,
+                Err(_) => self.refresh().await?,
+            }
+        }
+        Err(self.err(DeltaTableError::Generic(
+            "could not add the defined columns to the table".into(),
+        )))
     }
 
     /// The table version this handle reads.
@@ -437,6 +467,16 @@ impl LakeTable {
         files: &[FileInfo],
         concurrency: usize,
     ) -> Result<DataFrame, DeltaError> {
+        self.read_columns(files, None, concurrency).await
+    }
+
+    /// [`Self::read`] of only `columns` (all when `None`), in the order given.
+    pub async fn read_columns(
+        &self,
+        files: &[FileInfo],
+        columns: Option<&[&str]>,
+        concurrency: usize,
+    ) -> Result<DataFrame, DeltaError> {
         let store = self.store.object_store();
         let fetched: Vec<Result<(String, bytes::Bytes), DeltaError>> =
             futures::stream::iter(files.iter().map(|f| {
@@ -463,11 +503,18 @@ impl LakeTable {
             .buffered(concurrency.max(1))
             .collect()
             .await;
-        let mut out = frame::empty(self.def);
+        let all: Vec<&str> = self.def.column_names().collect();
+        let columns = columns.unwrap_or(&all);
+        let mut out = frame::empty(self.def)
+            .select(columns.iter().copied())
+            .map_err(|source| FrameError::Polars {
+                table: self.def.name,
+                source,
+            })?;
         for f in fetched {
             let (key, bytes) = f?;
-            let df = frame::read_parquet(self.def, &key, &bytes)?;
-            let df = frame::conform_read(self.def, df)?;
+            let df = frame::read_parquet_columns(self.def, &key, &bytes, columns)?;
+            let df = frame::conform_read_columns(self.def, df, columns)?;
             out.vstack_mut_owned(df)
                 .map_err(|source| FrameError::Read {
                     table: self.def.name,

@@ -109,13 +109,26 @@ pub fn conform(def: &'static TableDef, df: DataFrame) -> Result<DataFrame, Frame
 /// A frame read from one of the table's files, with the table's columns in order and types
 /// (files written before a nullable column was added lack it: it reads as nulls).
 pub fn conform_read(def: &'static TableDef, df: DataFrame) -> Result<DataFrame, FrameError> {
+    conform_read_columns(def, df, &def.column_names().collect::<Vec<_>>())
+}
+
+/// [`conform_read`] of some of the table's columns, in the order given.
+pub fn conform_read_columns(
+    def: &'static TableDef,
+    df: DataFrame,
+    columns: &[&str],
+) -> Result<DataFrame, FrameError> {
     let pe = |source| FrameError::Polars {
         table: def.name,
         source,
     };
     let n = df.height();
-    let mut cols = Vec::with_capacity(def.columns.len());
-    for c in def.columns {
+    let mut cols = Vec::with_capacity(columns.len());
+    for name in columns {
+        let c = def.column(name).ok_or_else(|| FrameError::MissingColumn {
+            table: def.name,
+            column: def.columns[0].name,
+        })?;
         match df.column(c.name) {
             Ok(s) if c.ty != ColumnType::Timestamp && s.dtype() == &c.ty.polars() => {
                 cols.push(s.clone())
@@ -215,6 +228,29 @@ pub fn read_parquet(
         })
 }
 
+/// Reads only `columns` of one of the table's files (those the file has: a column added to the
+/// table after the file was written is left for [`conform_read_columns`] to fill with nulls).
+pub fn read_parquet_columns(
+    def: &'static TableDef,
+    file: &str,
+    bytes: &[u8],
+    columns: &[&str],
+) -> Result<DataFrame, FrameError> {
+    let re = |source| FrameError::Read {
+        table: def.name,
+        file: file.to_owned(),
+        source,
+    };
+    let mut reader = ParquetReader::new(Cursor::new(bytes));
+    let schema = reader.schema().map_err(re)?;
+    let present: Vec<String> = columns
+        .iter()
+        .filter(|c| schema.contains(c))
+        .map(|c| (*c).to_owned())
+        .collect();
+    reader.with_columns(Some(present)).finish().map_err(re)
+}
+
 /// An empty frame with the table's columns and types.
 pub fn empty(def: &'static TableDef) -> DataFrame {
     let cols: Vec<Column> = def
@@ -298,6 +334,7 @@ mod timestamp_tests {
             "closed_at" => [1_614_852_000_000_000i64],
             "kafka_partition" => [1i32],
             "kafka_offset" => [7i64],
+            "anomalies" => [None::<&str>],
         )
         .unwrap();
         let mut df = conform(&RAW_UNIT_DAYS, df).unwrap();

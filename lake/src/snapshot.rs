@@ -101,10 +101,30 @@ impl Snapshot {
         from: Option<NaiveDate>,
         to: Option<NaiveDate>,
     ) -> Result<DataFrame, DeltaError> {
+        self.read_columns(def, from, to, None).await
+    }
+
+    /// [`Self::read`] of only `columns` (all when `None`): a report over raw events reads the
+    /// few it needs, not every column of millions of rows.
+    pub async fn read_columns(
+        &self,
+        def: &'static TableDef,
+        from: Option<NaiveDate>,
+        to: Option<NaiveDate>,
+        columns: Option<&[&str]>,
+    ) -> Result<DataFrame, DeltaError> {
         let files = self.files(def, from, to).await?;
         match self.tables.get(def.name) {
-            Some(t) => t.read(&files, self.concurrency).await,
-            None => Ok(crate::frame::empty(def)),
+            Some(t) => t.read_columns(&files, columns, self.concurrency).await,
+            None => {
+                let empty = crate::frame::empty(def);
+                Ok(match columns {
+                    Some(c) => empty
+                        .select(c.iter().copied())
+                        .expect("columns of the definition"),
+                    None => empty,
+                })
+            }
         }
     }
 }

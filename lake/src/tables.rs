@@ -128,6 +128,11 @@ const KAFKA_OFFSET: Col = col(
     Long,
     "Kafka offset the event was read from.",
 );
+const ANOMALIES: Col = opt(
+    "anomalies",
+    String,
+    "Business-rule anomalies of this event: rule codes, comma-separated (README, \"Anomalies\"); null when none. Counted as recorded all the same.",
+);
 const UNIT: Col = col("unit_code", String, "Reporting unit (KH-PP or KH-PPDD).");
 const PROVINCE: Col = col(
     "province_code",
@@ -175,6 +180,7 @@ pub const RAW_SERVICE_EVENTS: TableDef = TableDef {
         col("event_date", Date, "Day of occurred_at in Cambodia time."),
         KAFKA_PARTITION,
         KAFKA_OFFSET,
+        ANOMALIES,
     ],
     sort_by: &["unit_code", "occurred_at"],
     stats: &["kafka_partition", "kafka_offset", "event_date", "unit_code"],
@@ -197,6 +203,7 @@ pub const RAW_COMPLAINT_EVENTS: TableDef = TableDef {
         col("event_date", Date, "Day of occurred_at in Cambodia time."),
         KAFKA_PARTITION,
         KAFKA_OFFSET,
+        ANOMALIES,
     ],
     sort_by: &["unit_code", "occurred_at"],
     stats: &["kafka_partition", "kafka_offset", "event_date", "unit_code"],
@@ -223,6 +230,7 @@ pub const RAW_UNIT_DAYS: TableDef = TableDef {
         col("closed_at", Timestamp, "When the day was closed."),
         KAFKA_PARTITION,
         KAFKA_OFFSET,
+        ANOMALIES,
     ],
     sort_by: &["unit_code", "date"],
     stats: &["kafka_partition", "kafka_offset", "date", "unit_code"],

@@ -395,7 +395,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
     let scale = ((a.events as f64 - 54_944.0) / 4_953_742.0).max(0.001);
     let import = a.data_dir.join("year.jsonl");
     let secret = a.data_dir.join("secret");
-    std::fs::write(&secret, "bench-secret-0123456789abcdef")?;
+    owsu_schemas::ids::write_secret_file(&secret, b"bench-secret-0123456789abcdef")?;
     let t = Instant::now();
     simulate(2021, scale, &import)?;
     let lines = std::fs::read_to_string(&import)?.lines().count() as f64;

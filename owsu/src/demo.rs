@@ -102,14 +102,16 @@ impl Steps {
 
 fn secret(dir: &Path) -> anyhow::Result<PathBuf> {
     let p = dir.join("id-secret");
-    if !p.exists() {
+    if p.exists() {
+        // Made by an earlier release with the default mode: keep the secret, make it private.
+        let secret = std::fs::read(&p)?;
+        owsu_schemas::ids::write_secret_file(&p, &secret)?;
+    } else {
         let mut bytes = [0u8; 32];
         use std::io::Read;
         std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-        std::fs::write(
-            &p,
-            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-        )?;
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        owsu_schemas::ids::write_secret_file(&p, hex.as_bytes())?;
     }
     Ok(p)
 }
@@ -290,7 +292,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     println!("aggregated in {:.1} s", t.elapsed().as_secs_f64());
 
     // 5. Jobs.
-    let t = steps.step("running the jobs: yearly review, sector demand, oversight list");
+    let t =
+        steps.step("running the jobs: yearly review, sector demand, oversight list, data quality");
     let store = Store::open(&dd("store"))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -316,6 +319,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         &owsu_jobs::inactive::Rules::default(),
     ))?;
     let (inactive_csv, _) = owsu_jobs::inactive::write(&oversight, &reports.join("inactive"))?;
+    let quality = rt.block_on(owsu_jobs::quality::compute(&store, &reference, 2021, None))?;
+    let quality_html = owsu_jobs::quality::write(&quality, &reports.join("quality-2021"))?;
     let truth_check = std::fs::read(a.data_dir.join("truth-2021.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<owsu_producer::simulate::Truth>(&b).ok())
@@ -345,8 +350,20 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             ))
             .unwrap_or_default()
     );
+    let rules: Vec<String> = quality
+        .rules
+        .iter()
+        .map(|r| format!("{} {}", r.rule, r.count))
+        .collect();
+    println!(
+        "\nData quality 2021: {} of {} events carry a business-rule anomaly, all counted in the figures ({}).",
+        quality.events_flagged,
+        quality.events_checked,
+        if rules.is_empty() { "none".to_owned() } else { rules.join(", ") }
+    );
     println!("\nOutputs:");
     println!("  yearly review (HTML):     {}", html.display());
+    println!("  data quality (HTML):      {}", quality_html.display());
     println!(
         "  researcher dataset:       {} (Parquet), {} (CSV), {}",
         demand.parquet_dir.display(),

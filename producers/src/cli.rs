@@ -39,7 +39,7 @@ pub struct Cli {
     pub log_format: LogFormat,
 
     /// Directory with units.csv, catalogue.json and holidays.csv (default: $OWSU_REFERENCE_DIR,
-    /// ./schemas/reference, or the copy built into the binary).
+    /// reference/ beside the binary, or the copy built into it; never the working directory).
     #[arg(long, global = true, env = "OWSU_REFERENCE_DIR")]
     pub reference_dir: Option<PathBuf>,
 
@@ -91,7 +91,7 @@ pub struct SecretArgs {
 impl SecretArgs {
     pub fn hasher(&self) -> anyhow::Result<IdHasher> {
         let secret = match (&self.id_secret_file, std::env::var("OWSU_ID_SECRET")) {
-            (Some(f), _) => std::fs::read(f).with_context(|| format!("reading the id secret file {}", f.display()))?,
+            (Some(f), _) => owsu_schemas::ids::read_secret_file(f)?,
             (None, Ok(s)) => s.into_bytes(),
             (None, Err(_)) => bail!(
                 "no id secret: pass --id-secret-file FILE or set OWSU_ID_SECRET. Request and complaint numbers \
@@ -264,11 +264,33 @@ fn rate(n: u64, t: Duration) -> String {
 struct Tally {
     by_kind: [u64; 3],
     rejected: u64,
+    /// Accepted records that break a business rule, by rule (they are published all the same).
+    flagged: std::collections::BTreeMap<owsu_schemas::Rule, u64>,
 }
 
 impl Tally {
     fn add(&mut self, e: &Event) {
         self.by_kind[e.kind() as usize] += 1;
+    }
+    fn flag(&mut self, flags: owsu_schemas::Flags) {
+        for r in flags.iter() {
+            *self.flagged.entry(r).or_default() += 1;
+        }
+    }
+    /// "; flagged 12 (FEE_ABOVE_SCHEDULE 10, FUTURE_TIME 2)", or nothing.
+    fn flagged(&self) -> String {
+        if self.flagged.is_empty() {
+            return String::new();
+        }
+        let rules: Vec<String> = self
+            .flagged
+            .iter()
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
+        format!(
+            "; flagged as anomalies, counted all the same: {}",
+            rules.join(", ")
+        )
     }
     fn accepted(&self) -> u64 {
         self.by_kind.iter().sum()
@@ -335,7 +357,7 @@ fn publish(reference: &Reference, a: PublishArgs) -> anyhow::Result<i32> {
                 let checked = line.parsed.and_then(|e| {
                     let e = import::pseudonymise(e, &hasher);
                     owsu_schemas::validate(&e, reference, now)
-                        .map(|()| e)
+                        .map(|flags| (e, flags))
                         .map_err(|v| import::RecordError {
                             file: a.input.clone(),
                             line: line.number,
@@ -347,14 +369,14 @@ fn publish(reference: &Reference, a: PublishArgs) -> anyhow::Result<i32> {
                                 .unwrap_or_else(|| v.to_string()),
                         })
                 });
-                let encoded = checked.and_then(|e| {
+                let encoded = checked.and_then(|(e, flags)| {
                     let payload = owsu_schemas::encode(&e).map_err(|x| import::RecordError {
                         file: a.input.clone(),
                         line: line.number,
                         field: None,
                         reason: format!("could not be encoded: {x}"),
                     })?;
-                    Ok((e, payload))
+                    Ok((e, flags, payload))
                 });
                 (line.text, encoded)
             };
@@ -382,8 +404,9 @@ fn publish(reference: &Reference, a: PublishArgs) -> anyhow::Result<i32> {
             };
             for (text, checked) in lines {
                 match checked {
-                    Ok((e, payload)) => {
+                    Ok((e, flags, payload)) => {
                         tally.add(&e);
+                        tally.flag(flags);
                         chunk.push(OutboxRecord {
                             topic: a.kafka.topic(e.kind().topic()),
                             key: e.unit_code().to_owned(),
@@ -461,13 +484,17 @@ fn publish(reference: &Reference, a: PublishArgs) -> anyhow::Result<i32> {
     })?;
     report.pending = publisher.outbox().pending()? as u64;
     publisher.finish_progress();
+    if tally.accepted() == 0 && tally.rejected == 0 {
+        eprintln!("note: {} holds no records", a.input.display());
+    }
     let took = started.elapsed();
     println!(
-        "published {} of {} valid records from {} ({}); rejected {}{}; waiting in outbox {}; {:.1} s, {}",
+        "published {} of {} valid records from {} ({}{}); rejected {}{}; waiting in outbox {}; {:.1} s, {}",
         report.delivered,
         tally.accepted(),
         a.input.display(),
         tally.kinds(),
+        tally.flagged(),
         tally.rejected,
         if tally.rejected > 0 { format!(" (see {})", rejects_path.display()) } else { String::new() },
         report.pending,
@@ -574,11 +601,14 @@ fn simulate(reference: &Reference, a: SimulateArgs) -> anyhow::Result<i32> {
             match emit {
                 Emit::Event(e) => {
                     let e = import::pseudonymise(e.clone(), &hasher);
-                    if let Err(v) = owsu_schemas::validate(&e, reference, now) {
-                        // The simulator's own output failing validation is a bug: say so loudly.
-                        tally.rejected += 1;
-                        tracing::error!("simulated event rejected: {v}");
-                        return Ok(());
+                    match owsu_schemas::validate(&e, reference, now) {
+                        Ok(flags) => tally.flag(flags),
+                        Err(v) => {
+                            // The simulator's own output failing validation is a bug: say so.
+                            tally.rejected += 1;
+                            tracing::error!("simulated event rejected: {v}");
+                            return Ok(());
+                        }
                     }
                     tally.add(&e);
                     chunk.push(e);
@@ -617,7 +647,7 @@ fn simulate(reference: &Reference, a: SimulateArgs) -> anyhow::Result<i32> {
     let took = started.elapsed();
     let usd = |riel: i64| riel as f64 / owsu_schemas::RIEL_PER_USD as f64 / 1e6;
     println!(
-        "simulated {} (seed {}, scale {}): {} events to {} ({}; duplicates {}, corrections {}, late {}); rejected {}; waiting in outbox {}; {:.1} s, {}",
+        "simulated {} (seed {}, scale {}): {} events to {} ({}; duplicates {}, corrections {}, late {}{}); rejected {}; waiting in outbox {}; {:.1} s, {}",
         a.year,
         a.seed,
         a.scale,
@@ -627,6 +657,7 @@ fn simulate(reference: &Reference, a: SimulateArgs) -> anyhow::Result<i32> {
         truth.events.duplicates,
         truth.events.corrections,
         truth.events.late,
+        tally.flagged(),
         tally.rejected,
         report.pending,
         took.as_secs_f64(),

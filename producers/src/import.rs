@@ -331,15 +331,104 @@ pub struct Line {
     pub parsed: Result<Event, RecordError>,
 }
 
+/// The longest line an export may hold (a record is a few hundred bytes): a longer one is
+/// reported and skipped without being held in memory.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// The lines of a text file, one at a time, as [`std::io::BufRead::lines`] gives them (without
+/// `\n` or `\r\n`), but: a UTF-8 byte-order mark before the first line is dropped; a line that
+/// is not UTF-8 or is longer than [`MAX_LINE_BYTES`] is an error *for that line only*, and the
+/// lines after it are still read.
+pub struct Lines<R> {
+    reader: R,
+    first: bool,
+    buf: Vec<u8>,
+}
+
+impl<R: std::io::BufRead> Lines<R> {
+    pub fn new(reader: R) -> Self {
+        Lines {
+            reader,
+            first: true,
+            buf: Vec::new(),
+        }
+    }
+}
+
+impl<R: std::io::BufRead> Iterator for Lines<R> {
+    type Item = std::io::Result<String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use std::io::{BufRead, Read};
+        self.buf.clear();
+        let limit = MAX_LINE_BYTES as u64 + 2; // room for "\r\n"
+        match self
+            .reader
+            .by_ref()
+            .take(limit)
+            .read_until(b'\n', &mut self.buf)
+        {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(e) => return Some(Err(e)),
+        }
+        if self.buf.last() != Some(&b'\n') && self.buf.len() as u64 == limit {
+            // Too long: skip the rest of it, a buffer at a time.
+            loop {
+                let (found, used) = match self.reader.fill_buf() {
+                    Ok([]) => break,
+                    Ok(b) => match b.iter().position(|c| *c == b'\n') {
+                        Some(i) => (true, i + 1),
+                        None => (false, b.len()),
+                    },
+                    Err(e) => return Some(Err(e)),
+                };
+                self.reader.consume(used);
+                if found {
+                    break;
+                }
+            }
+            self.first = false;
+            return Some(Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "line longer than {MAX_LINE_BYTES} bytes (1 MiB); a record is a few hundred"
+                ),
+            )));
+        }
+        if self.buf.last() == Some(&b'\n') {
+            self.buf.pop();
+            if self.buf.last() == Some(&b'\r') {
+                self.buf.pop();
+            }
+        }
+        let mut bytes = &self.buf[..];
+        if std::mem::take(&mut self.first) {
+            bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        }
+        Some(match std::str::from_utf8(bytes) {
+            Ok(t) => Ok(t.to_owned()),
+            Err(e) => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "not UTF-8 (invalid byte at column {}): export the file as UTF-8",
+                    e.valid_up_to() + 1
+                ),
+            )),
+        })
+    }
+}
+
 /// Reads the raw lines of a JSON lines file (1-based numbers), unparsed: [`parse_json_line`]
 /// turns each into a [`Line`], so the parsing can be spread over threads.
 pub fn json_lines(
     path: &Path,
 ) -> std::io::Result<impl Iterator<Item = (u64, std::io::Result<String>)>> {
-    use std::io::BufRead;
     let file = std::fs::File::open(path)?;
     let reader = std::io::BufReader::with_capacity(1 << 20, file);
-    Ok(reader.lines().enumerate().map(|(i, l)| (i as u64 + 1, l)))
+    Ok(Lines::new(reader)
+        .enumerate()
+        .map(|(i, l)| (i as u64 + 1, l)))
 }
 
 /// One line of a JSON lines file as a [`Line`] (`None` for a blank line).
@@ -391,12 +480,9 @@ pub fn read_file(
     let reader = std::io::BufReader::with_capacity(1 << 20, file);
     let path = path.to_path_buf();
     match format {
-        Format::Jsonl => {
-            use std::io::BufRead;
-            Ok(Box::new(reader.lines().enumerate().filter_map(
-                move |(i, line)| parse_json_line(&path, i as u64 + 1, line, kind),
-            )))
-        }
+        Format::Jsonl => Ok(Box::new(Lines::new(reader).enumerate().filter_map(
+            move |(i, line)| parse_json_line(&path, i as u64 + 1, line, kind),
+        ))),
         Format::Csv => {
             let mut rdr = csv::ReaderBuilder::new()
                 .flexible(false)
@@ -405,7 +491,8 @@ pub fn read_file(
                 .headers()
                 .map_err(std::io::Error::other)?
                 .iter()
-                .map(|h| h.trim().to_owned())
+                // A spreadsheet's UTF-8 export may start with a byte-order mark.
+                .map(|h| h.trim_start_matches('\u{feff}').trim().to_owned())
                 .collect();
             // A CSV holds one kind; infer it from its columns when not told.
             let kind = kind.or_else(|| {
@@ -480,6 +567,63 @@ mod tests {
         );
         assert_eq!(redacted("not json PP-2021-000123"), None);
         assert_eq!(redacted("[1,2]"), None);
+    }
+
+    #[test]
+    fn lines_survive_bom_crlf_bad_utf8_and_huge_lines() {
+        let mut input = b"\xEF\xBB\xBFfirst\r\nsecond\n".to_vec();
+        input.extend_from_slice(b"bad \xFF byte\n");
+        input.extend(std::iter::repeat_n(b'x', MAX_LINE_BYTES + 10));
+        input.extend_from_slice(b"\nafter\r\nlast without newline");
+        let got: Vec<Result<String, String>> =
+            Lines::new(std::io::BufReader::with_capacity(4096, &input[..]))
+                .map(|l| l.map_err(|e| e.to_string()))
+                .collect();
+        assert_eq!(got.len(), 6, "{got:?}");
+        assert_eq!(got[0], Ok("first".to_owned()), "BOM and CR dropped");
+        assert_eq!(got[1], Ok("second".to_owned()));
+        assert!(
+            got[2].as_ref().unwrap_err().contains("not UTF-8"),
+            "{:?}",
+            got[2]
+        );
+        assert!(
+            got[2].as_ref().unwrap_err().contains("column 5"),
+            "{:?}",
+            got[2]
+        );
+        assert!(
+            got[3].as_ref().unwrap_err().contains("longer than"),
+            "{:?}",
+            got[3]
+        );
+        assert_eq!(got[4], Ok("after".to_owned()));
+        assert_eq!(got[5], Ok("last without newline".to_owned()));
+        // A line of exactly the limit is a line.
+        let mut exact = vec![b'y'; MAX_LINE_BYTES];
+        exact.extend_from_slice(b"\r\n");
+        let got: Vec<_> = Lines::new(&exact[..]).collect();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].as_ref().unwrap().len(), MAX_LINE_BYTES);
+    }
+
+    #[test]
+    fn a_csv_with_a_byte_order_mark_reads_its_first_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("e.csv");
+        std::fs::write(
+            &f,
+            "\u{feff}unit_code,date,services_recorded,complaints_recorded,closed_at\r\n\
+             KH-01,2021-03-04,3,0,2021-03-04T17:00:00+07:00\r\n",
+        )
+        .unwrap();
+        let lines: Vec<Line> = read_file(&f, Format::Csv, None).unwrap().collect();
+        assert_eq!(lines.len(), 1);
+        let e = lines[0]
+            .parsed
+            .as_ref()
+            .expect("the BOM is not part of the column name");
+        assert_eq!(e.unit_code(), "KH-01");
     }
 
     #[test]

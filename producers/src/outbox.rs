@@ -24,9 +24,49 @@ pub struct OutboxRecord {
     pub payload: Vec<u8>,
 }
 
+/// An open outbox. It holds an exclusive lock on `<dir>/.lock` while open: two producers
+/// sending from one outbox would send each other's segments and rewrite them under each other.
 #[derive(Debug)]
 pub struct Outbox {
     dir: PathBuf,
+    _lock: File,
+}
+
+/// Takes the outbox's lock, or says which process holds it.
+fn lock(dir: &Path) -> io::Result<File> {
+    let path = dir.join(".lock");
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)?;
+    match f.try_lock() {
+        Ok(()) => {
+            f.set_len(0)?;
+            write!(f, "{}", std::process::id())?;
+            Ok(f)
+        }
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = f.read_to_string(&mut holder);
+            Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "the outbox {} is in use by another producer (process {}): one outbox \
+                     serves one producer at a time; wait for it to finish, or give this one \
+                     its own --outbox",
+                    dir.display(),
+                    if holder.trim().is_empty() {
+                        "?"
+                    } else {
+                        holder.trim()
+                    }
+                ),
+            ))
+        }
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    }
 }
 
 fn fsync_dir(dir: &Path) -> io::Result<()> {
@@ -56,13 +96,14 @@ impl Outbox {
     pub fn open(dir: impl Into<PathBuf>) -> io::Result<Self> {
         let dir = dir.into();
         fs::create_dir_all(&dir)?;
+        let lock = lock(&dir)?;
         for entry in fs::read_dir(&dir)? {
             let p = entry?.path();
             if p.extension().is_some_and(|e| e == "tmp") {
                 fs::remove_file(&p)?;
             }
         }
-        Ok(Outbox { dir })
+        Ok(Outbox { dir, _lock: lock })
     }
 
     pub fn dir(&self) -> &Path {
@@ -188,6 +229,7 @@ mod tests {
         let ob = Outbox::open(dir.path()).unwrap();
         let seg = ob.append(&[rec(1), rec(2), rec(3)]).unwrap();
         std::fs::write(dir.path().join("half-written.tmp"), b"junk").unwrap();
+        drop(ob);
         let ob = Outbox::open(dir.path()).unwrap();
         assert_eq!(ob.pending().unwrap(), 3);
         assert!(!dir.path().join("half-written.tmp").exists());
@@ -197,5 +239,21 @@ mod tests {
         assert_eq!(Outbox::read(&seg).unwrap(), vec![rec(2)]);
         assert_eq!(ob.retain(&seg, vec![rec(2)], &[false]).unwrap(), 0);
         assert!(ob.segments().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_second_producer_on_one_outbox_is_refused_until_the_first_is_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Outbox::open(dir.path()).unwrap();
+        let e = Outbox::open(dir.path()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("in use by another producer")
+                && msg.contains(&std::process::id().to_string()),
+            "{msg}"
+        );
+        drop(first);
+        Outbox::open(dir.path()).expect("free once the first producer is done");
     }
 }

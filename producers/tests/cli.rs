@@ -81,14 +81,18 @@ fn csv_with_three_bad_records_publishes_the_rest_and_reports_them() {
         s.push_str(&line);
         s.push('\n');
     }
-    // Three bad ones: unknown unit (line 11), impossible stage (line 501), recorded before occurred (line 901).
+    // Three structural faults: unknown unit (line 11), impossible stage (line 501), money beyond
+    // any bound (line 701). Two business anomalies, published and flagged: a fee above the
+    // schedule (line 201), recorded before it occurred (line 901).
     let mut lines: Vec<String> = s.lines().map(str::to_owned).collect();
     lines[10] = "KH-9999,R-bad1,COM,COM-TRADE-LIC,RECEIVED,,2021-03-04T08:00:00+07:00,2021-03-04T08:00:00+07:00".into();
     lines[500] = "KH-0101,R-bad2,COM,COM-TRADE-LIC,RESOLVED,,2021-03-04T08:00:00+07:00,2021-03-04T08:00:00+07:00".into();
-    lines[900] = "KH-0101,R-bad3,COM,COM-TRADE-LIC,RECEIVED,,2021-03-04T08:00:00+07:00,2021-03-04T07:00:00+07:00".into();
+    lines[700] = "KH-0101,R-bad3,COM,COM-TRADE-LIC,FEE_PAID,99999999999999,2021-03-04T08:00:00+07:00,2021-03-04T08:00:00+07:00".into();
+    lines[200] = "KH-0101,R-odd1,COM,COM-TRADE-LIC,FEE_PAID,90000000,2021-03-04T08:00:00+07:00,2021-03-04T08:00:00+07:00".into();
+    lines[900] = "KH-0101,R-odd2,COM,COM-TRADE-LIC,RECEIVED,,2021-03-04T08:00:00+07:00,2021-03-04T07:00:00+07:00".into();
     std::fs::write(&csv, lines.join("\n") + "\n").unwrap();
     let secret = dir.path().join("secret");
-    std::fs::write(&secret, "csv-test-secret-0123456789").unwrap();
+    owsu_schemas::ids::write_secret_file(&secret, "csv-test-secret-0123456789".as_bytes()).unwrap();
     let out = producer(
         &[
             "publish",
@@ -111,7 +115,11 @@ fn csv_with_three_bad_records_publishes_the_rest_and_reports_them() {
     );
     assert!(t.contains("published 997 of 997 valid records"), "{t}");
     assert!(t.contains("rejected 3"), "{t}");
-    for (line, field) in [(11, "unit_code"), (501, "stage"), (901, "recorded_at")] {
+    assert!(
+        t.contains("FEE_ABOVE_SCHEDULE 1") && t.contains("RECORDED_BEFORE_OCCURRED 1"),
+        "the anomalies are counted in the summary line:\n{t}"
+    );
+    for (line, field) in [(11, "unit_code"), (501, "stage"), (701, "fee_riel")] {
         assert!(
             t.contains(&format!("export.csv:{line}: field `{field}`")),
             "line {line} / {field} not reported:\n{t}"
@@ -141,6 +149,130 @@ fn no_secret_no_run() {
     let out = producer(&["publish", "--input", f.to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("no id secret"), "{}", text(&out));
+}
+
+/// Reference data is never taken from the working directory: a stray `schemas/reference`
+/// there (here a broken one) changes nothing; `--reference-dir` still chooses explicitly.
+#[test]
+fn reference_data_is_not_looked_up_in_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let stray = dir.path().join("schemas/reference");
+    std::fs::create_dir_all(&stray).unwrap();
+    std::fs::write(stray.join("units.csv"), "not,a,registry\n").unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(BIN)
+            .args(["units", "--province", "KH-25"])
+            .args(extra)
+            .env_remove("OWSU_REFERENCE_DIR")
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("source: built-in"), "{t}");
+    let out = run(&["--reference-dir", stray.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let t = text(&out);
+    assert!(
+        t.contains("schemas/reference/") && t.contains("cannot read"),
+        "{t}"
+    );
+    assert_eq!(
+        t.matches("os error").count(),
+        1,
+        "the cause is said once: {t}"
+    );
+}
+
+#[test]
+fn a_secret_file_others_can_read_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("x.jsonl");
+    std::fs::write(&f, "").unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "exposed-secret-0123456789").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = producer(&["publish", "--input", f.to_str().unwrap()], Some(&secret));
+    assert_eq!(out.status.code(), Some(1));
+    let t = text(&out);
+    assert!(
+        t.contains("readable by group or others") && t.contains("chmod 600"),
+        "{t}"
+    );
+    assert!(
+        !t.contains("exposed-secret"),
+        "the secret is never printed: {t}"
+    );
+}
+
+/// An export with a byte-order mark, CRLF line ends, a line that is not UTF-8 and one over
+/// 1 MiB: the good lines are published, the two bad ones rejected by line number; an empty
+/// export publishes nothing and says so.
+#[test]
+fn awkward_exports_are_read_line_by_line() {
+    let prefix = owsu_tests::random_prefix("awkward");
+    owsu_tests::create_topics(&prefix, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    owsu_schemas::ids::write_secret_file(&secret, b"awkward-test-secret-0123456789").unwrap();
+    let rec = |n: u32| {
+        format!(
+            r#"{{"kind":"service","unit_code":"KH-0101","request_id":"R-{n}","sector_code":"COM","service_code":"COM-TRADE-LIC","stage":"RECEIVED","occurred_at":"2021-03-04T08:00:00+07:00","recorded_at":"2021-03-04T08:00:00+07:00"}}"#
+        )
+    };
+    let mut bytes = b"\xEF\xBB\xBF".to_vec();
+    bytes.extend_from_slice(format!("{}\r\n{}\r\n", rec(1), rec(2)).as_bytes());
+    bytes.extend_from_slice(b"{\"kind\":\"service\",\"unit_code\":\"KH-01\xFF\"}\r\n");
+    bytes.extend(std::iter::repeat_n(b' ', 2 << 20));
+    bytes.extend_from_slice(format!("\r\n{}\r\n", rec(5)).as_bytes());
+    let f = dir.path().join("awkward.jsonl");
+    std::fs::write(&f, &bytes).unwrap();
+    let args = |input: &Path| -> Vec<String> {
+        [
+            "publish",
+            "--input",
+            input.to_str().unwrap(),
+            "--brokers",
+            owsu_tests::bootstrap(),
+            "--topic-prefix",
+            &prefix,
+            "--outbox",
+            dir.path().join("ob").to_str().unwrap(),
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let a = args(&f);
+    let out = producer(
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        Some(&secret),
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains("published 3 of 3 valid records"), "{t}");
+    assert!(
+        t.contains("awkward.jsonl:3: unreadable line: not UTF-8"),
+        "{t}"
+    );
+    assert!(
+        t.contains("awkward.jsonl:4: unreadable line: line longer than"),
+        "{t}"
+    );
+    assert_eq!(consume_all(owsu_tests::bootstrap(), &prefix, 3).len(), 3);
+
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let a = args(&empty);
+    let out = producer(
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        Some(&secret),
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("holds no records"), "{t}");
 }
 
 #[test]
@@ -182,7 +314,8 @@ fn broker_stopped_mid_publish_then_flush_delivers_every_event_once() {
     assert_eq!(lines.len(), 100_000);
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
     let secret = dir.path().join("secret");
-    std::fs::write(&secret, "mid-publish-secret-0123456789").unwrap();
+    owsu_schemas::ids::write_secret_file(&secret, "mid-publish-secret-0123456789".as_bytes())
+        .unwrap();
     let outbox = dir.path().join("outbox");
     let args = |cmd: &str| -> Vec<String> {
         let mut v: Vec<String> = vec![cmd.into()];
@@ -266,7 +399,8 @@ fn simulated_year_counts_per_topic_match_kafkas_own_tools() {
     owsu_tests::create_topics(&prefix, 3);
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
-    std::fs::write(&secret, "counts-test-secret-0123456789").unwrap();
+    owsu_schemas::ids::write_secret_file(&secret, "counts-test-secret-0123456789".as_bytes())
+        .unwrap();
     let out = producer(
         &[
             "simulate",

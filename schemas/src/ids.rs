@@ -28,6 +28,61 @@ pub struct WeakSecret {
     pub len: usize,
 }
 
+/// A secret file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretFileError {
+    #[error("reading the secret file {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the secret file {path} is readable by group or others (mode {mode:04o}): anyone on the \
+         machine could read the deployment's secret; run `chmod 600 {path}`"
+    )]
+    Exposed { path: std::path::PathBuf, mode: u32 },
+}
+
+/// Reads a secret file, refusing one that group or others may read (Unix permissions).
+pub fn read_secret_file(path: &std::path::Path) -> Result<Vec<u8>, SecretFileError> {
+    let io = |source| SecretFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file.metadata().map_err(io)?.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(SecretFileError::Exposed {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut &file, &mut out).map_err(io)?;
+    Ok(out)
+}
+
+/// Writes a secret file readable by its owner only (created with mode 0600, so it is never
+/// readable by others even for an instant).
+pub fn write_secret_file(path: &std::path::Path, secret: &[u8]) -> std::io::Result<()> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        o.mode(0o600);
+        // An existing file keeps its mode through `open`: set it.
+        if path.exists() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    std::io::Write::write_all(&mut o.open(path)?, secret)
+}
+
 impl IdHasher {
     pub fn new(secret: &[u8]) -> Result<Self, WeakSecret> {
         let trimmed = secret.trim_ascii();
@@ -83,5 +138,25 @@ mod tests {
     fn derived_ids_are_deterministic() {
         assert_eq!(derive_event_id("x"), derive_event_id("x"));
         assert_ne!(derive_event_id("x"), derive_event_id("y"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("secret");
+        write_secret_file(&p, b"0123456789abcdef0123").unwrap();
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(read_secret_file(&p).unwrap(), b"0123456789abcdef0123");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = read_secret_file(&p).unwrap_err().to_string();
+        assert!(e.contains("0644") && e.contains("chmod 600"), "{e}");
+        // Rewriting it makes it private again.
+        write_secret_file(&p, b"0123456789abcdef0123").unwrap();
+        assert!(read_secret_file(&p).is_ok());
     }
 }

@@ -4,11 +4,13 @@
 //! - [`record`]: the three event records (`ServiceEvent`, `ComplaintEvent`, `UnitDayClosed`);
 //! - [`avro`]: Avro single-object encoding against every schema version kept in `schemas/avro/`;
 //! - [`validate`]: the rules a record must pass, with errors that name the field and value;
+//! - [`anomaly`]: business-rule anomalies, counted and flagged rather than refused;
 //! - [`reference`]: the unit registry, sector/service catalogue and holiday calendar, loaded
 //!   from data files at run time so the ministry edits them without a rebuild;
 //! - [`ids`]: pseudonymous request/complaint ids (HMAC) and content-derived event ids;
 //! - [`time`]: Cambodia-time periods (UTC+07:00), which every figure is counted in.
 
+pub mod anomaly;
 pub mod avro;
 pub mod ids;
 pub mod record;
@@ -16,6 +18,7 @@ pub mod reference;
 pub mod time;
 pub mod validate;
 
+pub use anomaly::{Flags, Rule};
 pub use avro::{decode, encode, DecodeError, EncodeError};
 pub use record::{
     ComplaintEvent, ComplaintStage, Event, RecordKind, ServiceEvent, ServiceStage, UnitDayClosed,

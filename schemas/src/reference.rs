@@ -2,8 +2,10 @@
 //! catalogue (`catalogue.json`) and the public-holiday calendar (`holidays.csv`).
 //!
 //! A ministry edits these without a rebuild. Where they are read from, first match wins:
-//! an explicit directory (`--reference-dir`), `$OWSU_REFERENCE_DIR`, `./schemas/reference`
-//! when run from a checkout, and last the copy compiled into the binary. [`Reference::source`]
+//! an explicit directory (`--reference-dir`), `$OWSU_REFERENCE_DIR`, a `reference/` directory
+//! beside the installed binary (or `../share/owsu/reference/` from it), and last the copy
+//! compiled into the binary. Never the working directory: a job started from another directory
+//! must not pick up whatever `schemas/reference` happens to be there. [`Reference::source`]
 //! says which one was used, and processes log it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -174,10 +176,11 @@ impl Holidays {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReferenceError {
-    #[error("{file}: cannot read: {source}")]
+    // The cause is in the message and not a `source`, so a printed error chain says it once.
+    #[error("{file}: cannot read: {cause}")]
     Io {
         file: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{file}, line {line}: {problem}")]
     Line {
@@ -204,18 +207,27 @@ const BUILTIN_CATALOGUE: &str = include_str!("../reference/catalogue.json");
 const BUILTIN_HOLIDAYS: &str = include_str!("../reference/holidays.csv");
 
 impl Reference {
-    /// Loads from `dir`, else `$OWSU_REFERENCE_DIR`, else `./schemas/reference`, else built-in.
+    /// Loads from `dir`, else `$OWSU_REFERENCE_DIR`, else beside the binary, else built-in.
     pub fn load(dir: Option<&Path>) -> Result<Self, ReferenceError> {
         let env_dir = std::env::var_os("OWSU_REFERENCE_DIR").map(PathBuf::from);
-        let checkout = PathBuf::from("schemas/reference");
         let chosen = dir
             .map(Path::to_path_buf)
             .or(env_dir)
-            .or_else(|| checkout.join("units.csv").is_file().then_some(checkout));
+            .or_else(Self::beside_binary);
         match chosen {
             Some(d) => Self::from_dir(&d),
             None => Ok(Self::builtin()),
         }
+    }
+
+    /// `reference/` beside the running binary, or `../share/owsu/reference/` from it (an
+    /// installed layout), if it holds a registry.
+    pub fn beside_binary() -> Option<PathBuf> {
+        let exe = std::env::current_exe().ok()?;
+        let bin = exe.parent()?;
+        [bin.join("reference"), bin.join("../share/owsu/reference")]
+            .into_iter()
+            .find(|d| d.join("units.csv").is_file())
     }
 
     /// The copy compiled into the binary (the repository's `schemas/reference/` at build time).
@@ -235,7 +247,7 @@ impl Reference {
             let p = dir.join(f);
             std::fs::read_to_string(&p)
                 .map(|s| (p.clone(), s))
-                .map_err(|source| ReferenceError::Io { file: p, source })
+                .map_err(|cause| ReferenceError::Io { file: p, cause })
         };
         let (u, c, h) = (
             read("units.csv")?,

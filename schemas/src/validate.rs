@@ -1,19 +1,20 @@
-//! Rules every record must pass before it is published or counted. Each failure is a
-//! [`ValidationError`] that names the field and the value at fault, so an office can fix the
-//! record and a dead-letter reader knows why it is there.
+//! Rules every record must pass before it is published or counted. A *structural* fault (a
+//! field missing or empty, an unknown unit or code, money beyond the bound, a time before the
+//! reporting era) is a [`ValidationError`] that names the field and the value at fault, so an
+//! office can fix the record and a dead-letter reader knows why it is there. A *business-rule
+//! anomaly* is not an error: [`validate`] returns it as [`Flags`] (see [`crate::anomaly`]).
 
 use chrono::NaiveDate;
 
-use crate::record::{ComplaintStage, Event, RecordKind, ServiceStage};
-use crate::reference::Reference;
-use crate::time::{day_start, local_date, to_rfc3339, Millis};
+use crate::anomaly::{Flags, Rule, CLOCK_SKEW_MS};
+use crate::record::{ComplaintStage, Event, RecordKind, ServiceEvent, ServiceStage};
+use crate::reference::{Reference, Service};
+use crate::time::{day_start, to_rfc3339, Millis};
 
 /// Earliest instant accepted: 2018-01-01 in Cambodia (the OWSU reporting era of FACTS.md).
 pub fn earliest_accepted() -> Millis {
     day_start(NaiveDate::from_ymd_opt(2018, 1, 1).expect("valid date"))
 }
-
-const DAY_MS: i64 = 86_400_000;
 
 /// The largest amount of money one record may carry, either sign, in riel (about US$250
 /// million, far above any fee in the catalogue). A larger amount is a typing or encoding fault,
@@ -25,10 +26,6 @@ pub const MONEY_BOUND_RIEL: i64 = 1_000_000_000_000;
 pub enum ValidationError {
     #[error("field `unit_code`: unknown unit code {0:?} (not in the unit registry)")]
     UnknownUnit(String),
-    #[error("field `unit_code`: unit {0} has no One Window Service Unit")]
-    NoOwsu(String),
-    #[error("field `unit_code`: unit {0} has no Ombudsman office to receive complaints")]
-    NoOmbudsman(String),
     #[error("field `sector_code`: unknown sector code {0:?} (not in the catalogue)")]
     UnknownSector(String),
     #[error("field `service_code`: unknown service code {0:?} (not in the catalogue)")]
@@ -38,14 +35,6 @@ pub enum ValidationError {
         service: String,
         given: String,
         actual: String,
-    },
-    #[error(
-        "field `service_code`: service {service} is not offered at {level} level (unit {unit})"
-    )]
-    ServiceNotOfferedAtLevel {
-        service: String,
-        unit: String,
-        level: &'static str,
     },
     #[error("field `stage`: {value:?} is not a possible stage of a {kind} record")]
     ImpossibleStage { kind: &'static str, value: String },
@@ -60,18 +49,8 @@ pub enum ValidationError {
     NegativeFeeNotRefund { fee: i64, stage: &'static str },
     #[error("field `fee_riel`: fee {fee} on a {stage} event; fees are recorded on FEE_PAID only")]
     FeeOnWrongStage { fee: i64, stage: &'static str },
-    #[error("field `fee_riel`: {fee} riel is outside what service {service} can cost or refund (at most {max} riel)")]
-    FeeOutOfRange { fee: i64, service: String, max: i64 },
     #[error("field `{field}`: {value} is before 2018-01-01, the start of OWSU reporting")]
     TooEarly { field: &'static str, value: String },
-    #[error("field `{field}`: {value} is more than a day in the future (now {now})")]
-    InFuture {
-        field: &'static str,
-        value: String,
-        now: String,
-    },
-    #[error("field `recorded_at`: {recorded} is before occurred_at {occurred}")]
-    RecordedBeforeOccurred { recorded: String, occurred: String },
     #[error("field `{0}`: must not be empty")]
     Empty(&'static str),
     #[error("field `supersedes_event_id`: an event cannot correct itself ({0})")]
@@ -85,19 +64,13 @@ impl ValidationError {
     pub fn field(&self) -> &'static str {
         use ValidationError::*;
         match self {
-            UnknownUnit(_) | NoOwsu(_) | NoOmbudsman(_) => "unit_code",
+            UnknownUnit(_) => "unit_code",
             UnknownSector(_) => "sector_code",
-            UnknownService(_) | ServiceNotInSector { .. } | ServiceNotOfferedAtLevel { .. } => {
-                "service_code"
-            }
+            UnknownService(_) | ServiceNotInSector { .. } => "service_code",
             ImpossibleStage { .. } => "stage",
             MoneyOutOfBounds { field, .. } => field,
-            FeeMissing
-            | NegativeFeeNotRefund { .. }
-            | FeeOnWrongStage { .. }
-            | FeeOutOfRange { .. } => "fee_riel",
-            TooEarly { field, .. } | InFuture { field, .. } | NegativeCount { field, .. } => field,
-            RecordedBeforeOccurred { .. } => "recorded_at",
+            FeeMissing | NegativeFeeNotRefund { .. } | FeeOnWrongStage { .. } => "fee_riel",
+            TooEarly { field, .. } | NegativeCount { field, .. } => field,
             Empty(f) => f,
             SelfCorrection(_) => "supersedes_event_id",
         }
@@ -122,8 +95,9 @@ pub fn complaint_stage(value: &str) -> Result<ComplaintStage, ValidationError> {
 
 fn check_times(
     occurred: Millis,
-    recorded: Option<Millis>,
+    recorded: Millis,
     now: Millis,
+    flags: &mut Flags,
 ) -> Result<(), ValidationError> {
     if occurred < earliest_accepted() {
         return Err(ValidationError::TooEarly {
@@ -131,33 +105,55 @@ fn check_times(
             value: to_rfc3339(occurred),
         });
     }
-    if occurred > now + DAY_MS {
-        return Err(ValidationError::InFuture {
-            field: "occurred_at",
-            value: to_rfc3339(occurred),
-            now: to_rfc3339(now),
-        });
+    if recorded < occurred {
+        flags.insert(Rule::RecordedBeforeOccurred);
     }
-    if let Some(recorded) = recorded {
-        if recorded < occurred {
-            return Err(ValidationError::RecordedBeforeOccurred {
-                recorded: to_rfc3339(recorded),
-                occurred: to_rfc3339(occurred),
-            });
-        }
-        if recorded > now + DAY_MS {
-            return Err(ValidationError::InFuture {
-                field: "recorded_at",
-                value: to_rfc3339(recorded),
-                now: to_rfc3339(now),
-            });
-        }
+    if occurred.max(recorded) > now + CLOCK_SKEW_MS {
+        flags.insert(Rule::FutureTime);
     }
     Ok(())
 }
 
-/// Checks one record against the rules and the reference data. `now` bounds future times.
-pub fn validate(event: &Event, reference: &Reference, now: Millis) -> Result<(), ValidationError> {
+/// Checks a service fee against the bound on any amount (structural) and the catalogue's
+/// schedule for the service (an anomaly).
+fn check_fee(
+    e: &ServiceEvent,
+    service: &Service,
+    flags: &mut Flags,
+) -> Result<(), ValidationError> {
+    match (e.stage, e.fee_riel) {
+        (ServiceStage::FeePaid, None) => Err(ValidationError::FeeMissing),
+        (ServiceStage::FeePaid, Some(fee)) => {
+            if fee > service.fee_max_riel {
+                flags.insert(Rule::FeeAboveSchedule);
+            } else if fee > 0 && fee < service.fee_min_riel {
+                flags.insert(Rule::FeeBelowSchedule);
+            } else if fee < 0 && fee.unsigned_abs() > service.fee_max_riel.unsigned_abs() {
+                flags.insert(Rule::RefundAboveSchedule);
+            }
+            Ok(())
+        }
+        (_, None) => Ok(()),
+        (stage, Some(fee)) if fee < 0 => Err(ValidationError::NegativeFeeNotRefund {
+            fee,
+            stage: stage.as_str(),
+        }),
+        (stage, Some(fee)) => Err(ValidationError::FeeOnWrongStage {
+            fee,
+            stage: stage.as_str(),
+        }),
+    }
+}
+
+/// Checks one record against the rules and the reference data: a structural fault is an
+/// error; business-rule anomalies come back as [`Flags`] (the record is still counted). `now`
+/// is the sender's clock, against which [`Rule::FutureTime`] is judged.
+pub fn validate(
+    event: &Event,
+    reference: &Reference,
+    now: Millis,
+) -> Result<Flags, ValidationError> {
+    let mut flags = Flags::NONE;
     let unit_code = event.unit_code();
     let unit = reference
         .registry
@@ -166,7 +162,7 @@ pub fn validate(event: &Event, reference: &Reference, now: Millis) -> Result<(),
     match event {
         Event::Service(e) => {
             if !unit.has_owsu {
-                return Err(ValidationError::NoOwsu(unit.code.clone()));
+                flags.insert(Rule::ServiceWithoutOwsu);
             }
             if e.request_id.is_empty() {
                 return Err(ValidationError::Empty("request_id"));
@@ -196,45 +192,17 @@ pub fn validate(event: &Event, reference: &Reference, now: Millis) -> Result<(),
                 });
             }
             if !service.levels.contains(&unit.level) {
-                return Err(ValidationError::ServiceNotOfferedAtLevel {
-                    service: service.code.clone(),
-                    unit: unit.code.clone(),
-                    level: unit.level.as_str(),
-                });
+                flags.insert(Rule::ServiceNotAtLevel);
             }
-            match (e.stage, e.fee_riel) {
-                (ServiceStage::FeePaid, None) => return Err(ValidationError::FeeMissing),
-                (ServiceStage::FeePaid, Some(fee))
-                    if fee.unsigned_abs() > service.fee_max_riel.unsigned_abs() =>
-                {
-                    return Err(ValidationError::FeeOutOfRange {
-                        fee,
-                        service: service.code.clone(),
-                        max: service.fee_max_riel,
-                    })
-                }
-                (ServiceStage::FeePaid, Some(_)) | (_, None) => {}
-                (stage, Some(fee)) if fee < 0 => {
-                    return Err(ValidationError::NegativeFeeNotRefund {
-                        fee,
-                        stage: stage.as_str(),
-                    })
-                }
-                (stage, Some(fee)) => {
-                    return Err(ValidationError::FeeOnWrongStage {
-                        fee,
-                        stage: stage.as_str(),
-                    })
-                }
-            }
+            check_fee(e, service, &mut flags)?;
             if e.supersedes_event_id == Some(e.event_id) {
                 return Err(ValidationError::SelfCorrection(e.event_id.to_string()));
             }
-            check_times(e.occurred_at, Some(e.recorded_at), now)
+            check_times(e.occurred_at, e.recorded_at, now, &mut flags)?;
         }
         Event::Complaint(e) => {
             if !unit.has_ombudsman {
-                return Err(ValidationError::NoOmbudsman(unit.code.clone()));
+                flags.insert(Rule::ComplaintWithoutOmbudsman);
             }
             if e.complaint_id.is_empty() {
                 return Err(ValidationError::Empty("complaint_id"));
@@ -248,7 +216,7 @@ pub fn validate(event: &Event, reference: &Reference, now: Millis) -> Result<(),
             if e.supersedes_event_id == Some(e.event_id) {
                 return Err(ValidationError::SelfCorrection(e.event_id.to_string()));
             }
-            check_times(e.occurred_at, Some(e.recorded_at), now)
+            check_times(e.occurred_at, e.recorded_at, now, &mut flags)?;
         }
         Event::UnitDay(e) => {
             if e.services_recorded < 0 {
@@ -270,22 +238,10 @@ pub fn validate(event: &Event, reference: &Reference, now: Millis) -> Result<(),
                     value: e.date.to_string(),
                 });
             }
-            if start > now + DAY_MS {
-                return Err(ValidationError::InFuture {
-                    field: "date",
-                    value: e.date.to_string(),
-                    now: local_date(now).to_string(),
-                });
-            }
-            if e.closed_at < start {
-                return Err(ValidationError::RecordedBeforeOccurred {
-                    recorded: to_rfc3339(e.closed_at),
-                    occurred: to_rfc3339(start),
-                });
-            }
-            Ok(())
+            check_times(start, e.closed_at, now, &mut flags)?;
         }
     }
+    Ok(flags)
 }
 
 #[cfg(test)]
@@ -317,19 +273,84 @@ mod tests {
             window_no: None,
         }
     }
-    fn check(e: ServiceEvent) -> Result<(), ValidationError> {
+    fn check(e: ServiceEvent) -> Result<Flags, ValidationError> {
         validate(&Event::Service(e), &reference(), now())
     }
 
     #[test]
     fn a_good_service_event_passes() {
-        check(good_service()).unwrap();
+        assert_eq!(check(good_service()), Ok(Flags::NONE));
         // A refund: negative fee on FEE_PAID.
-        check(ServiceEvent {
-            fee_riel: Some(-100_000),
+        assert_eq!(
+            check(ServiceEvent {
+                fee_riel: Some(-100_000),
+                ..good_service()
+            }),
+            Ok(Flags::NONE)
+        );
+    }
+
+    #[test]
+    fn business_anomalies_are_flagged_not_refused() {
+        let one = |r: Rule| -> Flags { [r].into_iter().collect() };
+        let cases: Vec<(ServiceEvent, Rule)> = vec![
+            // Market stalls are a district service; KH-01 is provincial.
+            (
+                ServiceEvent {
+                    service_code: "COM-MARKET-STALL".into(),
+                    fee_riel: Some(10_000),
+                    ..good_service()
+                },
+                Rule::ServiceNotAtLevel,
+            ),
+            (
+                ServiceEvent {
+                    fee_riel: Some(99_000_000),
+                    ..good_service()
+                },
+                Rule::FeeAboveSchedule,
+            ),
+            (
+                ServiceEvent {
+                    fee_riel: Some(-99_000_000),
+                    ..good_service()
+                },
+                Rule::RefundAboveSchedule,
+            ),
+            (
+                ServiceEvent {
+                    fee_riel: Some(100),
+                    ..good_service()
+                },
+                Rule::FeeBelowSchedule,
+            ),
+            (
+                ServiceEvent {
+                    occurred_at: parse_rfc3339("2021-06-03T12:00:00+07:00").unwrap(),
+                    recorded_at: parse_rfc3339("2021-06-03T12:00:00+07:00").unwrap(),
+                    ..good_service()
+                },
+                Rule::FutureTime,
+            ),
+            (
+                ServiceEvent {
+                    recorded_at: parse_rfc3339("2021-05-03T08:00:00+07:00").unwrap(),
+                    ..good_service()
+                },
+                Rule::RecordedBeforeOccurred,
+            ),
+        ];
+        for (event, rule) in cases {
+            assert_eq!(check(event.clone()), Ok(one(rule)), "{event:?}");
+        }
+        // Within the stated clock skew is not the future.
+        let now = now();
+        let e = ServiceEvent {
+            occurred_at: now + CLOCK_SKEW_MS - 1,
+            recorded_at: now + CLOCK_SKEW_MS,
             ..good_service()
-        })
-        .unwrap();
+        };
+        assert_eq!(check(e), Ok(Flags::NONE));
     }
 
     #[test]
@@ -355,13 +376,13 @@ mod tests {
             assert_eq!(e.field(), "fee_riel");
             assert!(e.to_string().contains(&fee.to_string()), "{e}");
         }
-        // At the bound it is a structurally valid amount (here above the service's maximum).
-        let e = check(ServiceEvent {
+        // At the bound it is a structurally valid amount (here a refund above the schedule).
+        let f = check(ServiceEvent {
             fee_riel: Some(-MONEY_BOUND_RIEL),
             ..good_service()
         })
-        .unwrap_err();
-        assert!(matches!(e, ValidationError::FeeOutOfRange { .. }), "{e}");
+        .unwrap();
+        assert_eq!(f, [Rule::RefundAboveSchedule].into_iter().collect());
     }
 
     #[test]
@@ -399,16 +420,6 @@ mod tests {
                 "service_code",
                 "AGR",
             ),
-            // Market stalls are a district service; KH-01 is provincial.
-            (
-                ServiceEvent {
-                    service_code: "COM-MARKET-STALL".into(),
-                    fee_riel: Some(10_000),
-                    ..good_service()
-                },
-                "service_code",
-                "provincial",
-            ),
             (
                 ServiceEvent {
                     stage: ServiceStage::Received,
@@ -437,37 +448,12 @@ mod tests {
             ),
             (
                 ServiceEvent {
-                    fee_riel: Some(99_000_000),
-                    ..good_service()
-                },
-                "fee_riel",
-                "99000000",
-            ),
-            (
-                ServiceEvent {
                     occurred_at: parse_rfc3339("2017-12-31T23:00:00+07:00").unwrap(),
                     recorded_at: parse_rfc3339("2018-01-02T00:00:00+07:00").unwrap(),
                     ..good_service()
                 },
                 "occurred_at",
                 "2017-12-31",
-            ),
-            (
-                ServiceEvent {
-                    occurred_at: parse_rfc3339("2021-06-03T12:00:00+07:00").unwrap(),
-                    recorded_at: parse_rfc3339("2021-06-03T12:00:00+07:00").unwrap(),
-                    ..good_service()
-                },
-                "occurred_at",
-                "2021-06-03",
-            ),
-            (
-                ServiceEvent {
-                    recorded_at: parse_rfc3339("2021-05-03T08:00:00+07:00").unwrap(),
-                    ..good_service()
-                },
-                "recorded_at",
-                "08:00",
             ),
             (
                 ServiceEvent {
@@ -533,7 +519,8 @@ mod tests {
             .unwrap()
             .code
             .clone();
-        let err = validate(
+        // A complaint is a complaint wherever it was recorded: flagged, not refused.
+        let flags = validate(
             &Event::Complaint(ComplaintEvent {
                 unit_code: no_office,
                 sector_code: None,
@@ -542,8 +529,11 @@ mod tests {
             &r,
             now(),
         )
-        .unwrap_err();
-        assert!(matches!(err, ValidationError::NoOmbudsman(_)), "{err}");
+        .unwrap();
+        assert_eq!(
+            flags,
+            [Rule::ComplaintWithoutOmbudsman].into_iter().collect()
+        );
         let day = UnitDayClosed {
             unit_code: "KH-12".into(),
             date: NaiveDate::from_ymd_opt(2021, 5, 3).unwrap(),

@@ -36,7 +36,11 @@ fn simulated_year_matches_the_oracle_exactly() {
     owsu_tests::create_topics(&prefix, 4);
     let dir = tempfile::tempdir().unwrap();
     let p = |f: &str| dir.path().join(f).to_str().unwrap().to_owned();
-    std::fs::write(p("secret"), "oracle-test-secret-0123456789").unwrap();
+    owsu_schemas::ids::write_secret_file(
+        std::path::Path::new(&p("secret")),
+        "oracle-test-secret-0123456789".as_bytes(),
+    )
+    .unwrap();
     assert_eq!(
         producer(&[
             "simulate",
@@ -157,7 +161,11 @@ fn shuffled_events_match_the_oracle_and_make_few_files() {
     owsu_tests::create_topics(&prefix, 4);
     let dir = tempfile::tempdir().unwrap();
     let p = |f: &str| dir.path().join(f).to_str().unwrap().to_owned();
-    std::fs::write(p("secret"), "oracle-test-secret-0123456789").unwrap();
+    owsu_schemas::ids::write_secret_file(
+        std::path::Path::new(&p("secret")),
+        "oracle-test-secret-0123456789".as_bytes(),
+    )
+    .unwrap();
     assert_eq!(
         producer(&[
             "simulate",

@@ -43,7 +43,11 @@ fn review_demand_and_oversight_over_a_real_pipeline() {
     owsu_tests::create_topics(&prefix, 6);
     let dir = tempfile::tempdir().unwrap();
     let p = |f: &str| dir.path().join(f).to_str().unwrap().to_owned();
-    std::fs::write(p("secret"), "jobs-test-secret-0123456789").unwrap();
+    owsu_schemas::ids::write_secret_file(
+        std::path::Path::new(&p("secret")),
+        "jobs-test-secret-0123456789".as_bytes(),
+    )
+    .unwrap();
     for (year, scale) in [("2020", "0.01"), ("2021", "0.05")] {
         let code = producer(&[
             "simulate",
