@@ -357,8 +357,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         .collect();
     println!(
         "\nData quality 2021: {} of {} events carry a business-rule anomaly, all counted in the figures ({}).",
-        quality.events_flagged,
-        quality.events_checked,
+        owsu_jobs::html::thousands(quality.events_flagged as i64),
+        owsu_jobs::html::thousands(quality.events_checked as i64),
         if rules.is_empty() { "none".to_owned() } else { rules.join(", ") }
     );
     println!("\nOutputs:");
