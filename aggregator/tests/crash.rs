@@ -18,8 +18,7 @@ use rdkafka::ClientConfig;
 fn publish_year(dir: &Path, prefix: &str, seed: &str) -> PathBuf {
     let import = dir.join("year.jsonl");
     let secret = dir.join("secret");
-    owsu_schemas::ids::write_secret_file(&secret, "crash-test-secret-0123456789".as_bytes())
-        .unwrap();
+    owsu_schemas::ids::write_secret_file(&secret, b"crash-test-secret-0123456789").unwrap();
     let run = |args: &[&str]| {
         let mut v = vec!["owsu-producer"];
         v.extend_from_slice(args);

@@ -51,17 +51,7 @@ pub enum LogFormat {
 pub enum Command {
     /// The yearly review: services, revenue and complaints by level, sector and province, with
     /// year-on-year change, processing times and reporting completeness.
-    Review {
-        /// The year to review.
-        #[arg(long)]
-        year: i32,
-        /// Only this province (KH-PP: the province and its districts) or unit (KH-PPDD).
-        #[arg(long)]
-        scope: Option<String>,
-        /// Output directory (default reports/review-YEAR[-SCOPE]).
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
+    Review(YearReport),
     /// Sector demand for researchers: month × province × unit × sector × service.
     Demand {
         /// First month, YYYY-MM.
@@ -80,17 +70,7 @@ pub enum Command {
     /// The data-quality report for oversight: business-rule anomalies per unit and rule, with
     /// monthly trends and examples, and fees above the legal schedule ranked by unit. Anomalous
     /// events are counted in every figure; this report says which they are.
-    Quality {
-        /// The year to report on.
-        #[arg(long)]
-        year: i32,
-        /// Only this province (KH-PP: the province and its districts) or unit (KH-PPDD).
-        #[arg(long)]
-        scope: Option<String>,
-        /// Output directory (default reports/quality-YEAR[-SCOPE]).
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
+    Quality(YearReport),
     /// Inactive and anomalous units, for oversight. Exit code 10 when any unit is flagged.
     Inactive {
         /// The day to judge from (YYYY-MM-DD); only data up to it is used.
@@ -107,10 +87,34 @@ pub enum Command {
     },
 }
 
-/// The quality report's default directory name, which the review links to.
-pub fn quality_dir(year: i32, scope: Option<&str>) -> String {
+/// What the yearly reports (review, quality) are asked for.
+#[derive(Debug, clap::Args)]
+pub struct YearReport {
+    /// The year to report on.
+    #[arg(long)]
+    pub year: i32,
+    /// Only this province (KH-PP: the province and its districts) or unit (KH-PPDD).
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// Output directory (default reports/review-YEAR[-SCOPE] or reports/quality-YEAR[-SCOPE]).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+impl YearReport {
+    /// `--out`, or the job's default directory.
+    fn out_dir(&self, job: &str) -> PathBuf {
+        self.out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(report_dir(job, self.year, self.scope.as_deref())))
+    }
+}
+
+/// A yearly report's default directory, `reports/JOB-YEAR[-SCOPE]` (the review links to the
+/// quality report's by it).
+pub fn report_dir(job: &str, year: i32, scope: Option<&str>) -> String {
     format!(
-        "reports/quality-{year}{}",
+        "reports/{job}-{year}{}",
         scope.map(|s| format!("-{s}")).unwrap_or_default()
     )
 }
@@ -138,21 +142,13 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         .enable_all()
         .build()?;
     match cli.command {
-        Command::Review { year, scope, out } => {
-            let out = out.unwrap_or_else(|| {
-                PathBuf::from(format!(
-                    "reports/review-{year}{}",
-                    scope
-                        .as_deref()
-                        .map(|s| format!("-{s}"))
-                        .unwrap_or_default()
-                ))
-            });
+        Command::Review(a) => {
+            let (year, out) = (a.year, a.out_dir("review"));
             let review = rt.block_on(crate::review::compute(
                 &store,
                 &reference,
                 year,
-                scope.as_deref(),
+                a.scope.as_deref(),
             ))?;
             let html = crate::review::write(&review, &out)?;
             print!("{}", crate::review::facts_table(&review));
@@ -167,13 +163,13 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             );
             Ok(0)
         }
-        Command::Quality { year, scope, out } => {
-            let out = out.unwrap_or_else(|| PathBuf::from(quality_dir(year, scope.as_deref())));
+        Command::Quality(a) => {
+            let out = a.out_dir("quality");
             let q = rt.block_on(crate::quality::compute(
                 &store,
                 &reference,
-                year,
-                scope.as_deref(),
+                a.year,
+                a.scope.as_deref(),
             ))?;
             let html = crate::quality::write(&q, &out)?;
             print!("{}", crate::quality::table(&q));

@@ -133,6 +133,19 @@ impl Tally {
     }
 }
 
+/// Fees above the schedule at one unit, being gathered into an [`Overcharge`].
+#[derive(Default)]
+struct OverTally {
+    payments: u64,
+    excess_riel: i64,
+    worst_ratio: f64,
+    /// Payments by service.
+    services: BTreeMap<String, u64>,
+}
+
+/// The earliest (time, event id) of each stage of one request, by [`stage_rank`].
+type StageTimes = [Option<(i64, u128)>; 4];
+
 /// A raw event, as much of it as the report needs.
 struct Row {
     id: u128,
@@ -351,11 +364,11 @@ pub async fn compute(
     let mut checked = 0u64;
     let mut flagged = 0u64;
     let mut waiting = Vec::new();
-    let mut over: BTreeMap<String, (u64, i64, f64, BTreeMap<String, u64>)> = BTreeMap::new();
+    let mut over: BTreeMap<String, OverTally> = BTreeMap::new();
     for (kind, rows) in [("service", &services), ("complaint", &complaints)] {
         let ids: HashSet<u128> = rows.iter().map(|r| r.id).collect();
         let replaced: HashSet<u128> = rows.iter().filter_map(|r| r.supersedes).collect();
-        let mut requests: HashMap<(&str, &str), [Option<(i64, u128)>; 4]> = HashMap::new();
+        let mut requests: HashMap<(&str, &str), StageTimes> = HashMap::new();
         for r in rows.iter().filter(|r| !replaced.contains(&r.id)) {
             checked += 1;
             if let Some(target) = r.supersedes.filter(|t| !ids.contains(t)) {
@@ -400,12 +413,12 @@ pub async fn compute(
             if r.flags.contains(Rule::FeeAboveSchedule) {
                 if let (Some(fee), Some((_, sv))) = (fee, reference.catalogue.service(service)) {
                     let o = over.entry(r.unit.clone()).or_default();
-                    o.0 += 1;
-                    o.1 = o.1.saturating_add(fee - sv.fee_max_riel);
+                    o.payments += 1;
+                    o.excess_riel = o.excess_riel.saturating_add(fee - sv.fee_max_riel);
                     if sv.fee_max_riel > 0 {
-                        o.2 = o.2.max(*fee as f64 / sv.fee_max_riel as f64);
+                        o.worst_ratio = o.worst_ratio.max(*fee as f64 / sv.fee_max_riel as f64);
                     }
-                    *o.3.entry(service.clone()).or_default() += 1;
+                    *o.services.entry(service.clone()).or_default() += 1;
                 }
             }
             if let Some(rank) = stage_rank(stage) {
@@ -573,7 +586,7 @@ fn assemble(
     t: Tally,
     events_checked: u64,
     events_flagged: u64,
-    over: BTreeMap<String, (u64, i64, f64, BTreeMap<String, u64>)>,
+    over: BTreeMap<String, OverTally>,
     mut waiting: Vec<Waiting>,
 ) -> Quality {
     let unit = |code: &str| reference.registry.get(code);
@@ -623,17 +636,17 @@ fn assemble(
         .collect();
     let mut overcharging: Vec<Overcharge> = over
         .into_iter()
-        .map(|(code, (payments, excess_riel, worst_ratio, services))| {
-            let mut sv: Vec<_> = services.into_iter().collect();
+        .map(|(code, o)| {
+            let mut sv: Vec<_> = o.services.into_iter().collect();
             sv.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
             let u = unit(&code);
             Overcharge {
                 unit_name: u.map(|u| u.name.clone()).unwrap_or_default(),
                 province_code: u.map(|u| u.province_code.clone()).unwrap_or_default(),
                 unit_code: code,
-                payments,
-                excess_riel,
-                worst_ratio,
+                payments: o.payments,
+                excess_riel: o.excess_riel,
+                worst_ratio: o.worst_ratio,
                 services: sv
                     .iter()
                     .map(|(s, n)| format!("{s} ×{n}"))

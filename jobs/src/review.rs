@@ -473,7 +473,7 @@ pub async fn compute(
         flagged_events,
         quality_report: format!(
             "../{}/quality.html",
-            crate::cli::quality_dir(year, scope).trim_start_matches("reports/")
+            crate::cli::report_dir("quality", year, scope).trim_start_matches("reports/")
         ),
         year,
         scope: scope.map(str::to_owned),

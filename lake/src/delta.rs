@@ -196,8 +196,7 @@ impl LakeTable {
     /// Opens the table, creating it (version 0, the defined schema) if it does not exist.
     pub async fn open_or_create(store: &Store, def: &'static TableDef) -> Result<Self, DeltaError> {
         if let Some(mut t) = Self::open(store, def, None).await? {
-            t.ensure_checkpoint_interval().await?;
-            t.ensure_columns().await?;
+            t.upgrade().await?;
             return Ok(t);
         }
         let e = |source| DeltaError::Delta {
@@ -272,40 +271,16 @@ impl LakeTable {
         }
     }
 
-    /// Sets [`CHECKPOINT_INTERVAL`] on a table created before it was chosen (a one-off
-    /// metadata commit; two writers doing it at once is harmless, the loser finds it set).
-    async fn ensure_checkpoint_interval(&mut self) -> Result<(), DeltaError> {
+    /// Brings a table created by an earlier release up to its definition, one metadata commit
+    /// per step: [`CHECKPOINT_INTERVAL`], then the defined columns it lacks (only nullable ones
+    /// are ever added, so older files read as nulls in them). A writer racing to do the same is
+    /// harmless: after a failed step the table is reloaded and the step found done.
+    async fn upgrade(&mut self) -> Result<(), DeltaError> {
         const KEY: &str = "delta.checkpointInterval";
         let want = CHECKPOINT_INTERVAL.to_string();
-        for attempt in 0.. {
+        for _attempt in 0..6 {
             let snap = self.table.snapshot().map_err(|e| self.err(e))?;
-            if snap.metadata().configuration().get(KEY) == Some(&want) {
-                return Ok(());
-            }
-            if attempt == 3 {
-                break;
-            }
-            match self
-                .table
-                .clone()
-                .set_tbl_properties()
-                .with_properties(HashMap::from([(KEY.to_owned(), want.clone())]))
-                .await
-            {
-                Ok(t) => self.table = t,
-                Err(_) => self.refresh().await?,
-            }
-        }
-        Err(self.err(DeltaTableError::Generic(format!(
-            "could not set {KEY} = {want} on the table"
-        ))))
-    }
-
-    /// Adds the definition's columns that a table created by an earlier release lacks (only
-    /// nullable ones are ever added, so older files read as nulls in them).
-    async fn ensure_columns(&mut self) -> Result<(), DeltaError> {
-        for attempt in 0.. {
-            let snap = self.table.snapshot().map_err(|e| self.err(e))?;
+            let interval_set = snap.metadata().configuration().get(KEY) == Some(&want);
             let schema = snap.schema();
             let missing: Vec<StructField> = self
                 .def
@@ -314,20 +289,25 @@ impl LakeTable {
                 .filter(|c| schema.field(c.name).is_none())
                 .map(|c| StructField::new(c.name, c.ty.delta(), true))
                 .collect();
-            if missing.is_empty() {
+            let step = if !interval_set {
+                self.table
+                    .clone()
+                    .set_tbl_properties()
+                    .with_properties(HashMap::from([(KEY.to_owned(), want.clone())]))
+                    .await
+            } else if !missing.is_empty() {
+                self.table.clone().add_columns().with_fields(missing).await
+            } else {
                 return Ok(());
-            }
-            if attempt == 3 {
-                break;
-            }
-            match self.table.clone().add_columns().with_fields(missing).await {
+            };
+            match step {
                 Ok(t) => self.table = t,
                 Err(_) => self.refresh().await?,
             }
         }
-        Err(self.err(DeltaTableError::Generic(
-            "could not add the defined columns to the table".into(),
-        )))
+        Err(self.err(DeltaTableError::Generic(format!(
+            "could not bring the table to its definition ({KEY} = {want}, every defined column)"
+        ))))
     }
 
     /// The table version this handle reads.

@@ -125,9 +125,8 @@ pub fn conform_read_columns(
     let n = df.height();
     let mut cols = Vec::with_capacity(columns.len());
     for name in columns {
-        let c = def.column(name).ok_or_else(|| FrameError::MissingColumn {
-            table: def.name,
-            column: def.columns[0].name,
+        let c = def.column(name).ok_or_else(|| {
+            pe(polars_err!(ColumnNotFound: "{name:?} is not a column of the table definition"))
         })?;
         match df.column(c.name) {
             Ok(s) if c.ty != ColumnType::Timestamp && s.dtype() == &c.ty.polars() => {

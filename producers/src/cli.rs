@@ -278,7 +278,7 @@ impl Tally {
         }
     }
     /// "; flagged 12 (FEE_ABOVE_SCHEDULE 10, FUTURE_TIME 2)", or nothing.
-    fn flagged(&self) -> String {
+    fn flagged_summary(&self) -> String {
         if self.flagged.is_empty() {
             return String::new();
         }
@@ -494,7 +494,7 @@ fn publish(reference: &Reference, a: PublishArgs) -> anyhow::Result<i32> {
         tally.accepted(),
         a.input.display(),
         tally.kinds(),
-        tally.flagged(),
+        tally.flagged_summary(),
         tally.rejected,
         if tally.rejected > 0 { format!(" (see {})", rejects_path.display()) } else { String::new() },
         report.pending,
@@ -657,7 +657,7 @@ fn simulate(reference: &Reference, a: SimulateArgs) -> anyhow::Result<i32> {
         truth.events.duplicates,
         truth.events.corrections,
         truth.events.late,
-        tally.flagged(),
+        tally.flagged_summary(),
         tally.rejected,
         report.pending,
         took.as_secs_f64(),

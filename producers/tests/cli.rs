@@ -92,7 +92,7 @@ fn csv_with_three_bad_records_publishes_the_rest_and_reports_them() {
     lines[900] = "KH-0101,R-odd2,COM,COM-TRADE-LIC,RECEIVED,,2021-03-04T08:00:00+07:00,2021-03-04T07:00:00+07:00".into();
     std::fs::write(&csv, lines.join("\n") + "\n").unwrap();
     let secret = dir.path().join("secret");
-    owsu_schemas::ids::write_secret_file(&secret, "csv-test-secret-0123456789".as_bytes()).unwrap();
+    owsu_schemas::ids::write_secret_file(&secret, b"csv-test-secret-0123456789").unwrap();
     let out = producer(
         &[
             "publish",
@@ -314,8 +314,7 @@ fn broker_stopped_mid_publish_then_flush_delivers_every_event_once() {
     assert_eq!(lines.len(), 100_000);
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
     let secret = dir.path().join("secret");
-    owsu_schemas::ids::write_secret_file(&secret, "mid-publish-secret-0123456789".as_bytes())
-        .unwrap();
+    owsu_schemas::ids::write_secret_file(&secret, b"mid-publish-secret-0123456789").unwrap();
     let outbox = dir.path().join("outbox");
     let args = |cmd: &str| -> Vec<String> {
         let mut v: Vec<String> = vec![cmd.into()];
@@ -399,8 +398,7 @@ fn simulated_year_counts_per_topic_match_kafkas_own_tools() {
     owsu_tests::create_topics(&prefix, 3);
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
-    owsu_schemas::ids::write_secret_file(&secret, "counts-test-secret-0123456789".as_bytes())
-        .unwrap();
+    owsu_schemas::ids::write_secret_file(&secret, b"counts-test-secret-0123456789").unwrap();
     let out = producer(
         &[
             "simulate",

@@ -3,16 +3,12 @@
 //! the oracle's; `rebuild` gives identical summaries; the Python `deltalake` package opens every
 //! table, and DuckDB, pandas and polars over the files it lists read the same totals.
 
+mod common;
+
 use std::path::Path;
 
 use clap::Parser;
 use owsu_tests::oracle;
-
-fn producer(args: &[&str]) -> i32 {
-    let mut v = vec!["owsu-producer"];
-    v.extend_from_slice(args);
-    owsu_producer::cli::run(owsu_producer::cli::Cli::parse_from(v)).expect("producer command")
-}
 
 fn aggregator(args: &[&str]) -> i32 {
     let mut v = vec!["owsu-aggregator"];
@@ -37,12 +33,12 @@ fn simulated_year_matches_the_oracle_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let p = |f: &str| dir.path().join(f).to_str().unwrap().to_owned();
     owsu_schemas::ids::write_secret_file(
-        std::path::Path::new(&p("secret")),
-        "oracle-test-secret-0123456789".as_bytes(),
+        &dir.path().join("secret"),
+        b"oracle-test-secret-0123456789",
     )
     .unwrap();
     assert_eq!(
-        producer(&[
+        common::producer(&[
             "simulate",
             "--year",
             "2021",
@@ -68,9 +64,9 @@ fn simulated_year_matches_the_oracle_exactly() {
         "--outbox",
         &p("outbox"),
     ];
-    assert_eq!(producer(&publish), 0);
+    assert_eq!(common::producer(&publish), 0);
     // Publishing the same file again must not change any downstream count.
-    assert_eq!(producer(&publish), 0);
+    assert_eq!(common::producer(&publish), 0);
 
     let group = format!("{prefix}agg");
     let run = [
@@ -162,12 +158,12 @@ fn shuffled_events_match_the_oracle_and_make_few_files() {
     let dir = tempfile::tempdir().unwrap();
     let p = |f: &str| dir.path().join(f).to_str().unwrap().to_owned();
     owsu_schemas::ids::write_secret_file(
-        std::path::Path::new(&p("secret")),
-        "oracle-test-secret-0123456789".as_bytes(),
+        &dir.path().join("secret"),
+        b"oracle-test-secret-0123456789",
     )
     .unwrap();
     assert_eq!(
-        producer(&[
+        common::producer(&[
             "simulate",
             "--year",
             "2021",
@@ -188,7 +184,7 @@ fn shuffled_events_match_the_oracle_and_make_few_files() {
     lines.shuffle(&mut rand::rngs::StdRng::seed_from_u64(8));
     std::fs::write(p("year.jsonl"), lines.join("\n") + "\n").unwrap();
     assert_eq!(
-        producer(&[
+        common::producer(&[
             "publish",
             "--input",
             &p("year.jsonl"),

@@ -9,22 +9,9 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 
-use clap::Parser;
 use owsu_schemas::Reference;
 use owsu_tests::oracle;
 use serde_json::Value;
-
-fn producer(args: &[&str]) -> i32 {
-    let mut v = vec!["owsu-producer"];
-    v.extend_from_slice(args);
-    owsu_producer::cli::run(owsu_producer::cli::Cli::parse_from(v)).expect("producer")
-}
-
-fn jobs(args: &[&str]) -> i32 {
-    let mut v = vec!["owsu-jobs"];
-    v.extend_from_slice(args);
-    owsu_jobs::cli::run(owsu_jobs::cli::Cli::parse_from(v)).expect("jobs")
-}
 
 /// What was planted, to compare with the report.
 #[derive(Default)]
@@ -143,12 +130,12 @@ fn anomalies_are_counted_flagged_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     let p = |f: &str| dir.path().join(f).to_str().unwrap().to_owned();
     owsu_schemas::ids::write_secret_file(
-        std::path::Path::new(&p("secret")),
-        "anomaly-test-secret-0123456789".as_bytes(),
+        &dir.path().join("secret"),
+        b"anomaly-test-secret-0123456789",
     )
     .unwrap();
     assert_eq!(
-        producer(&[
+        common::producer(&[
             "simulate",
             "--year",
             "2021",
@@ -181,7 +168,7 @@ fn anomalies_are_counted_flagged_and_reported() {
 
     // Nothing is refused: exit 0 means no rejects file.
     assert_eq!(
-        producer(&[
+        common::producer(&[
             "publish",
             "--input",
             &p("export.jsonl"),
@@ -213,7 +200,7 @@ fn anomalies_are_counted_flagged_and_reported() {
     // The quality report lists each anomaly.
     let out = dir.path().join("quality");
     assert_eq!(
-        jobs(&[
+        common::jobs(&[
             "--store",
             &p("store"),
             "quality",
@@ -281,7 +268,7 @@ fn anomalies_are_counted_flagged_and_reported() {
     // The review says how many flagged events its figures include, and links to the report.
     let review = dir.path().join("review");
     assert_eq!(
-        jobs(&[
+        common::jobs(&[
             "--store",
             &p("store"),
             "review",

@@ -10,18 +10,6 @@ use std::path::Path;
 use clap::Parser;
 use owsu_producer::simulate::Truth;
 
-fn producer(args: &[&str]) -> i32 {
-    let mut v = vec!["owsu-producer"];
-    v.extend_from_slice(args);
-    owsu_producer::cli::run(owsu_producer::cli::Cli::parse_from(v)).expect("producer")
-}
-
-fn jobs(args: &[&str]) -> i32 {
-    let mut v = vec!["owsu-jobs"];
-    v.extend_from_slice(args);
-    owsu_jobs::cli::run(owsu_jobs::cli::Cli::parse_from(v)).expect("jobs")
-}
-
 fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -44,12 +32,12 @@ fn review_demand_and_oversight_over_a_real_pipeline() {
     let dir = tempfile::tempdir().unwrap();
     let p = |f: &str| dir.path().join(f).to_str().unwrap().to_owned();
     owsu_schemas::ids::write_secret_file(
-        std::path::Path::new(&p("secret")),
-        "jobs-test-secret-0123456789".as_bytes(),
+        &dir.path().join("secret"),
+        b"jobs-test-secret-0123456789",
     )
     .unwrap();
     for (year, scale) in [("2020", "0.01"), ("2021", "0.05")] {
-        let code = producer(&[
+        let code = common::producer(&[
             "simulate",
             "--year",
             year,
@@ -77,7 +65,7 @@ fn review_demand_and_oversight_over_a_real_pipeline() {
 
     // The review equals what was generated, level by level, and shows the change on 2020.
     assert_eq!(
-        jobs(&[
+        common::jobs(&[
             "--store",
             &p("store"),
             "review",
@@ -124,7 +112,7 @@ fn review_demand_and_oversight_over_a_real_pipeline() {
 
     // A province's own review: nothing of any other province in any output.
     assert_eq!(
-        jobs(&[
+        common::jobs(&[
             "--store",
             &p("store"),
             "review",
@@ -166,7 +154,7 @@ fn review_demand_and_oversight_over_a_real_pipeline() {
 
     // The researchers' dataset reads the same in three tools.
     assert_eq!(
-        jobs(&[
+        common::jobs(&[
             "--store",
             &p("store"),
             "demand",
@@ -221,7 +209,7 @@ print(a[0], a[1], a[2], int(b.services_delivered.sum()), int(b.revenue_riel.sum(
     }
 
     // Oversight: every planted problem found.
-    let code = jobs(&[
+    let code = common::jobs(&[
         "--store",
         &p("store"),
         "inactive",
@@ -272,7 +260,7 @@ print(a[0], a[1], a[2], int(b.services_delivered.sum()), int(b.revenue_riel.sum(
     // Reports are written under temporary names and renamed: none is left behind, and a second
     // run replaces a demand export's files whole (its 2020 partition goes when 2020 is not asked).
     assert_eq!(
-        jobs(&[
+        common::jobs(&[
             "--store",
             &p("store"),
             "demand",

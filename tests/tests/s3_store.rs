@@ -18,11 +18,8 @@ fn the_lake_on_s3_matches_the_oracle() {
     owsu_tests::create_topics(&prefix, 3);
     let dir = tempfile::tempdir().unwrap();
     let p = |f: &str| dir.path().join(f).to_str().unwrap().to_owned();
-    owsu_schemas::ids::write_secret_file(
-        std::path::Path::new(&p("secret")),
-        "s3-test-secret-0123456789".as_bytes(),
-    )
-    .unwrap();
+    owsu_schemas::ids::write_secret_file(&dir.path().join("secret"), b"s3-test-secret-0123456789")
+        .unwrap();
     let producer = |args: &[&str]| {
         let mut v = vec!["owsu-producer"];
         v.extend_from_slice(args);

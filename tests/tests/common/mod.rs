@@ -1,6 +1,9 @@
 //! Steps several of these test binaries share (the harness in `src/` depends on no process
 //! crate, so these live beside the tests that use the processes).
 
+// Each test binary compiles this module and uses some of it.
+#![allow(dead_code)]
+
 use std::path::Path;
 
 use clap::Parser;
@@ -23,4 +26,24 @@ pub fn aggregate(prefix: &str, store: &Path) -> anyhow::Result<i32> {
         "--metrics-addr",
         "",
     ]))
+}
+
+/// `owsu-producer ARGS` in this process; its exit code.
+pub fn producer(args: &[&str]) -> i32 {
+    run_cli("owsu-producer", args, |v| {
+        owsu_producer::cli::run(owsu_producer::cli::Cli::parse_from(v))
+    })
+}
+
+/// `owsu-jobs ARGS` in this process; its exit code.
+pub fn jobs(args: &[&str]) -> i32 {
+    run_cli("owsu-jobs", args, |v| {
+        owsu_jobs::cli::run(owsu_jobs::cli::Cli::parse_from(v))
+    })
+}
+
+fn run_cli(name: &str, args: &[&str], run: impl FnOnce(Vec<&str>) -> anyhow::Result<i32>) -> i32 {
+    let mut v = vec![name];
+    v.extend_from_slice(args);
+    run(v).unwrap_or_else(|e| panic!("{name} {}: {e:#}", args.join(" ")))
 }
