@@ -1,7 +1,7 @@
 //! Work on the lake outside the consumer loop: `rebuild` (summaries from raw), `compact` and
 //! `vacuum`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use deltalake::kernel::Action;
@@ -11,7 +11,7 @@ use owsu_schemas::record::RecordKind;
 use owsu_schemas::reference::Reference;
 
 use crate::raw;
-use crate::state::PartitionState;
+use crate::state::{Applied, Conflict, FirstArrivals, PartitionState};
 use crate::summary::{self, Codes, Table};
 
 /// Raw rows turned into events at a time by `rebuild`.
@@ -42,51 +42,45 @@ pub async fn rebuild(
     let codes = Codes::new(reference);
     let scratch = tempfile::tempdir()?;
     let mut states: BTreeMap<i32, PartitionState> = BTreeMap::new();
-    let mut events = 0u64;
-    let mut raw_files = 0;
-    for (kind, def) in RecordKind::ALL.into_iter().zip(RAW) {
-        let Some(table) = LakeTable::open(store, def, None).await? else {
-            continue;
-        };
-        let files = table.files().await?;
-        raw_files += files.len();
-        for f in files {
-            let df = table.read(std::slice::from_ref(&f), concurrency).await?;
-            // A compacted file holds millions of rows: turn them into events a slice at a time.
-            let mut offset = 0;
-            while offset < df.height() {
-                let slice = df.slice(offset as i64, REBUILD_SLICE);
-                offset += REBUILD_SLICE;
-                let landed = raw::from_frame(&f.path, kind, &slice)?;
-                let mut by_partition: BTreeMap<i32, Vec<(&str, i64, &owsu_schemas::Event)>> =
-                    BTreeMap::new();
-                for l in &landed {
-                    by_partition
-                        .entry(l.partition)
-                        .or_default()
-                        .push((def.name, l.offset, &l.event));
-                }
-                for p in by_partition.keys() {
-                    if let std::collections::btree_map::Entry::Vacant(e) = states.entry(*p) {
-                        e.insert(PartitionState::open(
-                            &scratch.path().join(format!("p{p:03}.redb")),
-                            8 << 20,
-                        )?);
-                    }
-                }
-                // Partitions are independent: applied on all cores.
-                use rayon::prelude::*;
-                let states = &states;
-                let codes = &codes;
-                events += by_partition
-                    .into_par_iter()
-                    .map(|(p, evs)| {
-                        states[&p].apply(&evs, codes)?;
-                        anyhow::Ok(evs.len() as u64)
-                    })
-                    .sum::<anyhow::Result<u64>>()?;
-            }
+    let first = BTreeMap::new();
+    let pass = apply_raw(
+        store,
+        &codes,
+        concurrency,
+        scratch.path(),
+        &mut states,
+        &first,
+    )
+    .await?;
+    let (raw_files, mut events) = (pass.raw_files, pass.events);
+    if !pass.inverted.is_empty() {
+        // Files are not in offset order (compaction mixes them): in these partitions a
+        // conflicting duplicate came before the first arrival of its id. They are redone with
+        // the first arrivals decided, so the answer is the live one.
+        let mut first = BTreeMap::new();
+        for p in &pass.inverted {
+            let conflicts: Vec<Conflict> = pass
+                .conflicts
+                .iter()
+                .filter(|(q, _)| q == p)
+                .map(|(_, c)| *c)
+                .collect();
+            first.insert(*p, states[p].first_arrivals(&conflicts)?);
+            let state = states.remove(p).expect("inverted partitions have a state");
+            let path = state.path().to_owned();
+            drop(state);
+            std::fs::remove_file(&path)?;
         }
+        let redo = apply_raw(
+            store,
+            &codes,
+            concurrency,
+            scratch.path(),
+            &mut states,
+            &first,
+        )
+        .await?;
+        events = events - pass.events_in(&pass.inverted) + redo.events_in(&pass.inverted);
     }
     let mut removed = 0;
     let mut written = 0;
@@ -129,6 +123,103 @@ pub async fn rebuild(
         written,
         elapsed: started.elapsed(),
     })
+}
+
+/// What one pass over the raw tables applied.
+struct RawPass {
+    raw_files: usize,
+    events: u64,
+    /// Events per partition.
+    per_partition: BTreeMap<i32, u64>,
+    conflicts: Vec<(i32, Conflict)>,
+    /// Partitions where a conflicting duplicate came before its id's first arrival.
+    inverted: BTreeSet<i32>,
+}
+
+impl RawPass {
+    fn events_in(&self, partitions: &BTreeSet<i32>) -> u64 {
+        partitions
+            .iter()
+            .filter_map(|p| self.per_partition.get(p))
+            .sum()
+    }
+}
+
+/// Streams the raw tables into `states` (a state is opened in `scratch` for each partition met
+/// that has none). With `first` non-empty, only its partitions are applied, with those first
+/// arrivals decided.
+async fn apply_raw(
+    store: &Store,
+    codes: &Codes,
+    concurrency: usize,
+    scratch: &std::path::Path,
+    states: &mut BTreeMap<i32, PartitionState>,
+    first: &BTreeMap<i32, FirstArrivals>,
+) -> anyhow::Result<RawPass> {
+    let mut pass = RawPass {
+        raw_files: 0,
+        events: 0,
+        per_partition: BTreeMap::new(),
+        conflicts: Vec::new(),
+        inverted: BTreeSet::new(),
+    };
+    let none = FirstArrivals::new();
+    for (kind, def) in RecordKind::ALL.into_iter().zip(RAW) {
+        let Some(table) = LakeTable::open(store, def, None).await? else {
+            continue;
+        };
+        let files = table.files().await?;
+        pass.raw_files += files.len();
+        for f in files {
+            let df = table.read(std::slice::from_ref(&f), concurrency).await?;
+            // A compacted file holds millions of rows: turn them into events a slice at a time.
+            let mut offset = 0;
+            while offset < df.height() {
+                let slice = df.slice(offset as i64, REBUILD_SLICE);
+                offset += REBUILD_SLICE;
+                let landed = raw::from_frame(&f.path, kind, &slice)?;
+                let mut by_partition: BTreeMap<i32, Vec<(&str, i64, &owsu_schemas::Event)>> =
+                    BTreeMap::new();
+                for l in &landed {
+                    if first.is_empty() || first.contains_key(&l.partition) {
+                        by_partition
+                            .entry(l.partition)
+                            .or_default()
+                            .push((def.name, l.offset, &l.event));
+                    }
+                }
+                for p in by_partition.keys() {
+                    if let std::collections::btree_map::Entry::Vacant(e) = states.entry(*p) {
+                        e.insert(PartitionState::open(
+                            &scratch.join(format!("p{p:03}.redb")),
+                            8 << 20,
+                        )?);
+                    }
+                }
+                // Partitions are independent: applied on all cores.
+                use rayon::prelude::*;
+                let states = &*states;
+                let applied: Vec<(i32, u64, Applied)> = by_partition
+                    .into_par_iter()
+                    .map(|(p, evs)| {
+                        let first = first.get(&p).unwrap_or(&none);
+                        let applied = states[&p].apply_with(&evs, codes, first)?;
+                        anyhow::Ok((p, evs.len() as u64, applied))
+                    })
+                    .collect::<anyhow::Result<_>>()?;
+                for (p, n, a) in applied {
+                    pass.events += n;
+                    *pass.per_partition.entry(p).or_default() += n;
+                    pass.conflicts
+                        .extend(a.conflicts.into_iter().map(|c| (p, c)));
+                    if a.inverted {
+                        pass.inverted.insert(p);
+                    }
+                }
+            }
+        }
+    }
+    Ok(pass)
 }
 
 /// Per table: files before → after.

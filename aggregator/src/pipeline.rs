@@ -44,7 +44,7 @@ use crate::kafka::KafkaArgs;
 use crate::metrics::{BatchCommitted, DeadLettered, Metrics};
 use crate::raw::{self, Landed};
 use crate::restore::{self, StateConfig};
-use crate::state::PartitionState;
+use crate::state::{PartitionState, Rejected};
 use crate::summary::{self, Codes, PeriodRows, Quarter, Table};
 
 /// How the aggregator runs.
@@ -698,6 +698,68 @@ impl Pipeline {
         Ok(batch)
     }
 
+    /// Sends `letters` to the dead-letter topic (with the message itself when there is one) and
+    /// waits for every acknowledgement.
+    fn dead_letter(&self, letters: &[Letter<'_>]) -> anyhow::Result<()> {
+        let mut deliveries = Vec::new();
+        let dlq_topic = self.config.kafka.topic(owsu_schemas::topics::DEAD_LETTER);
+        for l in letters {
+            DeadLettered {
+                topic: l.topic,
+                partition: l.partition,
+                offset: l.offset,
+                reason: l.reason,
+            }
+            .emit();
+            let mut headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "reason",
+                    value: Some(l.reason.as_bytes()),
+                })
+                .insert(Header {
+                    key: "source.topic",
+                    value: Some(l.topic.as_bytes()),
+                })
+                .insert(Header {
+                    key: "source.partition",
+                    value: Some(l.partition.to_string().as_bytes()),
+                })
+                .insert(Header {
+                    key: "source.offset",
+                    value: Some(l.offset.to_string().as_bytes()),
+                });
+            if let Some(f) = l.field {
+                headers = headers.insert(Header {
+                    key: "field",
+                    value: Some(f.as_bytes()),
+                });
+            }
+            let mut rec: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(&dlq_topic).headers(headers);
+            if let Some(k) = l.message.and_then(|m| m.key()) {
+                rec = rec.key(k);
+            }
+            if let Some(p) = l.message.and_then(|m| m.payload()) {
+                rec = rec.payload(p);
+            }
+            deliveries.push(
+                self.dlq
+                    .send_result(rec)
+                    .map_err(|(e, _)| anyhow::anyhow!("dead-letter queue full: {e}"))?,
+            );
+        }
+        self.rt.block_on(async {
+            for d in deliveries {
+                match d.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((e, _))) => anyhow::bail!("dead-letter message not acknowledged: {e}"),
+                    Err(_) => anyhow::bail!("dead-letter delivery cancelled"),
+                }
+            }
+            anyhow::Ok(())
+        })
+    }
+
     fn offsets(&self) -> LakeOffsets {
         self.consumer
             .context()
@@ -749,64 +811,18 @@ impl Pipeline {
 
         let t_decode = started.elapsed();
         // Dead letters go out first; their acknowledgements are awaited before the commit.
-        let mut deliveries = Vec::new();
-        let dlq_topic = self.config.kafka.topic(owsu_schemas::topics::DEAD_LETTER);
-        for (m, reason, field) in &dead {
-            DeadLettered {
+        let letters: Vec<Letter<'_>> = dead
+            .iter()
+            .map(|(m, reason, field)| Letter {
                 topic: m.topic(),
                 partition: m.partition(),
                 offset: m.offset(),
-                reason,
-            }
-            .emit();
-            let mut headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: "reason",
-                    value: Some(reason.as_bytes()),
-                })
-                .insert(Header {
-                    key: "source.topic",
-                    value: Some(m.topic().as_bytes()),
-                })
-                .insert(Header {
-                    key: "source.partition",
-                    value: Some(m.partition().to_string().as_bytes()),
-                })
-                .insert(Header {
-                    key: "source.offset",
-                    value: Some(m.offset().to_string().as_bytes()),
-                });
-            if let Some(f) = field {
-                headers = headers.insert(Header {
-                    key: "field",
-                    value: Some(f.as_bytes()),
-                });
-            }
-            let mut rec: FutureRecord<'_, [u8], [u8]> =
-                FutureRecord::to(&dlq_topic).headers(headers);
-            if let Some(k) = m.key() {
-                rec = rec.key(k);
-            }
-            if let Some(p) = m.payload() {
-                rec = rec.payload(p);
-            }
-            deliveries.push(
-                self.dlq
-                    .send_result(rec)
-                    .map_err(|(e, _)| anyhow::anyhow!("dead-letter queue full: {e}"))?,
-            );
-        }
-
-        self.rt.block_on(async {
-            for d in deliveries {
-                match d.await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err((e, _))) => anyhow::bail!("dead-letter message not acknowledged: {e}"),
-                    Err(_) => anyhow::bail!("dead-letter delivery cancelled"),
-                }
-            }
-            anyhow::Ok(())
-        })?;
+                message: Some(m),
+                reason: reason.as_str(),
+                field: *field,
+            })
+            .collect();
+        self.dead_letter(&letters)?;
 
         // Every partition of the batch had its state restored at assignment.
         let partitions: BTreeSet<i32> = last.keys().map(|(_, p)| *p).collect();
@@ -845,7 +861,31 @@ impl Pipeline {
         for (name, offsets) in &advanced {
             self.advance(name, offsets);
         }
-        let (duplicates, months) = applied?;
+        let (duplicates, months, refused) = applied?;
+        // Events the partition state refused (conflicting duplicates, corrections of another
+        // unit's or kind's event) are in the raw tables as they arrived, and counted nowhere:
+        // dead-lettered before the summaries commit, so a crash in between sends them again.
+        if !refused.is_empty() {
+            let by_position: HashMap<(&str, i32, i64), &OwnedMessage> = batch
+                .iter()
+                .map(|m| ((m.topic(), m.partition(), m.offset()), m))
+                .collect();
+            let letters: Vec<Letter<'_>> = refused
+                .iter()
+                .map(|(p, r)| {
+                    let topic = self.topics[r.kind as usize].as_str();
+                    Letter {
+                        topic,
+                        partition: *p,
+                        offset: r.offset,
+                        message: by_position.get(&(topic, *p, r.offset)).copied(),
+                        reason: r.reason.as_str(),
+                        field: Some(r.field),
+                    }
+                })
+                .collect();
+            self.dead_letter(&letters)?;
+        }
         let t_state = started.elapsed();
 
         // The summary tables are independent too: each commits its rewritten quarters at once
@@ -897,11 +937,23 @@ impl Pipeline {
             messages: batch.len(),
             accepted,
             duplicates,
-            dead_lettered: dead.len() as u64,
+            dead_lettered: (dead.len() + refused.len()) as u64,
             files: n_files,
             latency: started.elapsed(),
         })
     }
+}
+
+/// A message for the dead-letter topic: where it came from, why, and the message itself when
+/// it is in the batch at hand (a correction held since an earlier batch is named by its
+/// position; its record is in the raw tables).
+struct Letter<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    message: Option<&'a OwnedMessage>,
+    reason: &'a str,
+    field: Option<&'static str>,
 }
 
 /// Writes the batch's rows of each raw table (those not already committed: a replay after a
@@ -1029,10 +1081,10 @@ fn apply_states(
     landed: &[(RecordKind, Landed)],
     topics: &[String; 3],
     codes: &Codes,
-) -> anyhow::Result<(u64, QuarterRows)> {
+) -> anyhow::Result<(u64, QuarterRows, Vec<(i32, Rejected)>)> {
     use rayon::prelude::*;
     let states = ctx.states.lock().expect("states lock");
-    let per_partition: Vec<(u64, QuarterRows)> = partitions
+    let per_partition: Vec<(u64, QuarterRows, Vec<(i32, Rejected)>)> = partitions
         .par_iter()
         .map(|p| {
             let evs: Vec<(&str, i64, &owsu_schemas::Event)> = landed
@@ -1051,17 +1103,20 @@ fn apply_states(
             for q in quarters {
                 rows.push(((*p, q), state.quarter(q)?));
             }
-            anyhow::Ok((applied.duplicates, rows))
+            let refused = applied.rejected.into_iter().map(|r| (*p, r)).collect();
+            anyhow::Ok((applied.duplicates, rows, refused))
         })
         .collect::<anyhow::Result<_>>()?;
     ctx.changed.lock().expect("lock").extend(partitions);
     let mut duplicates = 0;
     let mut months = Vec::new();
-    for (d, m) in per_partition {
+    let mut refused = Vec::new();
+    for (d, m, r) in per_partition {
         duplicates += d;
         months.extend(m);
+        refused.extend(r);
     }
-    Ok((duplicates, months))
+    Ok((duplicates, months, refused))
 }
 
 /// Decodes and validates one message: the event and its business-rule anomalies, or the reason

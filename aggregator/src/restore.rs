@@ -21,7 +21,7 @@ use owsu_schemas::record::RecordKind;
 use serde::{Deserialize, Serialize};
 
 use crate::raw;
-use crate::state::PartitionState;
+use crate::state::{Conflict, FirstArrivals, PartitionState};
 use crate::summary::Codes;
 
 /// Where partition state lives.
@@ -153,10 +153,26 @@ pub async fn restore(
     if let Some((s, _)) = local {
         return Ok((s, Source::Local));
     }
-    let _ = std::fs::remove_file(&path);
-    let s = PartitionState::open(&path, cfg.cache_bytes)?;
-    s.set_meta("lake_id", lake)?;
-    let rows = from_raw_tables(store, &s, partition, topics, codes).await?;
+    let fresh = || -> anyhow::Result<PartitionState> {
+        let _ = std::fs::remove_file(&path);
+        let s = PartitionState::open(&path, cfg.cache_bytes)?;
+        s.set_meta("lake_id", lake)?;
+        Ok(s)
+    };
+    let mut s = fresh()?;
+    let first = FirstArrivals::new();
+    let (mut rows, conflicts, inverted) =
+        from_raw_tables(store, &s, partition, topics, codes, &first).await?;
+    if inverted {
+        // Files are not in offset order (compaction mixes them): a conflicting duplicate came
+        // before the first arrival of its id. Redone with the first arrivals decided.
+        let first = s.first_arrivals(&conflicts)?;
+        drop(s);
+        s = fresh()?;
+        rows = from_raw_tables(store, &s, partition, topics, codes, &first)
+            .await?
+            .0;
+    }
     if rows > 0 {
         tracing::warn!(
             partition,
@@ -170,15 +186,19 @@ pub async fn restore(
     }
 }
 
-/// Applies the partition's rows of the raw tables to `state`, file by file.
+/// Applies the partition's rows of the raw tables to `state`, file by file: the rows applied,
+/// the conflicting duplicates met, and whether one came before its id's first arrival.
 async fn from_raw_tables(
     store: &Store,
     state: &PartitionState,
     partition: i32,
     topics: &[String; 3],
     codes: &Codes,
-) -> anyhow::Result<u64> {
+    first: &FirstArrivals,
+) -> anyhow::Result<(u64, Vec<Conflict>, bool)> {
     let mut rows = 0;
+    let mut conflicts = Vec::new();
+    let mut inverted = false;
     for (kind, def) in RecordKind::ALL.into_iter().zip(RAW) {
         let Some(table) = LakeTable::open(store, def, None).await? else {
             continue;
@@ -207,10 +227,12 @@ async fn from_raw_tables(
             let evs: Vec<(&str, i64, &owsu_schemas::Event)> =
                 landed.iter().map(|l| (topic, l.offset, &l.event)).collect();
             rows += evs.len() as u64;
-            state.apply(&evs, codes)?;
+            let applied = state.apply_with(&evs, codes, first)?;
+            conflicts.extend(applied.conflicts);
+            inverted |= applied.inverted;
         }
     }
-    Ok(rows)
+    Ok((rows, conflicts, inverted))
 }
 
 /// Copies a partition's state file to the store as its snapshot (call between batches: no

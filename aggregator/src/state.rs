@@ -17,9 +17,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use owsu_schemas::record::{ComplaintStage, Event, ServiceStage};
+use owsu_schemas::record::{ComplaintStage, Event, RecordKind, ServiceStage};
 use owsu_schemas::time::{date_to_epoch_day, epoch_day_to_date, local_date, Millis};
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{MultimapTableDefinition, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::summary::{quarter_months, ComplaintAgg, Month, PeriodRows, ProcessingRow, Quarter};
 use crate::summary::{Codes, DayClose};
@@ -29,10 +29,12 @@ use crate::summary::{ServiceAgg, UnitDayRow};
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 /// Last offset applied, per topic.
 const OFFSETS: TableDefinition<&str, i64> = TableDefinition::new("offsets");
-/// Event id → (owner, flags): the request or complaint the event belongs to and whether it has
-/// arrived, is named by a correction, and is a complaint event. A correction that arrives before
-/// its target leaves an entry with only [`SUPERSEDED`] set, so arrival order never matters.
-const EVENTS: TableDefinition<u128, (u128, u8)> = TableDefinition::new("events");
+/// Event id → what later events need to know of it: (owner, unit, content digest, status,
+/// smallest offset it arrived at), one table per kind: an id names a service event or a complaint event, and the two topics are
+/// read in no fixed order relative to each other, so each kind has its own namespace.
+const SERVICE_EVENTS: TableDefinition<u128, EventRow> = TableDefinition::new("service_events");
+const COMPLAINT_EVENTS: TableDefinition<u128, EventRow> = TableDefinition::new("complaint_events");
+type EventRow = (u128, u16, u64, u8, i64);
 /// Request key → its events, [`Entry`] after [`Entry`]: one read and one write per request a
 /// batch touches, however many events it has.
 const REQUESTS: TableDefinition<u128, &[u8]> = TableDefinition::new("requests");
@@ -50,23 +52,37 @@ const COMPLAINT_CELLS: TableDefinition<(i32, u16, u16), &[u8]> =
     TableDefinition::new("complaint_cells");
 /// (day delivered, unit, service, request) → processing seconds.
 const PROCESSING: TableDefinition<(i32, u16, u16, u128), i64> = TableDefinition::new("processing");
-/// Corrected event id → the correction that wins for it so far: (recorded_at, event id). Of
-/// several corrections of one original, the one recorded last wins (ties: the larger event id),
-/// so every arrival order gives one answer; the others are superseded like the original.
+/// First event of a correction chain (the original) → the correction that wins for it so far:
+/// (recorded_at, event id). Of all corrections in one chain (a correction of a correction
+/// belongs to its target's chain), the one recorded last wins (ties: the larger event id), so
+/// every arrival order gives one answer; the original and every other correction are superseded.
 const WINNERS: TableDefinition<u128, (i64, u128)> = TableDefinition::new("winners");
+/// Applied correction → the original its chain starts from.
+const ROOTS: TableDefinition<u128, u128> = TableDefinition::new("roots");
+/// Event id → corrections held until it arrives (or, if it is itself a held correction, until
+/// it is applied): (correction id, kind, unit, recorded_at, offset).
+const PENDING: MultimapTableDefinition<u128, (u128, u8, u16, i64, i64)> =
+    MultimapTableDefinition::new("pending");
 /// Months holding any figure.
 const MONTHS: TableDefinition<(i32, u32), ()> = TableDefinition::new("months");
 
 const NO_SECTOR: u16 = u16::MAX;
 
-/// [`EVENTS`] flags.
-const ARRIVED_FLAG: u8 = 1;
-const SUPERSEDED: u8 = 2;
-const COMPLAINT: u8 = 4;
+/// Status of an event in [`SERVICE_EVENTS`] / [`COMPLAINT_EVENTS`].
+const PLAIN: u8 = 0; // not a correction
+const APPLIED: u8 = 1; // a correction in its chain ([`ROOTS`])
+const HELD: u8 = 2; // a correction waiting for its target ([`PENDING`])
+const REFUSED: u8 = 3; // a correction rejected: it names another unit's or kind's event
+
+/// What an event does to the figures ([`Entry::state`]).
+const COUNTED: u8 = 0;
+const SUPERSEDED: u8 = 1;
+const WAITING: u8 = 2;
+const REJECTED: u8 = 3;
 
 /// Layout of the file: a file of another format is not read (its partition is restored from
 /// the lake's snapshot or raw tables instead).
-const FORMAT: &str = "3";
+const FORMAT: &str = "4";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -251,12 +267,54 @@ struct Contribution {
     services: BTreeMap<(i32, u16, u16), [i64; 9]>,
     processing: BTreeMap<(i32, u16, u16, u128), i64>,
     complaints: BTreeMap<(i32, u16, u16), [i64; 9]>,
+    /// A sum left i64's range (only a forged stream can do this: money is bounded per event).
+    overflow: bool,
 }
+
+/// An event the partition's state refuses to count, for the dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub kind: RecordKind,
+    /// Its offset in its topic's partition (this state's partition).
+    pub offset: i64,
+    pub event_id: u128,
+    /// The field at fault.
+    pub field: &'static str,
+    pub reason: String,
+}
+
+/// Why a correction is refused.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    OtherUnit(u16),
+    OtherKind,
+    NamesRefused,
+}
+
+/// An event that arrived under the id of an earlier one, with other content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conflict {
+    pub kind: RecordKind,
+    pub event_id: u128,
+    pub offset: i64,
+    digest: u64,
+}
+
+/// (kind, event id) → digest of the content that arrived first under it.
+pub type FirstArrivals = HashMap<(RecordKind, u128), u64>;
 
 /// What applying a batch did.
 #[derive(Debug, Default)]
 pub struct Applied {
+    /// Conflicting duplicates (also in `rejected`).
+    pub conflicts: Vec<Conflict>,
+    /// A conflicting duplicate came before the first arrival of its id (only a rebuild reading
+    /// files out of offset order can do this): the result is not the offset-order one.
+    pub inverted: bool,
     pub duplicates: u64,
+    /// Events refused in this batch: conflicting duplicates, and corrections naming another
+    /// unit's or kind's event (also those held earlier whose target arrived now).
+    pub rejected: Vec<Rejected>,
     /// Months whose summary files must be written (also for duplicates: a replayed batch's
     /// files may never have been committed).
     pub months: BTreeSet<Month>,
@@ -307,7 +365,10 @@ impl PartitionState {
                 }
             }
             drop(meta);
-            tx.open_table(EVENTS)?;
+            tx.open_table(SERVICE_EVENTS)?;
+            tx.open_table(COMPLAINT_EVENTS)?;
+            tx.open_table(ROOTS)?;
+            tx.open_multimap_table(PENDING)?;
             tx.open_table(REQUESTS)?;
             tx.open_table(COMPLAINTS)?;
             tx.open_table(CLOSES)?;
@@ -384,7 +445,48 @@ impl PartitionState {
         events: &[(&str, i64, &Event)],
         codes: &Codes,
     ) -> Result<Applied, StateError> {
-        self.write(|tx| apply_in(tx, events, codes))
+        self.apply_with(events, codes, &FirstArrivals::new())
+    }
+
+    /// [`apply`](Self::apply), with the first arrival of some event ids decided beforehand:
+    /// any other content under those ids is a conflicting duplicate, whatever the order.
+    pub fn apply_with(
+        &self,
+        events: &[(&str, i64, &Event)],
+        codes: &Codes,
+        first: &FirstArrivals,
+    ) -> Result<Applied, StateError> {
+        self.write(|tx| apply_in(tx, events, codes, first))
+    }
+
+    /// Which content arrived first (smallest offset) under each id of `conflicts`, from what
+    /// this state holds and the conflicts themselves: what a rebuild that met a conflicting
+    /// duplicate before its first arrival ([`Applied::inverted`]) is redone with.
+    pub fn first_arrivals(&self, conflicts: &[Conflict]) -> Result<FirstArrivals, StateError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let mut best: HashMap<(RecordKind, u128), (i64, u64)> = HashMap::new();
+        for c in conflicts {
+            let def = match c.kind {
+                RecordKind::Complaint => COMPLAINT_EVENTS,
+                _ => SERVICE_EVENTS,
+            };
+            let t = tx.open_table(def).map_err(|e| self.err(e))?;
+            let stored = t
+                .get(c.event_id)
+                .map_err(|e| self.err(e))?
+                .map(|v| v.value());
+            let b = best.entry((c.kind, c.event_id)).or_insert((i64::MAX, 0));
+            for (offset, digest) in stored
+                .map(|s| (s.4, s.2))
+                .into_iter()
+                .chain([(c.offset, c.digest)])
+            {
+                if offset < b.0 {
+                    *b = (offset, digest);
+                }
+            }
+        }
+        Ok(best.into_iter().map(|(k, (_, d))| (k, d)).collect())
     }
 
     /// The rows of every summary table for one month.
@@ -418,18 +520,27 @@ impl PartitionState {
     pub fn events(&self) -> Result<u64, StateError> {
         use redb::ReadableTableMetadata;
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let e = tx.open_table(EVENTS).map_err(|e| self.err(e))?;
+        let mut n = 0;
+        for t in [SERVICE_EVENTS, COMPLAINT_EVENTS] {
+            n += tx
+                .open_table(t)
+                .map_err(|e| self.err(e))?
+                .len()
+                .map_err(|e| self.err(e))?;
+        }
         let c = tx.open_table(CLOSES).map_err(|e| self.err(e))?;
-        Ok(e.len().map_err(|e| self.err(e))? + c.len().map_err(|e| self.err(e))?)
+        Ok(n + c.len().map_err(|e| self.err(e))?)
     }
 }
 
 /// One event of a request or complaint, as kept in its [`REQUESTS`] / [`COMPLAINTS`] value:
-/// id (16 bytes), superseded (1), length (1), the [`Stored`] encoding.
+/// id (16 bytes), state (1), length (1), the [`Stored`] encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
     id: u128,
-    superseded: bool,
+    /// [`COUNTED`], [`SUPERSEDED`], [`WAITING`] or [`REJECTED`]: only counted events add to
+    /// the figures.
+    state: u8,
     event: Stored,
 }
 
@@ -438,7 +549,7 @@ fn encode_entries(entries: &[Entry]) -> Vec<u8> {
     for e in entries {
         let body = e.event.encode();
         b.extend_from_slice(&e.id.to_le_bytes());
-        b.push(u8::from(e.superseded));
+        b.push(e.state);
         b.push(body.len() as u8);
         b.extend_from_slice(&body);
     }
@@ -449,14 +560,10 @@ fn decode_entries(mut b: &[u8]) -> Option<Vec<Entry>> {
     let mut out = Vec::new();
     while !b.is_empty() {
         let id = u128::from_le_bytes(b.get(..16)?.try_into().ok()?);
-        let superseded = *b.get(16)? == 1;
+        let state = *b.get(16)?;
         let len = usize::from(*b.get(17)?);
         let event = Stored::decode(b.get(18..18 + len)?)?;
-        out.push(Entry {
-            id,
-            superseded,
-            event,
-        });
+        out.push(Entry { id, state, event });
         b = &b[18 + len..];
     }
     Some(out)
@@ -466,7 +573,7 @@ fn decode_entries(mut b: &[u8]) -> Option<Vec<Entry>> {
 fn request_contribution(r: u128, entries: &[Entry], c: &mut Contribution) {
     let mut evs: Vec<(u128, Svc)> = entries
         .iter()
-        .filter(|e| !e.superseded)
+        .filter(|e| e.state == COUNTED)
         .filter_map(|e| match e.event {
             Stored::Svc(s) => Some((e.id, s)),
             Stored::Cmp(_) => None,
@@ -497,26 +604,32 @@ fn request_contribution(r: u128, entries: &[Entry], c: &mut Contribution) {
             }
         }
     }
+    let mut overflow = false;
     for (_, e) in evs.iter().filter(|(_, e)| e.stage == ServiceStage::FeePaid) {
         let fee = e.fee.unwrap_or(0);
         let cell = c
             .services
             .entry((day_of(e.occurred), e.unit, e.service))
             .or_default();
-        cell[6] += fee;
+        // Counts grow by one per event; only money sums could leave i64's range.
+        match cell[6].checked_add(fee) {
+            Some(v) => cell[6] = v,
+            None => overflow = true,
+        }
         match fee.cmp(&0) {
             std::cmp::Ordering::Greater => cell[4] += 1,
             std::cmp::Ordering::Less => cell[5] += 1,
             std::cmp::Ordering::Equal => {}
         }
     }
+    c.overflow |= overflow;
 }
 
 /// What a complaint adds to the cells, from its events that no correction names.
 fn complaint_contribution(entries: &[Entry], c: &mut Contribution) {
     let mut evs: Vec<(u128, Cmp)> = entries
         .iter()
-        .filter(|e| !e.superseded)
+        .filter(|e| e.state == COUNTED)
         .filter_map(|e| match e.event {
             Stored::Cmp(x) => Some((e.id, x)),
             Stored::Svc(_) => None,
@@ -572,27 +685,45 @@ fn complaint_contribution(entries: &[Entry], c: &mut Contribution) {
     }
 }
 
-/// The change a batch makes to one request or complaint: events added, events now superseded.
+/// The change a batch makes to one request or complaint: events added, then new states of its
+/// events (in the order they were decided; the last one holds).
 #[derive(Default)]
 struct Edit {
     added: Vec<Entry>,
-    superseded: Vec<u128>,
+    states: Vec<(u128, u8)>,
 }
 
-/// Adds `sign` × `cells` to `delta`, noting the months touched.
+/// Index of a kind's table in [`Chains::events`].
+const SVC: usize = 0;
+const CMP: usize = 1;
+const KINDS: [RecordKind; 2] = [RecordKind::Service, RecordKind::Complaint];
+
+/// Adds `sign` × `cells` to `delta`, noting the months touched; `false` if a sum overflowed.
 fn add_to(
     delta: &mut HashMap<(i32, u16, u16), [i64; 9]>,
     cells: &BTreeMap<(i32, u16, u16), [i64; 9]>,
     sign: i64,
     months: &mut BTreeSet<Month>,
-) {
+) -> bool {
+    let mut ok = true;
     for (k, v) in cells {
         let d = delta.entry(*k).or_default();
         for i in 0..9 {
-            d[i] += sign * v[i];
+            match v[i].checked_mul(sign).and_then(|x| d[i].checked_add(x)) {
+                Some(x) => d[i] = x,
+                None => ok = false,
+            }
         }
         months.insert(month_of_day(k.0));
     }
+    ok
+}
+
+fn overflow(what: impl std::fmt::Display) -> redb::Error {
+    redb::Error::Corrupted(format!(
+        "a figure of {what} would leave the 64-bit range: refused rather than wrapped (money is \
+         bounded per event, so only a forged stream gets here)"
+    ))
 }
 
 /// Adds the batch's net change to cells held in `table` (a cell reaching zero is removed).
@@ -610,7 +741,9 @@ fn write_cells(
     for (k, v) in keys {
         let mut cur = t.get(k)?.map(|b| agg_from(b.value())).unwrap_or_default();
         for i in 0..9 {
-            cur[i] += v[i];
+            cur[i] = cur[i]
+                .checked_add(v[i])
+                .ok_or_else(|| overflow(format_args!("cell {k:?}")))?;
         }
         if cur.iter().all(|x| *x == 0) {
             t.remove(k)?;
@@ -621,46 +754,239 @@ fn write_cells(
     Ok(())
 }
 
-/// Marks event `t` superseded: its request or complaint is edited if it has arrived, otherwise
-/// the mark waits in [`EVENTS`] for it.
-fn supersede(
-    ev: &mut redb::Table<u128, (u128, u8)>,
-    edits: &mut HashMap<(bool, u128), Edit>,
-    t: u128,
-) -> Result<(), redb::Error> {
-    let target = ev.get(t)?.map(|v| v.value());
-    match target {
-        Some((_, f)) if f & SUPERSEDED != 0 => {}
-        Some((o, f)) if f & ARRIVED_FLAG != 0 => {
-            ev.insert(t, (o, f | SUPERSEDED))?;
-            edits
-                .entry((f & COMPLAINT != 0, o))
-                .or_default()
-                .superseded
-                .push(t);
+/// 64-bit FNV-1a digest of an event's content, every field but its id: what tells a replay
+/// (same content) from a conflicting duplicate (same id, other content). Strings are length-
+/// prefixed so that no two contents share a byte sequence.
+fn content_digest(e: &Event) -> u64 {
+    struct H(u64);
+    impl H {
+        fn bytes(&mut self, b: &[u8]) {
+            for x in b {
+                self.0 ^= u64::from(*x);
+                self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+            }
         }
-        _ => {
-            ev.insert(t, (0, SUPERSEDED))?;
+        fn str(&mut self, s: &str) {
+            self.bytes(&(s.len() as u64).to_le_bytes());
+            self.bytes(s.as_bytes());
+        }
+        fn opt(&mut self, v: Option<i128>) {
+            match v {
+                Some(v) => {
+                    self.bytes(&[1]);
+                    self.bytes(&v.to_le_bytes());
+                }
+                None => self.bytes(&[0]),
+            }
         }
     }
-    Ok(())
+    let mut h = H(0xcbf2_9ce4_8422_2325);
+    match e {
+        Event::Service(s) => {
+            h.bytes(&[0]);
+            h.str(&s.unit_code);
+            h.str(&s.request_id);
+            h.str(&s.sector_code);
+            h.str(&s.service_code);
+            h.bytes(&[s.stage.index() as u8]);
+            h.opt(s.fee_riel.map(i128::from));
+            h.str(&s.channel);
+            h.bytes(&s.occurred_at.to_le_bytes());
+            h.bytes(&s.recorded_at.to_le_bytes());
+            h.opt(s.supersedes_event_id.map(|u| u.as_u128() as i128));
+            h.opt(s.window_no.map(i128::from));
+        }
+        Event::Complaint(c) => {
+            h.bytes(&[1]);
+            h.str(&c.unit_code);
+            h.str(&c.complaint_id);
+            h.opt(None);
+            if let Some(sector) = &c.sector_code {
+                h.str(sector);
+            }
+            h.bytes(&[c.stage.index() as u8]);
+            h.bytes(&c.occurred_at.to_le_bytes());
+            h.bytes(&c.recorded_at.to_le_bytes());
+            h.opt(c.supersedes_event_id.map(|u| u.as_u128() as i128));
+        }
+        Event::UnitDay(_) => {}
+    }
+    h.0
 }
 
-/// Applies a batch. Each event costs one lookup and one insert in [`EVENTS`]; each request or
-/// complaint it touches one read and one write of its events, whose contribution to the cells
-/// before and after the batch gives the change; each cell changed one read and one write.
+/// Why a correction is refused, in words for the dead-letter topic.
+fn refusal_text(r: Refusal, target: u128, codes: &Codes) -> String {
+    let target = uuid::Uuid::from_u128(target);
+    match r {
+        Refusal::OtherUnit(u) => format!(
+            "correction names event {target} of unit {}: a unit corrects only its own events",
+            codes
+                .unit_code
+                .get(usize::from(u))
+                .map_or("?", String::as_str)
+        ),
+        Refusal::OtherKind => {
+            format!("correction names event {target}, which is an event of the other kind")
+        }
+        Refusal::NamesRefused => {
+            format!("correction names event {target}, a correction that was itself rejected")
+        }
+    }
+}
+
+/// What a correction does when it meets its target.
+enum Verdict {
+    /// Joins the target's chain.
+    Join,
+    /// Waits for the target (not arrived, or itself waiting).
+    Hold,
+    Refuse(Refusal),
+}
+
+/// The correction chains of one batch: the tables they live in and the edits they cause.
+struct Chains<'t> {
+    events: [redb::Table<'t, u128, EventRow>; 2],
+    roots: redb::Table<'t, u128, u128>,
+    winners: redb::Table<'t, u128, (i64, u128)>,
+    pending: redb::MultimapTable<'t, u128, (u128, u8, u16, i64, i64)>,
+    edits: HashMap<(bool, u128), Edit>,
+    rejected: Vec<Rejected>,
+}
+
+impl Chains<'_> {
+    fn entry(&self, k: usize, id: u128) -> Result<EventRow, redb::Error> {
+        self.events[k]
+            .get(id)?
+            .map(|v| v.value())
+            .ok_or_else(|| redb::Error::Corrupted(format!("event {id:032x} has no entry")))
+    }
+
+    /// Gives arrived event `id` a new [`Entry::state`].
+    fn set_state(&mut self, k: usize, id: u128, state: u8) -> Result<(), redb::Error> {
+        let (owner, ..) = self.entry(k, id)?;
+        self.edits
+            .entry((k == CMP, owner))
+            .or_default()
+            .states
+            .push((id, state));
+        Ok(())
+    }
+
+    fn set_status(&mut self, k: usize, id: u128, status: u8) -> Result<(), redb::Error> {
+        let (owner, unit, digest, _, offset) = self.entry(k, id)?;
+        self.events[k].insert(id, (owner, unit, digest, status, offset))?;
+        Ok(())
+    }
+
+    /// What correction of kind `k` and unit `unit` does with `target`, as things stand.
+    fn verdict(&self, k: usize, unit: u16, target: u128) -> Result<Verdict, redb::Error> {
+        Ok(match self.events[k].get(target)?.map(|v| v.value()) {
+            Some((_, u, ..)) if u != unit => Verdict::Refuse(Refusal::OtherUnit(u)),
+            Some((_, _, _, HELD, _)) => Verdict::Hold,
+            Some((_, _, _, REFUSED, _)) => Verdict::Refuse(Refusal::NamesRefused),
+            Some(_) => Verdict::Join,
+            None if self.events[1 - k].get(target)?.is_some() => {
+                Verdict::Refuse(Refusal::OtherKind)
+            }
+            None => Verdict::Hold,
+        })
+    }
+
+    /// Puts correction `c` (recorded at `recorded`) in the chain of `target` and says whether it
+    /// is the chain's winner ([`COUNTED`]) or not ([`SUPERSEDED`]); the previous winner (or the
+    /// original) is superseded.
+    fn join(&mut self, k: usize, c: u128, recorded: i64, target: u128) -> Result<u8, redb::Error> {
+        let root = self.roots.get(target)?.map(|v| v.value()).unwrap_or(target);
+        self.roots.insert(c, root)?;
+        let before = self.winners.get(root)?.map(|v| v.value());
+        if before.is_none_or(|w| (recorded, c) > w) {
+            self.winners.insert(root, (recorded, c))?;
+            self.set_state(k, before.map_or(root, |(_, id)| id), SUPERSEDED)?;
+            Ok(COUNTED)
+        } else {
+            Ok(SUPERSEDED)
+        }
+    }
+
+    /// Decides the corrections waiting for `id` (kind `k`, unit `unit`), which has just arrived
+    /// or joined its chain (`refused` false) or been refused (`true`), and theirs in turn.
+    fn release(
+        &mut self,
+        k: usize,
+        id: u128,
+        unit: u16,
+        refused: bool,
+        codes: &Codes,
+    ) -> Result<(), redb::Error> {
+        let mut queue = vec![(k, id, unit, refused)];
+        while let Some((k, id, unit, refused)) = queue.pop() {
+            let waiting = self
+                .pending
+                .remove_all(id)?
+                .map(|v| v.map(|v| v.value()))
+                .collect::<Result<Vec<_>, _>>()?;
+            for (c, ck, cu, recorded, offset) in waiting {
+                let ck = usize::from(ck);
+                let refusal = if refused {
+                    Some(Refusal::NamesRefused)
+                } else if ck != k {
+                    Some(Refusal::OtherKind)
+                } else if cu != unit {
+                    Some(Refusal::OtherUnit(unit))
+                } else {
+                    None
+                };
+                match refusal {
+                    None => {
+                        let state = self.join(ck, c, recorded, id)?;
+                        self.set_status(ck, c, APPLIED)?;
+                        self.set_state(ck, c, state)?;
+                    }
+                    Some(r) => {
+                        self.set_status(ck, c, REFUSED)?;
+                        self.set_state(ck, c, REJECTED)?;
+                        self.rejected.push(Rejected {
+                            kind: KINDS[ck],
+                            offset,
+                            event_id: c,
+                            field: "supersedes_event_id",
+                            reason: refusal_text(r, id, codes),
+                        });
+                    }
+                }
+                queue.push((ck, c, cu, refusal.is_some()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Applies a batch. Each event costs one lookup and one insert in its kind's events table; each
+/// request or complaint it touches one read and one write of its events, whose contribution to
+/// the cells before and after the batch gives the change; each cell changed one read and one
+/// write. Corrections follow [`WINNERS`]: a correction is counted only once its target has
+/// arrived and is of its own unit and kind.
 fn apply_in(
     tx: &redb::WriteTransaction,
     events: &[(&str, i64, &Event)],
     codes: &Codes,
+    first: &FirstArrivals,
 ) -> Result<Applied, redb::Error> {
     let mut out = Applied::default();
-    let mut edits: HashMap<(bool, u128), Edit> = HashMap::new();
     let mut arrived_delta: HashMap<(i32, u16), (i64, i64)> = HashMap::new();
     let mut last: HashMap<&str, i64> = HashMap::new();
+    let mut chains = Chains {
+        events: [
+            tx.open_table(SERVICE_EVENTS)?,
+            tx.open_table(COMPLAINT_EVENTS)?,
+        ],
+        roots: tx.open_table(ROOTS)?,
+        winners: tx.open_table(WINNERS)?,
+        pending: tx.open_multimap_table(PENDING)?,
+        edits: HashMap::new(),
+        rejected: Vec::new(),
+    };
     {
-        let mut ev = tx.open_table(EVENTS)?;
-        let mut winners = tx.open_table(WINNERS)?;
         let mut closes = tx.open_table(CLOSES)?;
         for (topic, offset, e) in events {
             last.entry(topic)
@@ -737,48 +1063,117 @@ fn apply_in(
                     continue;
                 }
             };
-            let (unit, occurred, owner, flag) = match stored {
-                Stored::Svc(s) => (s.unit, s.occurred, s.request, 0),
-                Stored::Cmp(c) => (c.unit, c.occurred, c.complaint, COMPLAINT),
+            let (k, unit, occurred, owner) = match stored {
+                Stored::Svc(s) => (SVC, s.unit, s.occurred, s.request),
+                Stored::Cmp(c) => (CMP, c.unit, c.occurred, c.complaint),
             };
-            out.months.insert(month_of_day(day_of(occurred)));
-            out.months.insert(month_of_day(day_of(recorded)));
-            let prior = ev.get(id)?.map(|v| v.value().1).unwrap_or(0);
-            if prior & ARRIVED_FLAG != 0 {
-                out.duplicates += 1;
+            let digest = content_digest(e);
+            let known = chains.events[k].get(id)?.map(|v| v.value());
+            let decided = first.get(&(KINDS[k], id)).is_some_and(|d| *d != digest);
+            if known.is_some() || decided {
+                let kept = known.map(|s| s.2);
+                if kept == Some(digest) {
+                    out.duplicates += 1;
+                    let (o, u, d, st, at) = known.expect("kept");
+                    if *offset < at {
+                        chains.events[k].insert(id, (o, u, d, st, *offset))?;
+                    }
+                    if st == REFUSED {
+                        // A replay (say after a crash before its dead letter was acknowledged):
+                        // dead-lettered again, at least once like every other refusal.
+                        chains.rejected.push(Rejected {
+                            kind: KINDS[k],
+                            offset: *offset,
+                            event_id: id,
+                            field: "supersedes_event_id",
+                            reason: "a correction refused when it first arrived (it names another \
+                                     unit's or kind's event, or a refused correction)"
+                                .to_owned(),
+                        });
+                    }
+                } else {
+                    // The first to arrive holds. Live reading meets a partition in offset
+                    // order; a rebuild that met them the other way round says so, and is
+                    // redone with `first` decided (see [`PartitionState::first_arrivals`]).
+                    out.conflicts.push(Conflict {
+                        kind: KINDS[k],
+                        event_id: id,
+                        offset: *offset,
+                        digest,
+                    });
+                    out.inverted |= known.is_some_and(|s| *offset < s.4);
+                    chains.rejected.push(Rejected {
+                        kind: KINDS[k],
+                        offset: *offset,
+                        event_id: id,
+                        field: "event_id",
+                        reason: format!(
+                            "conflicting duplicate: event {} arrived earlier with other \
+                             content; the first is kept",
+                            uuid::Uuid::from_u128(id)
+                        ),
+                    });
+                }
                 continue;
             }
-            let superseded = prior & SUPERSEDED != 0;
-            ev.insert(id, (owner, ARRIVED_FLAG | flag | (prior & SUPERSEDED)))?;
-            edits
-                .entry((flag == COMPLAINT, owner))
+            out.months.insert(month_of_day(day_of(occurred)));
+            out.months.insert(month_of_day(day_of(recorded)));
+            let target = supersedes.map(|t| t.as_u128());
+            let verdict = match target {
+                Some(t) => Some(chains.verdict(k, unit, t)?),
+                None => None,
+            };
+            let status = match verdict {
+                None => PLAIN,
+                Some(Verdict::Join) => APPLIED,
+                Some(Verdict::Hold) => HELD,
+                Some(Verdict::Refuse(_)) => REFUSED,
+            };
+            chains.events[k].insert(id, (owner, unit, digest, status, *offset))?;
+            let state = match (verdict, target) {
+                (Some(Verdict::Join), Some(t)) => chains.join(k, id, recorded, t)?,
+                (Some(Verdict::Hold), Some(t)) => {
+                    chains
+                        .pending
+                        .insert(t, (id, k as u8, unit, recorded, *offset))?;
+                    WAITING
+                }
+                (Some(Verdict::Refuse(r)), Some(t)) => {
+                    chains.rejected.push(Rejected {
+                        kind: KINDS[k],
+                        offset: *offset,
+                        event_id: id,
+                        field: "supersedes_event_id",
+                        reason: refusal_text(r, t, codes),
+                    });
+                    REJECTED
+                }
+                _ => COUNTED,
+            };
+            chains
+                .edits
+                .entry((k == CMP, owner))
                 .or_default()
                 .added
                 .push(Entry {
                     id,
-                    superseded,
+                    state,
                     event: stored,
                 });
+            if status != HELD {
+                chains.release(k, id, unit, status == REFUSED, codes)?;
+            }
             let a = arrived_delta.entry((day_of(recorded), unit)).or_default();
             match stored {
                 Stored::Svc(_) => a.0 += 1,
                 Stored::Cmp(_) => a.1 += 1,
             }
-            if let Some(t) = supersedes.map(|t| t.as_u128()) {
-                let before = winners.get(t)?.map(|v| v.value());
-                if before.is_none_or(|w| (recorded, id) > w) {
-                    winners.insert(t, (recorded, id))?;
-                    supersede(&mut ev, &mut edits, t)?;
-                    if let Some((_, loser)) = before {
-                        supersede(&mut ev, &mut edits, loser)?;
-                    }
-                } else {
-                    // A later-recorded correction of the same original is already in.
-                    supersede(&mut ev, &mut edits, id)?;
-                }
-            }
         }
     }
+    let Chains {
+        edits, rejected, ..
+    } = chains;
+    out.rejected = rejected;
     // Each touched request or complaint: its contribution before and after the batch.
     let mut services: HashMap<(i32, u16, u16), [i64; 9]> = HashMap::new();
     let mut complaints: HashMap<(i32, u16, u16), [i64; 9]> = HashMap::new();
@@ -813,17 +1208,23 @@ fn apply_in(
             contribution(&entries, &mut before);
             // Added first: a correction may name an event of the same batch.
             entries.extend(edit.added);
-            for id in &edit.superseded {
+            for (id, state) in &edit.states {
                 for e in entries.iter_mut().filter(|e| e.id == *id) {
-                    e.superseded = true;
+                    e.state = *state;
                 }
             }
             contribution(&entries, &mut after);
+            if before.overflow || after.overflow {
+                return Err(overflow(format_args!("request {owner:032x}")));
+            }
             table.insert(owner, encode_entries(&entries).as_slice())?;
-            add_to(&mut services, &before.services, -1, &mut out.months);
-            add_to(&mut services, &after.services, 1, &mut out.months);
-            add_to(&mut complaints, &before.complaints, -1, &mut out.months);
-            add_to(&mut complaints, &after.complaints, 1, &mut out.months);
+            let ok = add_to(&mut services, &before.services, -1, &mut out.months)
+                & add_to(&mut services, &after.services, 1, &mut out.months)
+                & add_to(&mut complaints, &before.complaints, -1, &mut out.months)
+                & add_to(&mut complaints, &after.complaints, 1, &mut out.months);
+            if !ok {
+                return Err(overflow("this batch"));
+            }
             for (k, v) in &before.processing {
                 if after.processing.get(k) != Some(v) {
                     proc_removed.push(*k);
@@ -978,14 +1379,215 @@ mod tests {
     }
 
     fn state(events: &[Event], batch: usize) -> (tempfile::TempDir, PartitionState, Codes) {
+        let (dir, s, _) = run(events, batch);
+        (dir, s, Codes::new(&Reference::builtin()))
+    }
+
+    /// Applies `events` in batches of `batch` (offset = position) and returns what was refused.
+    fn run(events: &[Event], batch: usize) -> (tempfile::TempDir, PartitionState, Vec<Rejected>) {
         let codes = Codes::new(&Reference::builtin());
         let dir = tempfile::tempdir().unwrap();
         let s = PartitionState::open(&dir.path().join("p.redb"), 1 << 20).unwrap();
+        let mut rejected = Vec::new();
         for (i, chunk) in events.chunks(batch).enumerate() {
-            let evs: Vec<(&str, i64, &Event)> = chunk.iter().map(|e| ("t", i as i64, e)).collect();
-            s.apply(&evs, &codes).unwrap();
+            let evs: Vec<(&str, i64, &Event)> = chunk
+                .iter()
+                .enumerate()
+                .map(|(j, e)| ("t", (i * batch + j) as i64, e))
+                .collect();
+            rejected.extend(s.apply(&evs, &codes).unwrap().rejected);
         }
-        (dir, s, codes)
+        rejected.sort_by_key(|r| r.offset);
+        (dir, s, rejected)
+    }
+
+    fn permutations<T: Clone>(items: &[T]) -> Vec<Vec<T>> {
+        if items.len() <= 1 {
+            return vec![items.to_vec()];
+        }
+        let mut out = Vec::new();
+        for i in 0..items.len() {
+            let mut rest = items.to_vec();
+            let first = rest.remove(i);
+            for mut p in permutations(&rest) {
+                p.insert(0, first.clone());
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    /// A fee payment of request r1 at one time, recorded at `recorded`, by `unit`.
+    fn fee_of(unit: &str, id: u128, fee: i64, recorded: &str, supersedes: Option<u128>) -> Event {
+        let Event::Service(mut e) = svc(
+            id,
+            "r1",
+            ServiceStage::FeePaid,
+            "2021-03-01T09:30:00+07:00",
+            Some(fee),
+            supersedes,
+        ) else {
+            unreachable!()
+        };
+        e.unit_code = unit.into();
+        e.recorded_at = t(recorded);
+        Event::Service(e)
+    }
+
+    /// Revenue per unit code in March 2021.
+    fn revenue_by_unit(s: &PartitionState) -> BTreeMap<String, i64> {
+        let codes = Codes::new(&Reference::builtin());
+        let mut out = BTreeMap::new();
+        for ((_, unit, _), v) in s.month((2021, 3)).unwrap().services {
+            *out.entry(codes.unit_code[usize::from(unit)].clone())
+                .or_default() += v.revenue_riel;
+        }
+        out.retain(|_, v| *v != 0);
+        out
+    }
+
+    #[test]
+    fn a_correction_of_a_correction_replaces_the_whole_chain_in_any_order() {
+        let original = fee_of("KH-0101", 10, 9_000, "2021-03-01T09:30:00+07:00", None);
+        let first = fee_of("KH-0101", 11, 5_000, "2021-03-02T09:00:00+07:00", Some(10));
+        let second = fee_of("KH-0101", 12, 5_500, "2021-03-05T09:00:00+07:00", Some(11));
+        // A correction of the losing `first`, recorded before `second`: still one chain, one
+        // winner (the last recorded), never two corrections counted.
+        let late_fix = fee_of("KH-0101", 13, 4_000, "2021-03-03T09:00:00+07:00", Some(11));
+        for order in permutations(&[original, first, second, late_fix]) {
+            for batch in [1, 2, 4] {
+                let (_d, s, rejected) = run(&order, batch);
+                assert_eq!(total_of(&s), 5_500, "batch {batch}");
+                assert!(rejected.is_empty(), "{rejected:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_correction_waits_for_its_original_and_counts_only_then() {
+        let original = fee_of("KH-0101", 10, 9_000, "2021-03-01T09:30:00+07:00", None);
+        let fix = fee_of("KH-0101", 11, 5_000, "2021-03-02T09:00:00+07:00", Some(10));
+        let (_d, s, _) = run(std::slice::from_ref(&fix), 1);
+        assert_eq!(total_of(&s), 0, "held: its original has not arrived");
+        let (_d, s, _) = run(&[fix, original], 1);
+        assert_eq!(total_of(&s), 5_000);
+    }
+
+    #[test]
+    fn a_correction_naming_another_units_or_kinds_event_is_refused_in_any_order() {
+        let theirs = fee_of("KH-0101", 10, 9_000, "2021-03-01T09:30:00+07:00", None);
+        // KH-0102 "corrects" KH-0101's payment: it must neither count as KH-0102's revenue nor
+        // remove KH-0101's.
+        let forged = fee_of("KH-0102", 11, 90_000, "2021-03-02T09:00:00+07:00", Some(10));
+        let complaint = cmp(
+            20,
+            "c1",
+            ComplaintStage::Received,
+            "2021-03-01T10:00:00+07:00",
+        );
+        // A service correction naming a complaint event.
+        let cross = fee_of("KH-0101", 12, 1_000, "2021-03-02T09:00:00+07:00", Some(20));
+        // And a correction of the refused one.
+        let chained = fee_of("KH-0102", 13, 7_000, "2021-03-03T09:00:00+07:00", Some(11));
+        for order in permutations(&[theirs, forged, complaint, cross, chained]) {
+            for batch in [1, 5] {
+                let (_d, s, rejected) = run(&order, batch);
+                assert_eq!(
+                    revenue_by_unit(&s),
+                    BTreeMap::from([("KH-0101".to_owned(), 9_000)]),
+                    "batch {batch}"
+                );
+                let mut ids: Vec<u128> = rejected.iter().map(|r| r.event_id).collect();
+                ids.sort();
+                assert_eq!(ids, [11, 12, 13], "{rejected:?}");
+                let forged = rejected.iter().find(|r| r.event_id == 11).unwrap();
+                assert_eq!(forged.field, "supersedes_event_id");
+                assert!(
+                    forged.reason.contains("of unit KH-0101"),
+                    "{}",
+                    forged.reason
+                );
+                let cross = rejected.iter().find(|r| r.event_id == 12).unwrap();
+                assert!(cross.reason.contains("other kind"), "{}", cross.reason);
+            }
+        }
+    }
+
+    #[test]
+    fn of_two_events_with_one_id_and_different_content_the_first_holds() {
+        let first = fee_of("KH-0101", 10, 9_000, "2021-03-01T09:30:00+07:00", None);
+        let other = fee_of("KH-0101", 10, 1_000, "2021-03-01T09:30:00+07:00", None);
+        for batch in [1, 2, 3] {
+            let (_d, s, rejected) = run(&[first.clone(), other.clone(), first.clone()], batch);
+            assert_eq!(total_of(&s), 9_000, "batch {batch}");
+            assert_eq!(rejected.len(), 1, "a replay of the first is no conflict");
+            assert_eq!((rejected[0].offset, rejected[0].field), (1, "event_id"));
+            assert!(rejected[0].reason.contains("conflicting duplicate"));
+        }
+        let (_d, s, _) = run(&[other, first], 1);
+        assert_eq!(total_of(&s), 1_000, "first by offset, whichever it is");
+    }
+
+    #[test]
+    fn a_rebuild_meeting_a_conflict_before_the_first_arrival_knows_and_can_redo() {
+        let first = fee_of("KH-0101", 10, 9_000, "2021-03-01T09:30:00+07:00", None);
+        let other = fee_of("KH-0101", 10, 1_000, "2021-03-01T09:30:00+07:00", None);
+        let codes = Codes::new(&Reference::builtin());
+        let dir = tempfile::tempdir().unwrap();
+        let open = |name: &str| PartitionState::open(&dir.path().join(name), 1 << 20).unwrap();
+        // Files read out of order: offset 7 (the conflicting copy) before offset 3.
+        let s = open("a.redb");
+        let a = s.apply(&[("t", 7, &other)], &codes).unwrap();
+        let b = s.apply(&[("t", 3, &first)], &codes).unwrap();
+        assert!(!a.inverted && b.inverted);
+        let decided = s.first_arrivals(&b.conflicts).unwrap();
+        let redo = open("b.redb");
+        let mut rejected = Vec::new();
+        for (o, e) in [(7, &other), (3, &first)] {
+            let applied = redo.apply_with(&[("t", o, e)], &codes, &decided).unwrap();
+            assert!(!applied.inverted);
+            rejected.extend(applied.rejected);
+        }
+        assert_eq!(
+            total_of(&redo),
+            9_000,
+            "the content at the smaller offset holds"
+        );
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].offset, 7);
+    }
+
+    #[test]
+    fn sums_that_would_wrap_are_refused() {
+        // 10 payments of the largest valid fee in one cell fit; i64::MAX / 10^12 ≈ 9.2 M do not.
+        // Fees beyond the validation bound stand in for that many events.
+        let codes = Codes::new(&Reference::builtin());
+        let dir = tempfile::tempdir().unwrap();
+        let s = PartitionState::open(&dir.path().join("p.redb"), 1 << 20).unwrap();
+        let a = svc(
+            1,
+            "r1",
+            ServiceStage::FeePaid,
+            "2021-03-01T09:30:00+07:00",
+            Some(i64::MAX - 5),
+            None,
+        );
+        let b = svc(
+            2,
+            "r2",
+            ServiceStage::FeePaid,
+            "2021-03-01T09:31:00+07:00",
+            Some(10),
+            None,
+        );
+        s.apply(&[("t", 0, &a)], &codes).unwrap();
+        let e = s.apply(&[("t", 1, &b)], &codes).unwrap_err().to_string();
+        assert!(e.contains("64-bit range"), "{e}");
+        assert_eq!(
+            total_of(&s),
+            i64::MAX - 5,
+            "the failed batch changed nothing"
+        );
     }
 
     fn total(rows: &PeriodRows) -> ServiceAgg {

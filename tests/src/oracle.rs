@@ -64,37 +64,68 @@ pub fn expected_from_import(path: &Path) -> Expected {
                 unit_days.insert((s(&v, "unit_code"), s(&v, "date")));
             }
             _ => {
-                by_id.insert(s(&v, "event_id"), v);
+                // The first line under an id holds; a later one with other content is a
+                // conflicting duplicate (and an identical one a replay).
+                by_id.entry(s(&v, "event_id")).or_insert(v);
             }
         }
     }
-    // Replaced: every event a correction names and, of several corrections of one original,
-    // all but the one recorded last (ties: the larger event id; canonical UUID text sorts as
-    // the number does).
-    let mut winners: HashMap<&str, (i64, &str)> = HashMap::new();
+    // Corrections, judged from the whole file at once (the aggregator decides event by event):
+    // a correction counts only if the chain of events it names reaches an original of its own
+    // unit and kind; of all counted corrections of one original, the one recorded last wins
+    // (ties: the larger event id; canonical UUID text sorts as the number does), and the
+    // original and every other correction are replaced. A correction whose chain is broken by
+    // a missing event waits; one that meets another unit's or kind's event is refused.
+    let target_of = |v: &Value| {
+        v.get("supersedes_event_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    // The original a correction's chain starts from, if the chain is whole and honest.
+    let root_of = |id: &str| -> Option<String> {
+        let me = &by_id[id];
+        let mut cur = id.to_owned();
+        for _ in 0..=by_id.len() {
+            let v = &by_id[&cur];
+            let Some(t) = target_of(v) else {
+                return Some(cur);
+            };
+            let tv = by_id.get(&t)?;
+            if tv["kind"] != me["kind"] || s(tv, "unit_code") != s(me, "unit_code") {
+                return None;
+            }
+            cur = t;
+        }
+        None // a cycle of ids: only a forger can make one
+    };
+    let mut winners: HashMap<String, (i64, String)> = HashMap::new();
     let mut superseded: HashSet<String> = HashSet::new();
     for (id, v) in &by_id {
-        let Some(t) = v.get("supersedes_event_id").and_then(Value::as_str) else {
+        if target_of(v).is_none() {
+            continue;
+        }
+        let Some(root) = root_of(id) else {
+            superseded.insert(id.clone()); // waiting or refused: counted nowhere
             continue;
         };
-        superseded.insert(t.to_owned());
+        superseded.insert(root.clone());
         // recorded_at defaults to occurred_at on import.
         let at = v
             .get("recorded_at")
             .and_then(Value::as_str)
             .unwrap_or_else(|| v["occurred_at"].as_str().expect("occurred_at"));
         let recorded = owsu_schemas::time::parse_rfc3339(at).expect("time");
-        let me = (recorded, id.as_str());
-        match winners.get(t) {
+        let me = (recorded, id.clone());
+        match winners.get(&root) {
             Some(w) if *w >= me => {
                 superseded.insert(id.clone());
             }
             Some(w) => {
-                superseded.insert(w.1.to_owned());
-                winners.insert(t, me);
+                superseded.insert(w.1.clone());
+                winners.insert(root, me);
             }
             None => {
-                winners.insert(t, me);
+                winners.insert(root, me);
             }
         }
     }
