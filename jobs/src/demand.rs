@@ -12,6 +12,7 @@ use owsu_schemas::reference::Reference;
 use polars::prelude::*;
 
 use crate::data::{self, median_p90, Ix, Want};
+use crate::sum::add;
 
 /// Parses `YYYY-MM`.
 pub fn parse_month(s: &str) -> anyhow::Result<(i32, u32)> {
@@ -92,13 +93,16 @@ pub async fn run(
         let c = cells
             .entry(((r.date.year(), r.date.month()), r.unit, r.service))
             .or_default();
-        c.received += r.received;
-        c.delivered += r.delivered;
-        c.rejected += r.rejected;
-        c.cancelled += r.cancelled;
-        c.fee_payments += r.fee_payments;
-        c.refunds += r.refunds;
-        c.revenue += r.revenue_riel;
+        let (unit, service) = (&ix.unit(r.unit).code, ix.service_code(r.service));
+        let (y, m) = (r.date.year(), r.date.month());
+        let at = format_args!("{unit}, {service}, {y}-{m:02}");
+        add(&mut c.received, r.received, "requests_received", &at)?;
+        add(&mut c.delivered, r.delivered, "services_delivered", &at)?;
+        add(&mut c.rejected, r.rejected, "requests_rejected", &at)?;
+        add(&mut c.cancelled, r.cancelled, "requests_cancelled", &at)?;
+        add(&mut c.fee_payments, r.fee_payments, "fee_payments", &at)?;
+        add(&mut c.refunds, r.refunds, "refunds", &at)?;
+        add(&mut c.revenue, r.revenue_riel, "revenue_riel", &at)?;
     }
     for p in &s.processing {
         cells

@@ -25,6 +25,7 @@ use owsu_schemas::reference::Reference;
 use serde::Serialize;
 
 use crate::data::{self, Ix, Want};
+use crate::sum::add;
 
 /// Thresholds, with the defaults the CLI documents.
 #[derive(Debug, Clone, clap::Args)]
@@ -169,15 +170,21 @@ pub async fn run(
     let mut gaps: BTreeMap<u16, Vec<(NaiveDate, i64)>> = BTreeMap::new();
     for d in &s.unit_days {
         if let Some(a) = active.get_mut(&d.unit) {
-            if d.closed || d.arrived_services + d.arrived_complaints > 0 {
+            // In i128: the sum of two i64 always fits.
+            if d.closed || i128::from(d.arrived_services) + i128::from(d.arrived_complaints) > 0 {
                 a[pos(d.date)] = true;
             }
         }
         if d.status == "missing_events" || d.status == "extra_events" {
-            gaps.entry(d.unit).or_default().push((
-                d.date,
-                d.services_gap.unwrap_or(0) + d.complaints_gap.unwrap_or(0),
-            ));
+            let mut gap = d.services_gap.unwrap_or(0);
+            let at = format_args!("{} on {}", ix.unit(d.unit).code, d.date);
+            add(
+                &mut gap,
+                d.complaints_gap.unwrap_or(0),
+                "events_missing",
+                &at,
+            )?;
+            gaps.entry(d.unit).or_default().push((d.date, gap));
         }
     }
     for r in &s.services {
@@ -190,9 +197,16 @@ pub async fn run(
         }
         // Requests, not events: a request's several stages are one piece of evidence, not several.
         if r.received > 0 {
-            per_service
+            let slot = &mut per_service
                 .entry((r.unit, r.service))
-                .or_insert_with(|| vec![0; n])[p] += r.received as u32;
+                .or_insert_with(|| vec![0; n])[p];
+            let at = format_args!(
+                "{}, {}, {}",
+                ix.unit(r.unit).code,
+                ix.service_code(r.service),
+                r.date
+            );
+            add(slot, r.received, "requests_received", &at)?;
         }
     }
     let mut overdue: BTreeMap<u16, (i64, NaiveDate)> = BTreeMap::new();
@@ -205,7 +219,12 @@ pub async fn run(
         .filter(|c| c.open_within > 0 && c.date < overdue_before)
     {
         let e = overdue.entry(c.unit).or_insert((0, c.date));
-        e.0 += c.open_within;
+        add(
+            &mut e.0,
+            c.open_within,
+            "open_within_jurisdiction",
+            &ix.unit(c.unit).code,
+        )?;
         e.1 = e.1.min(c.date);
     }
 
@@ -311,7 +330,8 @@ pub async fn run(
             let Some(last) = series.iter().rposition(|x| *x > 0) else {
                 continue;
             };
-            let count: u32 = series[..=last].iter().sum();
+            // u64: the sum of u32 counts of at most a few thousand working days cannot wrap.
+            let count: u64 = series[..=last].iter().map(|c| u64::from(*c)).sum();
             let rate = count as f64 / (last + 1 - unit_start.min(last)) as f64;
             let gap = n - 1 - last;
             if count >= 10 && gap >= 20 && rate * gap as f64 >= rules.stopped_strength {
@@ -334,7 +354,10 @@ pub async fn run(
         }
 
         if let Some(g) = gaps.get(&u) {
-            let missing: i64 = g.iter().map(|x| x.1).sum();
+            let mut missing = 0i64;
+            for x in g {
+                add(&mut missing, x.1, "events_missing", &unit.code)?;
+            }
             let evidence = format!("{} unit-days whose own closing count differs from the events that arrived ({} events net missing)", g.len(), missing);
             flags.push(flag(
                 "reconciliation_gap",

@@ -2,7 +2,8 @@
 //! - [`review`] (+ [`html`]): the yearly review for the secretary-general;
 //! - [`demand`]: the sector-demand dataset for researchers;
 //! - [`inactive`]: the oversight list of inactive and anomalous units;
-//! - [`quality`]: the data-quality report (business-rule anomalies, possible overcharging).
+//! - [`quality`]: the data-quality report (business-rule anomalies, possible overcharging);
+//! - [`sum`]: sums that never wrap (an overflow is an error naming the figure, not a wrong number).
 //!
 //! Jobs read the lake through `owsu_lake` (every table at one version, columns from its table
 //! definitions): the summary tables are the aggregator's published contract. They depend on no
@@ -16,3 +17,4 @@ pub mod inactive;
 pub mod output;
 pub mod quality;
 pub mod review;
+pub mod sum;

@@ -28,6 +28,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::html::{esc, thousands};
+use crate::sum::{add, narrow};
 
 /// Examples kept per rule.
 const EXAMPLES_PER_RULE: usize = 5;
@@ -414,7 +415,11 @@ pub async fn compute(
                 if let (Some(fee), Some((_, sv))) = (fee, reference.catalogue.service(service)) {
                     let o = over.entry(r.unit.clone()).or_default();
                     o.payments += 1;
-                    o.excess_riel = o.excess_riel.saturating_add(fee - sv.fee_max_riel);
+                    // Exact or an error naming the unit: a saturated total would be a wrong
+                    // figure that looks right.
+                    let excess = i128::from(*fee) - i128::from(sv.fee_max_riel);
+                    let excess: i64 = narrow(excess, "fee above the schedule", &r.unit)?;
+                    add(&mut o.excess_riel, excess, "excess_riel", &r.unit)?;
                     if sv.fee_max_riel > 0 {
                         o.worst_ratio = o.worst_ratio.max(*fee as f64 / sv.fee_max_riel as f64);
                     }

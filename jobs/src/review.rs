@@ -14,6 +14,7 @@ use owsu_schemas::RIEL_PER_USD;
 use serde::Serialize;
 
 use crate::data::{self, median_p90, Ix, Summaries, Want};
+use crate::sum::{add, Overflow};
 
 /// FACTS.md's yearly table, one row per level.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -127,10 +128,11 @@ pub struct Review {
 }
 
 fn pct_change(now: i64, before: i64) -> Option<f64> {
-    (before != 0).then(|| (now - before) as f64 * 100.0 / before as f64)
+    // In i128: the difference of two i64 always fits.
+    (before != 0).then(|| (i128::from(now) - i128::from(before)) as f64 * 100.0 / before as f64)
 }
 
-fn facts(s: &Summaries, ix: &Ix<'_>) -> Vec<FactsRow> {
+fn facts(s: &Summaries, ix: &Ix<'_>) -> Result<Vec<FactsRow>, Overflow> {
     let mut rows: Vec<FactsRow> = [Level::Provincial, Level::District]
         .iter()
         .map(|l| FactsRow {
@@ -141,19 +143,32 @@ fn facts(s: &Summaries, ix: &Ix<'_>) -> Vec<FactsRow> {
     let idx = |unit: u16| usize::from(ix.level(unit) == Level::District);
     for r in &s.services {
         let f = &mut rows[idx(r.unit)];
-        f.services_delivered += r.delivered;
-        f.revenue_riel += r.revenue_riel;
+        add(
+            &mut f.services_delivered,
+            r.delivered,
+            "services_delivered",
+            &f.level,
+        )?;
+        add(
+            &mut f.revenue_riel,
+            r.revenue_riel,
+            "revenue_riel",
+            &f.level,
+        )?;
     }
     for c in &s.complaints {
         let f = &mut rows[idx(c.unit)];
-        f.complaints_received += c.received;
-        f.within_jurisdiction += c.within;
-        f.outside_jurisdiction += c.outside;
-        f.jurisdiction_undecided += c.undecided;
-        f.resolved += c.resolved;
-        f.more_info_required += c.more_info;
-        f.open += c.open;
-        f.withdrawn += c.withdrawn;
+        add_complaints(
+            f,
+            c.received,
+            c.within,
+            c.outside,
+            c.undecided,
+            c.resolved,
+            c.more_info,
+            c.open,
+            c.withdrawn,
+        )?;
     }
     let mut total = FactsRow {
         level: "All units".into(),
@@ -163,22 +178,86 @@ fn facts(s: &Summaries, ix: &Ix<'_>) -> Vec<FactsRow> {
         f.revenue_usd = f.revenue_riel as f64 / RIEL_PER_USD as f64;
         f.resolution_rate_pct = (f.within_jurisdiction > 0)
             .then(|| f.resolved as f64 * 100.0 / f.within_jurisdiction as f64);
-        total.services_delivered += f.services_delivered;
-        total.revenue_riel += f.revenue_riel;
-        total.complaints_received += f.complaints_received;
-        total.within_jurisdiction += f.within_jurisdiction;
-        total.outside_jurisdiction += f.outside_jurisdiction;
-        total.jurisdiction_undecided += f.jurisdiction_undecided;
-        total.resolved += f.resolved;
-        total.more_info_required += f.more_info_required;
-        total.open += f.open;
-        total.withdrawn += f.withdrawn;
+        add(
+            &mut total.services_delivered,
+            f.services_delivered,
+            "services_delivered",
+            &total.level,
+        )?;
+        add(
+            &mut total.revenue_riel,
+            f.revenue_riel,
+            "revenue_riel",
+            &total.level,
+        )?;
+        add_complaints(
+            &mut total,
+            f.complaints_received,
+            f.within_jurisdiction,
+            f.outside_jurisdiction,
+            f.jurisdiction_undecided,
+            f.resolved,
+            f.more_info_required,
+            f.open,
+            f.withdrawn,
+        )?;
     }
     total.revenue_usd = total.revenue_riel as f64 / RIEL_PER_USD as f64;
     total.resolution_rate_pct = (total.within_jurisdiction > 0)
         .then(|| total.resolved as f64 * 100.0 / total.within_jurisdiction as f64);
     rows.push(total);
-    rows
+    Ok(rows)
+}
+
+/// Adds complaint counts to a facts row (received, within, outside, undecided, resolved, more
+/// info, open, withdrawn).
+#[allow(clippy::too_many_arguments)]
+fn add_complaints(
+    f: &mut FactsRow,
+    received: i64,
+    within: i64,
+    outside: i64,
+    undecided: i64,
+    resolved: i64,
+    more_info: i64,
+    open: i64,
+    withdrawn: i64,
+) -> Result<(), Overflow> {
+    let level = &f.level;
+    add(
+        &mut f.complaints_received,
+        received,
+        "complaints_received",
+        level,
+    )?;
+    add(
+        &mut f.within_jurisdiction,
+        within,
+        "within_jurisdiction",
+        level,
+    )?;
+    add(
+        &mut f.outside_jurisdiction,
+        outside,
+        "outside_jurisdiction",
+        level,
+    )?;
+    add(
+        &mut f.jurisdiction_undecided,
+        undecided,
+        "jurisdiction_undecided",
+        level,
+    )?;
+    add(&mut f.resolved, resolved, "resolved", level)?;
+    add(
+        &mut f.more_info_required,
+        more_info,
+        "more_info_required",
+        level,
+    )?;
+    add(&mut f.open, open, "open", level)?;
+    add(&mut f.withdrawn, withdrawn, "withdrawn", level)?;
+    Ok(())
 }
 
 /// Computes the review of `year` (and the previous year, when present, for the changes).
@@ -230,9 +309,9 @@ pub async fn compute(
     .await?;
     let has_prev = !prev.services.is_empty();
 
-    let mut facts_now = facts(&cur, &ix);
+    let mut facts_now = facts(&cur, &ix)?;
     if has_prev {
-        for (f, p) in facts_now.iter_mut().zip(facts(&prev, &ix)) {
+        for (f, p) in facts_now.iter_mut().zip(facts(&prev, &ix)?) {
             f.services_yoy_pct = pct_change(f.services_delivered, p.services_delivered);
             f.revenue_yoy_pct = pct_change(f.revenue_riel, p.revenue_riel);
             f.complaints_yoy_pct = pct_change(f.complaints_received, p.complaints_received);
@@ -254,17 +333,51 @@ pub async fn compute(
                 0,
             )
         });
-        e.0.services_delivered += r.delivered;
-        e.0.revenue_riel += r.revenue_riel;
+        let (row, sector) = (&mut e.0, &ix.sector(si).code);
+        add(
+            &mut row.services_delivered,
+            r.delivered,
+            "services_delivered",
+            sector,
+        )?;
+        add(
+            &mut row.revenue_riel,
+            r.revenue_riel,
+            "revenue_riel",
+            sector,
+        )?;
         match ix.level(r.unit) {
-            Level::Provincial => e.0.services_provincial += r.delivered,
-            Level::District => e.0.services_district += r.delivered,
+            Level::Provincial => add(
+                &mut row.services_provincial,
+                r.delivered,
+                "services_provincial",
+                sector,
+            )?,
+            Level::District => add(
+                &mut row.services_district,
+                r.delivered,
+                "services_district",
+                sector,
+            )?,
         }
     }
     for r in &prev.services {
-        if let Some(e) = sectors.get_mut(&ix.service_sector[r.service as usize]) {
-            e.1 += r.delivered;
-            e.2 += r.revenue_riel;
+        let si = ix.service_sector[r.service as usize];
+        if let Some(e) = sectors.get_mut(&si) {
+            let sector = &ix.sector(si).code;
+            let prev_year = year - 1;
+            add(
+                &mut e.1,
+                r.delivered,
+                "services_delivered",
+                &format_args!("{sector} in {prev_year}"),
+            )?;
+            add(
+                &mut e.2,
+                r.revenue_riel,
+                "revenue_riel",
+                &format_args!("{sector} in {prev_year}"),
+            )?;
         }
     }
     let mut by_sector: Vec<SectorRow> = sectors
@@ -317,19 +430,43 @@ pub async fn compute(
         );
     }
     for r in &cur.services {
-        if let Some(e) = provinces.get_mut(ix.province(r.unit)) {
-            e.0.services_delivered += r.delivered;
-            e.0.revenue_riel += r.revenue_riel;
+        let province = ix.province(r.unit);
+        if let Some(e) = provinces.get_mut(province) {
+            add(
+                &mut e.0.services_delivered,
+                r.delivered,
+                "services_delivered",
+                &province,
+            )?;
+            add(
+                &mut e.0.revenue_riel,
+                r.revenue_riel,
+                "revenue_riel",
+                &province,
+            )?;
         }
     }
     for c in &cur.complaints {
-        if let Some(e) = provinces.get_mut(ix.province(c.unit)) {
-            e.0.complaints_received += c.received;
+        let province = ix.province(c.unit);
+        if let Some(e) = provinces.get_mut(province) {
+            add(
+                &mut e.0.complaints_received,
+                c.received,
+                "complaints_received",
+                &province,
+            )?;
         }
     }
     for r in &prev.services {
-        if let Some(e) = provinces.get_mut(ix.province(r.unit)) {
-            e.1 += r.delivered;
+        let province = ix.province(r.unit);
+        if let Some(e) = provinces.get_mut(province) {
+            let prev_year = year - 1;
+            add(
+                &mut e.1,
+                r.delivered,
+                "services_delivered",
+                &format_args!("{province} in {prev_year}"),
+            )?;
         }
     }
     let by_province: Vec<ProvinceRow> = provinces
@@ -356,14 +493,27 @@ pub async fn compute(
         .collect();
     for r in &cur.services {
         let m = months.get_mut(&r.date.month()).expect("month");
-        m.services_delivered += r.delivered;
-        m.revenue_riel += r.revenue_riel;
+        add(
+            &mut m.services_delivered,
+            r.delivered,
+            "services_delivered",
+            &m.month,
+        )?;
+        add(
+            &mut m.revenue_riel,
+            r.revenue_riel,
+            "revenue_riel",
+            &m.month,
+        )?;
     }
     for c in &cur.complaints {
-        months
-            .get_mut(&c.date.month())
-            .expect("month")
-            .complaints_received += c.received;
+        let m = months.get_mut(&c.date.month()).expect("month");
+        add(
+            &mut m.complaints_received,
+            c.received,
+            "complaints_received",
+            &m.month,
+        )?;
     }
 
     // Processing times by sector.
@@ -406,7 +556,19 @@ pub async fn compute(
         }
         if d.status == "missing_events" || d.status == "extra_events" {
             e.1 += 1;
-            e.2 += d.services_gap.unwrap_or(0) + d.complaints_gap.unwrap_or(0);
+            let unit = &ix.unit(d.unit).code;
+            add(
+                &mut e.2,
+                d.services_gap.unwrap_or(0),
+                "events_missing",
+                unit,
+            )?;
+            add(
+                &mut e.2,
+                d.complaints_gap.unwrap_or(0),
+                "events_missing",
+                unit,
+            )?;
             e.3 = Some(e.3.map_or(d.date, |f: NaiveDate| f.min(d.date)));
         }
     }

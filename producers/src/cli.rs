@@ -353,9 +353,11 @@ fn publish(reference: &Reference, a: PublishArgs) -> anyhow::Result<i32> {
             let mut chunk: Vec<OutboxRecord> = Vec::with_capacity(a.chunk.min(1 << 20));
             // Parsing, pseudonymising, validating and encoding are most of the work: lines are
             // taken PARALLEL_LINES at a time and handled on all cores, results kept in order.
+            // Event ids are derived with each record's occurrence in this export, counted in
+            // file order across chunks (`ExportIds`), before the lines are checked.
+            let mut ids = import::ExportIds::new();
             let check = |line: import::Line| {
                 let checked = line.parsed.and_then(|e| {
-                    let e = import::pseudonymise(e, &hasher);
                     owsu_schemas::validate(&e, reference, now)
                         .map(|flags| (e, flags))
                         .map_err(|v| import::RecordError {
@@ -385,20 +387,25 @@ fn publish(reference: &Reference, a: PublishArgs) -> anyhow::Result<i32> {
                     let raw = import::json_lines(&a.input)
                         .with_context(|| format!("opening {}", a.input.display()))?;
                     let (input, kind) = (&a.input, a.kind);
+                    let hasher = &hasher;
                     Box::new(chunks(raw, PARALLEL_LINES).flat_map(move |c| {
                         use rayon::prelude::*;
-                        c.into_par_iter()
+                        let mut lines: Vec<import::Line> = c
+                            .into_par_iter()
                             .filter_map(|(n, l)| import::parse_json_line(input, n, l, kind))
-                            .map(check)
-                            .collect::<Vec<_>>()
+                            .collect();
+                        ids.pseudonymise_lines(&mut lines, hasher);
+                        lines.into_par_iter().map(check).collect::<Vec<_>>()
                     }))
                 }
                 Format::Csv => {
                     let parsed = import::read_file(&a.input, format, a.kind)
                         .with_context(|| format!("opening {}", a.input.display()))?;
-                    Box::new(chunks(parsed, PARALLEL_LINES).flat_map(|c| {
+                    let hasher = &hasher;
+                    Box::new(chunks(parsed, PARALLEL_LINES).flat_map(move |mut lines| {
                         use rayon::prelude::*;
-                        c.into_par_iter().map(check).collect::<Vec<_>>()
+                        ids.pseudonymise_lines(&mut lines, hasher);
+                        lines.into_par_iter().map(check).collect::<Vec<_>>()
                     }))
                 }
             };

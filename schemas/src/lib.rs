@@ -7,7 +7,8 @@
 //! - [`anomaly`]: business-rule anomalies, counted and flagged rather than refused;
 //! - [`reference`]: the unit registry, sector/service catalogue and holiday calendar, loaded
 //!   from data files at run time so the ministry edits them without a rebuild;
-//! - [`ids`]: pseudonymous request/complaint ids (HMAC) and content-derived event ids;
+//! - [`ids`]: pseudonymous request/complaint ids (HMAC) and content-derived event ids (the
+//!   versioned canonical form of an event, [`ids::CANONICAL_FORM_VERSION`]);
 //! - [`time`]: Cambodia-time periods (UTC+07:00), which every figure is counted in.
 
 pub mod anomaly;
