@@ -22,7 +22,7 @@ use owsu_schemas::time::{date_to_epoch_day, epoch_day_to_date, local_date, Milli
 use redb::{MultimapTableDefinition, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::summary::{quarter_months, ComplaintAgg, Month, PeriodRows, ProcessingRow, Quarter};
-use crate::summary::{Codes, DayClose};
+use crate::summary::{Codes, DayClose, ExtraCodes, EXTRA_BASE};
 use crate::summary::{ServiceAgg, UnitDayRow};
 
 /// Facts about the file: `lake_id`, the lake it belongs to.
@@ -63,6 +63,11 @@ const ROOTS: TableDefinition<u128, u128> = TableDefinition::new("roots");
 /// it is applied): (correction id, kind, unit, recorded_at, offset).
 const PENDING: MultimapTableDefinition<u128, (u128, u8, u16, i64, i64)> =
     MultimapTableDefinition::new("pending");
+/// (0 service / 1 sector, code) → number, for codes the catalogue does not know (numbered from
+/// [`EXTRA_BASE`] in order of arrival), and the way back: (0 / 1, number) → (code, sector code
+/// of a service).
+const EXTRA: TableDefinition<(u8, &str), u16> = TableDefinition::new("extra_codes");
+const EXTRA_NAMES: TableDefinition<(u8, u16), (&str, &str)> = TableDefinition::new("extra_names");
 /// Months holding any figure.
 const MONTHS: TableDefinition<(i32, u32), ()> = TableDefinition::new("months");
 
@@ -115,6 +120,22 @@ fn month_days((y, m): Month) -> (i32, i32) {
     }
     .expect("valid month");
     (date_to_epoch_day(first), date_to_epoch_day(next) - 1)
+}
+
+/// Key of a request or complaint: its id within its unit. The producer's pseudonyms already
+/// differ between units, but a message written by hand could reuse another unit's request id;
+/// keyed by unit too, it can never touch that unit's request.
+fn owner_key(unit: u16, id: &str) -> u128 {
+    let mut h: u128 = 0x6c62272e07bb014262b821756295c58d;
+    for b in unit
+        .to_le_bytes()
+        .into_iter()
+        .chain(id_key(id).to_le_bytes())
+    {
+        h ^= u128::from(b);
+        h = h.wrapping_mul(0x0000000001000000000000000000013B);
+    }
+    h
 }
 
 /// 128-bit key of a pseudonymous id (it is 32 hex characters; anything else is hashed).
@@ -378,6 +399,8 @@ impl PartitionState {
             tx.open_table(PROCESSING)?;
             tx.open_table(WINNERS)?;
             tx.open_table(MONTHS)?;
+            tx.open_table(EXTRA)?;
+            tx.open_table(EXTRA_NAMES)?;
             Ok(None)
         })?;
         if let Some(f) = other {
@@ -814,6 +837,43 @@ fn content_digest(e: &Event) -> u64 {
     h.0
 }
 
+/// The number of a service (`what` 0) or sector (1) code: its catalogue position, or the number
+/// this partition gave it when it first arrived unknown; `None` when the numbers beyond the
+/// catalogue are used up (the event is refused: the reference data wants updating).
+fn intern(
+    codes: &Codes,
+    extra: &mut redb::Table<(u8, &str), u16>,
+    names: &mut redb::Table<(u8, u16), (&str, &str)>,
+    what: u8,
+    code: &str,
+    sector: &str,
+) -> Result<Option<u16>, redb::Error> {
+    let known = if what == 0 {
+        codes.service(code)
+    } else {
+        codes.sector(code)
+    };
+    if known.is_some() {
+        return Ok(known);
+    }
+    if let Some(n) = extra.get((what, code))? {
+        return Ok(Some(n.value()));
+    }
+    let next = match names
+        .range((what, EXTRA_BASE)..=(what, u16::MAX - 1))?
+        .next_back()
+    {
+        Some(r) => r?.0.value().1 + 1,
+        None => EXTRA_BASE,
+    };
+    if next == u16::MAX {
+        return Ok(None);
+    }
+    extra.insert((what, code), next)?;
+    names.insert((what, next), (code, sector))?;
+    Ok(Some(next))
+}
+
 /// Why a correction is refused, in words for the dead-letter topic.
 fn refusal_text(r: Refusal, target: u128, codes: &Codes) -> String {
     let target = uuid::Uuid::from_u128(target);
@@ -988,22 +1048,46 @@ fn apply_in(
     };
     {
         let mut closes = tx.open_table(CLOSES)?;
+        let mut extra = tx.open_table(EXTRA)?;
+        let mut names = tx.open_table(EXTRA_NAMES)?;
+        let full = |offset: i64, kind: RecordKind, id: uuid::Uuid, field: &'static str| Rejected {
+            kind,
+            offset,
+            event_id: id.as_u128(),
+            field,
+            reason: format!(
+                "this partition has numbered {} codes the catalogue does not know: update \
+                 the reference data",
+                u16::MAX - EXTRA_BASE
+            ),
+        };
         for (topic, offset, e) in events {
             last.entry(topic)
                 .and_modify(|o| *o = (*o).max(*offset))
                 .or_insert(*offset);
             let (stored, id, supersedes, recorded) = match e {
                 Event::Service(s) => {
-                    let (Some(unit), Some(service)) =
-                        (codes.unit(&s.unit_code), codes.service(&s.service_code))
-                    else {
+                    let Some(unit) = codes.unit(&s.unit_code) else {
                         continue; // unreachable for validated events
+                    };
+                    let Some(service) = intern(
+                        codes,
+                        &mut extra,
+                        &mut names,
+                        0,
+                        &s.service_code,
+                        &s.sector_code,
+                    )?
+                    else {
+                        let r = full(*offset, RecordKind::Service, s.event_id, "service_code");
+                        chains.rejected.push(r);
+                        continue;
                     };
                     (
                         Stored::Svc(Svc {
                             unit,
                             service,
-                            request: id_key(&s.request_id),
+                            request: owner_key(unit, &s.request_id),
                             stage: s.stage,
                             fee: s.fee_riel,
                             occurred: s.occurred_at,
@@ -1018,11 +1102,23 @@ fn apply_in(
                     let Some(unit) = codes.unit(&c.unit_code) else {
                         continue;
                     };
+                    let sector = match c.sector_code.as_deref() {
+                        Some(code) => match intern(codes, &mut extra, &mut names, 1, code, "")? {
+                            Some(n) => Some(n),
+                            None => {
+                                let r =
+                                    full(*offset, RecordKind::Complaint, c.event_id, "sector_code");
+                                chains.rejected.push(r);
+                                continue;
+                            }
+                        },
+                        None => None,
+                    };
                     (
                         Stored::Cmp(Cmp {
                             unit,
-                            complaint: id_key(&c.complaint_id),
-                            sector: c.sector_code.as_deref().and_then(|s| codes.sector(s)),
+                            complaint: owner_key(unit, &c.complaint_id),
+                            sector,
                             stage: c.stage,
                             occurred: c.occurred_at,
                             recorded: c.recorded_at,
@@ -1101,7 +1197,7 @@ fn apply_in(
                         offset: *offset,
                         digest,
                     });
-                    out.inverted |= known.is_some_and(|s| *offset < s.4);
+                    out.inverted |= first.is_empty() && known.is_some_and(|s| *offset < s.4);
                     chains.rejected.push(Rejected {
                         kind: KINDS[k],
                         offset: *offset,
@@ -1269,6 +1365,20 @@ fn apply_in(
     Ok(out)
 }
 
+fn extra_codes(tx: &redb::ReadTransaction) -> Result<ExtraCodes, redb::Error> {
+    let mut out = ExtraCodes::default();
+    for r in tx.open_table(EXTRA_NAMES)?.iter()? {
+        let (k, v) = r?;
+        let ((what, n), (code, sector)) = (k.value(), v.value());
+        if what == 0 {
+            out.services.insert(n, (code.to_owned(), sector.to_owned()));
+        } else {
+            out.sectors.insert(n, code.to_owned());
+        }
+    }
+    Ok(out)
+}
+
 fn period_rows(tx: &redb::ReadTransaction, lo: i32, hi: i32) -> Result<PeriodRows, redb::Error> {
     let mut rows = PeriodRows::default();
     let t = tx.open_table(SERVICE_CELLS)?;
@@ -1325,6 +1435,7 @@ fn period_rows(tx: &redb::ReadTransaction, lo: i32, hi: i32) -> Result<PeriodRow
         row.arrived_complaints = c;
     }
     rows.unit_days = days.into_values().collect();
+    rows.extra = extra_codes(tx)?;
     Ok(rows)
 }
 

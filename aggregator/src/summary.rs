@@ -238,6 +238,56 @@ pub struct PeriodRows {
     pub processing: Vec<ProcessingRow>,
     pub complaints: BTreeMap<(i32, u16, Option<u16>), ComplaintAgg>,
     pub unit_days: Vec<UnitDayRow>,
+    /// Codes the catalogue does not know, as the partition state numbered them.
+    pub extra: ExtraCodes,
+}
+
+/// First number given to a service or sector code the catalogue does not know: codes below it
+/// are catalogue positions ([`Codes`]), codes from it on are numbered by each partition's state
+/// in the order they arrive, so events of a service added after the catalogue (or a mistyped
+/// code) are counted under their own code, not dropped.
+pub const EXTRA_BASE: u16 = 0x8000;
+
+/// A partition's codes beyond the catalogue.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ExtraCodes {
+    /// Number → (service code, its sector code as the events gave it).
+    pub services: BTreeMap<u16, (String, String)>,
+    /// Number → sector code.
+    pub sectors: BTreeMap<u16, String>,
+}
+
+impl ExtraCodes {
+    fn service_code<'a>(&'a self, codes: &'a Codes, i: u16) -> &'a str {
+        match self.services.get(&i) {
+            Some((c, _)) => c,
+            None => codes
+                .service_code
+                .get(usize::from(i))
+                .map_or("?", String::as_str),
+        }
+    }
+
+    fn service_sector<'a>(&'a self, codes: &'a Codes, i: u16) -> &'a str {
+        match self.services.get(&i) {
+            Some((_, sector)) => sector,
+            None => codes
+                .service_sector
+                .get(usize::from(i))
+                .and_then(|s| codes.sector_code.get(usize::from(*s)))
+                .map_or("?", String::as_str),
+        }
+    }
+
+    fn sector_code<'a>(&'a self, codes: &'a Codes, i: u16) -> &'a str {
+        match self.sectors.get(&i) {
+            Some(c) => c,
+            None => codes
+                .sector_code
+                .get(usize::from(i))
+                .map_or("?", String::as_str),
+        }
+    }
 }
 
 fn date_col(name: &str, days: Vec<i32>) -> PolarsResult<Column> {
@@ -303,16 +353,13 @@ impl PeriodRows {
                     c(
                         "sector_code",
                         keys.iter()
-                            .map(|k| {
-                                codes.sector_code[codes.service_sector[k.2 as usize] as usize]
-                                    .as_str()
-                            })
+                            .map(|k| self.extra.service_sector(codes, k.2))
                             .collect::<Vec<_>>(),
                     ),
                     c(
                         "service_code",
                         keys.iter()
-                            .map(|k| codes.service_code[k.2 as usize].as_str())
+                            .map(|k| self.extra.service_code(codes, k.2))
                             .collect::<Vec<_>>(),
                     ),
                     c("requests_received", f(|v| v.received)),
@@ -336,16 +383,13 @@ impl PeriodRows {
                     c(
                         "sector_code",
                         p.iter()
-                            .map(|r| {
-                                codes.sector_code[codes.service_sector[r.service as usize] as usize]
-                                    .as_str()
-                            })
+                            .map(|r| self.extra.service_sector(codes, r.service))
                             .collect::<Vec<_>>(),
                     ),
                     c(
                         "service_code",
                         p.iter()
-                            .map(|r| codes.service_code[r.service as usize].as_str())
+                            .map(|r| self.extra.service_code(codes, r.service))
                             .collect::<Vec<_>>(),
                     ),
                     c(
@@ -373,7 +417,7 @@ impl PeriodRows {
                     c(
                         "sector_code",
                         keys.iter()
-                            .map(|k| k.2.map(|s| codes.sector_code[s as usize].as_str()))
+                            .map(|k| k.2.map(|s| self.extra.sector_code(codes, s)))
                             .collect::<Vec<_>>(),
                     ),
                     c("complaints_received", f(|v| v.received)),

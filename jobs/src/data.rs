@@ -16,10 +16,16 @@ use polars::prelude::*;
 pub struct Ix<'r> {
     pub reference: &'r Reference,
     unit: HashMap<&'r str, u16>,
-    service: HashMap<&'r str, u16>,
+    service: HashMap<String, u16>,
     /// Sector index of each service.
     pub service_sector: Vec<u16>,
-    service_codes: Vec<&'r str>,
+    service_codes: Vec<String>,
+    /// Sectors met in the summaries that the catalogue does not know (numbered after the
+    /// catalogue's): their figures are reported under their own code, never dropped.
+    extra_sectors: Vec<owsu_schemas::reference::Sector>,
+    /// Unit codes met in the summaries that the registry does not know (a unit renamed or
+    /// closed since): their rows cannot be placed in a province or level, so the jobs say so.
+    pub unknown_units: std::collections::BTreeSet<String>,
 }
 
 impl<'r> Ix<'r> {
@@ -36,9 +42,9 @@ impl<'r> Ix<'r> {
         let mut service_codes = Vec::new();
         for (si, s) in reference.catalogue.sectors.iter().enumerate() {
             for v in &s.services {
-                service.insert(v.code.as_str(), service_sector.len() as u16);
+                service.insert(v.code.clone(), service_sector.len() as u16);
                 service_sector.push(si as u16);
-                service_codes.push(v.code.as_str());
+                service_codes.push(v.code.clone());
             }
         }
         Ix {
@@ -47,16 +53,57 @@ impl<'r> Ix<'r> {
             service,
             service_sector,
             service_codes,
+            extra_sectors: Vec::new(),
+            unknown_units: Default::default(),
         }
+    }
+
+    /// Index of a sector code, numbering one the catalogue does not know.
+    pub fn sector_index(&mut self, code: &str) -> u16 {
+        let sectors = &self.reference.catalogue.sectors;
+        if let Some(i) = sectors.iter().position(|s| s.code == code) {
+            return i as u16;
+        }
+        let extra = match self.extra_sectors.iter().position(|s| s.code == code) {
+            Some(i) => i,
+            None => {
+                self.extra_sectors.push(owsu_schemas::reference::Sector {
+                    code: code.to_owned(),
+                    name: format!("{code} (not in the catalogue)"),
+                    services: Vec::new(),
+                });
+                self.extra_sectors.len() - 1
+            }
+        };
+        (sectors.len() + extra) as u16
+    }
+
+    /// Index of a service code (with the sector the summaries give it), numbering one the
+    /// catalogue does not know.
+    pub fn service_index(&mut self, code: &str, sector: &str) -> u16 {
+        if let Some(i) = self.service.get(code) {
+            return *i;
+        }
+        let si = self.sector_index(sector);
+        let i = self.service_codes.len() as u16;
+        self.service.insert(code.to_owned(), i);
+        self.service_codes.push(code.to_owned());
+        self.service_sector.push(si);
+        i
     }
     pub fn unit(&self, i: u16) -> &'r owsu_schemas::Unit {
         &self.reference.registry.units[i as usize]
     }
-    pub fn sector(&self, i: u16) -> &'r owsu_schemas::reference::Sector {
-        &self.reference.catalogue.sectors[i as usize]
+    pub fn sector(&self, i: u16) -> &owsu_schemas::reference::Sector {
+        let sectors = &self.reference.catalogue.sectors;
+        sectors
+            .get(usize::from(i))
+            .unwrap_or_else(|| &self.extra_sectors[usize::from(i) - sectors.len()])
     }
-    pub fn service_code(&self, i: u16) -> &'r str {
-        self.service_codes.get(i as usize).copied().unwrap_or("?")
+    pub fn service_code(&self, i: u16) -> &str {
+        self.service_codes
+            .get(usize::from(i))
+            .map_or("?", String::as_str)
     }
     pub fn level(&self, unit: u16) -> Level {
         self.unit(unit).level
@@ -151,7 +198,7 @@ impl Summaries {
 /// their latest.
 pub async fn load(
     store: &Store,
-    ix: &Ix<'_>,
+    ix: &mut Ix<'_>,
     want: Want,
     from: NaiveDate,
     to: NaiveDate,
@@ -189,13 +236,21 @@ pub async fn load(
             || format!("reading table {} ({})", def.name, snapshot.versions()),
         )?;
     }
+    if !ix.unknown_units.is_empty() {
+        tracing::warn!(
+            units = ?ix.unknown_units,
+            "the summaries hold units the registry does not know (renamed or closed since?): \
+             their figures cannot be placed in a province or level and are left out of this \
+             report; update the reference data"
+        );
+    }
     Ok(out)
 }
 
 fn read_frame(
     table: &str,
     df: &DataFrame,
-    ix: &Ix<'_>,
+    ix: &mut Ix<'_>,
     from: NaiveDate,
     to: NaiveDate,
     in_scope: &dyn Fn(&owsu_schemas::Unit) -> bool,
@@ -212,7 +267,14 @@ fn read_frame(
         .column("unit_code")?
         .str()?
         .iter()
-        .map(|u| u.and_then(|u| ix.unit.get(u).copied()))
+        .map(|u| {
+            let u = u.unwrap_or_default();
+            let i = ix.unit.get(u).copied();
+            if i.is_none() {
+                ix.unknown_units.insert(u.to_owned());
+            }
+            i
+        })
         .collect();
     let ints = |c: &str| -> anyhow::Result<Vec<i64>> {
         Ok(df
@@ -222,15 +284,14 @@ fn read_frame(
             .map(|v| v.unwrap_or(0))
             .collect())
     };
-    let services = || -> anyhow::Result<Vec<u16>> {
+    let services = |ix: &mut Ix<'_>| -> anyhow::Result<Vec<u16>> {
+        let sectors = df.column("sector_code")?.str()?;
         Ok(df
             .column("service_code")?
             .str()?
             .iter()
-            .map(|s| {
-                s.and_then(|s| ix.service.get(s).copied())
-                    .unwrap_or(u16::MAX)
-            })
+            .zip(sectors.iter())
+            .map(|(s, sector)| ix.service_index(s.unwrap_or("?"), sector.unwrap_or("?")))
             .collect())
     };
     let keep: Vec<Option<(usize, u16)>> = (0..df.height())
@@ -242,7 +303,7 @@ fn read_frame(
         .collect();
     match table {
         "services_daily" => {
-            let sv = services()?;
+            let sv = services(ix)?;
             let c: Vec<Vec<i64>> = [
                 "requests_received",
                 "services_delivered",
@@ -274,16 +335,7 @@ fn read_frame(
                 .column("sector_code")?
                 .str()?
                 .iter()
-                .map(|s| {
-                    s.and_then(|s| {
-                        ix.reference
-                            .catalogue
-                            .sectors
-                            .iter()
-                            .position(|x| x.code == s)
-                            .map(|p| p as u16)
-                    })
-                })
+                .map(|s| s.map(|s| ix.sector_index(s)))
                 .collect();
             let c: Vec<Vec<i64>> = [
                 "complaints_received",
@@ -344,7 +396,7 @@ fn read_frame(
                 }));
         }
         _ => {
-            let sv = services()?;
+            let sv = services(ix)?;
             let days: Vec<f64> = df
                 .column("processing_days")?
                 .f64()?

@@ -57,7 +57,7 @@ pub async fn run(
     out: &Path,
 ) -> anyhow::Result<DemandOutput> {
     anyhow::ensure!(from <= to, "--from must not be after --to");
-    let ix = Ix::new(reference);
+    let mut ix = Ix::new(reference);
     let start = NaiveDate::from_ymd_opt(from.0, from.1, 1).expect("month");
     let end = NaiveDate::from_ymd_opt(
         to.0 + i32::from(to.1 == 12),
@@ -69,7 +69,7 @@ pub async fn run(
     .expect("day");
     let s = data::load(
         store,
-        &ix,
+        &mut ix,
         Want {
             services: true,
             processing: true,

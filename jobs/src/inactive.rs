@@ -111,7 +111,7 @@ pub async fn run(
     scope: Option<&str>,
     rules: &Rules,
 ) -> anyhow::Result<Report> {
-    let ix = Ix::new(reference);
+    let mut ix = Ix::new(reference);
     let start = as_of
         .checked_sub_days(Days::new(rules.lookback_days))
         .expect("date");
@@ -122,7 +122,7 @@ pub async fn run(
         unit_days: true,
         processing: false,
     };
-    let s = data::load(store, &ix, want, start, as_of, scope, None).await?;
+    let s = data::load(store, &mut ix, want, start, as_of, scope, None).await?;
     // Nothing at all in the window, nationally, is not 228 inactive units but a wrong --as-of
     // or --store. (A silent province in a lake that has figures elsewhere is flagged as such.)
     let empty = |s: &data::Summaries| {
@@ -133,7 +133,7 @@ pub async fn run(
             None => true,
             Some(_) => {
                 let all =
-                    data::load(store, &ix, want, start, as_of, None, Some(&s.versions)).await?;
+                    data::load(store, &mut ix, want, start, as_of, None, Some(&s.versions)).await?;
                 empty(&all)
             }
         };

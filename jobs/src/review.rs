@@ -267,7 +267,7 @@ pub async fn compute(
     year: i32,
     scope: Option<&str>,
 ) -> anyhow::Result<Review> {
-    let ix = Ix::new(reference);
+    let mut ix = Ix::new(reference);
     if let Some(s) = scope {
         anyhow::ensure!(
             reference.registry.get(s).is_some(),
@@ -282,7 +282,7 @@ pub async fn compute(
         unit_days: true,
         processing: true,
     };
-    let cur = data::load(store, &ix, all, from, to, scope, None).await?;
+    let cur = data::load(store, &mut ix, all, from, to, scope, None).await?;
     // An all-zero review of a year the lake knows nothing of would read as a year of no
     // activity: refuse it.
     anyhow::ensure!(
@@ -294,7 +294,7 @@ pub async fn compute(
     );
     let prev = data::load(
         store,
-        &ix,
+        &mut ix,
         Want {
             services: true,
             complaints: true,

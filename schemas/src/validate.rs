@@ -26,10 +26,11 @@ pub const MONEY_BOUND_RIEL: i64 = 1_000_000_000_000;
 pub enum ValidationError {
     #[error("field `unit_code`: unknown unit code {0:?} (not in the unit registry)")]
     UnknownUnit(String),
-    #[error("field `sector_code`: unknown sector code {0:?} (not in the catalogue)")]
-    UnknownSector(String),
-    #[error("field `service_code`: unknown service code {0:?} (not in the catalogue)")]
-    UnknownService(String),
+    #[error(
+        "field `{field}`: {value:?} is not a code: 1 to {} letters, digits, `-`, `_` or `.`",
+        CODE_MAX_LEN
+    )]
+    BadCode { field: &'static str, value: String },
     #[error("field `service_code`: service {service} belongs to sector {actual}, not {given}")]
     ServiceNotInSector {
         service: String,
@@ -65,8 +66,8 @@ impl ValidationError {
         use ValidationError::*;
         match self {
             UnknownUnit(_) => "unit_code",
-            UnknownSector(_) => "sector_code",
-            UnknownService(_) | ServiceNotInSector { .. } => "service_code",
+            BadCode { field, .. } => field,
+            ServiceNotInSector { .. } => "service_code",
             ImpossibleStage { .. } => "stage",
             MoneyOutOfBounds { field, .. } => field,
             FeeMissing | NegativeFeeNotRefund { .. } | FeeOnWrongStage { .. } => "fee_riel",
@@ -116,14 +117,37 @@ fn check_times(
 
 /// Checks a service fee against the bound on any amount (structural) and the catalogue's
 /// schedule for the service (an anomaly).
+/// Longest service or sector code accepted: a code the catalogue does not know is counted
+/// under its own name, so it must look like a code (and cannot be a pasted paragraph).
+pub const CODE_MAX_LEN: usize = 32;
+
+fn check_code(field: &'static str, value: &str) -> Result<(), ValidationError> {
+    let ok = (1..=CODE_MAX_LEN).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::BadCode {
+            field,
+            value: value.chars().take(CODE_MAX_LEN + 8).collect(),
+        })
+    }
+}
+
+/// Fee faults and, for a service the catalogue knows, fees outside its schedule.
 fn check_fee(
     e: &ServiceEvent,
-    service: &Service,
+    service: Option<&Service>,
     flags: &mut Flags,
 ) -> Result<(), ValidationError> {
     match (e.stage, e.fee_riel) {
         (ServiceStage::FeePaid, None) => Err(ValidationError::FeeMissing),
         (ServiceStage::FeePaid, Some(fee)) => {
+            let Some(service) = service else {
+                return Ok(());
+            };
             if fee > service.fee_max_riel {
                 flags.insert(Rule::FeeAboveSchedule);
             } else if fee > 0 && fee < service.fee_min_riel {
@@ -176,25 +200,31 @@ pub fn validate(
                     });
                 }
             }
-            reference
-                .catalogue
-                .sector(&e.sector_code)
-                .ok_or_else(|| ValidationError::UnknownSector(e.sector_code.clone()))?;
-            let (sector, service) = reference
-                .catalogue
-                .service(&e.service_code)
-                .ok_or_else(|| ValidationError::UnknownService(e.service_code.clone()))?;
-            if sector.code != e.sector_code {
-                return Err(ValidationError::ServiceNotInSector {
-                    service: service.code.clone(),
-                    given: e.sector_code.clone(),
-                    actual: sector.code.clone(),
-                });
+            check_code("sector_code", &e.sector_code)?;
+            check_code("service_code", &e.service_code)?;
+            // A code the catalogue does not know (a service added after it, or retired from
+            // it) is counted under its own code and flagged; a known service under another
+            // sector than its own is a contradiction, refused.
+            if reference.catalogue.sector(&e.sector_code).is_none() {
+                flags.insert(Rule::UnknownSector);
             }
-            if !service.levels.contains(&unit.level) {
-                flags.insert(Rule::ServiceNotAtLevel);
+            let service = reference.catalogue.service(&e.service_code);
+            match service {
+                Some((sector, service)) => {
+                    if sector.code != e.sector_code {
+                        return Err(ValidationError::ServiceNotInSector {
+                            service: service.code.clone(),
+                            given: e.sector_code.clone(),
+                            actual: sector.code.clone(),
+                        });
+                    }
+                    if !service.levels.contains(&unit.level) {
+                        flags.insert(Rule::ServiceNotAtLevel);
+                    }
+                }
+                None => flags.insert(Rule::UnknownService),
             }
-            check_fee(e, service, &mut flags)?;
+            check_fee(e, service.map(|(_, s)| s), &mut flags)?;
             if e.supersedes_event_id == Some(e.event_id) {
                 return Err(ValidationError::SelfCorrection(e.event_id.to_string()));
             }
@@ -208,10 +238,10 @@ pub fn validate(
                 return Err(ValidationError::Empty("complaint_id"));
             }
             if let Some(s) = &e.sector_code {
-                reference
-                    .catalogue
-                    .sector(s)
-                    .ok_or_else(|| ValidationError::UnknownSector(s.clone()))?;
+                check_code("sector_code", s)?;
+                if reference.catalogue.sector(s).is_none() {
+                    flags.insert(Rule::UnknownSector);
+                }
             }
             if e.supersedes_event_id == Some(e.event_id) {
                 return Err(ValidationError::SelfCorrection(e.event_id.to_string()));
@@ -398,19 +428,19 @@ mod tests {
             ),
             (
                 ServiceEvent {
-                    sector_code: "XXX".into(),
+                    sector_code: "".into(),
                     ..good_service()
                 },
                 "sector_code",
-                "XXX",
+                "",
             ),
             (
                 ServiceEvent {
-                    service_code: "COM-NOPE".into(),
+                    service_code: "COM NOPE; DROP".into(),
                     ..good_service()
                 },
                 "service_code",
-                "COM-NOPE",
+                "COM NOPE; DROP",
             ),
             (
                 ServiceEvent {
@@ -493,6 +523,24 @@ mod tests {
     }
 
     #[test]
+    fn codes_the_catalogue_does_not_know_are_flagged_not_refused() {
+        let r = reference();
+        let unknown_service = ServiceEvent {
+            service_code: "COM-NEW-2030".into(),
+            ..good_service()
+        };
+        let f = validate(&Event::Service(unknown_service), &r, now()).unwrap();
+        assert!(f.contains(Rule::UnknownService) && !f.contains(Rule::UnknownSector));
+        let both = ServiceEvent {
+            sector_code: "NEW".into(),
+            service_code: "NEW-1".into(),
+            ..good_service()
+        };
+        let f = validate(&Event::Service(both), &r, now()).unwrap();
+        assert!(f.contains(Rule::UnknownService) && f.contains(Rule::UnknownSector));
+    }
+
+    #[test]
     fn complaint_and_unit_day_rules() {
         let r = reference();
         let c = ComplaintEvent {
@@ -505,8 +553,16 @@ mod tests {
             recorded_at: good_service().recorded_at,
             supersedes_event_id: None,
         };
+        // A sector the catalogue does not know: counted under its code, flagged.
+        assert!(validate(&Event::Complaint(c.clone()), &r, now())
+            .unwrap()
+            .contains(Rule::UnknownSector));
+        let bad = ComplaintEvent {
+            sector_code: Some("a sector\n".into()),
+            ..c.clone()
+        };
         assert_eq!(
-            validate(&Event::Complaint(c.clone()), &r, now())
+            validate(&Event::Complaint(bad), &r, now())
                 .unwrap_err()
                 .field(),
             "sector_code"

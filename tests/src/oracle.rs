@@ -55,10 +55,19 @@ fn s(v: &Value, k: &str) -> String {
 /// Computes the expected figures of an import file.
 pub fn expected_from_import(path: &Path) -> Expected {
     let text = std::fs::read_to_string(path).expect("read import file");
+    let lines: Vec<Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    expected_from_lines(lines)
+}
+
+/// The expected figures of import-format records, in the order they were sent.
+pub fn expected_from_lines(lines: Vec<Value>) -> Expected {
     let mut by_id: HashMap<String, Value> = HashMap::new();
     let mut unit_days = HashSet::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let v: Value = serde_json::from_str(line).expect("json");
+    for v in lines {
         match v["kind"].as_str() {
             Some("unit_day") => {
                 unit_days.insert((s(&v, "unit_code"), s(&v, "date")));
@@ -287,7 +296,18 @@ pub fn actual_from_store(store_dir: &Path) -> Expected {
 /// Like [`actual_from_store`], for a store given by URL.
 pub fn actual_from_url(store_url: &str) -> Expected {
     let mut a = Expected::default();
-    let df = read_table_at(store_url, "services_daily");
+    add_frames(
+        &mut a,
+        &read_table_at(store_url, "services_daily"),
+        &read_table_at(store_url, "complaints_daily"),
+    );
+    a.services.retain(|_, f| *f != ServiceFigures::default());
+    a
+}
+
+/// Adds the rows of a `services_daily` and a `complaints_daily` frame to `a`.
+pub fn add_frames(a: &mut Expected, services: &DataFrame, complaints: &DataFrame) {
+    let df = services;
     if df.height() > 0 {
         let (d, u, se, sv) = (
             strs(&df, "date"),
@@ -310,7 +330,7 @@ pub fn actual_from_url(store_url: &str) -> Expected {
             f.revenue_riel += rev[i];
         }
     }
-    let df = read_table_at(store_url, "complaints_daily");
+    let df = complaints;
     if df.height() > 0 {
         let (d, u, se) = (
             strs(&df, "date"),
@@ -345,8 +365,6 @@ pub fn actual_from_url(store_url: &str) -> Expected {
             f.withdrawn += cols[7][i];
         }
     }
-    a.services.retain(|_, f| *f != ServiceFigures::default());
-    a
 }
 
 /// Asserts the aggregator's figures equal the oracle's, cell by cell, with a readable diff.
