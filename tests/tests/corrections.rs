@@ -3,7 +3,8 @@
 //! one sent under another unit's code or naming another kind's event is refused to the
 //! dead-letter topic with that reason, and a second event under an id already taken, with other
 //! content, is dead-lettered as a conflicting duplicate while the first holds. The summaries
-//! equal the oracle, which judges the same rules from the whole file at once.
+//! equal the oracle, which judges the same rules from the whole file at once. Two identical lines
+//! without an event id are two events, and publishing the export again counts nothing twice.
 
 mod common;
 
@@ -41,6 +42,11 @@ fn fee(n: u32, unit: &str, request: &str, fee: i64, recorded: &str, fixes: Optio
     if let Some(t) = fixes {
         v["supersedes_event_id"] = id(t).into();
     }
+    v
+}
+
+fn no_id(mut v: Value) -> Value {
+    v.as_object_mut().unwrap().remove("event_id");
     v
 }
 
@@ -82,6 +88,10 @@ fn corrections_mean_one_thing_and_conflicting_duplicates_are_dead_lettered() {
         fee(1, A, "R-2", 4_000, "2021-03-01T09:30:00+07:00", None),
         // And an identical replay of event 12: counted once, no dead letter.
         fee(12, A, "R-1", 5_500, "2021-03-05T09:00:00+07:00", Some(11)),
+        // Two identical lines without an event id (the same fee paid twice on one request in
+        // the same minute): two events (item 4).
+        no_id(fee(0, A, "R-5", 2_000, "2021-03-01T09:30:00+07:00", None)),
+        no_id(fee(0, A, "R-5", 2_000, "2021-03-01T09:30:00+07:00", None)),
     ];
     let export = p("export.jsonl");
     std::fs::write(
@@ -89,24 +99,28 @@ fn corrections_mean_one_thing_and_conflicting_duplicates_are_dead_lettered() {
         lines.iter().map(|v| format!("{v}\n")).collect::<String>(),
     )
     .unwrap();
-    assert_eq!(
-        common::producer(&[
-            "publish",
-            "--input",
-            &export,
-            "--brokers",
-            owsu_tests::bootstrap(),
-            "--topic-prefix",
-            &prefix,
-            "--id-secret-file",
-            &p("secret"),
-            "--outbox",
-            &p("outbox"),
-        ]),
-        0
-    );
+    // Published and aggregated twice, as an office re-importing its export: the same ids,
+    // counted once.
     let store = p("store");
-    assert_eq!(common::aggregate(&prefix, Path::new(&store)).unwrap(), 0);
+    for outbox in ["outbox", "outbox-again"] {
+        assert_eq!(
+            common::producer(&[
+                "publish",
+                "--input",
+                &export,
+                "--brokers",
+                owsu_tests::bootstrap(),
+                "--topic-prefix",
+                &prefix,
+                "--id-secret-file",
+                &p("secret"),
+                "--outbox",
+                &p(outbox),
+            ]),
+            0
+        );
+        assert_eq!(common::aggregate(&prefix, Path::new(&store)).unwrap(), 0);
+    }
 
     let actual = oracle::actual_from_store(Path::new(&store));
     let revenue: BTreeMap<&str, i64> = actual
@@ -119,8 +133,9 @@ fn corrections_mean_one_thing_and_conflicting_duplicates_are_dead_lettered() {
         });
     assert_eq!(
         revenue,
-        BTreeMap::from([(A, 700 + 5_500)]),
-        "A: the held correction (700) and the chain's last (5,500); B: nothing"
+        BTreeMap::from([(A, 700 + 5_500 + 2 * 2_000)]),
+        "A: the held correction (700), the chain's last (5,500) and both identical payments; \
+         B: nothing"
     );
     oracle::assert_matches(&oracle::expected_from_import(Path::new(&export)), &actual);
 
@@ -134,9 +149,11 @@ fn corrections_mean_one_thing_and_conflicting_duplicates_are_dead_lettered() {
     consumer
         .subscribe(&[&format!("{prefix}{}", owsu_schemas::topics::DEAD_LETTER)])
         .unwrap();
+    // Each refusal is sent again with the second import (dead letters are at least once);
+    // the identical replays are no conflict and send nothing.
     let mut letters: Vec<(String, String)> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while letters.len() < 3 && Instant::now() < deadline {
+    while letters.len() < 6 && Instant::now() < deadline {
         let Some(m) = consumer.poll(Duration::from_millis(500)) else {
             continue;
         };
@@ -152,14 +169,22 @@ fn corrections_mean_one_thing_and_conflicting_duplicates_are_dead_lettered() {
         assert!(m.payload().is_some(), "the refused message itself is kept");
         letters.push((get("field"), get("reason")));
     }
-    letters.sort();
-    assert_eq!(letters.len(), 3, "{letters:?}");
-    assert_eq!(letters[0].0, "event_id");
-    assert!(
-        letters[0].1.contains("conflicting duplicate") && letters[0].1.contains(&id(1)),
-        "{letters:?}"
-    );
-    let refusals: Vec<&str> = letters[1..].iter().map(|(_, r)| r.as_str()).collect();
+    assert_eq!(letters.len(), 6, "{letters:?}");
+    let conflicts: Vec<&String> = letters
+        .iter()
+        .filter(|(f, _)| f == "event_id")
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(conflicts.len(), 2, "{letters:?}");
+    assert!(conflicts
+        .iter()
+        .all(|r| r.contains("conflicting duplicate") && r.contains(&id(1))));
+    let refusals: Vec<&str> = letters
+        .iter()
+        .filter(|(f, _)| f == "supersedes_event_id")
+        .map(|(_, r)| r.as_str())
+        .collect();
+    assert_eq!(refusals.len(), 4, "{letters:?}");
     assert!(
         refusals.iter().any(|r| r.contains(&format!("of unit {A}"))),
         "{refusals:?}"
@@ -168,9 +193,8 @@ fn corrections_mean_one_thing_and_conflicting_duplicates_are_dead_lettered() {
         refusals.iter().any(|r| r.contains("other kind")),
         "{refusals:?}"
     );
-    assert!(letters[1..].iter().all(|(f, _)| f == "supersedes_event_id"));
     assert!(
         consumer.poll(Duration::from_secs(2)).is_none(),
-        "the identical replay is no conflict"
+        "the identical replays are no conflict"
     );
 }
