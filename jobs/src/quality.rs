@@ -92,6 +92,10 @@ pub struct Waiting {
     pub correction_event_id: String,
     pub names_event_id: String,
     pub occurred_at: String,
+    /// `waiting` (its original has not arrived: held, counted nowhere) or `refused: …` (it
+    /// names another unit's or kind's event; also held forever when the two units' events
+    /// travel on different Kafka partitions, where the aggregator never sees them meet).
+    pub status: String,
 }
 
 /// What the job found.
@@ -263,6 +267,18 @@ fn stage_rank(stage: &str) -> Option<u8> {
     }
 }
 
+/// Events (of one kind) that a correction of their own unit replaces: a correction naming
+/// another unit's or kind's event is refused by the aggregator and replaces nothing.
+fn replaced_by_own_unit(rows: &[Row]) -> HashSet<u128> {
+    let units: HashMap<u128, &str> = rows.iter().map(|r| (r.id, r.unit.as_str())).collect();
+    rows.iter()
+        .filter_map(|r| {
+            r.supersedes
+                .filter(|t| units.get(t).is_some_and(|u| *u == r.unit))
+        })
+        .collect()
+}
+
 /// Events of `year` in scope that carry an anomaly (distinct, not replaced by a correction):
 /// what the review states its figures include.
 pub async fn flagged_events(
@@ -280,7 +296,7 @@ pub async fn flagged_events(
     let mut flagged = 0;
     for def in [&tables::RAW_SERVICE_EVENTS, &tables::RAW_COMPLAINT_EVENTS] {
         let rows = read_events(snapshot, def, year, &in_scope, &mut n, false).await?;
-        let replaced: HashSet<u128> = rows.iter().filter_map(|r| r.supersedes).collect();
+        let replaced = replaced_by_own_unit(&rows[..]);
         flagged += rows
             .iter()
             .filter(|r| !r.flags.is_empty() && !replaced.contains(&r.id))
@@ -366,27 +382,44 @@ pub async fn compute(
     let mut flagged = 0u64;
     let mut waiting = Vec::new();
     let mut over: BTreeMap<String, OverTally> = BTreeMap::new();
+    // Every event's kind and unit, for the corrections that name one.
+    let mut owners: HashMap<u128, (&str, &str)> = HashMap::new();
     for (kind, rows) in [("service", &services), ("complaint", &complaints)] {
-        let ids: HashSet<u128> = rows.iter().map(|r| r.id).collect();
-        let replaced: HashSet<u128> = rows.iter().filter_map(|r| r.supersedes).collect();
+        for r in rows.iter() {
+            owners.entry(r.id).or_insert((kind, r.unit.as_str()));
+        }
+    }
+    for (kind, rows) in [("service", &services), ("complaint", &complaints)] {
+        let replaced = replaced_by_own_unit(&rows[..]);
         let mut requests: HashMap<(&str, &str), StageTimes> = HashMap::new();
         for r in rows.iter().filter(|r| !replaced.contains(&r.id)) {
             checked += 1;
-            if let Some(target) = r.supersedes.filter(|t| !ids.contains(t)) {
+            let status = r.supersedes.and_then(|t| match owners.get(&t) {
+                None => Some((t, "waiting".to_owned())),
+                Some((k, _)) if *k != kind => Some((t, format!("refused: names a {k} event"))),
+                Some((_, u)) if *u != r.unit => {
+                    Some((t, format!("refused: names an event of unit {u}")))
+                }
+                Some(_) => None,
+            });
+            if let Some((target, status)) = status {
+                if status == "waiting" {
+                    t.add(
+                        Rule::CorrectionWaiting,
+                        &r.unit,
+                        r.month,
+                        Uuid::from_u128(r.id).to_string(),
+                        format!("names {} (not arrived)", Uuid::from_u128(target)),
+                    );
+                }
                 waiting.push(Waiting {
                     kind: kind.to_owned(),
                     unit_code: r.unit.clone(),
                     correction_event_id: Uuid::from_u128(r.id).to_string(),
                     names_event_id: Uuid::from_u128(target).to_string(),
                     occurred_at: to_rfc3339(r.occurred),
+                    status,
                 });
-                t.add(
-                    Rule::CorrectionWaiting,
-                    &r.unit,
-                    r.month,
-                    Uuid::from_u128(r.id).to_string(),
-                    format!("names {} (not arrived)", Uuid::from_u128(target)),
-                );
             }
             if !r.flags.is_empty() {
                 flagged += 1;
@@ -808,8 +841,9 @@ fn page(q: &Quality) -> String {
     h.push_str("</table>");
     let _ = write!(
         h,
-        "<p>{} corrections wait for their original (listed in quality.json). Computed from the lake's tables {}.</p></body></html>",
-        q.waiting_corrections.len(),
+        "<p>{} corrections wait for their original and {} were refused for naming another unit's or kind's event (listed in waiting_corrections.csv); neither is counted. Computed from the lake's tables {}.</p></body></html>",
+        q.waiting_corrections.iter().filter(|w| w.status == "waiting").count(),
+        q.waiting_corrections.iter().filter(|w| w.status != "waiting").count(),
         esc(&q.lake_versions.to_string())
     );
     h

@@ -139,6 +139,38 @@ fn corrections_mean_one_thing_and_conflicting_duplicates_are_dead_lettered() {
     );
     oracle::assert_matches(&oracle::expected_from_import(Path::new(&export)), &actual);
 
+    // The quality report lists the refused corrections with their reason.
+    assert_eq!(
+        common::jobs(&[
+            "--store",
+            &store,
+            "quality",
+            "--year",
+            "2021",
+            "--out",
+            &p("quality"),
+        ]),
+        0
+    );
+    let q: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("quality/quality.json")).unwrap(),
+    )
+    .unwrap();
+    let mut statuses: Vec<String> = q["waiting_corrections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["status"].as_str().unwrap().to_owned())
+        .collect();
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [
+            "refused: names a complaint event".to_owned(),
+            format!("refused: names an event of unit {A}"),
+        ]
+    );
+
     // The refusals, each with its reason and field.
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", owsu_tests::bootstrap())
