@@ -427,7 +427,7 @@ impl Pipeline {
         let lake_id = rt.block_on(restore::lake_id(&store))?;
         let codes = Arc::new(Codes::new(&reference));
         let topics = RecordKind::ALL.map(|k| config.kafka.topic(k.topic()));
-        let mut c = config.kafka.client_config();
+        let mut c = config.kafka.client_config()?;
         c.set("group.id", &config.group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -474,7 +474,7 @@ impl Pipeline {
         consumer
             .subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())
             .context("subscribing")?;
-        let mut p = config.kafka.client_config();
+        let mut p = config.kafka.client_config()?;
         p.set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5");

@@ -97,7 +97,7 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn new(config: PublisherConfig) -> anyhow::Result<Self> {
-        let mut c = config.kafka.client_config();
+        let mut c = config.kafka.client_config()?;
         c.set("enable.idempotence", "true")
             .set("acks", "all")
             // Kafka's Java client partitions keyed records by murmur2; librdkafka's default is

@@ -452,3 +452,58 @@ fn simulated_year_counts_per_topic_match_kafkas_own_tools() {
         );
     }
 }
+
+#[test]
+fn a_kafka_override_cannot_weaken_delivery_or_security_silently_and_no_password_flag_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    owsu_schemas::ids::write_secret_file(&secret, b"cli-override-test-0123456789").unwrap();
+    let input = dir.path().join("one.jsonl");
+    std::fs::write(
+        &input,
+        r#"{"kind":"complaint","unit_code":"KH-0101","complaint_id":"C-1","stage":"RECEIVED","occurred_at":"2021-03-01T10:00:00+07:00"}
+"#,
+    )
+    .unwrap();
+    let outbox = dir.path().join("outbox");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "publish",
+            "--input",
+            input.to_str().unwrap(),
+            "--outbox",
+            outbox.to_str().unwrap(),
+            "--brokers",
+            "127.0.0.1:1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |extra: &[&str]| {
+        let a = args(extra);
+        producer(
+            &a.iter().map(String::as_str).collect::<Vec<_>>(),
+            Some(&secret),
+        )
+    };
+    for kv in [
+        "acks=1",
+        "enable.idempotence=false",
+        "security.protocol=plaintext",
+    ] {
+        let o = run(&["-X", kv]);
+        assert!(!o.status.success());
+        let t = text(&o);
+        assert!(
+            t.contains(kv.split('=').next().unwrap()) && t.contains("--unsafe-kafka-options"),
+            "{t}"
+        );
+    }
+    // A password is never an argument (it would be visible in `ps`).
+    let o = run(&["--sasl-password", "hunter2"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("unexpected argument"), "{}", text(&o));
+}
