@@ -73,11 +73,24 @@ pub struct StoreArgs {
     pub io_concurrency: usize,
 }
 
+/// Whether events must be signed by their unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Signatures {
+    Off,
+    Required,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Consumer group: instances with the same group share the topics' partitions.
     #[arg(long, env = "OWSU_GROUP", default_value = "owsu-aggregator")]
     pub group: String,
+
+    /// `required`: every service and complaint event must carry a valid signature of its unit
+    /// (the reference data's keys.csv, at the message's time); any other goes to the
+    /// dead-letter topic with the reason. `off` (the local demo's default): not checked.
+    #[arg(long, env = "OWSU_SIGNATURES", value_enum, default_value_t = Signatures::Off)]
+    pub signatures: Signatures,
 
     /// Stop cleanly once everything that was in the topics at start-up is processed and
     /// committed (for the demo, tests and scheduled batch runs).
@@ -268,6 +281,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 compact_interval: (a.compact_interval_s > 0)
                     .then(|| Duration::from_secs(a.compact_interval_s)),
                 compact_target_bytes: 128 << 20,
+                signatures_required: a.signatures == Signatures::Required,
                 state: crate::restore::StateConfig {
                     dir: a
                         .state_dir

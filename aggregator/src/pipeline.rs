@@ -32,7 +32,7 @@ use owsu_schemas::record::RecordKind;
 use owsu_schemas::reference::Reference;
 use owsu_schemas::time::now_millis;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -69,6 +69,8 @@ pub struct PipelineConfig {
     pub compact_interval: Option<Duration>,
     /// Size of a compacted raw file.
     pub compact_target_bytes: i64,
+    /// Dead-letter service and complaint events without a valid signature of their unit.
+    pub signatures_required: bool,
 }
 
 /// What a run did.
@@ -785,10 +787,11 @@ impl Pipeline {
         let checked: Vec<_> = {
             use rayon::prelude::*;
             let reference = &self.reference;
+            let signed = self.config.signatures_required;
             batch
                 .par_iter()
                 .with_min_len(4096)
-                .map(|m| check(reference, m, now))
+                .map(|m| check(reference, m, now, signed))
                 .collect()
         };
         for (m, checked) in batch.iter().zip(checked) {
@@ -1127,6 +1130,7 @@ fn check(
     reference: &Reference,
     m: &OwnedMessage,
     now: i64,
+    signed: bool,
 ) -> Result<(owsu_schemas::Event, owsu_schemas::Flags), (String, Option<&'static str>)> {
     let kind = raw::kind_of_topic(m.topic()).ok_or_else(|| {
         (
@@ -1149,6 +1153,18 @@ fn check(
         ));
     }
     let sent = m.timestamp().to_millis().unwrap_or(now);
+    if signed && kind != RecordKind::UnitDay {
+        // The signature covers the exact bytes; checked after decoding only to know the unit.
+        let header = m.headers().and_then(|h| {
+            h.iter()
+                .find(|x| x.key == owsu_schemas::signing::HEADER)
+                .and_then(|x| x.value)
+        });
+        reference
+            .keys
+            .verify(event.unit_code(), payload, header, sent)
+            .map_err(|e| (format!("signature: {e}"), Some("signature")))?;
+    }
     let flags = owsu_schemas::validate(&event, reference, sent)
         .map_err(|v| (format!("failed validation: {v}"), Some(v.field())))?;
     Ok((event, flags))

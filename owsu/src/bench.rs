@@ -360,6 +360,36 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
         format!("{:.0}", bytes as f64 / events.len() as f64),
     );
 
+    // What signed events cost (issue 11): one office key signing, one verifying, on one core,
+    // over the same encoded events (a sample: signing is the slow part).
+    let sample = &encoded[..encoded.len().min(100_000)];
+    let key = owsu_schemas::signing::OfficeKey::generate("KH-0101");
+    let keys = owsu_schemas::signing::PublicKeys::new(vec![owsu_schemas::signing::PublicKey {
+        unit_code: "KH-0101".into(),
+        key_id: key.key_id(),
+        key: key.public_key(),
+        valid_from: 0,
+        valid_until: None,
+    }]);
+    let t = Instant::now();
+    let signatures: Vec<String> = sample.iter().map(|b| key.sign(b)).collect();
+    let sign = t.elapsed();
+    let t = Instant::now();
+    for (b, s) in sample.iter().zip(&signatures) {
+        keys.verify("KH-0101", b, Some(s.as_bytes()), 1)
+            .map_err(|e| anyhow::anyhow!("bench signature: {e}"))?;
+    }
+    let verify = t.elapsed();
+    say(
+        &mut figures,
+        "Ed25519 sign / verify, one core (events/s)",
+        format!(
+            "{:.0} / {:.0}",
+            sample.len() as f64 / sign.as_secs_f64(),
+            sample.len() as f64 / verify.as_secs_f64()
+        ),
+    );
+
     // 2. The peer of publish: Kafka's ProducerPerformance, records of our encoded size.
     let record_size = format!("{:.0}", bytes as f64 / events.len() as f64);
     let perf_prefix = format!("{prefix}perf.");

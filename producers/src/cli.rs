@@ -65,6 +65,19 @@ pub enum Command {
     Units(UnitsArgs),
     /// Print the sector and service catalogue.
     Catalogue(CatalogueArgs),
+    /// Make an office's Ed25519 signing key: the private key to a new file (mode 0600, kept at
+    /// the office), the public key printed as the line to add to the reference data's keys.csv.
+    Keygen(KeygenArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct KeygenArgs {
+    /// The unit the key signs for (a code of the registry).
+    #[arg(long)]
+    pub unit: String,
+    /// File to write the private key to (must not exist).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
 }
 
 /// Where the durable outbox lives and how long Kafka may take.
@@ -77,6 +90,12 @@ pub struct OutboxArgs {
     /// Seconds a message may wait for Kafka's acknowledgement before it stays in the outbox.
     #[arg(long, env = "OWSU_DELIVERY_TIMEOUT_SECS", default_value_t = 30)]
     pub delivery_timeout_secs: u64,
+
+    /// The office's signing key (`owsu-producer keygen`): every event sent is signed with it,
+    /// and only events of its unit may be sent. Aggregators run with `--signatures required`
+    /// dead-letter unsigned events.
+    #[arg(long, env = "OWSU_SIGNING_KEY_FILE", value_name = "FILE")]
+    pub signing_key_file: Option<PathBuf>,
 }
 
 /// The deployment's secret for pseudonymous ids.
@@ -239,7 +258,29 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Simulate(a) => simulate(&reference, a),
         Command::Units(a) => units(&reference, a),
         Command::Catalogue(a) => catalogue(&reference, a),
+        Command::Keygen(a) => keygen(&reference, a),
     }
+}
+
+fn keygen(reference: &Reference, a: KeygenArgs) -> anyhow::Result<i32> {
+    anyhow::ensure!(
+        reference.registry.get(&a.unit).is_some(),
+        "--unit {}: not a unit of the registry ({})",
+        a.unit,
+        reference.source
+    );
+    let key = owsu_schemas::signing::OfficeKey::generate(&a.unit);
+    key.write(&a.out)?;
+    let today = chrono::Utc::now().date_naive();
+    println!(
+        "wrote the private key of {} to {} (mode 0600: keep it at the office, never send it)",
+        a.unit,
+        a.out.display()
+    );
+    println!("public key {} (key id {})", key.public_hex(), key.key_id());
+    println!("add this line to keys.csv of the reference data the aggregators read:");
+    println!("{},{},{today},", a.unit, key.public_hex());
+    Ok(0)
 }
 
 fn publisher(
@@ -252,6 +293,11 @@ fn publisher(
         outbox_dir: outbox.outbox.clone(),
         delivery_timeout: Duration::from_secs(outbox.delivery_timeout_secs.max(1)),
         segment_records,
+        signing_key: outbox
+            .signing_key_file
+            .as_deref()
+            .map(owsu_schemas::signing::OfficeKey::read)
+            .transpose()?,
     })
 }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use owsu_schemas::record::Event;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
@@ -84,6 +85,8 @@ pub struct PublisherConfig {
     pub delivery_timeout: Duration,
     /// Records per outbox segment (one fsync each).
     pub segment_records: usize,
+    /// The office's key: every message is signed with it (header `owsu-signature`).
+    pub signing_key: Option<owsu_schemas::signing::OfficeKey>,
 }
 
 pub struct Publisher {
@@ -291,6 +294,20 @@ impl Publisher {
             let mut record = BaseRecord::with_opaque_to(&r.topic, (slot << 32) | i)
                 .key(r.key.as_str())
                 .payload(r.payload.as_slice());
+            if let Some(k) = &self.config.signing_key {
+                // The key is the unit code: an office signs its own unit's events only.
+                anyhow::ensure!(
+                    r.key == k.unit(),
+                    "the outbox holds an event of unit {} but the signing key is {}'s: publish \
+                     each unit's events with its own key",
+                    r.key,
+                    k.unit()
+                );
+                record = record.headers(OwnedHeaders::new().insert(Header {
+                    key: owsu_schemas::signing::HEADER,
+                    value: Some(k.sign(&r.payload).as_bytes()),
+                }));
+            }
             loop {
                 match self.producer.send(record) {
                     Ok(()) => break,

@@ -16,6 +16,7 @@ pub mod avro;
 pub mod ids;
 pub mod record;
 pub mod reference;
+pub mod signing;
 pub mod time;
 pub mod validate;
 

@@ -198,6 +198,8 @@ pub struct Reference {
     pub registry: Registry,
     pub catalogue: Catalogue,
     pub holidays: Holidays,
+    /// Each unit's public signing keys with their validity (`keys.csv`; absent: none).
+    pub keys: crate::signing::PublicKeys,
     /// Where the data came from (a directory, or "built-in").
     pub source: String,
 }
@@ -205,6 +207,7 @@ pub struct Reference {
 const BUILTIN_UNITS: &str = include_str!("../reference/units.csv");
 const BUILTIN_CATALOGUE: &str = include_str!("../reference/catalogue.json");
 const BUILTIN_HOLIDAYS: &str = include_str!("../reference/holidays.csv");
+const BUILTIN_KEYS: &str = include_str!("../reference/keys.csv");
 
 impl Reference {
     /// Loads from `dir`, else `$OWSU_REFERENCE_DIR`, else beside the binary, else built-in.
@@ -237,6 +240,7 @@ impl Reference {
             (name("units.csv"), BUILTIN_UNITS),
             (name("catalogue.json"), BUILTIN_CATALOGUE),
             (name("holidays.csv"), BUILTIN_HOLIDAYS),
+            (name("keys.csv"), BUILTIN_KEYS),
             "built-in".into(),
         )
         .expect("the built-in reference data is checked by the tests")
@@ -254,10 +258,21 @@ impl Reference {
             read("catalogue.json")?,
             read("holidays.csv")?,
         );
+        // Reference directories of earlier releases have no keys: no unit has one.
+        let k = match read("keys.csv") {
+            Ok(k) => k,
+            Err(ReferenceError::Io { cause, .. })
+                if cause.kind() == std::io::ErrorKind::NotFound =>
+            {
+                (dir.join("keys.csv"), String::new())
+            }
+            Err(e) => return Err(e),
+        };
         Self::parse(
             (u.0, &u.1),
             (c.0, &c.1),
             (h.0, &h.1),
+            (k.0, &k.1),
             dir.display().to_string(),
         )
     }
@@ -266,15 +281,80 @@ impl Reference {
         units: (PathBuf, &str),
         catalogue: (PathBuf, &str),
         holidays: (PathBuf, &str),
+        keys: (PathBuf, &str),
         source: String,
     ) -> Result<Self, ReferenceError> {
+        let registry = parse_units(&units.0, units.1)?;
+        let keys = parse_keys(&keys.0, keys.1, &registry)?;
         Ok(Reference {
-            registry: parse_units(&units.0, units.1)?,
+            registry,
             catalogue: parse_catalogue(&catalogue.0, catalogue.1)?,
             holidays: parse_holidays(&holidays.0, holidays.1)?,
+            keys,
             source,
         })
     }
+}
+
+/// `keys.csv`: unit_code, public_key (64 hex digits), valid_from, valid_until (empty: no end);
+/// times are RFC 3339 instants or dates (a date is its midnight in Cambodia).
+fn parse_keys(
+    file: &Path,
+    text: &str,
+    registry: &Registry,
+) -> Result<crate::signing::PublicKeys, ReferenceError> {
+    use crate::signing::{key_id, PublicKey};
+    let mut out = Vec::new();
+    if text.trim().is_empty() {
+        return Ok(crate::signing::PublicKeys::new(out));
+    }
+    let mut rdr = csv::Reader::from_reader(text.as_bytes());
+    for (i, rec) in rdr.records().enumerate() {
+        let line = i as u64 + 2;
+        let err = |problem: String| ReferenceError::Line {
+            file: file.into(),
+            line,
+            problem,
+        };
+        let rec = rec.map_err(|e| err(e.to_string()))?;
+        let field = |n: usize| rec.get(n).unwrap_or("").trim();
+        let unit = field(0);
+        if registry.get(unit).is_none() {
+            return Err(err(format!(
+                "field `unit_code`: {unit:?} is not in units.csv"
+            )));
+        }
+        let key = hex::decode(field(1))
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok())
+            .ok_or_else(|| {
+                err("field `public_key`: not an Ed25519 public key in 64 hex digits".into())
+            })?;
+        let time = |name: &str, v: &str| -> Result<crate::time::Millis, ReferenceError> {
+            if let Ok(d) = chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d") {
+                return Ok(crate::time::day_start(d));
+            }
+            crate::time::parse_rfc3339(v).map_err(|_| {
+                err(format!(
+                    "field `{name}`: {v:?} is not a date or RFC 3339 time"
+                ))
+            })
+        };
+        let valid_from = time("valid_from", field(2))?;
+        let valid_until = match field(3) {
+            "" => None,
+            v => Some(time("valid_until", v)?),
+        };
+        out.push(PublicKey {
+            unit_code: unit.to_owned(),
+            key_id: key_id(&key),
+            key,
+            valid_from,
+            valid_until,
+        });
+    }
+    Ok(crate::signing::PublicKeys::new(out))
 }
 
 fn parse_bool(file: &Path, line: u64, field: &str, v: &str) -> Result<bool, ReferenceError> {

@@ -177,7 +177,13 @@ pub fn expected_from_lines(lines: Vec<Value>) -> Expected {
     let order = |v: &&Value| {
         (
             DateTime::parse_from_rfc3339(&s(v, "occurred_at")).unwrap(),
-            DateTime::parse_from_rfc3339(&s(v, "recorded_at")).unwrap(),
+            // recorded_at defaults to occurred_at on import.
+            DateTime::parse_from_rfc3339(
+                v.get("recorded_at")
+                    .and_then(Value::as_str)
+                    .unwrap_or_else(|| v["occurred_at"].as_str().expect("occurred_at")),
+            )
+            .unwrap(),
             s(v, "event_id"),
         )
     };

@@ -11,7 +11,13 @@ use clap::Parser;
 /// `owsu-aggregator run --until-caught-up` in this process, on the shared broker, with the
 /// group `<prefix>agg`: what most tests run once the topics are filled.
 pub fn aggregate(prefix: &str, store: &Path) -> anyhow::Result<i32> {
-    owsu_aggregator::cli::run(owsu_aggregator::cli::Cli::parse_from([
+    aggregate_with(prefix, store, &[])
+}
+
+/// [`aggregate`] with more arguments of `owsu-aggregator run`.
+pub fn aggregate_with(prefix: &str, store: &Path, extra: &[&str]) -> anyhow::Result<i32> {
+    let group = format!("{prefix}agg");
+    let mut args = vec![
         "owsu-aggregator",
         "run",
         "--brokers",
@@ -19,13 +25,15 @@ pub fn aggregate(prefix: &str, store: &Path) -> anyhow::Result<i32> {
         "--topic-prefix",
         prefix,
         "--group",
-        &format!("{prefix}agg"),
+        &group,
         "--store",
         store.to_str().expect("utf-8 path"),
         "--until-caught-up",
         "--metrics-addr",
         "",
-    ]))
+    ];
+    args.extend_from_slice(extra);
+    owsu_aggregator::cli::run(owsu_aggregator::cli::Cli::parse_from(args))
 }
 
 /// `owsu-producer ARGS` in this process; its exit code.

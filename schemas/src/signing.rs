@@ -1,0 +1,311 @@
+//! Signed events. Kafka's ACLs say who may write a topic, not which unit's events a client
+//! writes; the signature does. Each office holds an Ed25519 key pair; the producer signs the
+//! exact Avro bytes of every event and sends the signature in the message header [`HEADER`];
+//! the aggregator, when signatures are required, checks it against the public keys the
+//! reference data (`keys.csv`) lists for the event's `unit_code`, valid at the message's time,
+//! so keys can be rotated (two valid at once) and revoked (`valid_until`).
+//!
+//! The header value is `<key id>.<signature>`: the key id is the first 8 bytes of SHA-256 of the
+//! public key, in hex; the signature 64 bytes in hex. A private key file holds
+//! `owsu-office-key v1`, `unit=<code>` and `seed=<64 hex digits>` on three lines, mode 0600.
+
+use std::path::Path;
+
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use sha2::{Digest, Sha256};
+
+use crate::time::Millis;
+
+/// Kafka header carrying an event's signature.
+pub const HEADER: &str = "owsu-signature";
+
+const KEY_FILE_MAGIC: &str = "owsu-office-key v1";
+
+/// Hex id of a public key (first 8 bytes of its SHA-256).
+pub fn key_id(key: &VerifyingKey) -> String {
+    hex::encode(&Sha256::digest(key.as_bytes())[..8])
+}
+
+/// An office's private key, for the unit it signs for. `Debug` shows the unit and key id only.
+#[derive(Clone)]
+pub struct OfficeKey {
+    unit: String,
+    key: SigningKey,
+}
+
+impl std::fmt::Debug for OfficeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OfficeKey({}, {}, <private>)", self.unit, self.key_id())
+    }
+}
+
+/// A key file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error(transparent)]
+    Secret(#[from] crate::ids::SecretFileError),
+    #[error("{path}: not an office key file ({problem})")]
+    Format {
+        path: std::path::PathBuf,
+        problem: &'static str,
+    },
+    #[error("{path} exists: a key is never overwritten (rotate by writing a new file)")]
+    Exists { path: std::path::PathBuf },
+    #[error("writing {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl OfficeKey {
+    /// A new key pair for `unit`, from the operating system's random source.
+    pub fn generate(unit: &str) -> Self {
+        let mut seed = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+        OfficeKey {
+            unit: unit.to_owned(),
+            key: SigningKey::from_bytes(&seed),
+        }
+    }
+
+    pub fn unit(&self) -> &str {
+        &self.unit
+    }
+
+    pub fn public_key(&self) -> VerifyingKey {
+        self.key.verifying_key()
+    }
+
+    pub fn public_hex(&self) -> String {
+        hex::encode(self.public_key().as_bytes())
+    }
+
+    pub fn key_id(&self) -> String {
+        key_id(&self.public_key())
+    }
+
+    /// The [`HEADER`] value for `payload` (the exact bytes sent).
+    pub fn sign(&self, payload: &[u8]) -> String {
+        format!(
+            "{}.{}",
+            self.key_id(),
+            hex::encode(self.key.sign(payload).to_bytes())
+        )
+    }
+
+    /// Writes the key to a new file readable by its owner only.
+    pub fn write(&self, path: &Path) -> Result<(), KeyFileError> {
+        if path.exists() {
+            return Err(KeyFileError::Exists {
+                path: path.to_owned(),
+            });
+        }
+        let text = format!(
+            "{KEY_FILE_MAGIC}\nunit={}\nseed={}\n",
+            self.unit,
+            hex::encode(self.key.to_bytes())
+        );
+        crate::ids::write_secret_file(path, text.as_bytes()).map_err(|source| KeyFileError::Io {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Reads a key file (refused when group or others may read it).
+    pub fn read(path: &Path) -> Result<Self, KeyFileError> {
+        let bytes = crate::ids::read_secret_file(path)?;
+        let bad = |problem| KeyFileError::Format {
+            path: path.to_owned(),
+            problem,
+        };
+        let text = std::str::from_utf8(&bytes).map_err(|_| bad("not text"))?;
+        let mut lines = text.lines();
+        if lines.next() != Some(KEY_FILE_MAGIC) {
+            return Err(bad("first line is not `owsu-office-key v1`"));
+        }
+        let unit = lines
+            .next()
+            .and_then(|l| l.strip_prefix("unit="))
+            .ok_or(bad("no `unit=` line"))?;
+        let seed: [u8; 32] = lines
+            .next()
+            .and_then(|l| l.strip_prefix("seed="))
+            .and_then(|h| hex::decode(h.trim()).ok())
+            .and_then(|b| b.try_into().ok())
+            .ok_or(bad("no `seed=` line of 64 hex digits"))?;
+        Ok(OfficeKey {
+            unit: unit.to_owned(),
+            key: SigningKey::from_bytes(&seed),
+        })
+    }
+}
+
+/// A unit's public key and when it may sign.
+#[derive(Debug, Clone)]
+pub struct PublicKey {
+    pub unit_code: String,
+    pub key_id: String,
+    pub key: VerifyingKey,
+    pub valid_from: Millis,
+    /// Revoked or retired from this instant on.
+    pub valid_until: Option<Millis>,
+}
+
+/// Every unit's public keys (`keys.csv`).
+#[derive(Debug, Clone, Default)]
+pub struct PublicKeys {
+    keys: Vec<PublicKey>,
+}
+
+/// Why an event's signature is not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("unsigned: no `{HEADER}` header")]
+    Unsigned,
+    #[error("malformed `{HEADER}` header (expected <key id>.<128 hex digits>)")]
+    Malformed,
+    #[error("signed with key {0}, which no unit holds")]
+    UnknownKey(String),
+    #[error("signed with key {key_id} of unit {owner}, not of {unit} whose event it is")]
+    OtherUnitsKey {
+        key_id: String,
+        owner: String,
+        unit: String,
+    },
+    #[error("signed with key {key_id} of {unit}, not valid at the message's time (revoked, retired or not yet valid)")]
+    NotValid { key_id: String, unit: String },
+    #[error("signature does not match the message (altered after signing, or forged)")]
+    BadSignature,
+}
+
+impl PublicKeys {
+    pub fn new(keys: Vec<PublicKey>) -> Self {
+        PublicKeys { keys }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &PublicKey> {
+        self.keys.iter()
+    }
+
+    /// Checks `header` (the [`HEADER`] value) over `payload` for an event of `unit` sent at `at`.
+    pub fn verify(
+        &self,
+        unit: &str,
+        payload: &[u8],
+        header: Option<&[u8]>,
+        at: Millis,
+    ) -> Result<(), SignatureError> {
+        let header = header.ok_or(SignatureError::Unsigned)?;
+        let text = std::str::from_utf8(header).map_err(|_| SignatureError::Malformed)?;
+        let (id, sig) = text.split_once('.').ok_or(SignatureError::Malformed)?;
+        let sig: [u8; 64] = hex::decode(sig)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or(SignatureError::Malformed)?;
+        let candidates: Vec<&PublicKey> = self.keys.iter().filter(|k| k.key_id == id).collect();
+        let Some(first) = candidates.first() else {
+            return Err(SignatureError::UnknownKey(id.to_owned()));
+        };
+        let Some(k) = candidates.iter().find(|k| k.unit_code == unit) else {
+            return Err(SignatureError::OtherUnitsKey {
+                key_id: id.to_owned(),
+                owner: first.unit_code.clone(),
+                unit: unit.to_owned(),
+            });
+        };
+        if at < k.valid_from || k.valid_until.is_some_and(|u| at >= u) {
+            return Err(SignatureError::NotValid {
+                key_id: id.to_owned(),
+                unit: unit.to_owned(),
+            });
+        }
+        k.key
+            .verify(payload, &Signature::from_bytes(&sig))
+            .map_err(|_| SignatureError::BadSignature)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(a: &OfficeKey, b: &OfficeKey, revoked: &OfficeKey) -> PublicKeys {
+        let entry = |k: &OfficeKey, until: Option<Millis>| PublicKey {
+            unit_code: k.unit().to_owned(),
+            key_id: k.key_id(),
+            key: k.public_key(),
+            valid_from: 0,
+            valid_until: until,
+        };
+        PublicKeys::new(vec![
+            entry(a, None),
+            entry(b, None),
+            entry(revoked, Some(1_000)),
+        ])
+    }
+
+    #[test]
+    fn only_the_units_own_valid_key_over_the_exact_bytes_verifies() {
+        let a = OfficeKey::generate("KH-0101");
+        let b = OfficeKey::generate("KH-0102");
+        let old = OfficeKey::generate("KH-0101");
+        let k = keys(&a, &b, &old);
+        let msg = b"exact avro bytes";
+        let at = 5_000;
+        let h = a.sign(msg);
+        assert_eq!(k.verify("KH-0101", msg, Some(h.as_bytes()), at), Ok(()));
+        assert_eq!(
+            k.verify("KH-0101", b"exact avro bytez", Some(h.as_bytes()), at),
+            Err(SignatureError::BadSignature)
+        );
+        assert!(matches!(
+            k.verify("KH-0101", msg, Some(b.sign(msg).as_bytes()), at),
+            Err(SignatureError::OtherUnitsKey { .. })
+        ));
+        assert_eq!(
+            k.verify("KH-0101", msg, None, at),
+            Err(SignatureError::Unsigned)
+        );
+        assert!(matches!(
+            k.verify("KH-0101", msg, Some(old.sign(msg).as_bytes()), at),
+            Err(SignatureError::NotValid { .. })
+        ));
+        assert_eq!(
+            k.verify("KH-0101", msg, Some(old.sign(msg).as_bytes()), 500),
+            Ok(())
+        );
+        assert_eq!(
+            k.verify("KH-0101", msg, Some(b"zz"), at),
+            Err(SignatureError::Malformed)
+        );
+        let stranger = OfficeKey::generate("KH-0101");
+        assert!(matches!(
+            k.verify("KH-0101", msg, Some(stranger.sign(msg).as_bytes()), at),
+            Err(SignatureError::UnknownKey(_))
+        ));
+    }
+
+    #[test]
+    fn key_files_are_private_never_overwritten_and_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("office.key");
+        let a = OfficeKey::generate("KH-0101");
+        a.write(&p).unwrap();
+        let back = OfficeKey::read(&p).unwrap();
+        assert_eq!((back.unit(), back.public_hex()), (a.unit(), a.public_hex()));
+        assert!(matches!(a.write(&p), Err(KeyFileError::Exists { .. })));
+        let seed = hex::encode(a.key.to_bytes());
+        assert!(!format!("{a:?}").contains(&seed));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+            assert!(OfficeKey::read(&p).is_err());
+        }
+    }
+}
