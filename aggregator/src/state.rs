@@ -1163,6 +1163,10 @@ fn apply_in(
                 Stored::Svc(s) => (SVC, s.unit, s.occurred, s.request),
                 Stored::Cmp(c) => (CMP, c.unit, c.occurred, c.complaint),
             };
+            // Before the duplicate check: a batch replayed after a crash must still have its
+            // months' summary files written (its first application may never have been committed).
+            out.months.insert(month_of_day(day_of(occurred)));
+            out.months.insert(month_of_day(day_of(recorded)));
             let digest = content_digest(e);
             let known = chains.events[k].get(id)?.map(|v| v.value());
             let decided = first.get(&(KINDS[k], id)).is_some_and(|d| *d != digest);
@@ -1212,8 +1216,6 @@ fn apply_in(
                 }
                 continue;
             }
-            out.months.insert(month_of_day(day_of(occurred)));
-            out.months.insert(month_of_day(day_of(recorded)));
             let target = supersedes.map(|t| t.as_u128());
             let verdict = match target {
                 Some(t) => Some(chains.verdict(k, unit, t)?),
@@ -1666,6 +1668,28 @@ mod tests {
         );
         assert_eq!(rejected.len(), 1);
         assert_eq!(rejected[0].offset, 7);
+    }
+
+    #[test]
+    fn a_replayed_batch_still_names_its_months() {
+        // After a crash between the state's commit and the summaries', the batch is read again:
+        // all duplicates now, but its months' summary files must still be written.
+        let codes = Codes::new(&Reference::builtin());
+        let dir = tempfile::tempdir().unwrap();
+        let s = PartitionState::open(&dir.path().join("p.redb"), 1 << 20).unwrap();
+        let e = fee_of("KH-0101", 10, 9_000, "2021-03-01T09:30:00+07:00", None);
+        let c = cmp(
+            20,
+            "c1",
+            ComplaintStage::Received,
+            "2021-05-01T10:00:00+07:00",
+        );
+        let batch = [("t", 0, &e), ("u", 0, &c)];
+        let first = s.apply(&batch, &codes).unwrap();
+        let again = s.apply(&batch, &codes).unwrap();
+        assert_eq!(again.duplicates, 2);
+        assert_eq!(again.months, first.months);
+        assert!(again.months.contains(&(2021, 3)) && again.months.contains(&(2021, 5)));
     }
 
     #[test]
