@@ -267,6 +267,11 @@ pub struct PrivateBroker {
     state: PathBuf,
     port: u16,
     controller_port: u16,
+    /// Topic prefix and partitions of the four pipeline topics `kafka.sh start` creates.
+    prefix: String,
+    partitions: i32,
+    /// TLS + SASL/SCRAM + ACLs (`kafka.sh start --secure`).
+    secure: bool,
 }
 
 impl PrivateBroker {
@@ -281,9 +286,56 @@ impl PrivateBroker {
             state,
             port: free_port(),
             controller_port: free_port(),
+            prefix: "harness.".into(),
+            partitions: 1,
+            secure: false,
         };
         b.resume();
         b
+    }
+
+    /// A broker in secure mode (TLS, SASL/SCRAM-SHA-512, ACLs) with the four topics under
+    /// `prefix`, `partitions` each.
+    pub fn start_secure(name: &str, prefix: &str, partitions: i32) -> Self {
+        let state = cache_dir()
+            .join("test-private")
+            .join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&state);
+        let b = PrivateBroker {
+            state,
+            port: free_port(),
+            controller_port: free_port(),
+            prefix: prefix.into(),
+            partitions,
+            secure: true,
+        };
+        b.resume();
+        b
+    }
+
+    /// The CA certificate of a secure broker.
+    pub fn ca(&self) -> PathBuf {
+        self.state.join("tls/ca.pem")
+    }
+
+    /// `kafka.sh user ARGS...` on this broker; its output (panics on failure).
+    pub fn user(&self, args: &[&str]) -> String {
+        let mut all = vec!["user"];
+        all.extend_from_slice(args);
+        let out = self.sh_args(&all);
+        assert!(
+            out.status.success(),
+            "kafka.sh user {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The password file `kafka.sh user add` wrote for `name`.
+    pub fn password_file(&self, name: &str) -> PathBuf {
+        self.state.join("users").join(format!("{name}.password"))
     }
 
     pub fn bootstrap(&self) -> String {
@@ -291,17 +343,24 @@ impl PrivateBroker {
     }
 
     fn sh(&self, cmd: &str) -> std::process::Output {
+        if cmd == "start" && self.secure {
+            return self.sh_args(&["start", "--secure"]);
+        }
+        self.sh_args(&[cmd])
+    }
+
+    fn sh_args(&self, args: &[&str]) -> std::process::Output {
         Command::new("bash")
             .arg(repo_root().join("infra/kafka/kafka.sh"))
-            .arg(cmd)
+            .args(args)
             .env("OWSU_KAFKA_HOME", &self.state)
             .env("OWSU_KAFKA_PORT", self.port.to_string())
             .env(
                 "OWSU_KAFKA_CONTROLLER_PORT",
                 self.controller_port.to_string(),
             )
-            .env("OWSU_KAFKA_TOPIC_PREFIX", "harness.")
-            .env("OWSU_KAFKA_PARTITIONS", "1")
+            .env("OWSU_KAFKA_TOPIC_PREFIX", &self.prefix)
+            .env("OWSU_KAFKA_PARTITIONS", self.partitions.to_string())
             .output()
             .expect("run kafka.sh")
     }
