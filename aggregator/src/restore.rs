@@ -76,9 +76,14 @@ pub async fn lake_id(store: &Store) -> anyhow::Result<String> {
     if let Ok(b) = store.get(KEY).await {
         return Ok(String::from_utf8_lossy(&b).trim().to_owned());
     }
+    // Instances starting together on a new store must agree on one id (with a plain put each
+    // kept its own, and one's snapshots looked foreign to the other): the first create wins.
     let id = uuid::Uuid::new_v4().to_string();
-    store.put(KEY, id.clone().into_bytes()).await?;
-    Ok(id)
+    if store.put_new(KEY, id.clone().into_bytes()).await? {
+        return Ok(id);
+    }
+    let b = store.get(KEY).await?;
+    Ok(String::from_utf8_lossy(&b).trim().to_owned())
 }
 
 fn progress(offsets: &HashMap<String, i64>) -> i64 {

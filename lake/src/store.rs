@@ -187,6 +187,27 @@ impl Store {
         self.sync_local(key)
     }
 
+    /// Writes an object only if none exists under `key` (a conditional put: on S3 through
+    /// `If-None-Match`): `false` when another writer got there first, whose object stays.
+    pub async fn put_new(&self, key: &str, bytes: Vec<u8>) -> Result<bool, StoreError> {
+        let opts = object_store::PutOptions {
+            mode: object_store::PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .inner
+            .put_opts(&Path::from(key), PutPayload::from(bytes), opts)
+            .await
+        {
+            Ok(_) => {
+                self.sync_local(key)?;
+                Ok(true)
+            }
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(self.obj_err(key)(e)),
+        }
+    }
+
     /// On a local store, fsyncs an object's file and its directory (object_store does not):
     /// "durable" means durable.
     fn sync_local(&self, key: &str) -> Result<(), StoreError> {

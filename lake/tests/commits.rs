@@ -128,3 +128,20 @@ async fn offsets_fence_replace_and_time_travel() {
         .unwrap()
         .is_empty());
 }
+
+/// Two writers creating one object: the first create wins and the second learns it (what keeps
+/// two aggregators starting together on one lake id).
+#[tokio::test]
+async fn a_create_only_put_keeps_the_first_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+    assert!(store
+        .put_new("state/lake-id", b"first".to_vec())
+        .await
+        .unwrap());
+    assert!(!store
+        .put_new("state/lake-id", b"second".to_vec())
+        .await
+        .unwrap());
+    assert_eq!(store.get("state/lake-id").await.unwrap().as_ref(), b"first");
+}
