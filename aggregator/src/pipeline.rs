@@ -334,6 +334,8 @@ pub struct Pipeline {
     tables: Tables,
     last_snapshot: Instant,
     targets: HashMap<(String, i32), (i64, i64)>,
+    /// When the lake was last asked about partitions this instance does not hold.
+    others_checked: Option<Instant>,
     metrics: Arc<Metrics>,
     rt: Handle,
 }
@@ -492,6 +494,7 @@ impl Pipeline {
             tables,
             last_snapshot: Instant::now(),
             targets: HashMap::new(),
+            others_checked: None,
             metrics,
             rt,
         })
@@ -537,11 +540,69 @@ impl Pipeline {
     }
 
     /// Caught up when every assigned partition's tables all hold its high watermark at start.
-    fn caught_up(&self) -> bool {
+    fn caught_up(&mut self) -> bool {
         let assigned = self.assigned();
         if assigned.is_empty() {
             return false;
         }
+        if !self.assigned_done(&assigned) {
+            return false;
+        }
+        // Partitions held by other members count too, and so do those of a member that was
+        // killed and whose session has not expired yet (the group still assigns it its share):
+        // "caught up" means everything present at start-up is in the lake, not only this
+        // instance's part. Their offsets are read from the tables, at most every 2 s.
+        let others: Vec<(String, i32, i64)> = self
+            .targets
+            .iter()
+            .filter(|((t, p), (low, high))| high > low && !assigned.contains(&(t.clone(), *p)))
+            .map(|((t, p), (_, high))| (t.clone(), *p, *high))
+            .collect();
+        if others.is_empty() {
+            return true;
+        }
+        if self
+            .others_checked
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(2))
+        {
+            return false;
+        }
+        self.others_checked = Some(Instant::now());
+        let store = &self.consumer.context().store;
+        let done = self.rt.block_on(async {
+            let mut tables: HashMap<&'static str, LakeTable> = HashMap::new();
+            for def in RAW.into_iter().chain(SUMMARIES) {
+                if let Some(t) = LakeTable::open(store, def, None).await? {
+                    tables.insert(def.name, t);
+                }
+            }
+            for (t, p, high) in &others {
+                let Some(kind) = raw::kind_of_topic(t) else {
+                    continue;
+                };
+                for def in tables_of(kind) {
+                    let v = match tables.get_mut(def.name) {
+                        Some(table) => table.txn_version(&app_id(t, *p)).await?,
+                        None => None,
+                    };
+                    if !v.is_some_and(|o| o + 1 >= *high) {
+                        return anyhow::Ok(false);
+                    }
+                }
+            }
+            anyhow::Ok(true)
+        });
+        match done {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::debug!("reading other partitions' progress from the lake: {e:#}");
+                false
+            }
+        }
+    }
+
+    /// Whether every partition this instance holds has its start-up content in the lake.
+    fn assigned_done(&self, assigned: &[(String, i32)]) -> bool {
         let offsets = self.consumer.context().offsets.lock().expect("lock");
         assigned.iter().all(|(t, p)| {
             let (low, high) = self
