@@ -105,6 +105,46 @@ type AppOffsets = HashMap<String, i64>;
 /// The offsets the lake holds, per (table, app id): what each commit must find to go through.
 type LakeOffsets = HashMap<(&'static str, String), Option<i64>>;
 
+/// The offsets every table of `tps`' record kinds holds for each of them, read from the lake.
+async fn lake_offsets(store: &Store, tps: &[(String, i32)]) -> anyhow::Result<LakeOffsets> {
+    let mut tables: HashMap<&'static str, LakeTable> = HashMap::new();
+    for def in RAW.into_iter().chain(SUMMARIES) {
+        if let Some(t) = LakeTable::open(store, def, None).await? {
+            tables.insert(def.name, t);
+        }
+    }
+    let mut offsets = LakeOffsets::new();
+    for (topic, p) in tps {
+        let Some(kind) = raw::kind_of_topic(topic) else {
+            continue;
+        };
+        let app = app_id(topic, *p);
+        for def in tables_of(kind) {
+            let v = match tables.get_mut(def.name) {
+                Some(t) => t.txn_version(&app).await?,
+                None => None,
+            };
+            offsets.insert((def.name, app.clone()), v);
+        }
+    }
+    Ok(offsets)
+}
+
+/// Whether every table of `topic`'s kind holds partition `p` up to `high` (exclusive).
+fn in_lake(offsets: &LakeOffsets, topic: &str, p: i32, high: i64) -> bool {
+    let Some(kind) = raw::kind_of_topic(topic) else {
+        return true;
+    };
+    let app = app_id(topic, p);
+    tables_of(kind).all(|def| {
+        offsets
+            .get(&(def.name, app.clone()))
+            .copied()
+            .flatten()
+            .is_some_and(|o| o + 1 >= high)
+    })
+}
+
 /// Rebalance bookkeeping shared with librdkafka's callbacks.
 pub struct GroupContext {
     assigned: Mutex<HashSet<(String, i32)>>,
@@ -176,14 +216,8 @@ impl GroupContext {
                 }
                 self.states.lock().expect("states lock").insert(p, state);
             }
-            let mut tables: HashMap<&'static str, LakeTable> = HashMap::new();
-            for def in RAW.into_iter().chain(SUMMARIES) {
-                if let Some(t) = LakeTable::open(&self.store, def, None).await? {
-                    tables.insert(def.name, t);
-                }
-            }
+            let offsets = lake_offsets(&self.store, tps).await?;
             let mut starts = Vec::with_capacity(tps.len());
-            let mut offsets = LakeOffsets::new();
             for (topic, p) in tps {
                 let kind = raw::kind_of_topic(topic)
                     .with_context(|| format!("topic {topic} carries no known record kind"))?;
@@ -194,11 +228,7 @@ impl GroupContext {
                     .copied();
                 let mut lowest: Option<i64> = held;
                 for def in tables_of(kind) {
-                    let v = match tables.get_mut(def.name) {
-                        Some(t) => t.txn_version(&app).await?,
-                        None => None,
-                    };
-                    offsets.insert((def.name, app.clone()), v);
+                    let v = offsets.get(&(def.name, app.clone())).copied().flatten();
                     lowest = lowest.zip(v).map(|(a, b)| a.min(b));
                 }
                 starts.push(match lowest {
@@ -568,32 +598,14 @@ impl Pipeline {
             return false;
         }
         self.others_checked = Some(Instant::now());
-        let store = &self.consumer.context().store;
-        let done = self.rt.block_on(async {
-            let mut tables: HashMap<&'static str, LakeTable> = HashMap::new();
-            for def in RAW.into_iter().chain(SUMMARIES) {
-                if let Some(t) = LakeTable::open(store, def, None).await? {
-                    tables.insert(def.name, t);
-                }
-            }
-            for (t, p, high) in &others {
-                let Some(kind) = raw::kind_of_topic(t) else {
-                    continue;
-                };
-                for def in tables_of(kind) {
-                    let v = match tables.get_mut(def.name) {
-                        Some(table) => table.txn_version(&app_id(t, *p)).await?,
-                        None => None,
-                    };
-                    if !v.is_some_and(|o| o + 1 >= *high) {
-                        return anyhow::Ok(false);
-                    }
-                }
-            }
-            anyhow::Ok(true)
-        });
-        match done {
-            Ok(done) => done,
+        let tps: Vec<(String, i32)> = others.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
+        let read = self
+            .rt
+            .block_on(lake_offsets(&self.consumer.context().store, &tps));
+        match read {
+            Ok(offsets) => others
+                .iter()
+                .all(|(t, p, high)| in_lake(&offsets, t, *p, *high)),
             Err(e) => {
                 tracing::debug!("reading other partitions' progress from the lake: {e:#}");
                 false
@@ -610,20 +622,7 @@ impl Pipeline {
                 .get(&(t.clone(), *p))
                 .copied()
                 .unwrap_or((0, 0));
-            if high <= low {
-                return true;
-            }
-            let Some(kind) = raw::kind_of_topic(t) else {
-                return true;
-            };
-            let app = app_id(t, *p);
-            tables_of(kind).all(|def| {
-                offsets
-                    .get(&(def.name, app.clone()))
-                    .copied()
-                    .flatten()
-                    .is_some_and(|o| o + 1 >= high)
-            })
+            high <= low || in_lake(&offsets, t, *p, high)
         })
     }
 

@@ -126,12 +126,17 @@ fn month_days((y, m): Month) -> (i32, i32) {
 /// differ between units, but a message written by hand could reuse another unit's request id;
 /// keyed by unit too, it can never touch that unit's request.
 fn owner_key(unit: u16, id: &str) -> u128 {
+    fnv128(
+        unit.to_le_bytes()
+            .into_iter()
+            .chain(id_key(id).to_le_bytes()),
+    )
+}
+
+/// FNV-1a over 128 bits: stable across releases, unlike std's hasher.
+fn fnv128(bytes: impl IntoIterator<Item = u8>) -> u128 {
     let mut h: u128 = 0x6c62272e07bb014262b821756295c58d;
-    for b in unit
-        .to_le_bytes()
-        .into_iter()
-        .chain(id_key(id).to_le_bytes())
-    {
+    for b in bytes {
         h ^= u128::from(b);
         h = h.wrapping_mul(0x0000000001000000000000000000013B);
     }
@@ -145,13 +150,7 @@ pub fn id_key(s: &str) -> u128 {
             return v;
         }
     }
-    // FNV-1a over 128 bits: stable across releases, unlike std's hasher.
-    let mut h: u128 = 0x6c62272e07bb014262b821756295c58d;
-    for b in s.as_bytes() {
-        h ^= u128::from(*b);
-        h = h.wrapping_mul(0x0000000001000000000000000000013B);
-    }
-    h
+    fnv128(s.bytes())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -134,20 +134,7 @@ fn anomalies_are_counted_flagged_and_reported() {
         b"anomaly-test-secret-0123456789",
     )
     .unwrap();
-    assert_eq!(
-        common::producer(&[
-            "simulate",
-            "--year",
-            "2021",
-            "--scale",
-            "0.01",
-            "--seed",
-            "11",
-            "--out",
-            &p("year.jsonl"),
-        ]),
-        0
-    );
+    common::simulate_2021(&p("year.jsonl"), "0.01", "11");
     let reference = Reference::builtin();
     let planted = plant(
         Path::new(&p("year.jsonl")),
@@ -168,19 +155,7 @@ fn anomalies_are_counted_flagged_and_reported() {
 
     // Nothing is refused: exit 0 means no rejects file.
     assert_eq!(
-        common::producer(&[
-            "publish",
-            "--input",
-            &p("export.jsonl"),
-            "--brokers",
-            owsu_tests::bootstrap(),
-            "--topic-prefix",
-            &prefix,
-            "--id-secret-file",
-            &p("secret"),
-            "--outbox",
-            &p("outbox"),
-        ]),
+        common::publish(&prefix, &p("export.jsonl"), &p("secret"), &p("outbox"), &[]),
         0,
         "an export whose only faults are business anomalies publishes in full"
     );

@@ -21,34 +21,9 @@ fn a_batch_run_waits_for_partitions_another_member_holds() {
     let p = |f: &str| dir.path().join(f).to_str().unwrap().to_owned();
     owsu_schemas::ids::write_secret_file(&dir.path().join("secret"), b"caught-up-test-0123456789")
         .unwrap();
+    common::simulate_2021(&p("year.jsonl"), "0.002", "9");
     assert_eq!(
-        common::producer(&[
-            "simulate",
-            "--year",
-            "2021",
-            "--scale",
-            "0.002",
-            "--seed",
-            "9",
-            "--out",
-            &p("year.jsonl"),
-        ]),
-        0
-    );
-    assert_eq!(
-        common::producer(&[
-            "publish",
-            "--input",
-            &p("year.jsonl"),
-            "--brokers",
-            owsu_tests::bootstrap(),
-            "--topic-prefix",
-            &prefix,
-            "--id-secret-file",
-            &p("secret"),
-            "--outbox",
-            &p("outbox"),
-        ]),
+        common::publish(&prefix, &p("year.jsonl"), &p("secret"), &p("outbox"), &[]),
         0
     );
     // A member of the aggregator's group that holds partitions and does nothing.

@@ -104,19 +104,7 @@ fn corrections_mean_one_thing_and_conflicting_duplicates_are_dead_lettered() {
     let store = p("store");
     for outbox in ["outbox", "outbox-again"] {
         assert_eq!(
-            common::producer(&[
-                "publish",
-                "--input",
-                &export,
-                "--brokers",
-                owsu_tests::bootstrap(),
-                "--topic-prefix",
-                &prefix,
-                "--id-secret-file",
-                &p("secret"),
-                "--outbox",
-                &p(outbox),
-            ]),
+            common::publish(&prefix, &export, &p("secret"), &p(outbox), &[]),
             0
         );
         assert_eq!(common::aggregate(&prefix, Path::new(&store)).unwrap(), 0);

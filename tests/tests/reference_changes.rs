@@ -23,20 +23,7 @@ fn codes_the_catalogue_does_not_know_are_counted_under_their_code() {
     let p = |f: &str| dir.path().join(f).to_str().unwrap().to_owned();
     owsu_schemas::ids::write_secret_file(&dir.path().join("secret"), b"reference-test-0123456789")
         .unwrap();
-    assert_eq!(
-        common::producer(&[
-            "simulate",
-            "--year",
-            "2021",
-            "--scale",
-            "0.005",
-            "--seed",
-            "5",
-            "--out",
-            &p("year.jsonl"),
-        ]),
-        0
-    );
+    common::simulate_2021(&p("year.jsonl"), "0.005", "5");
     // Rename one service everywhere, and move every third complaint to a new sector.
     let lines: Vec<Value> = std::fs::read_to_string(p("year.jsonl"))
         .unwrap()
@@ -76,19 +63,7 @@ fn codes_the_catalogue_does_not_know_are_counted_under_their_code() {
     std::fs::write(p("export.jsonl"), out).unwrap();
 
     assert_eq!(
-        common::producer(&[
-            "publish",
-            "--input",
-            &p("export.jsonl"),
-            "--brokers",
-            owsu_tests::bootstrap(),
-            "--topic-prefix",
-            &prefix,
-            "--id-secret-file",
-            &p("secret"),
-            "--outbox",
-            &p("outbox"),
-        ]),
+        common::publish(&prefix, &p("export.jsonl"), &p("secret"), &p("outbox"), &[]),
         0,
         "codes the catalogue does not know are flagged, not refused"
     );

@@ -82,21 +82,13 @@ fn only_events_signed_by_their_own_units_valid_key_count() {
     let export = p("export.jsonl");
     std::fs::write(&export, lines.join("\n") + "\n").unwrap();
     assert_eq!(
-        common::producer(&[
-            "publish",
-            "--input",
-            &export,
-            "--brokers",
-            owsu_tests::bootstrap(),
-            "--topic-prefix",
+        common::publish(
             &prefix,
-            "--id-secret-file",
+            &export,
             &p("secret"),
-            "--outbox",
             &p("outbox"),
-            "--signing-key-file",
-            &p("a.key"),
-        ]),
+            &["--signing-key-file", &p("a.key")]
+        ),
         0
     );
 

@@ -55,3 +55,32 @@ fn run_cli(name: &str, args: &[&str], run: impl FnOnce(Vec<&str>) -> anyhow::Res
     v.extend_from_slice(args);
     run(v).unwrap_or_else(|e| panic!("{name} {}: {e:#}", args.join(" ")))
 }
+
+/// `owsu-producer simulate --year 2021 --scale SCALE --seed SEED --out OUT`, which must succeed.
+pub fn simulate_2021(out: &str, scale: &str, seed: &str) {
+    assert_eq!(
+        producer(&["simulate", "--year", "2021", "--scale", scale, "--seed", seed, "--out", out,]),
+        0,
+        "simulating 2021 to {out}"
+    );
+}
+
+/// `owsu-producer publish --input INPUT` to the shared broker under `prefix`, with the id
+/// secret file `secret`, the outbox `outbox` and any `extra` arguments; its exit code.
+pub fn publish(prefix: &str, input: &str, secret: &str, outbox: &str, extra: &[&str]) -> i32 {
+    let mut args = vec![
+        "publish",
+        "--input",
+        input,
+        "--brokers",
+        owsu_tests::bootstrap(),
+        "--topic-prefix",
+        prefix,
+        "--id-secret-file",
+        secret,
+        "--outbox",
+        outbox,
+    ];
+    args.extend_from_slice(extra);
+    producer(&args)
+}
