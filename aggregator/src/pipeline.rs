@@ -1136,6 +1136,10 @@ fn commit_summary(
     Ok((name, offsets, n))
 }
 
+/// What applying a batch to one partition's state gave: events newly counted, the rows of every
+/// quarter whose cells changed, and the events the state refused (with their partition).
+type PartitionApplied = (u64, QuarterRows, Vec<(i32, Rejected)>);
+
 /// Applies the batch to each partition's state (partitions in parallel, one transaction each)
 /// and reads back the rows of every quarter whose cells changed.
 fn apply_states(
@@ -1144,10 +1148,10 @@ fn apply_states(
     landed: &[(RecordKind, Landed)],
     topics: &[String; 3],
     codes: &Codes,
-) -> anyhow::Result<(u64, QuarterRows, Vec<(i32, Rejected)>)> {
+) -> anyhow::Result<PartitionApplied> {
     use rayon::prelude::*;
     let states = ctx.states.lock().expect("states lock");
-    let per_partition: Vec<(u64, QuarterRows, Vec<(i32, Rejected)>)> = partitions
+    let per_partition: Vec<PartitionApplied> = partitions
         .par_iter()
         .map(|p| {
             let evs: Vec<(&str, i64, &owsu_schemas::Event)> = landed
@@ -1213,8 +1217,9 @@ fn check(
         ));
     }
     let sent = m.timestamp().to_millis().unwrap_or(now);
-    if signed && kind != RecordKind::UnitDay {
+    if signed {
         // The signature covers the exact bytes; checked after decoding only to know the unit.
+        // Day closures too: a forged closure would make another unit look complete.
         let header = m.headers().and_then(|h| {
             h.iter()
                 .find(|x| x.key == owsu_schemas::signing::HEADER)

@@ -7,6 +7,8 @@
 //! 3. producer: simulate a year into the import format, then `publish` it (÷ ProducerPerformance);
 //! 4. aggregator catch-up on the time-ordered year and on the same events shuffled (a late bulk
 //!    re-import), each a child process with a fresh store (÷ ConsumerPerformance; peak RSS; files);
+//!    then the same year on a secure broker (TLS + SASL/SCRAM, every event signed and verified):
+//!    publish and catch-up rates against the plaintext ones, summaries equal;
 //! 5. takeover: a new instance with no local state on the caught-up store and group;
 //! 6. crashes: a new group and store, `kill -9` at random moments; its summaries must equal the
 //!    clean run's, row for row;
@@ -51,6 +53,9 @@ pub struct BenchArgs {
     /// an aggregator runs live; 0 skips it).
     #[arg(long, default_value_t = 30)]
     pub live_secs: u64,
+    /// Skip the secure run (TLS + SCRAM + signed events against plaintext, on a second broker).
+    #[arg(long)]
+    pub no_secure: bool,
     /// Simulated years of history for the memory and takeover figures (2021 on, one
     /// aggregator run per year on one store; 0 skips them).
     #[arg(long, default_value_t = 5)]
@@ -86,6 +91,18 @@ fn wait_measuring(child: &mut Child) -> anyhow::Result<(std::process::ExitStatus
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Each summary table of two stores: its name, whether the two are equal row for row (and not
+/// empty), and its rows in `a`.
+fn same_summaries(a: &Path, b: &Path) -> anyhow::Result<Vec<(&'static str, bool, usize)>> {
+    owsu_lake::tables::SUMMARIES
+        .into_iter()
+        .map(|def| {
+            let (x, y) = (read_sorted(a, def.name)?, read_sorted(b, def.name)?);
+            Ok((def.name, x.height() > 0 && x.equals_missing(&y), x.height()))
+        })
+        .collect()
 }
 
 fn read_sorted(store: &Path, table: &str) -> anyhow::Result<DataFrame> {
@@ -487,12 +504,19 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
     );
 
     // 3. Clean aggregation.
-    let spawn_on = |prefix: &str, group: &str, store: &Path, log: &Path| -> anyhow::Result<Child> {
+    // An aggregator on `broker` (with `extra` arguments: the secure run's credentials).
+    let spawn_with = |broker: &str,
+                      extra: &[String],
+                      prefix: &str,
+                      group: &str,
+                      store: &Path,
+                      log: &Path|
+     -> anyhow::Result<Child> {
         Command::new(&agg_bin)
             .args([
                 "run",
                 "--brokers",
-                &brokers,
+                broker,
                 "--topic-prefix",
                 prefix,
                 "--group",
@@ -509,6 +533,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
                 "--session-timeout-ms",
                 "6000",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(
                 std::fs::OpenOptions::new()
@@ -518,6 +543,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
             )
             .spawn()
             .context("spawning owsu-aggregator")
+    };
+    let spawn_on = |prefix: &str, group: &str, store: &Path, log: &Path| {
+        spawn_with(&brokers, &[], prefix, group, store, log)
     };
     let spawn = |group: &str, store: &Path, log: &Path| spawn_on(&prefix, group, store, log);
     let clean_store = a.data_dir.join("store-clean");
@@ -555,6 +583,84 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
         "files in the store, time-ordered (active / on disk)",
         format!("{active} / {on_disk}"),
     );
+
+    let mut equal = true;
+    // What security costs: the same year over TLS + SASL/SCRAM with every event signed by its
+    // unit's key (publish) and every signature verified (aggregate), on a secure broker of the
+    // same build beside the plaintext one, against the plaintext figures above.
+    if !a.no_secure {
+        let port = crate::secure::DEFAULT_PORT + 100;
+        let group = format!("{prefix}secure");
+        let state = a.data_dir.join("secure-kafka");
+        let s = crate::secure::start(
+            port,
+            &state,
+            &prefix,
+            a.partitions,
+            &group,
+            &a.data_dir.join("secure"),
+            &reference,
+        )?;
+        let producer_args = s.producer_args();
+        let extra: Vec<&str> = producer_args.iter().map(String::as_str).collect();
+        let t = Instant::now();
+        publish(
+            &import,
+            &s.bootstrap,
+            &prefix,
+            &secret,
+            &a.data_dir.join("outbox-secure"),
+            &extra,
+        )?;
+        let secure_publish = lines / t.elapsed().as_secs_f64();
+        let log = a.data_dir.join("secure.log");
+        let t = Instant::now();
+        let mut child = spawn_with(
+            &s.bootstrap,
+            &s.aggregator_args(),
+            &prefix,
+            &group,
+            &a.data_dir.join("store-secure"),
+            &log,
+        )?;
+        let (status, _) = wait_measuring(&mut child)?;
+        anyhow::ensure!(
+            status.success(),
+            "aggregator failed on the secure broker: see {}",
+            log.display()
+        );
+        let secure_secs = t.elapsed().as_secs_f64();
+        s.stop()?;
+        // Every event was signed by its own unit: nothing may be missing.
+        for (table, same, rows) in same_summaries(&clean_store, &a.data_dir.join("store-secure"))? {
+            equal &= same;
+            say(
+                &mut figures,
+                &format!("secure run {table} equals plaintext run"),
+                format!("{} ({rows} rows)", if same { "yes" } else { "NO" }),
+            );
+        }
+        say(
+            &mut figures,
+            "publish, TLS + SCRAM + Ed25519 signing (events/s)",
+            format!("{secure_publish:.0}"),
+        );
+        say(
+            &mut figures,
+            "publish, secure ÷ plaintext",
+            format!("{:.2}", secure_publish / publish_rate),
+        );
+        say(
+            &mut figures,
+            "aggregate, TLS + SCRAM + signatures verified (events/s)",
+            format!("{:.0} ({secure_secs:.1} s)", lines / secure_secs),
+        );
+        say(
+            &mut figures,
+            "aggregate, secure ÷ plaintext",
+            format!("{:.2}", clean_secs / secure_secs),
+        );
+    }
 
     // The same events shuffled: a late bulk re-import.
     let mut rows: Vec<String> = std::fs::read_to_string(&import)?
@@ -686,23 +792,12 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
         "aggregate after restarts peak RSS (MiB)",
         format!("{:.0}", crash_peak.max(p)),
     );
-    let mut equal = true;
-    for table in [
-        "services_daily",
-        "complaints_daily",
-        "unit_days",
-        "processing_times",
-    ] {
-        let (x, y) = (
-            read_sorted(&clean_store, table)?,
-            read_sorted(&crash_store, table)?,
-        );
-        let same = x.height() > 0 && x.equals_missing(&y);
+    for (table, same, rows) in same_summaries(&clean_store, &crash_store)? {
         equal &= same;
         say(
             &mut figures,
             &format!("crash-run {table} equals clean run"),
-            format!("{} ({} rows)", if same { "yes" } else { "NO" }, x.height()),
+            format!("{} ({rows} rows)", if same { "yes" } else { "NO" }),
         );
     }
     // Compaction, then rebuild against DuckDB on the same raw files.
@@ -856,12 +951,11 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
         let f: serde_json::Value = std::fs::read_to_string(&log)?
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| {
+            .rfind(|v| {
                 v["fields"]["message"]
                     .as_str()
                     .is_some_and(|m| m.starts_with("freshness"))
             })
-            .last()
             .context("the live aggregator logged no freshness")?;
         say(
             &mut figures,

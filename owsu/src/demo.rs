@@ -3,7 +3,8 @@
 //! Starts a local Kafka (unless `--brokers` names one), simulates 2020 and 2021 for all 228
 //! units, aggregates until caught up, runs the three jobs and prints the national 2021 table and
 //! where the outputs are. State lives in `--data-dir` (default `data/demo`): a second run reuses
-//! the years already published; `--fresh` starts over on new topics.
+//! the years already published; `--fresh` starts over on new topics. `--secure` runs the same on
+//! the secure local deployment of [`crate::secure`] (TLS, principals, ACLs, signed events).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use owsu_lake::Store;
+use owsu_runtime::logging::LogFormat;
 use owsu_schemas::reference::Reference;
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +24,11 @@ use serde::{Deserialize, Serialize};
     about = "The OWSU national pipeline, end to end on one machine."
 )]
 pub struct Cli {
+    /// Print the log on the terminal too (by default the demo writes it to owsu.log in its data
+    /// directory and shows only its steps and figures; the bench always prints it).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+
     #[command(subcommand)]
     pub command: DemoCommand,
 }
@@ -43,9 +50,10 @@ pub struct DemoArgs {
     /// infra/kafka/kafka.sh.
     #[arg(long, env = "OWSU_BROKERS")]
     pub brokers: Option<String>,
-    /// Where the demo keeps its store, outbox, secret and reports.
-    #[arg(long, default_value = "data/demo")]
-    pub data_dir: PathBuf,
+    /// Where the demo keeps its store, outbox, secret and reports (default data/demo, or
+    /// data/demo-secure with --secure).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
     /// Forget earlier runs: new topics, empty store.
     #[arg(long)]
     pub fresh: bool,
@@ -58,6 +66,12 @@ pub struct DemoArgs {
     /// Partitions of each topic the demo creates.
     #[arg(long, default_value_t = 12)]
     pub partitions: i32,
+    /// Run on the project's Kafka in secure mode (its own broker on port 9192): TLS with a
+    /// private CA, SASL/SCRAM-SHA-512 principals with least-privilege ACLs (one for the
+    /// simulated offices, one for the aggregator), every event signed with its unit's Ed25519
+    /// key, and the aggregator dead-lettering any event not signed by its own unit.
+    #[arg(long, conflicts_with = "brokers")]
+    pub secure: bool,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -66,6 +80,8 @@ struct State {
     seed: u64,
     scale: f64,
     published: Vec<i32>,
+    #[serde(default)]
+    secure: bool,
 }
 
 const YEARS: [i32; 2] = [2020, 2021];
@@ -184,19 +200,37 @@ pub fn kafka(brokers: Option<&str>, prefix: &str, partitions: i32) -> anyhow::Re
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     let a = match cli.command {
         DemoCommand::Demo(a) => a,
-        DemoCommand::Bench(b) => return crate::bench::run(b),
+        DemoCommand::Bench(b) => {
+            owsu_runtime::logging::init(LogFormat::Human);
+            return crate::bench::run(b);
+        }
     };
     let mut steps = Steps {
         started: Instant::now(),
         n: 0,
     };
     let reference = Reference::load(None)?;
-    let state_file = a.data_dir.join("demo.json");
-    if a.fresh && a.data_dir.exists() {
-        std::fs::remove_dir_all(&a.data_dir)
-            .with_context(|| format!("removing {}", a.data_dir.display()))?;
+    let data_dir = a.data_dir.clone().unwrap_or_else(|| {
+        PathBuf::from(if a.secure {
+            "data/demo-secure"
+        } else {
+            "data/demo"
+        })
+    });
+    let state_file = data_dir.join("demo.json");
+    if a.fresh && data_dir.exists() {
+        std::fs::remove_dir_all(&data_dir)
+            .with_context(|| format!("removing {}", data_dir.display()))?;
     }
-    std::fs::create_dir_all(&a.data_dir)?;
+    std::fs::create_dir_all(&data_dir)?;
+    let log = data_dir.join("owsu.log");
+    if cli.verbose {
+        owsu_runtime::logging::init(LogFormat::Human);
+    } else {
+        owsu_runtime::logging::init_to_file(LogFormat::Human, &log)
+            .with_context(|| format!("opening the log {}", log.display()))?;
+        println!("log: {} (or run with -v to see it here)", log.display());
+    }
     let mut state: State = match std::fs::read(&state_file) {
         Ok(b) => serde_json::from_slice(&b)
             .with_context(|| format!("{} is damaged; run with --fresh", state_file.display()))?,
@@ -210,12 +244,20 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             seed: a.seed,
             scale: a.scale,
             published: vec![],
+            secure: a.secure,
         },
     };
+    if state.secure != a.secure {
+        anyhow::bail!(
+            "{} holds a {} run; use another --data-dir, or --fresh to start over",
+            data_dir.display(),
+            if state.secure { "secure" } else { "plaintext" }
+        );
+    }
     if (state.seed, state.scale) != (a.seed, a.scale) && !state.published.is_empty() {
         anyhow::bail!(
             "{} holds a run with seed {} and scale {}; run with --fresh to start over with seed {} and scale {}",
-            a.data_dir.display(),
+            data_dir.display(),
             state.seed,
             state.scale,
             a.seed,
@@ -228,13 +270,39 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     let prefix = state.topic_prefix.clone();
 
     // 1. Kafka.
-    let t = steps.step("Kafka");
-    let brokers = kafka(a.brokers.as_deref(), &prefix, a.partitions)?;
-    println!("Kafka ready in {:.1} s", t.elapsed().as_secs_f64());
+    let group = format!("{prefix}aggregator");
+    let (brokers, secure) = if a.secure {
+        let t =
+            steps.step("Kafka in secure mode: TLS, SCRAM principals, ACLs, office signing keys");
+        let port = crate::secure::DEFAULT_PORT;
+        let s = crate::secure::start(
+            port,
+            &crate::secure::default_state(port)?,
+            &prefix,
+            a.partitions,
+            &group,
+            &data_dir,
+            &reference,
+        )?;
+        println!("Kafka ready in {:.1} s", t.elapsed().as_secs_f64());
+        (s.bootstrap.clone(), Some(s))
+    } else {
+        let t = steps.step("Kafka");
+        let brokers = kafka(a.brokers.as_deref(), &prefix, a.partitions)?;
+        println!("Kafka ready in {:.1} s", t.elapsed().as_secs_f64());
+        (brokers, None)
+    };
+    // Plaintext: where to connect. Secure: also who connects, and the offices' keys.
+    let mut producer_kafka = vec!["--brokers".to_owned(), brokers.clone()];
+    let mut aggregator_kafka = producer_kafka.clone();
+    if let Some(s) = &secure {
+        producer_kafka.extend(s.producer_args());
+        aggregator_kafka.extend(s.aggregator_args());
+    }
 
     // 2-3. Simulate and publish each year not yet published.
-    let secret = secret(&a.data_dir)?;
-    let dd = |p: &str| a.data_dir.join(p).to_string_lossy().into_owned();
+    let secret = secret(&data_dir)?;
+    let dd = |p: &str| data_dir.join(p).to_string_lossy().into_owned();
     for year in YEARS {
         let t = steps.step(&format!(
             "simulating {year} for all 228 units and publishing to Kafka"
@@ -243,7 +311,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             println!("{year} already published in an earlier run (use --fresh to start over)");
             continue;
         }
-        let args = [
+        let mut args: Vec<String> = [
             "owsu-producer",
             "simulate",
             "--year",
@@ -252,8 +320,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             &a.seed.to_string(),
             "--scale",
             &a.scale.to_string(),
-            "--brokers",
-            &brokers,
             "--topic-prefix",
             &prefix,
             "--id-secret-file",
@@ -262,7 +328,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             &dd("outbox"),
             "--truth",
             &dd(&format!("truth-{year}.json")),
-        ];
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(producer_kafka.iter().cloned());
         let code = owsu_producer::cli::run(owsu_producer::cli::Cli::parse_from(args))?;
         anyhow::ensure!(code == 0, "simulating {year} ended with exit code {code}");
         state.published.push(year);
@@ -272,21 +341,22 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
 
     // 4. Aggregate.
     let t = steps.step("aggregating until caught up (raw and summary Delta tables)");
-    let args = [
+    let mut args: Vec<String> = [
         "owsu-aggregator",
         "run",
-        "--brokers",
-        &brokers,
         "--topic-prefix",
         &prefix,
         "--group",
-        &format!("{prefix}aggregator"),
+        &group,
         "--store",
         &dd("store"),
         "--until-caught-up",
         "--metrics-addr",
         "",
-    ];
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(aggregator_kafka);
     let code = owsu_aggregator::cli::run(owsu_aggregator::cli::Cli::parse_from(args))?;
     anyhow::ensure!(code == 0, "the aggregator ended with exit code {code}");
     println!("aggregated in {:.1} s", t.elapsed().as_secs_f64());
@@ -299,7 +369,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let reports = a.data_dir.join("reports");
+    let reports = data_dir.join("reports");
     let review = rt.block_on(owsu_jobs::review::compute(&store, &reference, 2021, None))?;
     let html = owsu_jobs::review::write(&review, &reports.join("review-2021"))?;
     let demand = rt.block_on(owsu_jobs::demand::run(
@@ -321,7 +391,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     let (inactive_csv, _) = owsu_jobs::inactive::write(&oversight, &reports.join("inactive"))?;
     let quality = rt.block_on(owsu_jobs::quality::compute(&store, &reference, 2021, None))?;
     let quality_html = owsu_jobs::quality::write(&quality, &reports.join("quality-2021"))?;
-    let truth_check = std::fs::read(a.data_dir.join("truth-2021.json"))
+    let truth_check = std::fs::read(data_dir.join("truth-2021.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<owsu_producer::simulate::Truth>(&b).ok())
         .map(|t| crate::truth::check_truth(&oversight, &t.planted));
@@ -376,9 +446,26 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         dd("store"),
         dd("store")
     );
+    if let Some(s) = &secure {
+        println!(
+            "\nSecure mode: {brokers} over TLS (CA {}), offices as {} and the aggregator as {} \
+             (SCRAM-SHA-512, ACLs); every event signed with its unit's key ({}), verified \
+             against {}/keys.csv.",
+            s.ca.display(),
+            s.offices.name,
+            s.aggregator.name,
+            s.keys_dir.display(),
+            s.reference_dir.display()
+        );
+    }
     println!(
-        "\nDone in {:.0} s. Kafka keeps running: `infra/kafka/kafka.sh stop` stops it.",
-        steps.started.elapsed().as_secs_f64()
+        "\nDone in {:.0} s. Kafka keeps running: `{}infra/kafka/kafka.sh stop` stops it.",
+        steps.started.elapsed().as_secs_f64(),
+        if a.secure {
+            format!("OWSU_KAFKA_PORT={} ", crate::secure::DEFAULT_PORT)
+        } else {
+            String::new()
+        }
     );
     Ok(0)
 }

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use owsu_schemas::ids::IdHasher;
 use owsu_schemas::record::{Event, RecordKind};
 use owsu_schemas::reference::{Level, Reference};
+use owsu_schemas::signing::{Keyring, OfficeKey};
 use owsu_schemas::time::now_millis;
 
 use crate::import::{self, Format};
@@ -34,9 +35,8 @@ pub const EXIT_QUEUED: i32 = 3;
         (run `owsu-producer flush` when Kafka is reachable); 1 any other error."
 )]
 pub struct Cli {
-    /// Log format: human (default) or json.
-    #[arg(long, global = true, env = "OWSU_LOG_FORMAT", default_value = "human")]
-    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub log: owsu_runtime::logging::LogArgs,
 
     /// Directory with units.csv, catalogue.json and holidays.csv (default: $OWSU_REFERENCE_DIR,
     /// reference/ beside the binary, or the copy built into it; never the working directory).
@@ -45,12 +45,6 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    Human,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,6 +90,18 @@ pub struct OutboxArgs {
     /// dead-letter unsigned events.
     #[arg(long, env = "OWSU_SIGNING_KEY_FILE", value_name = "FILE")]
     pub signing_key_file: Option<PathBuf>,
+
+    /// A directory of signing keys (`*.key`, one per unit), for a process that publishes for
+    /// several offices: a provincial gateway relaying its districts, or the demo playing all
+    /// 228. Each event is signed with its own unit's key; an event of a unit without one is not
+    /// sent.
+    #[arg(
+        long,
+        env = "OWSU_SIGNING_KEY_DIR",
+        value_name = "DIR",
+        conflicts_with = "signing_key_file"
+    )]
+    pub signing_key_dir: Option<PathBuf>,
 }
 
 /// The deployment's secret for pseudonymous ids.
@@ -235,19 +241,6 @@ pub struct CatalogueArgs {
     pub format: TableFormat,
 }
 
-pub fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        "info,rdkafka=warn,buoyant_kernel=warn,delta_kernel=warn,deltalake_core=warn".into()
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-}
-
 /// Runs a parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     let reference = Reference::load(cli.reference_dir.as_deref())?;
@@ -269,7 +262,7 @@ fn keygen(reference: &Reference, a: KeygenArgs) -> anyhow::Result<i32> {
         a.unit,
         reference.source
     );
-    let key = owsu_schemas::signing::OfficeKey::generate(&a.unit);
+    let key = OfficeKey::generate(&a.unit);
     key.write(&a.out)?;
     let today = chrono::Utc::now().date_naive();
     println!(
@@ -279,7 +272,7 @@ fn keygen(reference: &Reference, a: KeygenArgs) -> anyhow::Result<i32> {
     );
     println!("public key {} (key id {})", key.public_hex(), key.key_id());
     println!("add this line to keys.csv of the reference data the aggregators read:");
-    println!("{},{},{today},", a.unit, key.public_hex());
+    println!("{}", key.keys_csv_line(today));
     Ok(0)
 }
 
@@ -293,11 +286,11 @@ fn publisher(
         outbox_dir: outbox.outbox.clone(),
         delivery_timeout: Duration::from_secs(outbox.delivery_timeout_secs.max(1)),
         segment_records,
-        signing_key: outbox
-            .signing_key_file
-            .as_deref()
-            .map(owsu_schemas::signing::OfficeKey::read)
-            .transpose()?,
+        signing: match (&outbox.signing_key_file, &outbox.signing_key_dir) {
+            (Some(f), _) => Some(Keyring::single(OfficeKey::read(f)?)),
+            (None, Some(d)) => Some(Keyring::read_dir(d)?),
+            (None, None) => None,
+        },
     })
 }
 

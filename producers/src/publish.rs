@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use owsu_schemas::record::Event;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -86,7 +87,7 @@ pub struct PublisherConfig {
     /// Records per outbox segment (one fsync each).
     pub segment_records: usize,
     /// The office's key: every message is signed with it (header `owsu-signature`).
-    pub signing_key: Option<owsu_schemas::signing::OfficeKey>,
+    pub signing: Option<owsu_schemas::signing::Keyring>,
 }
 
 pub struct Publisher {
@@ -277,6 +278,32 @@ impl Publisher {
     /// Hands a segment's records to librdkafka. Returns true when its queue stopped draining
     /// (the broker is gone): the records not handed over stay in the outbox.
     fn send(&mut self, segment: PathBuf, records: Vec<OutboxRecord>) -> anyhow::Result<bool> {
+        // Signing is the costly part of a signed send (an Ed25519 signature per event): done for
+        // the whole segment on every core before the records are handed over in order.
+        let signatures: Option<Vec<String>> = match &self.config.signing {
+            None => None,
+            Some(ring) => {
+                use rayon::prelude::*;
+                Some(
+                    records
+                        .par_iter()
+                        .with_min_len(1024)
+                        .map(|r| {
+                            // The key is the unit code: an office signs its own unit's events only.
+                            let k = ring.get(&r.key).with_context(|| {
+                                format!(
+                                    "the outbox holds an event of unit {} but the signing keys \
+                                     are of {}: publish each unit's events with its own key",
+                                    r.key,
+                                    ring.units().join(", ")
+                                )
+                            })?;
+                            Ok(k.sign(&r.payload))
+                        })
+                        .collect::<anyhow::Result<_>>()?,
+                )
+            }
+        };
         let slot = self.next_slot;
         self.next_slot += 1;
         let statuses: Arc<Vec<AtomicU8>> =
@@ -294,18 +321,10 @@ impl Publisher {
             let mut record = BaseRecord::with_opaque_to(&r.topic, (slot << 32) | i)
                 .key(r.key.as_str())
                 .payload(r.payload.as_slice());
-            if let Some(k) = &self.config.signing_key {
-                // The key is the unit code: an office signs its own unit's events only.
-                anyhow::ensure!(
-                    r.key == k.unit(),
-                    "the outbox holds an event of unit {} but the signing key is {}'s: publish \
-                     each unit's events with its own key",
-                    r.key,
-                    k.unit()
-                );
+            if let Some(signatures) = &signatures {
                 record = record.headers(OwnedHeaders::new().insert(Header {
                     key: owsu_schemas::signing::HEADER,
-                    value: Some(k.sign(&r.payload).as_bytes()),
+                    value: Some(signatures[i].as_bytes()),
                 }));
             }
             loop {

@@ -277,6 +277,28 @@ impl Reference {
         )
     }
 
+    /// The texts of `units.csv`, `catalogue.json` and `holidays.csv` this data was loaded from
+    /// (the directory's files, or the built-in copy), to write a copy with other keys.
+    pub fn source_files(&self) -> Result<Vec<(&'static str, String)>, ReferenceError> {
+        const FILES: [(&str, &str); 3] = [
+            ("units.csv", BUILTIN_UNITS),
+            ("catalogue.json", BUILTIN_CATALOGUE),
+            ("holidays.csv", BUILTIN_HOLIDAYS),
+        ];
+        FILES
+            .iter()
+            .map(|&(name, builtin)| {
+                if self.source == "built-in" {
+                    return Ok((name, builtin.to_owned()));
+                }
+                let file = Path::new(&self.source).join(name);
+                std::fs::read_to_string(&file)
+                    .map(|t| (name, t))
+                    .map_err(|cause| ReferenceError::Io { file, cause })
+            })
+            .collect()
+    }
+
     fn parse(
         units: (PathBuf, &str),
         catalogue: (PathBuf, &str),

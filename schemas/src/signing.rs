@@ -31,6 +31,8 @@ pub fn key_id(key: &VerifyingKey) -> String {
 pub struct OfficeKey {
     unit: String,
     key: SigningKey,
+    /// [`key_id`] of the public key, computed once (it goes into every signature).
+    id: String,
 }
 
 impl std::fmt::Debug for OfficeKey {
@@ -63,9 +65,15 @@ impl OfficeKey {
     pub fn generate(unit: &str) -> Self {
         let mut seed = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+        Self::from_seed(unit, &seed)
+    }
+
+    fn from_seed(unit: &str, seed: &[u8; 32]) -> Self {
+        let key = SigningKey::from_bytes(seed);
         OfficeKey {
             unit: unit.to_owned(),
-            key: SigningKey::from_bytes(&seed),
+            id: key_id(&key.verifying_key()),
+            key,
         }
     }
 
@@ -82,14 +90,14 @@ impl OfficeKey {
     }
 
     pub fn key_id(&self) -> String {
-        key_id(&self.public_key())
+        self.id.clone()
     }
 
     /// The [`HEADER`] value for `payload` (the exact bytes sent).
     pub fn sign(&self, payload: &[u8]) -> String {
         format!(
             "{}.{}",
-            self.key_id(),
+            self.id,
             hex::encode(self.key.sign(payload).to_bytes())
         )
     }
@@ -134,10 +142,83 @@ impl OfficeKey {
             .and_then(|h| hex::decode(h.trim()).ok())
             .and_then(|b| b.try_into().ok())
             .ok_or(bad("no `seed=` line of 64 hex digits"))?;
-        Ok(OfficeKey {
-            unit: unit.to_owned(),
-            key: SigningKey::from_bytes(&seed),
-        })
+        Ok(Self::from_seed(unit, &seed))
+    }
+}
+
+impl OfficeKey {
+    /// The `keys.csv` line that publishes this key, valid from `from` with no end.
+    pub fn keys_csv_line(&self, from: chrono::NaiveDate) -> String {
+        format!("{},{},{from},", self.unit, self.public_hex())
+    }
+}
+
+/// The private keys a publisher signs with, by unit: one office's key, or (for a provincial
+/// gateway that relays its districts, or the demo that plays all 228 offices) a directory of
+/// them. An event of a unit with no key here is not sent: nothing leaves unsigned by accident.
+#[derive(Debug, Clone, Default)]
+pub struct Keyring {
+    by_unit: std::collections::HashMap<String, OfficeKey>,
+}
+
+impl Keyring {
+    /// A keyring of one office's key.
+    pub fn single(key: OfficeKey) -> Self {
+        let mut k = Keyring::default();
+        k.insert(key);
+        k
+    }
+
+    /// Adds `key`; a later key of the same unit replaces the earlier one.
+    pub fn insert(&mut self, key: OfficeKey) {
+        self.by_unit.insert(key.unit.clone(), key);
+    }
+
+    /// Reads every `*.key` file of `dir` (each refused when group or others may read it).
+    pub fn read_dir(dir: &Path) -> Result<Self, KeyFileError> {
+        let io = |source| KeyFileError::Io {
+            path: dir.to_owned(),
+            source,
+        };
+        let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+            .map_err(io)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()
+            .map_err(io)?;
+        paths.retain(|p| p.extension().is_some_and(|e| e == "key"));
+        paths.sort();
+        let mut ring = Keyring::default();
+        for p in paths {
+            let key = OfficeKey::read(&p)?;
+            if let Some(other) = ring.by_unit.get(key.unit()) {
+                if other.key_id() != key.key_id() {
+                    return Err(KeyFileError::Format {
+                        path: p,
+                        problem: "a second key of a unit already in this directory",
+                    });
+                }
+            }
+            ring.insert(key);
+        }
+        if ring.by_unit.is_empty() {
+            return Err(KeyFileError::Format {
+                path: dir.to_owned(),
+                problem: "no *.key file in this directory",
+            });
+        }
+        Ok(ring)
+    }
+
+    /// The key that signs `unit`'s events.
+    pub fn get(&self, unit: &str) -> Option<&OfficeKey> {
+        self.by_unit.get(unit)
+    }
+
+    /// Units this keyring signs for, sorted.
+    pub fn units(&self) -> Vec<&str> {
+        let mut u: Vec<&str> = self.by_unit.keys().map(String::as_str).collect();
+        u.sort_unstable();
+        u
     }
 }
 
@@ -152,10 +233,12 @@ pub struct PublicKey {
     pub valid_until: Option<Millis>,
 }
 
-/// Every unit's public keys (`keys.csv`).
+/// Every unit's public keys (`keys.csv`), found by key id.
 #[derive(Debug, Clone, Default)]
 pub struct PublicKeys {
     keys: Vec<PublicKey>,
+    /// Positions in `keys` by key id (a key id can, in theory, be shared).
+    by_id: std::collections::HashMap<String, Vec<usize>>,
 }
 
 /// Why an event's signature is not accepted.
@@ -181,7 +264,11 @@ pub enum SignatureError {
 
 impl PublicKeys {
     pub fn new(keys: Vec<PublicKey>) -> Self {
-        PublicKeys { keys }
+        let mut by_id: std::collections::HashMap<String, Vec<usize>> = Default::default();
+        for (i, k) in keys.iter().enumerate() {
+            by_id.entry(k.key_id.clone()).or_default().push(i);
+        }
+        PublicKeys { keys, by_id }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -207,11 +294,15 @@ impl PublicKeys {
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or(SignatureError::Malformed)?;
-        let candidates: Vec<&PublicKey> = self.keys.iter().filter(|k| k.key_id == id).collect();
-        let Some(first) = candidates.first() else {
+        let candidates = self.by_id.get(id).map(Vec::as_slice).unwrap_or_default();
+        let Some(first) = candidates.first().map(|&i| &self.keys[i]) else {
             return Err(SignatureError::UnknownKey(id.to_owned()));
         };
-        let Some(k) = candidates.iter().find(|k| k.unit_code == unit) else {
+        let Some(k) = candidates
+            .iter()
+            .map(|&i| &self.keys[i])
+            .find(|k| k.unit_code == unit)
+        else {
             return Err(SignatureError::OtherUnitsKey {
                 key_id: id.to_owned(),
                 owner: first.unit_code.clone(),
@@ -307,5 +398,28 @@ mod tests {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
             assert!(OfficeKey::read(&p).is_err());
         }
+    }
+
+    #[test]
+    fn a_key_directory_signs_each_unit_with_its_own_key() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Keyring::read_dir(dir.path()).is_err(), "no key: refused");
+        let (a, b) = (
+            OfficeKey::generate("KH-0101"),
+            OfficeKey::generate("KH-0102"),
+        );
+        a.write(&dir.path().join("KH-0101.key")).unwrap();
+        b.write(&dir.path().join("KH-0102.key")).unwrap();
+        std::fs::write(dir.path().join("README"), "not a key").unwrap();
+        let ring = Keyring::read_dir(dir.path()).unwrap();
+        assert_eq!(ring.units(), ["KH-0101", "KH-0102"]);
+        assert_eq!(ring.get("KH-0102").unwrap().key_id(), b.key_id());
+        assert!(ring.get("KH-0103").is_none());
+        // Two different keys of one unit: which would sign is ambiguous, so refused.
+        OfficeKey::generate("KH-0101")
+            .write(&dir.path().join("KH-0101-new.key"))
+            .unwrap();
+        let e = Keyring::read_dir(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("second key"), "{e}");
     }
 }

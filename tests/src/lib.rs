@@ -51,25 +51,6 @@ pub fn java_partition(key: &[u8], partitions: i32) -> i32 {
     ((h & 0x7fff_ffff) % partitions as u32) as i32
 }
 
-#[cfg(test)]
-mod tests {
-    /// Computed with Kafka's own `Utils.murmur2` (kafka-clients 4.1.1, in jshell), 12 partitions.
-    #[test]
-    fn java_partition_matches_kafka_clients() {
-        for (key, p) in [
-            ("KH-01", 2),
-            ("KH-0101", 10),
-            ("KH-12", 0),
-            ("KH-1204", 6),
-            ("KH-25", 1),
-            ("KH-2503", 5),
-            ("", 9),
-        ] {
-            assert_eq!(super::java_partition(key.as_bytes(), 12), p, "{key:?}");
-        }
-    }
-}
-
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -342,6 +323,52 @@ impl PrivateBroker {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// A secure broker's password file of `user` (`admin`: the super user `kafka.sh` made).
+    fn password_path(&self, user: &str) -> PathBuf {
+        if user == "admin" {
+            self.state.join("admin.password")
+        } else {
+            self.password_file(user)
+        }
+    }
+
+    /// librdkafka settings for `user` on this secure broker (TLS, SCRAM-SHA-512).
+    pub fn client_config(&self, user: &str) -> ClientConfig {
+        let password = std::fs::read_to_string(self.password_path(user))
+            .unwrap_or_else(|e| panic!("password of {user}: {e}"));
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", self.bootstrap())
+            .set("security.protocol", "sasl_ssl")
+            .set("sasl.mechanism", "SCRAM-SHA-512")
+            .set("sasl.username", user)
+            .set("sasl.password", password.trim())
+            .set("ssl.ca.location", self.ca().to_string_lossy());
+        c
+    }
+
+    /// The connection flags of `owsu-producer` and `owsu-aggregator run` for `user` on this
+    /// secure broker, topics under its prefix.
+    pub fn cli_args(&self, user: &str) -> Vec<String> {
+        [
+            "--brokers",
+            &self.bootstrap(),
+            "--security-protocol",
+            "sasl_ssl",
+            "--sasl-mechanism",
+            "SCRAM-SHA-512",
+            "--sasl-username",
+            user,
+            "--sasl-password-file",
+            &self.password_path(user).to_string_lossy(),
+            "--ssl-ca-location",
+            &self.ca().to_string_lossy(),
+            "--topic-prefix",
+            &self.prefix,
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
     fn sh(&self, cmd: &str) -> std::process::Output {
         if cmd == "start" && self.secure {
             return self.sh_args(&["start", "--secure"]);
@@ -531,5 +558,24 @@ impl Drop for S3Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Computed with Kafka's own `Utils.murmur2` (kafka-clients 4.1.1, in jshell), 12 partitions.
+    #[test]
+    fn java_partition_matches_kafka_clients() {
+        for (key, p) in [
+            ("KH-01", 2),
+            ("KH-0101", 10),
+            ("KH-12", 0),
+            ("KH-1204", 6),
+            ("KH-25", 1),
+            ("KH-2503", 5),
+            ("", 9),
+        ] {
+            assert_eq!(super::java_partition(key.as_bytes(), 12), p, "{key:?}");
+        }
     }
 }

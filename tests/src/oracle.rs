@@ -325,15 +325,15 @@ pub fn add_frames(a: &mut Expected, services: &DataFrame, complaints: &DataFrame
     let df = services;
     if df.height() > 0 {
         let (d, u, se, sv) = (
-            strs(&df, "date"),
-            strs(&df, "unit_code"),
-            strs(&df, "sector_code"),
-            strs(&df, "service_code"),
+            strs(df, "date"),
+            strs(df, "unit_code"),
+            strs(df, "sector_code"),
+            strs(df, "service_code"),
         );
         let (r, dl, rev) = (
-            ints(&df, "requests_received"),
-            ints(&df, "services_delivered"),
-            ints(&df, "revenue_riel"),
+            ints(df, "requests_received"),
+            ints(df, "services_delivered"),
+            ints(df, "revenue_riel"),
         );
         for i in 0..df.height() {
             let f = a
@@ -348,9 +348,9 @@ pub fn add_frames(a: &mut Expected, services: &DataFrame, complaints: &DataFrame
     let df = complaints;
     if df.height() > 0 {
         let (d, u, se) = (
-            strs(&df, "date"),
-            strs(&df, "unit_code"),
-            strs(&df, "sector_code"),
+            strs(df, "date"),
+            strs(df, "unit_code"),
+            strs(df, "sector_code"),
         );
         let cols: Vec<Vec<i64>> = [
             "complaints_received",
@@ -363,7 +363,7 @@ pub fn add_frames(a: &mut Expected, services: &DataFrame, complaints: &DataFrame
             "withdrawn",
         ]
         .iter()
-        .map(|c| ints(&df, c))
+        .map(|c| ints(df, c))
         .collect();
         for i in 0..df.height() {
             let f = a

@@ -59,7 +59,7 @@ fn garbage_goes_to_the_dead_letter_topic_and_good_events_are_all_counted() {
         outbox_dir: dir.path().join("outbox"),
         delivery_timeout: Duration::from_secs(30),
         segment_records: 50_000,
-        signing_key: None,
+        signing: None,
     })
     .unwrap();
     // Half the good events, then the garbage, then the rest: bad records sit between good ones.

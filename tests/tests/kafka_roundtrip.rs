@@ -52,7 +52,7 @@ fn ten_thousand_events_round_trip_through_kafka() {
         outbox_dir: outbox.path().to_path_buf(),
         delivery_timeout: Duration::from_secs(30),
         segment_records: 4_000,
-        signing_key: None,
+        signing: None,
     })
     .unwrap();
     publisher.stage(&sent).unwrap();

@@ -2,8 +2,9 @@
 //! serves TLS with SASL/SCRAM-SHA-512 and authorises every request by ACL. A plaintext client,
 //! a client without credentials and one with a wrong password are refused; an office principal
 //! can write the event topics and nothing else (no reading, no dead-letter topic, no aggregator
-//! group); and the whole pipeline runs with an office and an aggregator principal, equal to the
-//! oracle. A revoked office can no longer connect.
+//! group); and the whole pipeline runs with an office and an aggregator principal, every event
+//! signed with its unit's key and signatures required, equal to the oracle. A revoked office can
+//! no longer connect.
 
 mod common;
 
@@ -77,13 +78,8 @@ fn secure_mode_authenticates_authorises_and_runs_the_pipeline() {
         "--group",
         &group,
     ]);
-    let password = |name: &str| {
-        std::fs::read_to_string(broker.password_file(name))
-            .unwrap()
-            .trim()
-            .to_owned()
-    };
-    let (office_pw, agg_pw) = (password("office-kh-01"), password("aggregator"));
+    let office_pw = std::fs::read_to_string(broker.password_file("office-kh-01")).unwrap();
+    let office_pw = office_pw.trim();
     let as_user = |user: &'static str, pw: &str| -> Vec<(&'static str, String)> {
         vec![
             ("security.protocol", "sasl_ssl".into()),
@@ -93,7 +89,7 @@ fn secure_mode_authenticates_authorises_and_runs_the_pipeline() {
             ("ssl.ca.location", ca.into()),
         ]
     };
-    let office = as_user("office-kh-01", &office_pw);
+    let office = as_user("office-kh-01", office_pw);
 
     // Refused: plaintext to the TLS port, TLS without credentials, a wrong password.
     assert!(!connects(&bootstrap, &[("security.protocol", "plaintext")]));
@@ -142,85 +138,51 @@ fn secure_mode_authenticates_authorises_and_runs_the_pipeline() {
     let denied = denied.expect("an office may neither read nor join the aggregator's group");
     assert!(denied.contains("uthoriz"), "{denied}");
 
-    // The pipeline with an office principal publishing and an aggregator principal reading.
+    // The pipeline with an office principal publishing, every event signed with its unit's
+    // key, and an aggregator principal reading that requires signatures.
     let dir = tempfile::tempdir().unwrap();
     let p = |f: &str| dir.path().join(f).to_str().unwrap().to_owned();
     owsu_schemas::ids::write_secret_file(&dir.path().join("secret"), b"secure-test-0123456789")
         .unwrap();
-    owsu_schemas::ids::write_secret_file(&dir.path().join("office.pw"), office_pw.as_bytes())
-        .unwrap();
-    owsu_schemas::ids::write_secret_file(&dir.path().join("agg.pw"), agg_pw.as_bytes()).unwrap();
-    assert_eq!(
-        common::producer(&[
-            "simulate",
-            "--year",
-            "2021",
-            "--scale",
-            "0.002",
-            "--seed",
-            "3",
-            "--out",
-            &p("year.jsonl"),
-        ]),
-        0
-    );
-    let security = |user: &str, pw: &str| -> Vec<String> {
-        [
-            "--brokers",
-            &bootstrap,
-            "--security-protocol",
-            "sasl_ssl",
-            "--sasl-mechanism",
-            "SCRAM-SHA-512",
-            "--sasl-username",
-            user,
-            "--sasl-password-file",
-            pw,
-            "--ssl-ca-location",
-            ca,
-            "--topic-prefix",
-            &prefix,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
-    let mut publish: Vec<String> = [
-        "publish",
-        "--input",
-        &p("year.jsonl"),
-        "--id-secret-file",
-        &p("secret"),
-        "--outbox",
-        &p("outbox"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    publish.extend(security("office-kh-01", &p("office.pw")));
+    let reference = owsu_schemas::reference::Reference::load(None).unwrap();
+    owsu::secure::write_keys(
+        &reference,
+        &dir.path().join("keys"),
+        &dir.path().join("reference"),
+    )
+    .unwrap();
+    common::simulate_2021(&p("year.jsonl"), "0.002", "3");
+    let mut publish = vec![
+        "publish".to_owned(),
+        "--input".into(),
+        p("year.jsonl"),
+        "--id-secret-file".into(),
+        p("secret"),
+        "--outbox".into(),
+        p("outbox"),
+        "--signing-key-dir".into(),
+        p("keys"),
+    ];
+    publish.extend(broker.cli_args("office-kh-01"));
     assert_eq!(
         common::producer(&publish.iter().map(String::as_str).collect::<Vec<_>>()),
         0
     );
     let store = p("store");
-    let mut run: Vec<String> = [
-        "owsu-aggregator",
-        "run",
-        "--group",
-        &group,
-        "--store",
-        &store,
-        "--until-caught-up",
-        "--metrics-addr",
-        "",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    run.extend(security("aggregator", &p("agg.pw")));
-    use clap::Parser;
     assert_eq!(
-        owsu_aggregator::cli::run(owsu_aggregator::cli::Cli::parse_from(&run)).unwrap(),
+        common::aggregate_secure(
+            &broker,
+            "aggregator",
+            &group,
+            Path::new(&store),
+            &[
+                "--signatures",
+                "required",
+                "--reference-dir",
+                &p("reference")
+            ]
+        )
+        .unwrap(),
         0
     );
     oracle::assert_matches(

@@ -1,8 +1,9 @@
-//! Signed events (issue 11, items 3 and 4) on real Kafka: an office's export published with its
-//! key is counted in full by an aggregator that requires signatures; events of that unit
-//! signed with another unit's key, unsigned, altered after signing, or signed with a revoked key
-//! are all dead-lettered with the reason; a captured genuine message sent 1,000 times more is
-//! counted once. The totals equal the oracle of the genuine export alone.
+//! Signed events (issue 11, items 3 and 4) on real Kafka in secure mode: an office's export
+//! published with its key is counted in full by an aggregator that requires signatures. Another
+//! office, with valid Kafka credentials of its own (ACLs let it write the event topics), writes
+//! events in unit A's name signed with its own key, unsigned, altered after signing, or signed
+//! with A's revoked key: all are dead-lettered with the reason. A captured genuine message sent
+//! 1,000 times more is counted once. The totals equal the oracle of the genuine export alone.
 
 mod common;
 
@@ -12,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use owsu_schemas::record::{Event, ServiceEvent, ServiceStage};
 use owsu_schemas::signing::{OfficeKey, HEADER};
-use owsu_tests::oracle;
+use owsu_tests::{oracle, PrivateBroker};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::json;
 
 const A: &str = "KH-0101";
@@ -25,7 +26,18 @@ const B: &str = "KH-0102";
 #[test]
 fn only_events_signed_by_their_own_units_valid_key_count() {
     let prefix = owsu_tests::random_prefix("signed");
-    owsu_tests::create_topics(&prefix, 2);
+    let broker = PrivateBroker::start_secure("signed", &prefix, 2);
+    let group = format!("{prefix}agg");
+    broker.user(&["add", "office-a", "--role", "office"]);
+    broker.user(&["add", "office-b", "--role", "office"]);
+    broker.user(&[
+        "add",
+        "aggregator",
+        "--role",
+        "aggregator",
+        "--group",
+        &group,
+    ]);
     let dir = tempfile::tempdir().unwrap();
     let p = |f: &str| dir.path().join(f).to_str().unwrap().to_owned();
     owsu_schemas::ids::write_secret_file(&dir.path().join("secret"), b"signature-test-0123456789")
@@ -81,21 +93,27 @@ fn only_events_signed_by_their_own_units_valid_key_count() {
         .collect();
     let export = p("export.jsonl");
     std::fs::write(&export, lines.join("\n") + "\n").unwrap();
+    let mut publish = vec![
+        "publish".to_owned(),
+        "--input".into(),
+        export.clone(),
+        "--id-secret-file".into(),
+        p("secret"),
+        "--outbox".into(),
+        p("outbox"),
+        "--signing-key-file".into(),
+        p("a.key"),
+    ];
+    publish.extend(broker.cli_args("office-a"));
     assert_eq!(
-        common::publish(
-            &prefix,
-            &export,
-            &p("secret"),
-            &p("outbox"),
-            &["--signing-key-file", &p("a.key")]
-        ),
+        common::producer(&publish.iter().map(String::as_str).collect::<Vec<_>>()),
         0
     );
 
-    // A forger with Kafka access, writing as unit A.
+    // Office B, authenticated and allowed to write the event topics, writing as unit A.
     let topic = format!("{prefix}{}", owsu_schemas::topics::SERVICE_EVENTS);
-    let raw: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", owsu_tests::bootstrap())
+    let raw: BaseProducer = broker
+        .client_config("office-b")
         .set("partitioner", "murmur2_random")
         .create()
         .unwrap();
@@ -135,10 +153,11 @@ fn only_events_signed_by_their_own_units_valid_key_count() {
         let old = forged(30 + n);
         send(&old, Some(revoked.sign(&old)));
     }
-    // A captured genuine message, sent again 1,000 times.
-    let reader: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", owsu_tests::bootstrap())
+    // A captured genuine message (read here as the cluster's admin), sent again 1,000 times.
+    let reader: BaseConsumer = broker
+        .client_config("admin")
         .set("group.id", format!("{prefix}capture"))
+        .set("enable.auto.commit", "false")
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
@@ -171,8 +190,10 @@ fn only_events_signed_by_their_own_units_valid_key_count() {
 
     let store = p("store");
     assert_eq!(
-        common::aggregate_with(
-            &prefix,
+        common::aggregate_secure(
+            &broker,
+            "aggregator",
+            &group,
             Path::new(&store),
             &[
                 "--signatures",
@@ -190,8 +211,8 @@ fn only_events_signed_by_their_own_units_valid_key_count() {
     );
 
     // Every forgery in the dead-letter topic, with its reason.
-    let dlq: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", owsu_tests::bootstrap())
+    let dlq: BaseConsumer = broker
+        .client_config("admin")
         .set("group.id", format!("{prefix}dlq-reader"))
         .set("auto.offset.reset", "earliest")
         .create()

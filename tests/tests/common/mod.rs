@@ -16,22 +16,49 @@ pub fn aggregate(prefix: &str, store: &Path) -> anyhow::Result<i32> {
 
 /// [`aggregate`] with more arguments of `owsu-aggregator run`.
 pub fn aggregate_with(prefix: &str, store: &Path, extra: &[&str]) -> anyhow::Result<i32> {
-    let group = format!("{prefix}agg");
-    let mut args = vec![
-        "owsu-aggregator",
-        "run",
+    let connection = [
         "--brokers",
         owsu_tests::bootstrap(),
         "--topic-prefix",
         prefix,
+    ];
+    aggregate_on(
+        &connection.map(String::from),
+        &format!("{prefix}agg"),
+        store,
+        extra,
+    )
+}
+
+/// [`aggregate_with`] on a secure private broker as `user` (its topics, group `group`).
+pub fn aggregate_secure(
+    broker: &owsu_tests::PrivateBroker,
+    user: &str,
+    group: &str,
+    store: &Path,
+    extra: &[&str],
+) -> anyhow::Result<i32> {
+    aggregate_on(&broker.cli_args(user), group, store, extra)
+}
+
+fn aggregate_on(
+    connection: &[String],
+    group: &str,
+    store: &Path,
+    extra: &[&str],
+) -> anyhow::Result<i32> {
+    let mut args = vec![
+        "owsu-aggregator",
+        "run",
         "--group",
-        &group,
+        group,
         "--store",
         store.to_str().expect("utf-8 path"),
         "--until-caught-up",
         "--metrics-addr",
         "",
     ];
+    args.extend(connection.iter().map(String::as_str));
     args.extend_from_slice(extra);
     owsu_aggregator::cli::run(owsu_aggregator::cli::Cli::parse_from(args))
 }
