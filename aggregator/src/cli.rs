@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use owsu_schemas::reference::Reference;
 
 use crate::kafka::KafkaArgs;
@@ -25,9 +25,8 @@ use owsu_lake::Store;
         moment loses and doubles nothing. Bad records go to owsu.dead-letter.v1 with the reason."
 )]
 pub struct Cli {
-    /// Log format: human (default) or json.
-    #[arg(long, global = true, env = "OWSU_LOG_FORMAT", default_value = "human")]
-    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub log: owsu_runtime::logging::LogArgs,
 
     /// Directory with units.csv, catalogue.json and holidays.csv (default: $OWSU_REFERENCE_DIR,
     /// reference/ beside the binary, or the copy built into it; never the working directory).
@@ -36,12 +35,6 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    Human,
-    Json,
 }
 
 // Parsed once per process: the size difference between variants costs nothing.
@@ -166,21 +159,6 @@ pub struct VacuumArgs {
 
     #[command(flatten)]
     pub store: StoreArgs,
-}
-
-pub fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        // delta-rs and its kernel log every commit and snapshot load (whole log listings) at INFO.
-        .unwrap_or_else(|_| {
-            "info,rdkafka=warn,buoyant_kernel=warn,delta_kernel=warn,deltalake_core=warn".into()
-        });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
 }
 
 /// Runs the aggregator loop on a blocking thread of `rt`, with SIGTERM/SIGINT finishing the

@@ -1,3 +1,5 @@
+//! `owsu-aggregator`: the aggregator process (see `owsu_aggregator::cli`).
+
 use clap::Parser;
 
 // mimalloc rather than glibc's malloc: less CPU per batch and no arena per thread (see the
@@ -31,12 +33,6 @@ static TUNE_ALLOCATOR: extern "C" fn() = tune_allocator;
 
 fn main() {
     let cli = owsu_aggregator::cli::Cli::parse();
-    owsu_aggregator::cli::init_tracing(cli.log_format);
-    match owsu_aggregator::cli::run(cli) {
-        Ok(code) => std::process::exit(code),
-        Err(e) => {
-            eprintln!("owsu-aggregator: {e:#}");
-            std::process::exit(1);
-        }
-    }
+    owsu_runtime::logging::init(cli.log.log_format);
+    owsu_runtime::exit::run_main("owsu-aggregator", || owsu_aggregator::cli::run(cli))
 }

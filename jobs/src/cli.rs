@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use chrono::NaiveDate;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use owsu_lake::Store;
 use owsu_schemas::reference::Reference;
 
@@ -24,9 +24,8 @@ pub const EXIT_FLAGGED: i32 = 10;
         - quality:  the data-quality report: anomalous events per unit and rule, fees above the schedule (HTML, CSV, JSON)."
 )]
 pub struct Cli {
-    /// Log format: human (default) or json.
-    #[arg(long, global = true, env = "OWSU_LOG_FORMAT", default_value = "human")]
-    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub log: owsu_runtime::logging::LogArgs,
 
     /// Directory with units.csv, catalogue.json and holidays.csv (default: $OWSU_REFERENCE_DIR,
     /// reference/ beside the binary, or the copy built into it; never the working directory).
@@ -39,12 +38,6 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    Human,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,21 +110,6 @@ pub fn report_dir(job: &str, year: i32, scope: Option<&str>) -> String {
         "reports/{job}-{year}{}",
         scope.map(|s| format!("-{s}")).unwrap_or_default()
     )
-}
-
-pub fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        // delta-rs and its kernel log every commit and snapshot load (whole log listings) at INFO.
-        .unwrap_or_else(|_| {
-            "info,rdkafka=warn,buoyant_kernel=warn,delta_kernel=warn,deltalake_core=warn".into()
-        });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<i32> {

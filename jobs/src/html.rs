@@ -327,10 +327,10 @@ pub fn review_page(r: &Review) -> String {
         }
         h.push_str("</tbody></table>");
     }
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<p class=\"note\">Every table of this page is also in review.json and in one CSV file per table beside it. \
-         Computed from the lake's tables {versions}; latest day with figures: {latest}.</p></main></body></html>\n",
+         Computed from the lake's tables {versions}; latest day with figures: {latest}.</p></main></body></html>",
         versions = esc(&r.lake_versions.to_string()),
         latest = r.latest_day.map_or_else(|| "none".to_owned(), |d| d.to_string()),
     );

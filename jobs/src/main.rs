@@ -1,13 +1,9 @@
+//! `owsu-jobs`: the jobs over the lake (see `owsu_jobs::cli`).
+
 use clap::Parser;
 
 fn main() {
     let cli = owsu_jobs::cli::Cli::parse();
-    owsu_jobs::cli::init_tracing(cli.log_format);
-    match owsu_jobs::cli::run(cli) {
-        Ok(code) => std::process::exit(code),
-        Err(e) => {
-            eprintln!("owsu-jobs: {e:#}");
-            std::process::exit(1);
-        }
-    }
+    owsu_runtime::logging::init(cli.log.log_format);
+    owsu_runtime::exit::run_main("owsu-jobs", || owsu_jobs::cli::run(cli))
 }

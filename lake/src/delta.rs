@@ -39,12 +39,14 @@ pub enum DeltaError {
     Object {
         table: &'static str,
         key: String,
-        source: object_store::Error,
+        // Boxed: object_store's error is large, and every Result of this module carries it.
+        source: Box<object_store::Error>,
     },
     #[error("table {table}: {source}")]
     Store {
         table: &'static str,
-        source: crate::store::StoreError,
+        // Boxed for the same reason as `Object`'s.
+        source: Box<crate::store::StoreError>,
     },
     #[error(transparent)]
     Frame(#[from] FrameError),
@@ -371,7 +373,7 @@ impl LakeTable {
                     return Err(DeltaError::Object {
                         table: self.def.name,
                         key,
-                        source,
+                        source: Box::new(source),
                     })
                 }
             };
@@ -429,7 +431,7 @@ impl LakeTable {
             .await
             .map_err(|source| DeltaError::Store {
                 table: self.def.name,
-                source,
+                source: Box::new(source),
             })?;
         Ok(Add {
             path: name.to_owned(),
@@ -470,12 +472,12 @@ impl LakeTable {
                         .map_err(|source| DeltaError::Object {
                             table,
                             key: key.clone(),
-                            source,
+                            source: Box::new(source),
                         })?;
                     let b = r.bytes().await.map_err(|source| DeltaError::Object {
                         table,
                         key: key.clone(),
-                        source,
+                        source: Box::new(source),
                     })?;
                     Ok((key, b))
                 }

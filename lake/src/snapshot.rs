@@ -42,11 +42,9 @@ impl Snapshot {
         let mut open = BTreeMap::new();
         for def in tables {
             let v = versions.and_then(|vs| vs.0.get(def.name).copied());
-            match LakeTable::open(store, def, v).await? {
-                Some(t) => {
-                    open.insert(def.name, t);
-                }
-                None => {} // never written to: it reads as empty
+            // A table never written to is absent: it reads as empty.
+            if let Some(t) = LakeTable::open(store, def, v).await? {
+                open.insert(def.name, t);
             }
         }
         Ok(Snapshot {

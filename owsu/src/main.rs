@@ -1,3 +1,5 @@
+//! `owsu`: the demo and the bench (see `owsu::demo`).
+
 use clap::Parser;
 
 // mimalloc rather than glibc's malloc: parsing, hashing and encoding allocate per record, and
@@ -7,12 +9,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let cli = owsu::demo::Cli::parse();
-    owsu_jobs::cli::init_tracing(owsu_jobs::cli::LogFormat::Human);
-    match owsu::demo::run(cli) {
-        Ok(code) => std::process::exit(code),
-        Err(e) => {
-            eprintln!("owsu: {e:#}");
-            std::process::exit(1);
-        }
-    }
+    // Logging is set up by the command: the demo writes its log to a file unless --verbose.
+    owsu_runtime::exit::run_main("owsu", || owsu::demo::run(cli))
 }

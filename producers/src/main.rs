@@ -1,3 +1,5 @@
+//! `owsu-producer`: what runs at each office (see `owsu_producer::cli`).
+
 use clap::Parser;
 
 // mimalloc rather than glibc's malloc: parsing, hashing and encoding allocate per record, and
@@ -7,12 +9,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let cli = owsu_producer::cli::Cli::parse();
-    owsu_producer::cli::init_tracing(cli.log_format);
-    match owsu_producer::cli::run(cli) {
-        Ok(code) => std::process::exit(code),
-        Err(e) => {
-            eprintln!("owsu-producer: {e:#}");
-            std::process::exit(1);
-        }
-    }
+    owsu_runtime::logging::init(cli.log.log_format);
+    owsu_runtime::exit::run_main("owsu-producer", || owsu_producer::cli::run(cli))
 }

@@ -507,3 +507,29 @@ fn a_kafka_override_cannot_weaken_delivery_or_security_silently_and_no_password_
     assert!(!o.status.success());
     assert!(text(&o).contains("unexpected argument"), "{}", text(&o));
 }
+
+#[test]
+fn a_closed_pipe_ends_a_listing_quietly_with_status_0() {
+    // As `owsu-producer units | head -1` when head has gone: the reading end is closed before
+    // the listing is written, so its first write fails with EPIPE.
+    let child = Command::new(BIN)
+        .arg("units")
+        .env(
+            "OWSU_REFERENCE_DIR",
+            owsu_tests::repo_root().join("schemas/reference"),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run owsu-producer");
+    let mut child = child;
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a closed pipe is not a failure: {}",
+        text(&out)
+    );
+    assert!(out.stderr.is_empty(), "and says nothing: {}", text(&out));
+}

@@ -27,7 +27,7 @@ pub const GUARDED: &[&str] = &[
 /// How to reach Kafka.
 #[derive(Debug, Clone, clap::Args)]
 pub struct KafkaArgs {
-    /// Kafka bootstrap servers, host:port[,host:port]. Default: a local broker started by
+    /// Kafka bootstrap servers, `host:port[,host:port]`. Default: a local broker started by
     /// `infra/kafka/kafka.sh start` on 127.0.0.1:9092.
     #[arg(long, env = "OWSU_BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,

@@ -1,5 +1,7 @@
-//! What the producer and the aggregator share that is not the wire format: how to reach Kafka
-//! and the guard rails on it. Role crates depend on this and on `owsu-schemas`, never on each
-//! other.
+//! What every OWSU process shares that is not the wire format and no role owns: how to reach
+//! Kafka and the guard rails on it ([`kafka`]), how it logs ([`logging`]) and how it ends
+//! ([`exit`]). Role crates depend on this and on `owsu-schemas`, never on each other.
 
+pub mod exit;
 pub mod kafka;
+pub mod logging;

@@ -4,7 +4,7 @@
 //! complaint is a complaint wherever it was recorded. (Structural faults, which make a record
 //! meaningless, are [`crate::ValidationError`]s and are refused.)
 //!
-//! Rules about one event are checked by [`crate::validate`] and kept with the event: the raw
+//! Rules about one event are checked by [`crate::validate()`] and kept with the event: the raw
 //! tables' `anomalies` column holds their codes, comma-separated. Rules about several events (a
 //! request's stages, a unit-day's own count) are derived by the quality report from the raw
 //! tables at one table version, so they never depend on the order events arrived in.

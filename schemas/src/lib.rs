@@ -3,9 +3,9 @@
 //! Every process depends on this crate and on nothing of each other's:
 //! - [`record`]: the three event records (`ServiceEvent`, `ComplaintEvent`, `UnitDayClosed`);
 //! - [`avro`]: Avro single-object encoding against every schema version kept in `schemas/avro/`;
-//! - [`validate`]: the rules a record must pass, with errors that name the field and value;
+//! - [`validate`](mod@validate): the rules a record must pass, with errors that name the field and value;
 //! - [`anomaly`]: business-rule anomalies, counted and flagged rather than refused;
-//! - [`reference`]: the unit registry, sector/service catalogue and holiday calendar, loaded
+//! - [`reference`](mod@reference): the unit registry, sector/service catalogue and holiday calendar, loaded
 //!   from data files at run time so the ministry edits them without a rebuild;
 //! - [`ids`]: pseudonymous request/complaint ids (HMAC) and content-derived event ids (the
 //!   versioned canonical form of an event, [`ids::CANONICAL_FORM_VERSION`]);

@@ -1,5 +1,5 @@
 //! The three records of DESIGN.md, as Rust types. Field names match the `.avsc` files and the
-//! import format (snake_case); instants are [`Millis`](crate::time::Millis) in UTC.
+//! import format (snake_case); instants are [`Millis`] in UTC.
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
