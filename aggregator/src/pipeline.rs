@@ -643,12 +643,20 @@ impl Pipeline {
     pub fn run(mut self, shutdown: Arc<AtomicBool>) -> anyhow::Result<RunReport> {
         let started = Instant::now();
         let mut report = RunReport::default();
+        // A bar on a terminal when catching up to a known end (hidden otherwise: logs say it).
+        let mut bar = indicatif::ProgressBar::hidden();
         if self.config.until_caught_up {
             self.record_targets()?;
             let total: i64 = self.targets.values().map(|(l, h)| h - l).sum();
             tracing::info!(
                 messages = total,
                 "will stop once caught up with what the topics hold now"
+            );
+            bar = indicatif::ProgressBar::new(total.max(0) as u64).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "aggregating {bar:40} {human_pos}/{human_len} messages, {eta} left",
+                )
+                .expect("a valid template"),
             );
         }
         let mut last_progress = Instant::now();
@@ -691,6 +699,7 @@ impl Pipeline {
                 Err(e) => return Err(e),
             };
             report.messages += b.messages as u64;
+            bar.inc(b.messages as u64);
             for i in 0..3 {
                 report.accepted[i] += b.accepted[i];
             }
@@ -713,6 +722,7 @@ impl Pipeline {
                 );
             }
         }
+        bar.finish_and_clear();
         // The next owner (or this one, restarted elsewhere) resumes from here.
         self.consumer.context().snapshot(None)?;
         let f = self.metrics.freshness();
