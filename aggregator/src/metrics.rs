@@ -1,29 +1,49 @@
 //! Telemetry as typed events: each thing worth counting is a small struct that both logs
-//! (through `tracing`) and updates the Prometheus counters, so logs and metrics agree.
-//! `/metrics` serves them in Prometheus text format.
+//! (through `tracing`) and updates the metrics, so logs and metrics agree. `/metrics` serves
+//! them in the OpenMetrics text format (which Prometheus scrapes), encoded by
+//! `prometheus-client` rather than written by hand.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use owsu_schemas::record::RecordKind;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Process-wide counters.
-#[derive(Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabels {
+    topic: String,
+    partition: i32,
+}
+
+/// Seconds: from a tenth of a second (a live batch) to an hour (a catch-up of history).
+const SECONDS_BUCKETS: [f64; 12] = [
+    0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
+
+/// Process-wide metrics, registered once.
 pub struct Metrics {
-    accepted: [AtomicU64; 3],
-    duplicates: AtomicU64,
-    dead_lettered: AtomicU64,
-    batches: AtomicU64,
-    files_written: AtomicU64,
-    batch_micros_sum: AtomicU64,
-    batch_micros_max: AtomicU64,
-    lag: Mutex<BTreeMap<(String, i32), i64>>,
+    registry: Registry,
+    accepted: Family<KindLabel, Counter>,
+    duplicates: Counter,
+    dead_lettered: Counter,
+    batches: Counter,
+    files_written: Counter,
+    batch_latency: Histogram,
+    freshness_seconds: Histogram,
+    lag: Family<PartitionLabels, Gauge>,
     /// Milliseconds from each message's Kafka timestamp (when its producer sent it) to the
-    /// commit that put it in the summaries.
+    /// commit that put it in the summaries, exactly (for the p50/p99 the run logs at its end).
     freshness: Mutex<Option<hdrhistogram::Histogram<u64>>>,
 }
 
@@ -36,18 +56,91 @@ pub struct Freshness {
     pub max_ms: u64,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("owsu");
+        let accepted = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "events_accepted",
+            "Events decoded, validated and landed, by record kind (duplicates included)",
+            accepted.clone(),
+        );
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let duplicates = counter(
+            &mut registry,
+            "events_duplicate",
+            "Events whose event_id was already counted",
+        );
+        let dead_lettered = counter(
+            &mut registry,
+            "events_dead_lettered",
+            "Messages sent to the dead-letter topic",
+        );
+        let batches = counter(
+            &mut registry,
+            "batches_committed",
+            "Batches whose files were durable and offsets committed",
+        );
+        let files_written = counter(
+            &mut registry,
+            "files_written",
+            "Raw and summary files written to the object store",
+        );
+        let batch_latency = Histogram::new(SECONDS_BUCKETS);
+        registry.register(
+            "batch_latency_seconds",
+            "Time from a batch's first message to its commit",
+            batch_latency.clone(),
+        );
+        let freshness_seconds = Histogram::new(SECONDS_BUCKETS);
+        registry.register(
+            "freshness_seconds",
+            "From a message's Kafka timestamp to the commit that put it in the summaries",
+            freshness_seconds.clone(),
+        );
+        let lag = Family::<PartitionLabels, Gauge>::default();
+        registry.register(
+            "consumer_lag",
+            "Messages behind the partition's end (from librdkafka statistics)",
+            lag.clone(),
+        );
+        Metrics {
+            registry,
+            accepted,
+            duplicates,
+            dead_lettered,
+            batches,
+            files_written,
+            batch_latency,
+            freshness_seconds,
+            lag,
+            freshness: Mutex::new(None),
+        }
+    }
+}
+
 impl Metrics {
     pub fn accepted(&self, kind: RecordKind) -> u64 {
-        self.accepted[kind as usize].load(Ordering::Relaxed)
+        self.accepted
+            .get_or_create(&KindLabel {
+                kind: kind.as_str(),
+            })
+            .get()
     }
     pub fn dead_lettered(&self) -> u64 {
-        self.dead_lettered.load(Ordering::Relaxed)
+        self.dead_lettered.get()
     }
     pub fn set_lag(&self, topic: &str, partition: i32, lag: i64) {
         self.lag
-            .lock()
-            .expect("lag lock")
-            .insert((topic.to_owned(), partition), lag);
+            .get_or_create(&PartitionLabels {
+                topic: topic.to_owned(),
+                partition,
+            })
+            .set(lag);
     }
 
     /// Records the freshness of a committed batch's messages (milliseconds each).
@@ -59,6 +152,7 @@ impl Metrics {
         });
         for ms in millis {
             h.saturating_record(ms.max(1));
+            self.freshness_seconds.observe(ms as f64 / 1e3);
         }
     }
 
@@ -74,91 +168,11 @@ impl Metrics {
         }
     }
 
-    /// Prometheus text exposition format.
+    /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "# HELP owsu_events_accepted_total Events decoded, validated and landed, by record kind (duplicates included).");
-        let _ = writeln!(s, "# TYPE owsu_events_accepted_total counter");
-        for k in RecordKind::ALL {
-            let _ = writeln!(
-                s,
-                "owsu_events_accepted_total{{kind=\"{}\"}} {}",
-                k.as_str(),
-                self.accepted(k)
-            );
-        }
-        for (name, help, v) in [
-            (
-                "owsu_events_duplicate_total",
-                "Events whose event_id was already counted.",
-                &self.duplicates,
-            ),
-            (
-                "owsu_events_dead_lettered_total",
-                "Messages sent to the dead-letter topic.",
-                &self.dead_lettered,
-            ),
-            (
-                "owsu_batches_committed_total",
-                "Batches whose files were durable and offsets committed.",
-                &self.batches,
-            ),
-            (
-                "owsu_files_written_total",
-                "Raw and summary files written to the object store.",
-                &self.files_written,
-            ),
-        ] {
-            let _ = writeln!(
-                s,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                v.load(Ordering::Relaxed)
-            );
-        }
-        let sum = self.batch_micros_sum.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(
-            s,
-            "# HELP owsu_batch_latency_seconds Time from a batch's first message to its commit."
-        );
-        let _ = writeln!(s, "# TYPE owsu_batch_latency_seconds summary");
-        let _ = writeln!(s, "owsu_batch_latency_seconds_sum {sum}");
-        let _ = writeln!(
-            s,
-            "owsu_batch_latency_seconds_count {}",
-            self.batches.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(s, "# HELP owsu_batch_latency_seconds_max Longest batch so far.\n# TYPE owsu_batch_latency_seconds_max gauge");
-        let _ = writeln!(
-            s,
-            "owsu_batch_latency_seconds_max {}",
-            self.batch_micros_max.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let f = self.freshness();
-        let _ = writeln!(s, "# HELP owsu_freshness_seconds From a message's Kafka timestamp to the commit that put it in the summaries.\n# TYPE owsu_freshness_seconds summary");
-        let _ = writeln!(
-            s,
-            "owsu_freshness_seconds{{quantile=\"0.5\"}} {}",
-            f.p50_ms as f64 / 1e3
-        );
-        let _ = writeln!(
-            s,
-            "owsu_freshness_seconds{{quantile=\"0.99\"}} {}",
-            f.p99_ms as f64 / 1e3
-        );
-        let _ = writeln!(
-            s,
-            "owsu_freshness_seconds{{quantile=\"1\"}} {}",
-            f.max_ms as f64 / 1e3
-        );
-        let _ = writeln!(s, "owsu_freshness_seconds_count {}", f.events);
-        let _ = writeln!(s, "# HELP owsu_consumer_lag Messages behind the partition's end (from librdkafka statistics).");
-        let _ = writeln!(s, "# TYPE owsu_consumer_lag gauge");
-        for ((t, p), lag) in self.lag.lock().expect("lag lock").iter() {
-            let _ = writeln!(
-                s,
-                "owsu_consumer_lag{{topic=\"{t}\",partition=\"{p}\"}} {lag}"
-            );
-        }
+        prometheus_client::encoding::text::encode(&mut s, &self.registry)
+            .expect("writing to a String cannot fail");
         s
     }
 }
@@ -175,17 +189,18 @@ pub struct BatchCommitted {
 
 impl BatchCommitted {
     pub fn emit(&self, m: &Metrics) {
-        for (i, n) in self.accepted.iter().enumerate() {
-            m.accepted[i].fetch_add(*n, Ordering::Relaxed);
+        for (kind, n) in RecordKind::ALL.iter().zip(self.accepted) {
+            m.accepted
+                .get_or_create(&KindLabel {
+                    kind: kind.as_str(),
+                })
+                .inc_by(n);
         }
-        m.duplicates.fetch_add(self.duplicates, Ordering::Relaxed);
-        m.dead_lettered
-            .fetch_add(self.dead_lettered, Ordering::Relaxed);
-        m.files_written.fetch_add(self.files, Ordering::Relaxed);
-        m.batches.fetch_add(1, Ordering::Relaxed);
-        let micros = self.latency.as_micros() as u64;
-        m.batch_micros_sum.fetch_add(micros, Ordering::Relaxed);
-        m.batch_micros_max.fetch_max(micros, Ordering::Relaxed);
+        m.duplicates.inc_by(self.duplicates);
+        m.dead_lettered.inc_by(self.dead_lettered);
+        m.files_written.inc_by(self.files);
+        m.batches.inc();
+        m.batch_latency.observe(self.latency.as_secs_f64());
         tracing::debug!(
             messages = self.messages,
             services = self.accepted[0],
@@ -240,7 +255,7 @@ pub async fn serve(
                 ("404 Not Found", "try /metrics\n".to_owned())
             };
             let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
             let _ = sock.write_all(resp.as_bytes()).await;
@@ -266,6 +281,7 @@ mod tests {
         }
         .emit(&m);
         m.set_lag("owsu.service-events.v1", 2, 17);
+        m.record_freshness([300, 1_500, 4_000]);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -301,5 +317,11 @@ mod tests {
         assert!(
             body.contains("owsu_consumer_lag{topic=\"owsu.service-events.v1\",partition=\"2\"} 17")
         );
+        // Histograms: the 40 ms batch in the first bucket; freshness 0.3 s, 1.5 s and 4 s.
+        assert!(body.contains("owsu_batch_latency_seconds_count 1"), "{body}");
+        assert!(body.contains("owsu_batch_latency_seconds_bucket{le=\"0.1\"} 1"), "{body}");
+        assert!(body.contains("owsu_freshness_seconds_count 3"), "{body}");
+        assert!(body.contains("owsu_freshness_seconds_bucket{le=\"2.0\"} 2"), "{body}");
+        assert!(body.trim_end().ends_with("# EOF"), "OpenMetrics ends with # EOF");
     }
 }
