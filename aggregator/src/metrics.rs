@@ -318,10 +318,22 @@ mod tests {
             body.contains("owsu_consumer_lag{topic=\"owsu.service-events.v1\",partition=\"2\"} 17")
         );
         // Histograms: the 40 ms batch in the first bucket; freshness 0.3 s, 1.5 s and 4 s.
-        assert!(body.contains("owsu_batch_latency_seconds_count 1"), "{body}");
-        assert!(body.contains("owsu_batch_latency_seconds_bucket{le=\"0.1\"} 1"), "{body}");
+        assert!(
+            body.contains("owsu_batch_latency_seconds_count 1"),
+            "{body}"
+        );
+        assert!(
+            body.contains("owsu_batch_latency_seconds_bucket{le=\"0.1\"} 1"),
+            "{body}"
+        );
         assert!(body.contains("owsu_freshness_seconds_count 3"), "{body}");
-        assert!(body.contains("owsu_freshness_seconds_bucket{le=\"2.0\"} 2"), "{body}");
-        assert!(body.trim_end().ends_with("# EOF"), "OpenMetrics ends with # EOF");
+        assert!(
+            body.contains("owsu_freshness_seconds_bucket{le=\"2.0\"} 2"),
+            "{body}"
+        );
+        assert!(
+            body.trim_end().ends_with("# EOF"),
+            "OpenMetrics ends with # EOF"
+        );
     }
 }

@@ -445,8 +445,22 @@ pub fn write(report: &Report, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> 
 
 /// The terminal table.
 pub fn table(report: &Report) -> String {
-    let mut s = format!(
-        "Oversight list as of {}{}: {} of {} units flagged\n{:<8} {:<30} {:<19} {:<10} {}\n",
+    let mut t = owsu_runtime::table::new(&["unit", "name", "reason", "since", "evidence"], &[]);
+    for f in &report.flags {
+        let what = match &f.service_code {
+            Some(sv) => format!("{sv}: {}", f.evidence),
+            None => f.evidence.clone(),
+        };
+        t.add_row(vec![
+            f.unit_code.clone(),
+            f.unit_name.clone(),
+            f.reason.to_string(),
+            f.since.to_string(),
+            what,
+        ]);
+    }
+    format!(
+        "Oversight list as of {}{}: {} of {} units flagged\n{}Computed from the lake's tables {}; latest day with figures: {}.\n",
         report.as_of,
         report
             .scope
@@ -455,29 +469,10 @@ pub fn table(report: &Report) -> String {
             .unwrap_or_default(),
         report.units_flagged(),
         report.units_checked,
-        "unit",
-        "name",
-        "reason",
-        "since",
-        "evidence"
-    );
-    for f in &report.flags {
-        let name: String = f.unit_name.chars().take(30).collect();
-        let what = match &f.service_code {
-            Some(sv) => format!("{sv}: {}", f.evidence),
-            None => f.evidence.clone(),
-        };
-        s.push_str(&format!(
-            "{:<8} {:<30} {:<19} {:<10} {}\n",
-            f.unit_code, name, f.reason, f.since, what
-        ));
-    }
-    s.push_str(&format!(
-        "Computed from the lake's tables {}; latest day with figures: {}.\n",
+        owsu_runtime::table::render(&t),
         report.lake_versions,
         report
             .latest_day
             .map_or_else(|| "none".to_owned(), |d| d.to_string())
-    ));
-    s
+    )
 }

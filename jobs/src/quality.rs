@@ -727,17 +727,17 @@ pub fn table(q: &Quality) -> String {
         thousands(q.events_checked as i64),
         thousands(q.events_flagged as i64),
     );
-    let _ = writeln!(s, "{:<28} {:>9} {:>6}  meaning", "rule", "count", "units");
+    let mut t = owsu_runtime::table::new(&["rule", "count", "units", "meaning"], &[1, 2]);
     for r in &q.rules {
-        let _ = writeln!(
-            s,
-            "{:<28} {:>9} {:>6}  {}{}",
-            r.rule,
+        t.add_row(vec![
+            r.rule.to_string(),
             thousands(r.count as i64),
-            r.units,
-            r.meaning,
-            if r.derived { " (derived)" } else { "" }
-        );
+            r.units.to_string(),
+            format!("{}{}", r.meaning, if r.derived { " (derived)" } else { "" }),
+        ]);
+    }
+    if !q.rules.is_empty() {
+        s.push_str(&owsu_runtime::table::render(&t));
     }
     if q.rules.is_empty() {
         s.push_str("no anomalies\n");

@@ -676,42 +676,47 @@ pub fn write(review: &Review, dir: &Path) -> anyhow::Result<std::path::PathBuf> 
 
 /// The FACTS.md-style table as terminal text.
 pub fn facts_table(review: &Review) -> String {
-    let mut s = format!(
-        "{} — {} (US$ at {} riel)\n{:<24} {:>10} {:>13} {:>10} {:>8} {:>8} {:>9} {:>9} {:>9} {:>7} {:>9} {:>7}\n",
-        review.year,
-        review.scope_name,
-        review.riel_per_usd,
-        "level",
-        "services",
-        "revenue US$",
-        "complaints",
-        "within",
-        "outside",
-        "undecided",
-        "resolved",
-        "more info",
-        "open",
-        "withdrawn",
-        "rate"
+    use crate::html::thousands;
+    let mut t = owsu_runtime::table::new(
+        &[
+            "level",
+            "services",
+            "revenue US$",
+            "complaints",
+            "within",
+            "outside",
+            "undecided",
+            "resolved",
+            "more info",
+            "open",
+            "withdrawn",
+            "rate",
+        ],
+        &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11],
     );
     for f in &review.facts {
-        s.push_str(&format!(
-            "{:<24} {:>10} {:>13} {:>10} {:>8} {:>8} {:>9} {:>9} {:>9} {:>7} {:>9} {:>7}\n",
-            f.level,
-            crate::html::thousands(f.services_delivered),
-            crate::html::thousands(f.revenue_usd.round() as i64),
-            crate::html::thousands(f.complaints_received),
-            crate::html::thousands(f.within_jurisdiction),
-            crate::html::thousands(f.outside_jurisdiction),
-            crate::html::thousands(f.jurisdiction_undecided),
-            crate::html::thousands(f.resolved),
-            crate::html::thousands(f.more_info_required),
-            crate::html::thousands(f.open),
-            crate::html::thousands(f.withdrawn),
+        t.add_row(vec![
+            f.level.clone(),
+            thousands(f.services_delivered),
+            thousands(f.revenue_usd.round() as i64),
+            thousands(f.complaints_received),
+            thousands(f.within_jurisdiction),
+            thousands(f.outside_jurisdiction),
+            thousands(f.jurisdiction_undecided),
+            thousands(f.resolved),
+            thousands(f.more_info_required),
+            thousands(f.open),
+            thousands(f.withdrawn),
             f.resolution_rate_pct
                 .map(|r| format!("{r:.1}%"))
                 .unwrap_or_else(|| "-".into()),
-        ));
+        ]);
     }
-    s
+    format!(
+        "{} — {} (US$ at {} riel)\n{}",
+        review.year,
+        review.scope_name,
+        review.riel_per_usd,
+        owsu_runtime::table::render(&t)
+    )
 }

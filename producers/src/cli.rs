@@ -751,26 +751,33 @@ fn units(reference: &Reference, a: UnitsArgs) -> anyhow::Result<i32> {
             w.flush()?;
         }
         TableFormat::Table => {
-            writeln!(
-                out,
-                "{:<8} {:<10} {:<13} {:<18} {:<34} {:>4} {:>9} {:>6}",
-                "code", "level", "kind", "province", "name", "owsu", "ombudsman", "border"
-            )?;
+            let mut t = owsu_runtime::table::new(
+                &[
+                    "code",
+                    "level",
+                    "kind",
+                    "province",
+                    "name",
+                    "owsu",
+                    "ombudsman",
+                    "border",
+                ],
+                &[],
+            );
             for u in &units {
                 let yes = |b: bool| if b { "yes" } else { "-" };
-                writeln!(
-                    out,
-                    "{:<8} {:<10} {:<13} {:<18} {:<34} {:>4} {:>9} {:>6}",
-                    u.code,
+                t.add_row(vec![
+                    u.code.as_str(),
                     u.level.as_str(),
-                    u.kind,
-                    u.province_name,
-                    u.name,
+                    &u.kind,
+                    &u.province_name,
+                    &u.name,
                     yes(u.has_owsu),
                     yes(u.has_ombudsman),
-                    yes(u.border_province)
-                )?;
+                    yes(u.border_province),
+                ]);
             }
+            write!(out, "{}", owsu_runtime::table::render(&t))?;
             let prov = units
                 .iter()
                 .filter(|u| u.level == Level::Provincial)
