@@ -123,7 +123,8 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 600)]
     pub compact_interval_s: u64,
 
-    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464); off when empty.
+    /// Serve metrics at http://ADDR/metrics (OpenMetrics, for Prometheus) and the probes
+    /// http://ADDR/health/live and /health/ready (200 or 503); off when empty.
     #[arg(long, env = "OWSU_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: String,
 

@@ -3,7 +3,8 @@
 //! them in the OpenMetrics text format (which Prometheus scrapes), encoded by
 //! `prometheus-client` rather than written by hand.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use owsu_schemas::record::RecordKind;
@@ -13,7 +14,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
@@ -42,9 +42,24 @@ pub struct Metrics {
     batch_latency: Histogram,
     freshness_seconds: Histogram,
     lag: Family<PartitionLabels, Gauge>,
+    /// Topic partitions this instance holds (the three event topics count separately).
+    assigned: Gauge,
+    /// When the consume loop last went round (Unix milliseconds; 0: not yet), for liveness.
+    heartbeat_ms: AtomicI64,
     /// Milliseconds from each message's Kafka timestamp (when its producer sent it) to the
     /// commit that put it in the summaries, exactly (for the p50/p99 the run logs at its end).
     freshness: Mutex<Option<hdrhistogram::Histogram<u64>>>,
+}
+
+/// How long the consume loop may go without turning before the process counts as stalled: a
+/// large catch-up batch (collect, land, summarise, commit) takes seconds, never minutes.
+pub const STALL: Duration = Duration::from_secs(120);
+
+/// What `/health/live` and `/health/ready` answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Health {
+    pub live: bool,
+    pub ready: bool,
 }
 
 /// Event-to-summary freshness so far.
@@ -108,8 +123,16 @@ impl Default for Metrics {
             "Messages behind the partition's end (from librdkafka statistics)",
             lag.clone(),
         );
+        let assigned = Gauge::default();
+        registry.register(
+            "assigned_partitions",
+            "Topic partitions this instance holds",
+            assigned.clone(),
+        );
         Metrics {
             registry,
+            assigned,
+            heartbeat_ms: AtomicI64::new(0),
             accepted,
             duplicates,
             dead_lettered,
@@ -141,6 +164,29 @@ impl Metrics {
                 partition,
             })
             .set(lag);
+    }
+
+    pub fn set_assigned(&self, partitions: usize) {
+        self.assigned.set(partitions as i64);
+    }
+
+    /// The consume loop went round (called once per iteration, at least every few seconds
+    /// while the process is healthy; a batch in progress can take longer).
+    pub fn beat(&self) {
+        self.heartbeat_ms
+            .store(owsu_schemas::time::now_millis(), Ordering::Relaxed);
+    }
+
+    /// Liveness and readiness: live while the consume loop went round within [`STALL`];
+    /// ready when live and holding partitions.
+    pub fn health(&self) -> Health {
+        let beat = self.heartbeat_ms.load(Ordering::Relaxed);
+        let live = beat > 0
+            && owsu_schemas::time::now_millis().saturating_sub(beat) < STALL.as_millis() as i64;
+        Health {
+            live,
+            ready: live && self.assigned.get() > 0,
+        }
     }
 
     /// Records the freshness of a committed batch's messages (milliseconds each).
@@ -235,41 +281,80 @@ impl DeadLettered<'_> {
     }
 }
 
-/// Serves `GET /metrics` until the process ends.
-pub async fn serve(
-    addr: std::net::SocketAddr,
-    metrics: std::sync::Arc<Metrics>,
-) -> std::io::Result<()> {
+/// Serves `GET /metrics` (OpenMetrics), `GET /health/live` and `GET /health/ready` (200 or
+/// 503, for an orchestrator's probes) until the process ends.
+pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+    use axum::http::{header, StatusCode};
+    use axum::routing::get;
+    let status = |ok: bool| {
+        if ok {
+            (StatusCode::OK, "ok\n")
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, "not yet, or stalled\n")
+        }
+    };
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(
+                |axum::extract::State(m): axum::extract::State<Arc<Metrics>>| async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        m.render(),
+                    )
+                },
+            ),
+        )
+        .route(
+            "/health/live",
+            get(
+                move |axum::extract::State(m): axum::extract::State<Arc<Metrics>>| async move {
+                    status(m.health().live)
+                },
+            ),
+        )
+        .route(
+            "/health/ready",
+            get(
+                move |axum::extract::State(m): axum::extract::State<Arc<Metrics>>| async move {
+                    status(m.health().ready)
+                },
+            ),
+        )
+        .with_state(metrics);
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "metrics on http://{addr}/metrics");
-    loop {
-        let (mut sock, _) = listener.accept().await?;
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let n = sock.read(&mut buf).await.unwrap_or(0);
-            let req = String::from_utf8_lossy(&buf[..n]);
-            let (status, body) = if req.starts_with("GET /metrics") {
-                ("200 OK", metrics.render())
-            } else {
-                ("404 Not Found", "try /metrics\n".to_owned())
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
-        });
-    }
+    tracing::info!(%addr, "metrics on http://{addr}/metrics, probes on /health/live and /health/ready");
+    axum::serve(listener, app).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// `GET path` over a plain TCP connection; the whole response.
+    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut s = loop {
+            match tokio::net::TcpStream::connect(addr).await {
+                Ok(s) => break s,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
 
     #[test]
-    fn metrics_endpoint_serves_prometheus_text() {
+    fn metrics_and_health_endpoints_answer() {
         let m = Arc::new(Metrics::default());
         BatchCommitted {
             messages: 7,
@@ -286,7 +371,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let body = rt.block_on(async {
+        rt.block_on(async {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
                 .local_addr()
@@ -294,46 +379,58 @@ mod tests {
                 .port();
             let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
             tokio::spawn(serve(addr, m.clone()));
-            let mut s = loop {
-                match tokio::net::TcpStream::connect(addr).await {
-                    Ok(s) => break s,
-                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-                }
-            };
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-                .await
-                .unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).await.unwrap();
-            out
+
+            let body = get(addr, "/metrics").await;
+            assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+            assert!(
+                body.contains("owsu_events_accepted_total{kind=\"service\"} 5"),
+                "{body}"
+            );
+            assert!(body.contains("owsu_events_duplicate_total 1"));
+            assert!(body.contains("owsu_batches_committed_total 1"));
+            assert!(body.contains(
+                "owsu_consumer_lag{topic=\"owsu.service-events.v1\",partition=\"2\"} 17"
+            ));
+            // Histograms: the 40 ms batch in the first bucket; freshness 0.3 s, 1.5 s and 4 s.
+            assert!(
+                body.contains("owsu_batch_latency_seconds_count 1"),
+                "{body}"
+            );
+            assert!(
+                body.contains("owsu_batch_latency_seconds_bucket{le=\"0.1\"} 1"),
+                "{body}"
+            );
+            assert!(body.contains("owsu_freshness_seconds_count 3"), "{body}");
+            assert!(
+                body.contains("owsu_freshness_seconds_bucket{le=\"2.0\"} 2"),
+                "{body}"
+            );
+            assert!(
+                body.trim_end().ends_with("# EOF"),
+                "OpenMetrics ends with # EOF"
+            );
+
+            // Before the consume loop turns: neither live nor ready.
+            assert!(get(addr, "/health/live").await.starts_with("HTTP/1.1 503"));
+            m.beat();
+            assert!(get(addr, "/health/live").await.starts_with("HTTP/1.1 200"));
+            // Live but holding no partition: not ready.
+            assert!(get(addr, "/health/ready").await.starts_with("HTTP/1.1 503"));
+            m.set_assigned(3);
+            assert!(get(addr, "/health/ready").await.starts_with("HTTP/1.1 200"));
+            assert!(get(addr, "/nowhere").await.starts_with("HTTP/1.1 404"));
         });
-        assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
-        assert!(
-            body.contains("owsu_events_accepted_total{kind=\"service\"} 5"),
-            "{body}"
+        // A loop that stopped turning is not live.
+        m.heartbeat_ms.store(
+            owsu_schemas::time::now_millis() - STALL.as_millis() as i64 - 1,
+            Ordering::Relaxed,
         );
-        assert!(body.contains("owsu_events_duplicate_total 1"));
-        assert!(body.contains("owsu_batches_committed_total 1"));
-        assert!(
-            body.contains("owsu_consumer_lag{topic=\"owsu.service-events.v1\",partition=\"2\"} 17")
-        );
-        // Histograms: the 40 ms batch in the first bucket; freshness 0.3 s, 1.5 s and 4 s.
-        assert!(
-            body.contains("owsu_batch_latency_seconds_count 1"),
-            "{body}"
-        );
-        assert!(
-            body.contains("owsu_batch_latency_seconds_bucket{le=\"0.1\"} 1"),
-            "{body}"
-        );
-        assert!(body.contains("owsu_freshness_seconds_count 3"), "{body}");
-        assert!(
-            body.contains("owsu_freshness_seconds_bucket{le=\"2.0\"} 2"),
-            "{body}"
-        );
-        assert!(
-            body.trim_end().ends_with("# EOF"),
-            "OpenMetrics ends with # EOF"
+        assert_eq!(
+            m.health(),
+            Health {
+                live: false,
+                ready: false
+            }
         );
     }
 }

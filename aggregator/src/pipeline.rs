@@ -312,6 +312,7 @@ impl ConsumerContext for GroupContext {
                 }
                 let mut a = self.assigned.lock().expect("assignment lock");
                 a.extend(tps.iter().cloned());
+                self.metrics.set_assigned(a.len());
                 let parts: BTreeSet<i32> = tps.iter().map(|(_, p)| *p).collect();
                 tracing::info!(partitions = ?parts, "partitions assigned; resuming at the offsets the lake holds");
             }
@@ -334,6 +335,7 @@ impl ConsumerContext for GroupContext {
                         let app = app_id(e.topic(), e.partition());
                         o.retain(|(_, k), _| *k != app);
                     }
+                    self.metrics.set_assigned(a.len());
                 }
                 if let Err(e) = consumer.unassign() {
                     tracing::warn!("unassigning: {e}");
@@ -661,6 +663,7 @@ impl Pipeline {
         }
         let mut last_progress = Instant::now();
         loop {
+            self.metrics.beat();
             if let Some(e) = self.consumer.context().failed.lock().expect("lock").take() {
                 anyhow::bail!("{e}");
             }
