@@ -2,7 +2,7 @@
 //! error or to a file, filtered by `RUST_LOG` when it is set. One set-up for all binaries, so a
 //! log line of the producer and one of the aggregator read alike.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -34,7 +34,7 @@ pub fn init(format: LogFormat) {
 
 /// Appends log events to `file` (created with its directory), for commands whose terminal
 /// output is for people (`owsu demo`). Plain text without colours.
-pub fn init_to_file(format: LogFormat, file: &Path) -> std::io::Result<PathBuf> {
+pub fn init_to_file(format: LogFormat, file: &Path) -> std::io::Result<()> {
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -44,7 +44,7 @@ pub fn init_to_file(format: LogFormat, file: &Path) -> std::io::Result<PathBuf> 
         .open(file)?;
     let f = std::sync::Arc::new(f);
     install(format, move || FileWriter(f.clone()));
-    Ok(file.to_owned())
+    Ok(())
 }
 
 /// A shared handle on the log file (`tracing-subscriber` wants a writer per event).

@@ -259,25 +259,17 @@ impl PrivateBroker {
     /// Starts a fresh single-node broker with the four topics under `prefix` (1 partition each
     /// for the harness topics; create more with [`create_topics_on`]).
     pub fn start(name: &str) -> Self {
-        let state = cache_dir()
-            .join("test-private")
-            .join(format!("{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&state);
-        let b = PrivateBroker {
-            state,
-            port: free_port(),
-            controller_port: free_port(),
-            prefix: "harness.".into(),
-            partitions: 1,
-            secure: false,
-        };
-        b.resume();
-        b
+        Self::fresh(name, "harness.", 1, false)
     }
 
     /// A broker in secure mode (TLS, SASL/SCRAM-SHA-512, ACLs) with the four topics under
     /// `prefix`, `partitions` each.
     pub fn start_secure(name: &str, prefix: &str, partitions: i32) -> Self {
+        Self::fresh(name, prefix, partitions, true)
+    }
+
+    /// A broker on free ports with an empty state directory of its own, started.
+    fn fresh(name: &str, prefix: &str, partitions: i32, secure: bool) -> Self {
         let state = cache_dir()
             .join("test-private")
             .join(format!("{name}-{}", std::process::id()));
@@ -288,7 +280,7 @@ impl PrivateBroker {
             controller_port: free_port(),
             prefix: prefix.into(),
             partitions,
-            secure: true,
+            secure,
         };
         b.resume();
         b

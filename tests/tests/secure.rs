@@ -152,20 +152,15 @@ fn secure_mode_authenticates_authorises_and_runs_the_pipeline() {
     )
     .unwrap();
     common::simulate_2021(&p("year.jsonl"), "0.002", "3");
-    let mut publish = vec![
-        "publish".to_owned(),
-        "--input".into(),
-        p("year.jsonl"),
-        "--id-secret-file".into(),
-        p("secret"),
-        "--outbox".into(),
-        p("outbox"),
-        "--signing-key-dir".into(),
-        p("keys"),
-    ];
-    publish.extend(broker.cli_args("office-kh-01"));
     assert_eq!(
-        common::producer(&publish.iter().map(String::as_str).collect::<Vec<_>>()),
+        common::publish_secure(
+            &broker,
+            "office-kh-01",
+            &p("year.jsonl"),
+            &p("secret"),
+            &p("outbox"),
+            &["--signing-key-dir", &p("keys")]
+        ),
         0
     );
     let store = p("store");

@@ -93,20 +93,15 @@ fn only_events_signed_by_their_own_units_valid_key_count() {
         .collect();
     let export = p("export.jsonl");
     std::fs::write(&export, lines.join("\n") + "\n").unwrap();
-    let mut publish = vec![
-        "publish".to_owned(),
-        "--input".into(),
-        export.clone(),
-        "--id-secret-file".into(),
-        p("secret"),
-        "--outbox".into(),
-        p("outbox"),
-        "--signing-key-file".into(),
-        p("a.key"),
-    ];
-    publish.extend(broker.cli_args("office-a"));
     assert_eq!(
-        common::producer(&publish.iter().map(String::as_str).collect::<Vec<_>>()),
+        common::publish_secure(
+            &broker,
+            "office-a",
+            &export,
+            &p("secret"),
+            &p("outbox"),
+            &["--signing-key-file", &p("a.key")]
+        ),
         0
     );
 

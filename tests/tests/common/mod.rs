@@ -111,3 +111,27 @@ pub fn publish(prefix: &str, input: &str, secret: &str, outbox: &str, extra: &[&
     args.extend_from_slice(extra);
     producer(&args)
 }
+
+/// [`publish`] to a secure private broker as `user` (its topics), with any `extra` arguments.
+pub fn publish_secure(
+    broker: &owsu_tests::PrivateBroker,
+    user: &str,
+    input: &str,
+    secret: &str,
+    outbox: &str,
+    extra: &[&str],
+) -> i32 {
+    let connection = broker.cli_args(user);
+    let mut args = vec![
+        "publish",
+        "--input",
+        input,
+        "--id-secret-file",
+        secret,
+        "--outbox",
+        outbox,
+    ];
+    args.extend(connection.iter().map(String::as_str));
+    args.extend_from_slice(extra);
+    producer(&args)
+}
