@@ -1,16 +1,13 @@
 //! `owsu-aggregator`: consume the event topics as a consumer group; keep raw and summaries.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use owsu_schemas::reference::Reference;
 
 use crate::kafka::KafkaArgs;
-use crate::metrics::Metrics;
-use crate::pipeline::{Pipeline, PipelineConfig, RunReport};
+use crate::pipeline::{defaults, PipelineConfig};
 use owsu_lake::Store;
 
 #[derive(Debug, Parser)]
@@ -62,7 +59,7 @@ pub struct StoreArgs {
     pub store: String,
 
     /// Object reads and writes in flight at once.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = defaults::IO_CONCURRENCY)]
     pub io_concurrency: usize,
 }
 
@@ -91,16 +88,16 @@ pub struct RunArgs {
     pub until_caught_up: bool,
 
     /// Close a batch at this many messages.
-    #[arg(long, default_value_t = 50_000)]
+    #[arg(long, default_value_t = defaults::MAX_BATCH)]
     pub max_batch: usize,
 
     /// ...or this many milliseconds after its first message (summaries are visible within
     /// about this long of an event's arrival).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = defaults::LINGER_MS)]
     pub linger_ms: u64,
 
     /// Kafka session timeout in ms: how soon a dead instance's partitions move to the others.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = defaults::SESSION_TIMEOUT_MS)]
     pub session_timeout_ms: u64,
 
     /// Local directory of the partition state files (default: one per store and group under
@@ -110,17 +107,17 @@ pub struct RunArgs {
 
     /// Page cache of each partition's state file, in MiB: the memory the state may use does
     /// not grow with history (an instance owning 12 partitions uses 12 times this).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = defaults::STATE_CACHE_MIB)]
     pub state_cache_mib: usize,
 
     /// Seconds between snapshots of the changed partitions' state to the store (a new owner of a
     /// partition restores the snapshot and replays only what followed it from Kafka).
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = defaults::SNAPSHOT_INTERVAL_S)]
     pub snapshot_interval_s: u64,
 
     /// Seconds between compactions of the raw tables' small files while running (0: never;
     /// `owsu-aggregator compact` does the same on demand).
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = defaults::COMPACT_INTERVAL_S)]
     pub compact_interval_s: u64,
 
     /// Serve metrics at http://ADDR/metrics (OpenMetrics, for Prometheus) and the probes
@@ -144,7 +141,7 @@ pub struct RebuildArgs {
 #[derive(Debug, clap::Args)]
 pub struct CompactArgs {
     /// Target size of a compacted file, in MiB (files under half of it are merged).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = defaults::COMPACT_TARGET_MIB)]
     pub target_mib: u64,
 
     #[command(flatten)]
@@ -162,78 +159,6 @@ pub struct VacuumArgs {
     pub store: StoreArgs,
 }
 
-/// Runs the aggregator loop on a blocking thread of `rt`, with SIGTERM/SIGINT finishing the
-/// current batch and committing before exit.
-pub fn run_pipeline(
-    rt: &tokio::runtime::Runtime,
-    config: PipelineConfig,
-    store: Store,
-    reference: Reference,
-    metrics_addr: Option<std::net::SocketAddr>,
-) -> anyhow::Result<RunReport> {
-    let metrics = Arc::new(Metrics::default());
-    let shutdown = Arc::new(AtomicBool::new(false));
-    if let Some(every) = config.compact_interval {
-        // Compaction commits change no data and do not conflict with appends, so it runs beside
-        // the consumer loop rather than pausing it.
-        let store = store.clone();
-        let target = config.compact_target_bytes;
-        std::thread::Builder::new()
-            .name("compaction".into())
-            .spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    return;
-                };
-                loop {
-                    std::thread::sleep(every);
-                    match rt.block_on(crate::maintenance::compact(&store, target, 4)) {
-                        Ok(r) => {
-                            for (table, c) in r.tables.iter().filter(|(_, c)| c.files_removed > 0) {
-                                tracing::info!(
-                                    table,
-                                    merged = c.files_removed,
-                                    version = c.version,
-                                    "raw files compacted"
-                                );
-                            }
-                        }
-                        Err(e) => tracing::warn!("compaction (tried again in {every:?}): {e:#}"),
-                    }
-                }
-            })?;
-    }
-    if let Some(addr) = metrics_addr {
-        let m = metrics.clone();
-        rt.spawn(async move {
-            if let Err(e) = crate::metrics::serve(addr, m).await {
-                tracing::warn!("metrics endpoint on {addr} failed: {e}");
-            }
-        });
-    }
-    {
-        let shutdown = shutdown.clone();
-        rt.spawn(async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            tracing::info!("signal received: finishing the current batch");
-            shutdown.store(true, Ordering::SeqCst);
-        });
-    }
-    let handle = rt.handle().clone();
-    // rdkafka's FutureProducer wants a Tokio context when it is created.
-    let _guard = rt.enter();
-    let pipeline = Pipeline::new(config, store, reference, metrics, handle)?;
-    rt.block_on(tokio::task::spawn_blocking(move || pipeline.run(shutdown)))?
-}
-
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     let reference = Reference::load(cli.reference_dir.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -249,28 +174,21 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 Some(a.metrics_addr.parse()?)
             };
             tracing::info!(store = store.url(), group = %a.group, brokers = %a.kafka.brokers, reference = %reference.source, "aggregator starting");
-            let config = PipelineConfig {
-                kafka: a.kafka,
-                group: a.group.clone(),
-                max_batch: a.max_batch.max(1),
-                linger: Duration::from_millis(a.linger_ms),
-                until_caught_up: a.until_caught_up,
-                session_timeout: Duration::from_millis(a.session_timeout_ms),
-                write_concurrency: a.store.io_concurrency.max(1),
-                compact_interval: (a.compact_interval_s > 0)
-                    .then(|| Duration::from_secs(a.compact_interval_s)),
-                compact_target_bytes: 128 << 20,
-                signatures_required: a.signatures == Signatures::Required,
-                state: crate::restore::StateConfig {
-                    dir: a
-                        .state_dir
-                        .clone()
-                        .unwrap_or_else(|| crate::restore::default_dir(store.url(), &a.group)),
-                    cache_bytes: a.state_cache_mib.max(1) * 1024 * 1024,
-                    snapshot_interval: Duration::from_secs(a.snapshot_interval_s),
-                },
-            };
-            let r = run_pipeline(&rt, config, store, reference, metrics_addr)?;
+            let mut config = PipelineConfig::new(a.kafka, &a.group, store.url());
+            config.max_batch = a.max_batch.max(1);
+            config.linger = Duration::from_millis(a.linger_ms);
+            config.until_caught_up = a.until_caught_up;
+            config.session_timeout = Duration::from_millis(a.session_timeout_ms);
+            config.write_concurrency = a.store.io_concurrency.max(1);
+            config.compact_interval =
+                (a.compact_interval_s > 0).then(|| Duration::from_secs(a.compact_interval_s));
+            config.signatures_required = a.signatures == Signatures::Required;
+            if let Some(dir) = a.state_dir {
+                config.state.dir = dir;
+            }
+            config.state.cache_bytes = a.state_cache_mib.max(1) << 20;
+            config.state.snapshot_interval = Duration::from_secs(a.snapshot_interval_s);
+            let r = crate::service::run(&rt, config, store, reference, metrics_addr)?;
             println!(
                 "aggregated {} messages in {:.1} s ({:.0}/s): service {}, complaint {}, unit_day {} accepted ({} duplicates), {} dead-lettered; {} batches, {} files",
                 r.messages,

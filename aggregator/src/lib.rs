@@ -9,6 +9,7 @@
 //! - [`summary`]: the summary tables' rows, a pure function of the cells;
 //! - [`maintenance`]: rebuild, compact, vacuum;
 //! - [`metrics`]: typed telemetry and the Prometheus endpoint;
+//! - [`service`]: the pipeline as a service: compaction beside it, metrics and health, signals;
 //! - [`cli`]: the `owsu-aggregator` command.
 
 pub mod cli;
@@ -18,5 +19,6 @@ pub mod metrics;
 pub mod pipeline;
 pub mod raw;
 pub mod restore;
+pub mod service;
 pub mod state;
 pub mod summary;

@@ -47,9 +47,31 @@ use crate::restore::{self, StateConfig};
 use crate::state::{PartitionState, Rejected};
 use crate::summary::{self, Codes, PeriodRows, Quarter, Table};
 
+/// The defaults of `owsu-aggregator run`, defined once for its flags and [`PipelineConfig::new`].
+pub mod defaults {
+    /// Messages that close a batch.
+    pub const MAX_BATCH: usize = 50_000;
+    /// Milliseconds after its first message that close a batch (summaries are visible about
+    /// this long after an event arrives).
+    pub const LINGER_MS: u64 = 500;
+    /// Kafka session timeout in ms: how soon a dead instance's partitions move to the others.
+    pub const SESSION_TIMEOUT_MS: u64 = 10_000;
+    /// Object reads and writes in flight at once.
+    pub const IO_CONCURRENCY: usize = 16;
+    /// Page cache of each partition's state file, MiB.
+    pub const STATE_CACHE_MIB: usize = 8;
+    /// Seconds between snapshots of changed partitions' state to the store.
+    pub const SNAPSHOT_INTERVAL_S: u64 = 300;
+    /// Seconds between compactions of the raw tables while running (0: never).
+    pub const COMPACT_INTERVAL_S: u64 = 600;
+    /// Size of a compacted raw file, MiB.
+    pub const COMPACT_TARGET_MIB: u64 = 128;
+}
+
 /// How the aggregator runs.
 #[derive(Clone)]
 pub struct PipelineConfig {
+    /// Where Kafka is and how to connect to it; topics under its prefix.
     pub kafka: KafkaArgs,
     /// Consumer group; instances with the same group share the partitions.
     pub group: String,
@@ -71,6 +93,32 @@ pub struct PipelineConfig {
     pub compact_target_bytes: i64,
     /// Dead-letter service and complaint events without a valid signature of their unit.
     pub signatures_required: bool,
+}
+
+impl PipelineConfig {
+    /// The configuration of `owsu-aggregator run --group GROUP` with every other flag at its
+    /// default ([`defaults`]): runs until stopped, signatures not required, partition state in
+    /// the default directory of `store_url` and `group`.
+    pub fn new(kafka: KafkaArgs, group: &str, store_url: &str) -> Self {
+        let secs = Duration::from_secs;
+        PipelineConfig {
+            kafka,
+            group: group.to_owned(),
+            max_batch: defaults::MAX_BATCH,
+            linger: Duration::from_millis(defaults::LINGER_MS),
+            until_caught_up: false,
+            session_timeout: Duration::from_millis(defaults::SESSION_TIMEOUT_MS),
+            write_concurrency: defaults::IO_CONCURRENCY,
+            state: StateConfig {
+                dir: restore::default_dir(store_url, group),
+                cache_bytes: defaults::STATE_CACHE_MIB << 20,
+                snapshot_interval: secs(defaults::SNAPSHOT_INTERVAL_S),
+            },
+            compact_interval: Some(secs(defaults::COMPACT_INTERVAL_S)),
+            compact_target_bytes: (defaults::COMPACT_TARGET_MIB << 20) as i64,
+            signatures_required: false,
+        }
+    }
 }
 
 /// What a run did.

@@ -25,11 +25,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::Parser;
+use owsu_producer::commands::{self, PublishJob, SimDestination};
 use owsu_producer::import::pseudonymise;
+use owsu_producer::publish::{Publisher, PublisherConfig};
 use owsu_producer::simulate::{Emit, SimConfig, Simulator};
+use owsu_runtime::kafka::KafkaArgs;
 use owsu_schemas::ids::IdHasher;
 use owsu_schemas::reference::Reference;
+use owsu_schemas::signing::Keyring;
 use polars::prelude::*;
 
 #[derive(Debug, clap::Args)]
@@ -256,52 +259,67 @@ fn files_in_store(store: &Path) -> anyhow::Result<(usize, usize)> {
     Ok((active, on_disk))
 }
 
-/// `owsu-producer simulate --year Y --scale S --out FILE`, in this process.
-fn simulate(year: i32, scale: f64, out: &Path) -> anyhow::Result<()> {
-    let code = owsu_producer::cli::run(owsu_producer::cli::Cli::parse_from([
-        "owsu-producer",
-        "simulate",
-        "--year",
-        &year.to_string(),
-        "--scale",
-        &format!("{scale:.4}"),
-        "--out",
-        out.to_str().context("utf-8 path")?,
-    ]))?;
-    anyhow::ensure!(code == 0, "simulating {year} failed");
+/// A simulated year (seed 1) written to `out` in the import format, as
+/// `owsu-producer simulate --out` does.
+fn simulate(reference: &Reference, year: i32, scale: f64, out: &Path) -> anyhow::Result<()> {
+    let config = SimConfig {
+        scale,
+        ..SimConfig::new(year, 1)
+    };
+    commands::simulate(reference, config, SimDestination::File(out))?;
     Ok(())
 }
 
-/// `owsu-producer publish` of `input` to the topics under `prefix`, in this process, with any
-/// `extra` arguments.
+/// How the bench publishes a file: to which Kafka, signed or not, how fast.
+struct Publishing {
+    kafka: KafkaArgs,
+    signing: Option<Keyring>,
+    /// Events per second (0: as fast as possible).
+    rate: u64,
+}
+
+impl Publishing {
+    /// Plaintext to `brokers`, topics under `prefix`, unsigned, as fast as possible.
+    fn plain(brokers: &str, prefix: &str) -> Self {
+        Publishing {
+            kafka: KafkaArgs::local(brokers, prefix),
+            signing: None,
+            rate: 0,
+        }
+    }
+}
+
+/// Publishes `input` as `owsu-producer publish` does (same validation, outbox and delivery
+/// settings), in this process; every record must be accepted and acknowledged.
 fn publish(
+    reference: &Reference,
     input: &Path,
-    brokers: &str,
-    prefix: &str,
+    how: Publishing,
     secret: &Path,
     outbox: &Path,
-    extra: &[&str],
 ) -> anyhow::Result<()> {
-    let mut args = vec![
-        "owsu-producer",
-        "publish",
-        "--input",
-        input.to_str().context("utf-8 path")?,
-        "--brokers",
-        brokers,
-        "--topic-prefix",
-        prefix,
-        "--id-secret-file",
-        secret.to_str().context("utf-8 path")?,
-        "--outbox",
-        outbox.to_str().context("utf-8 path")?,
-    ];
-    args.extend_from_slice(extra);
-    let code = owsu_producer::cli::run(owsu_producer::cli::Cli::parse_from(args))?;
+    let hasher = IdHasher::new(&owsu_schemas::ids::read_secret_file(secret)?)?;
+    let mut job = PublishJob::new(input);
+    job.rate = how.rate;
+    if how.rate > 0 {
+        // Small chunks keep a paced feed smooth (twenty a second).
+        job.chunk = (how.rate / 20).max(1) as usize;
+    }
+    let mut publisher = Publisher::new(PublisherConfig {
+        kafka: how.kafka,
+        outbox_dir: outbox.to_owned(),
+        delivery_timeout: Duration::from_secs(30),
+        segment_records: job.chunk,
+        signing: how.signing,
+    })?;
+    let done = commands::publish_file(reference, &job, &hasher, &mut publisher)?;
     anyhow::ensure!(
-        code == 0,
-        "publishing {} failed with exit code {code}",
-        input.display()
+        done.report.pending == 0 && done.tally.rejected() == 0,
+        "publishing {}: {} events wait in the outbox, {} records rejected (see {})",
+        input.display(),
+        done.report.pending,
+        done.tally.rejected(),
+        job.rejects.display()
     );
     Ok(())
 }
@@ -444,7 +462,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
     let secret = a.data_dir.join("secret");
     owsu_schemas::ids::write_secret_file(&secret, b"bench-secret-0123456789abcdef")?;
     let t = Instant::now();
-    simulate(2021, scale, &import)?;
+    simulate(&reference, 2021, scale, &import)?;
     let lines = std::fs::read_to_string(&import)?.lines().count() as f64;
     say(
         &mut figures,
@@ -457,7 +475,13 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
     );
     let t = Instant::now();
     let outbox = a.data_dir.join("outbox");
-    publish(&import, &brokers, &prefix, &secret, &outbox, &[])?;
+    publish(
+        &reference,
+        &import,
+        Publishing::plain(&brokers, &prefix),
+        &secret,
+        &outbox,
+    )?;
     let publish_rate = lines / t.elapsed().as_secs_f64();
     say(
         &mut figures,
@@ -601,16 +625,18 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
             &a.data_dir.join("secure"),
             &reference,
         )?;
-        let producer_args = s.producer_args();
-        let extra: Vec<&str> = producer_args.iter().map(String::as_str).collect();
+        let signed = Publishing {
+            kafka: s.kafka(&s.offices, &prefix),
+            signing: Some(s.keyring()?),
+            rate: 0,
+        };
         let t = Instant::now();
         publish(
+            &reference,
             &import,
-            &s.bootstrap,
-            &prefix,
+            signed,
             &secret,
             &a.data_dir.join("outbox-secure"),
-            &extra,
         )?;
         let secure_publish = lines / t.elapsed().as_secs_f64();
         let log = a.data_dir.join("secure.log");
@@ -680,12 +706,11 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
     let shuf_prefix = format!("{prefix}shuf.");
     crate::demo::ensure_topics(&brokers, &shuf_prefix, a.partitions)?;
     publish(
+        &reference,
         &shuffled,
-        &brokers,
-        &shuf_prefix,
+        Publishing::plain(&brokers, &shuf_prefix),
         &secret,
         &a.data_dir.join("outbox-shuffled"),
-        &[],
     )?;
     let shuf_store = a.data_dir.join("store-shuffled");
     let t = Instant::now();
@@ -925,17 +950,14 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
             std::thread::sleep(Duration::from_millis(100));
         }
         publish(
+            &reference,
             &live_file,
-            &brokers,
-            &live_prefix,
+            Publishing {
+                rate,
+                ..Publishing::plain(&brokers, &live_prefix)
+            },
             &secret,
             &a.data_dir.join("outbox-live"),
-            &[
-                "--rate",
-                &rate.to_string(),
-                "--chunk",
-                &(rate / 20).max(1).to_string(),
-            ],
         )?;
         std::thread::sleep(Duration::from_secs(3));
         let _ = Command::new("kill")
@@ -987,14 +1009,13 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
         for y in 0..a.history_years {
             let year = 2021 + y;
             let file = a.data_dir.join(format!("history-{year}.jsonl"));
-            simulate(year, scale, &file)?;
+            simulate(&reference, year, scale, &file)?;
             publish(
+                &reference,
                 &file,
-                &brokers,
-                &hist_prefix,
+                Publishing::plain(&brokers, &hist_prefix),
                 &secret,
                 &a.data_dir.join("outbox-history"),
-                &[],
             )?;
             let events = std::fs::read_to_string(&file)?.lines().count() as f64;
             std::fs::remove_file(&file)?;

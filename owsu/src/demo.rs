@@ -12,8 +12,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use owsu_aggregator::pipeline::PipelineConfig;
 use owsu_lake::Store;
+use owsu_producer::commands::{self, Pace, SimDestination};
+use owsu_producer::publish::{Publisher, PublisherConfig};
+use owsu_producer::simulate::SimConfig;
+use owsu_runtime::kafka::KafkaArgs;
 use owsu_runtime::logging::LogFormat;
+use owsu_schemas::ids::IdHasher;
 use owsu_schemas::reference::Reference;
 use serde::{Deserialize, Serialize};
 
@@ -85,6 +91,9 @@ struct State {
 }
 
 const YEARS: [i32; 2] = [2020, 2021];
+
+/// Simulated events per outbox segment and delivery round (as `owsu-producer simulate`).
+const SIM_CHUNK: usize = 200_000;
 
 /// Finds the repository (for infra/kafka/kafka.sh): from the working directory or the binary upwards.
 pub(crate) fn repo_root() -> Option<PathBuf> {
@@ -293,16 +302,25 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         (brokers, None)
     };
     // Plaintext: where to connect. Secure: also who connects, and the offices' keys.
-    let mut producer_kafka = vec!["--brokers".to_owned(), brokers.clone()];
-    let mut aggregator_kafka = producer_kafka.clone();
-    if let Some(s) = &secure {
-        producer_kafka.extend(s.producer_args());
-        aggregator_kafka.extend(s.aggregator_args());
-    }
+    let plain = KafkaArgs::local(&brokers, &prefix);
+    let (producer_kafka, aggregator_kafka, signing) = match &secure {
+        Some(s) => (
+            s.kafka(&s.offices, &prefix),
+            s.kafka(&s.aggregator, &prefix),
+            Some(s.keyring()?),
+        ),
+        None => (plain.clone(), plain, None),
+    };
 
     // 2-3. Simulate and publish each year not yet published.
-    let secret = secret(&data_dir)?;
-    let dd = |p: &str| data_dir.join(p).to_string_lossy().into_owned();
+    let hasher = IdHasher::new(&owsu_schemas::ids::read_secret_file(&secret(&data_dir)?)?)?;
+    let mut publisher = Publisher::new(PublisherConfig {
+        kafka: producer_kafka,
+        outbox_dir: data_dir.join("outbox"),
+        delivery_timeout: Duration::from_secs(30),
+        segment_records: SIM_CHUNK,
+        signing,
+    })?;
     for year in YEARS {
         let t = steps.step(&format!(
             "simulating {year} for all 228 units and publishing to Kafka"
@@ -311,64 +329,73 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             println!("{year} already published in an earlier run (use --fresh to start over)");
             continue;
         }
-        let mut args: Vec<String> = [
-            "owsu-producer",
-            "simulate",
-            "--year",
-            &year.to_string(),
-            "--seed",
-            &a.seed.to_string(),
-            "--scale",
-            &a.scale.to_string(),
-            "--topic-prefix",
-            &prefix,
-            "--id-secret-file",
-            &secret.to_string_lossy(),
-            "--outbox",
-            &dd("outbox"),
-            "--truth",
-            &dd(&format!("truth-{year}.json")),
-        ]
-        .map(String::from)
-        .to_vec();
-        args.extend(producer_kafka.iter().cloned());
-        let code = owsu_producer::cli::run(owsu_producer::cli::Cli::parse_from(args))?;
-        anyhow::ensure!(code == 0, "simulating {year} ended with exit code {code}");
+        let config = SimConfig {
+            scale: a.scale,
+            ..SimConfig::new(year, a.seed)
+        };
+        let sim = commands::simulate(
+            &reference,
+            config,
+            SimDestination::Kafka {
+                hasher: &hasher,
+                publisher: &mut publisher,
+                pace: Pace::Max { chunk: SIM_CHUNK },
+            },
+        )?;
+        anyhow::ensure!(
+            sim.report.pending == 0 && sim.tally.rejected() == 0,
+            "simulating {year}: {} events wait in the outbox, {} were rejected (see {})",
+            sim.report.pending,
+            sim.tally.rejected(),
+            data_dir.join("owsu.log").display()
+        );
+        let truth = data_dir.join(format!("truth-{year}.json"));
+        std::fs::write(&truth, serde_json::to_vec_pretty(&sim.truth)?)
+            .with_context(|| format!("writing {}", truth.display()))?;
         state.published.push(year);
         save(&state)?;
-        println!("{year} published in {:.1} s", t.elapsed().as_secs_f64());
+        println!(
+            "{year} published in {:.1} s: {} events ({})",
+            t.elapsed().as_secs_f64(),
+            sim.tally.accepted(),
+            sim.tally.kinds()
+        );
     }
+    drop(publisher);
 
     // 4. Aggregate.
     let t = steps.step("aggregating until caught up (raw and summary Delta tables)");
-    let mut args: Vec<String> = [
-        "owsu-aggregator",
-        "run",
-        "--topic-prefix",
-        &prefix,
-        "--group",
-        &group,
-        "--store",
-        &dd("store"),
-        "--until-caught-up",
-        "--metrics-addr",
-        "",
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend(aggregator_kafka);
-    let code = owsu_aggregator::cli::run(owsu_aggregator::cli::Cli::parse_from(args))?;
-    anyhow::ensure!(code == 0, "the aggregator ended with exit code {code}");
-    println!("aggregated in {:.1} s", t.elapsed().as_secs_f64());
-
-    // 5. Jobs.
-    let t =
-        steps.step("running the jobs: yearly review, sector demand, oversight list, data quality");
-    let store = Store::open(&dd("store"))?;
+    let store_dir = data_dir.join("store");
+    let store = Store::open(
+        store_dir
+            .to_str()
+            .context("the data directory is not UTF-8")?,
+    )?;
+    let mut config = PipelineConfig::new(aggregator_kafka, &group, store.url());
+    config.until_caught_up = true;
+    config.signatures_required = secure.is_some();
+    // The secure deployment's reference data lists every unit's public key.
+    let agg_reference = match &secure {
+        Some(s) => Reference::load(Some(&s.reference_dir))?,
+        None => reference.clone(),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let r = owsu_aggregator::service::run(&rt, config, store.clone(), agg_reference, None)?;
+    println!(
+        "aggregated {} messages in {:.1} s: {} events counted, {} duplicates, {} dead-lettered",
+        r.messages,
+        t.elapsed().as_secs_f64(),
+        r.accepted_total(),
+        r.duplicates,
+        r.dead_lettered
+    );
+
+    // 5. Jobs.
+    let t =
+        steps.step("running the jobs: yearly review, sector demand, oversight list, data quality");
     let reports = data_dir.join("reports");
     let review = rt.block_on(owsu_jobs::review::compute(&store, &reference, 2021, None))?;
     let html = owsu_jobs::review::write(&review, &reports.join("review-2021"))?;
@@ -442,9 +469,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     );
     println!("  oversight list:           {}", inactive_csv.display());
     println!(
-        "  the lake (Delta tables):  {}/raw/ and {}/summaries/",
-        dd("store"),
-        dd("store")
+        "  the lake (Delta tables):  {}/raw/ and {0}/summaries/",
+        store_dir.display()
     );
     if let Some(s) = &secure {
         println!(

@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::Context;
+use owsu_runtime::kafka::KafkaArgs;
 use owsu_schemas::reference::Reference;
-use owsu_schemas::signing::OfficeKey;
+use owsu_schemas::signing::{Keyring, OfficeKey};
 
 /// Client port of the secure local broker (its controller listens on the next port). Not the
 /// plaintext broker's 9092, so both can run at once (the bench compares them).
@@ -46,8 +47,27 @@ pub struct Secure {
 }
 
 impl Secure {
+    /// How `who` connects: TLS against the private CA, SCRAM-SHA-512 with its password file,
+    /// topics under `prefix`.
+    pub fn kafka(&self, who: &Principal, prefix: &str) -> KafkaArgs {
+        KafkaArgs {
+            security_protocol: "sasl_ssl".into(),
+            sasl_mechanism: Some("SCRAM-SHA-512".into()),
+            sasl_username: Some(who.name.clone()),
+            sasl_password_file: Some(who.password_file.clone()),
+            ssl_ca_location: Some(self.ca.to_string_lossy().into_owned()),
+            ..KafkaArgs::local(&self.bootstrap, prefix)
+        }
+    }
+
+    /// Every unit's signing key, for a publisher that plays all the offices.
+    pub fn keyring(&self) -> anyhow::Result<Keyring> {
+        Ok(Keyring::read_dir(&self.keys_dir)?)
+    }
+
     /// Security arguments of `who` (flags of the producer's and aggregator's `KafkaArgs`;
-    /// `--brokers` [`Secure::bootstrap`] goes with them).
+    /// `--brokers` [`Secure::bootstrap`] goes with them), for a process started from the command
+    /// line.
     pub fn client_args(&self, who: &Principal) -> Vec<String> {
         [
             "--security-protocol",
@@ -63,15 +83,6 @@ impl Secure {
         ]
         .map(String::from)
         .to_vec()
-    }
-
-    /// Arguments of `owsu-producer publish|simulate`: the offices' principal, each event signed
-    /// with its unit's key.
-    pub fn producer_args(&self) -> Vec<String> {
-        let mut a = self.client_args(&self.offices);
-        a.push("--signing-key-dir".into());
-        a.push(self.keys_dir.to_string_lossy().into_owned());
-        a
     }
 
     /// Arguments of `owsu-aggregator run`: the aggregator's principal, signatures required

@@ -7,16 +7,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use owsu_schemas::ids::IdHasher;
-use owsu_schemas::record::{Event, RecordKind};
+use owsu_schemas::record::RecordKind;
 use owsu_schemas::reference::{Level, Reference};
 use owsu_schemas::signing::{Keyring, OfficeKey};
-use owsu_schemas::time::now_millis;
 
-use crate::import::{self, Format};
+use crate::commands::{self, PublishJob, Published, SimDestination, Simulated, Tally};
+use crate::import::Format;
 use crate::kafka::KafkaArgs;
-use crate::outbox::OutboxRecord;
 use crate::publish::{DeliveryReport, Publisher, PublisherConfig};
-use crate::simulate::{Emit, SimConfig, Simulator};
+use crate::simulate::SimConfig;
 
 /// Exit code when some records were rejected (the valid ones were still published).
 pub const EXIT_REJECTED: i32 = 2;
@@ -298,242 +297,23 @@ fn rate(n: u64, t: Duration) -> String {
     format!("{:.0}/s", n as f64 / t.as_secs_f64().max(1e-3))
 }
 
-/// Counts of what a command did, printed as one summary line.
-#[derive(Debug, Default)]
-struct Tally {
-    by_kind: [u64; 3],
-    rejected: u64,
-    /// Accepted records that break a business rule, by rule (they are published all the same).
-    flagged: std::collections::BTreeMap<owsu_schemas::Rule, u64>,
-}
-
-impl Tally {
-    fn add(&mut self, e: &Event) {
-        self.by_kind[e.kind() as usize] += 1;
-    }
-    fn flag(&mut self, flags: owsu_schemas::Flags) {
-        for r in flags.iter() {
-            *self.flagged.entry(r).or_default() += 1;
-        }
-    }
-    /// "; flagged 12 (FEE_ABOVE_SCHEDULE 10, FUTURE_TIME 2)", or nothing.
-    fn flagged_summary(&self) -> String {
-        if self.flagged.is_empty() {
-            return String::new();
-        }
-        let rules: Vec<String> = self
-            .flagged
-            .iter()
-            .map(|(r, n)| format!("{r} {n}"))
-            .collect();
-        format!(
-            "; flagged as anomalies, counted all the same: {}",
-            rules.join(", ")
-        )
-    }
-    fn accepted(&self) -> u64 {
-        self.by_kind.iter().sum()
-    }
-    fn kinds(&self) -> String {
-        format!(
-            "service {}, complaint {}, unit_day {}",
-            self.by_kind[0], self.by_kind[1], self.by_kind[2]
-        )
-    }
-}
-
-/// Lines handled at a time by all cores in `publish`.
-const PARALLEL_LINES: usize = 8192;
-
-/// An iterator's items in vectors of `n`.
-fn chunks<T>(mut it: impl Iterator<Item = T>, n: usize) -> impl Iterator<Item = Vec<T>> {
-    std::iter::from_fn(move || {
-        let c: Vec<T> = it.by_ref().take(n).collect();
-        (!c.is_empty()).then_some(c)
-    })
-}
-
 fn publish(reference: &Reference, a: PublishArgs) -> anyhow::Result<i32> {
     let hasher = a.secret.hasher()?;
-    let format = a.format.unwrap_or_else(|| Format::from_path(&a.input));
-    let rejects_path = a.rejects.clone().unwrap_or_else(|| {
-        let mut p = a.input.clone().into_os_string();
-        p.push(".rejects.jsonl");
-        PathBuf::from(p)
-    });
-    // Fail on an unreadable file before anything else starts.
-    drop(
-        import::read_file(&a.input, format, a.kind)
-            .with_context(|| format!("opening {}", a.input.display()))?,
-    );
-    let mut publisher = publisher(&a.kafka, &a.outbox, a.chunk)?;
-    let waiting_before = publisher.outbox().pending()?;
-    if waiting_before > 0 {
-        tracing::info!(
-            waiting = waiting_before,
-            "delivering events left in the outbox by an earlier run first"
-        );
-    }
-    let started = Instant::now();
-    let now = now_millis();
-    let mut report = DeliveryReport::default();
-    publisher.show_progress(0, "publishing");
-    // Three stages overlap: a reader thread parses, validates, pseudonymises and encodes the
-    // next chunk while this thread makes the previous one durable in the outbox and hands it to
-    // librdkafka, whose acknowledgements of earlier chunks arrive meanwhile. The channel holds
-    // at most two chunks and the outbox's segments in flight are bounded by librdkafka's queue,
-    // so memory stays bounded.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<OutboxRecord>>(2);
-    let tally = std::thread::scope(|scope| -> anyhow::Result<Tally> {
-        let reader = scope.spawn(|| -> anyhow::Result<Tally> {
-            let tx = tx;
-            let mut tally = Tally::default();
-            let mut rejects: Option<std::io::BufWriter<std::fs::File>> = None;
-            let mut chunk: Vec<OutboxRecord> = Vec::with_capacity(a.chunk.min(1 << 20));
-            // Parsing, pseudonymising, validating and encoding are most of the work: lines are
-            // taken PARALLEL_LINES at a time and handled on all cores, results kept in order.
-            // Event ids are derived with each record's occurrence in this export, counted in
-            // file order across chunks (`ExportIds`), before the lines are checked.
-            let mut ids = import::ExportIds::new();
-            let check = |line: import::Line| {
-                let checked = line.parsed.and_then(|e| {
-                    owsu_schemas::validate(&e, reference, now)
-                        .map(|flags| (e, flags))
-                        .map_err(|v| import::RecordError {
-                            file: a.input.clone(),
-                            line: line.number,
-                            field: Some(v.field()),
-                            reason: v
-                                .to_string()
-                                .split_once(": ")
-                                .map(|(_, r)| r.to_owned())
-                                .unwrap_or_else(|| v.to_string()),
-                        })
-                });
-                let encoded = checked.and_then(|(e, flags)| {
-                    let payload = owsu_schemas::encode(&e).map_err(|x| import::RecordError {
-                        file: a.input.clone(),
-                        line: line.number,
-                        field: None,
-                        reason: format!("could not be encoded: {x}"),
-                    })?;
-                    Ok((e, flags, payload))
-                });
-                (line.text, encoded)
-            };
-            let lines: Box<dyn Iterator<Item = _>> = match format {
-                Format::Jsonl => {
-                    let raw = import::json_lines(&a.input)
-                        .with_context(|| format!("opening {}", a.input.display()))?;
-                    let (input, kind) = (&a.input, a.kind);
-                    let hasher = &hasher;
-                    Box::new(chunks(raw, PARALLEL_LINES).flat_map(move |c| {
-                        use rayon::prelude::*;
-                        let mut lines: Vec<import::Line> = c
-                            .into_par_iter()
-                            .filter_map(|(n, l)| import::parse_json_line(input, n, l, kind))
-                            .collect();
-                        ids.pseudonymise_lines(&mut lines, hasher);
-                        lines.into_par_iter().map(check).collect::<Vec<_>>()
-                    }))
-                }
-                Format::Csv => {
-                    let parsed = import::read_file(&a.input, format, a.kind)
-                        .with_context(|| format!("opening {}", a.input.display()))?;
-                    let hasher = &hasher;
-                    Box::new(chunks(parsed, PARALLEL_LINES).flat_map(move |mut lines| {
-                        use rayon::prelude::*;
-                        ids.pseudonymise_lines(&mut lines, hasher);
-                        lines.into_par_iter().map(check).collect::<Vec<_>>()
-                    }))
-                }
-            };
-            for (text, checked) in lines {
-                match checked {
-                    Ok((e, flags, payload)) => {
-                        tally.add(&e);
-                        tally.flag(flags);
-                        chunk.push(OutboxRecord {
-                            topic: a.kafka.topic(e.kind().topic()),
-                            key: e.unit_code().to_owned(),
-                            payload,
-                        });
-                        if chunk.len() >= a.chunk && tx.send(std::mem::take(&mut chunk)).is_err() {
-                            return Ok(tally); // the sender stopped on an error of its own
-                        }
-                    }
-                    Err(err) => {
-                        tally.rejected += 1;
-                        tracing::warn!("rejected {err}");
-                        let w = match &mut rejects {
-                            Some(w) => w,
-                            None => rejects.insert(std::io::BufWriter::new(
-                                std::fs::File::create(&rejects_path).with_context(|| {
-                                    format!("creating {}", rejects_path.display())
-                                })?,
-                            )),
-                        };
-                        serde_json::to_writer(
-                            &mut *w,
-                            &serde_json::json!({
-                                "file": err.file, "line": err.line, "field": err.field, "reason": err.reason,
-                                "record": crate::import::redacted(&text),
-                            }),
-                        )?;
-                        w.write_all(b"\n")?;
-                    }
-                }
-            }
-            if !chunk.is_empty() {
-                let _ = tx.send(chunk);
-            }
-            if let Some(mut w) = rejects {
-                w.flush()?;
-            }
-            Ok(tally)
-        });
-        // Once a delivery round leaves events waiting, Kafka is unreachable: later chunks are
-        // only made durable in the outbox, rather than each waiting out the delivery timeout.
-        let mut kafka_down = false;
-        let mut sending = || -> anyhow::Result<()> {
-            let mut rounds = 0;
-            let mut handed = 0u64;
-            for records in rx.iter() {
-                if a.rate > 0 {
-                    let due = started + Duration::from_secs_f64(handed as f64 / a.rate as f64);
-                    std::thread::sleep(due.saturating_duration_since(Instant::now()));
-                }
-                handed += records.len() as u64;
-                if kafka_down {
-                    publisher.stage_records(&records)?;
-                } else {
-                    let r = publisher.publish_segment(records)?;
-                    report.delivered += r.delivered;
-                    kafka_down = r.pending > 0;
-                    rounds += 1;
-                }
-            }
-            report.delivered += publisher.settle_all()?.delivered;
-            // A file with nothing valid still delivers what an earlier run left in the outbox.
-            if rounds == 0 && !kafka_down {
-                report.delivered += publisher.deliver()?.delivered;
-            }
-            Ok(())
-        };
-        let sent = sending();
-        drop(rx);
-        let tally = reader
-            .join()
-            .map_err(|_| anyhow::anyhow!("the reader thread panicked"))??;
-        sent?;
-        Ok(tally)
-    })?;
-    report.pending = publisher.outbox().pending()? as u64;
-    publisher.finish_progress();
-    if tally.accepted() == 0 && tally.rejected == 0 {
+    let mut job = PublishJob::new(&a.input);
+    job.format = a.format.unwrap_or(job.format);
+    job.kind = a.kind;
+    job.rejects = a.rejects.clone().unwrap_or(job.rejects);
+    job.chunk = a.chunk.max(1);
+    job.rate = a.rate;
+    let mut publisher = publisher(&a.kafka, &a.outbox, job.chunk)?;
+    let Published {
+        tally,
+        report,
+        took,
+    } = commands::publish_file(reference, &job, &hasher, &mut publisher)?;
+    if tally.accepted() == 0 && tally.rejected() == 0 {
         eprintln!("note: {} holds no records", a.input.display());
     }
-    let took = started.elapsed();
     println!(
         "published {} of {} valid records from {} ({}{}); rejected {}{}; waiting in outbox {}; {:.1} s, {}",
         report.delivered,
@@ -541,8 +321,8 @@ fn publish(reference: &Reference, a: PublishArgs) -> anyhow::Result<i32> {
         a.input.display(),
         tally.kinds(),
         tally.flagged_summary(),
-        tally.rejected,
-        if tally.rejected > 0 { format!(" (see {})", rejects_path.display()) } else { String::new() },
+        tally.rejected(),
+        if tally.rejected() > 0 { format!(" (see {})", job.rejects.display()) } else { String::new() },
         report.pending,
         took.as_secs_f64(),
         rate(report.delivered, took),
@@ -550,6 +330,8 @@ fn publish(reference: &Reference, a: PublishArgs) -> anyhow::Result<i32> {
     Ok(exit_code(&tally, &report, &a.outbox))
 }
 
+/// The exit code of a publishing command, saying on stderr what an operator must do about
+/// events left in the outbox.
 fn exit_code(tally: &Tally, report: &DeliveryReport, outbox: &OutboxArgs) -> i32 {
     if report.pending > 0 {
         eprintln!(
@@ -558,7 +340,7 @@ fn exit_code(tally: &Tally, report: &DeliveryReport, outbox: &OutboxArgs) -> i32
             outbox.outbox.display()
         );
         EXIT_QUEUED
-    } else if tally.rejected > 0 {
+    } else if tally.rejected() > 0 {
         EXIT_REJECTED
     } else {
         0
@@ -591,8 +373,7 @@ fn simulate(reference: &Reference, a: SimulateArgs) -> anyhow::Result<i32> {
         transport_noise: !a.no_noise,
         ..SimConfig::new(a.year, a.seed)
     };
-    let sim = Simulator::new(reference, config);
-    let t = sim.targets().clone();
+    let t = crate::simulate::targets_for(a.year, a.scale);
     tracing::info!(
         year = a.year,
         seed = a.seed,
@@ -601,96 +382,40 @@ fn simulate(reference: &Reference, a: SimulateArgs) -> anyhow::Result<i32> {
         delivered_district = t.delivered_district,
         "simulating"
     );
-    let started = Instant::now();
-    let mut tally = Tally::default();
-    let progress = indicatif::ProgressBar::new(365);
-    progress.set_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] day {pos}/{len} ({elapsed})")
-            .expect("template"),
-    );
-    progress.set_message(format!("simulating {}", a.year));
-
-    let (truth, report, destination) = if let Some(out) = &a.out {
-        let mut w = std::io::BufWriter::with_capacity(
-            1 << 20,
-            std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?,
-        );
-        let truth = sim.run(|emit| {
-            match emit {
-                Emit::Event(e) => {
-                    tally.add(e);
-                    serde_json::to_writer(&mut w, &import::to_import_json(e))?;
-                    w.write_all(b"\n")?;
-                }
-                Emit::DayEnd(d) => progress.set_position(chrono::Datelike::ordinal(&d) as u64),
-            }
-            Ok(())
-        })?;
-        w.flush()?;
+    let (sim, destination) = if let Some(out) = &a.out {
         (
-            truth,
-            DeliveryReport {
-                delivered: tally.accepted(),
-                pending: 0,
-            },
+            commands::simulate(reference, config, SimDestination::File(out))?,
             out.display().to_string(),
         )
     } else {
         let hasher = a.secret.hasher()?;
         let mut publisher = publisher(&a.kafka, &a.outbox, a.chunk)?;
-        let mut chunk: Vec<Event> = Vec::with_capacity(a.chunk);
-        let mut report = DeliveryReport::default();
-        let now = now_millis();
-        let mut kafka_down = false;
-        let day_pause = Duration::from_secs_f64(a.seconds_per_day.max(0.0));
-        let truth = sim.run(|emit| {
-            match emit {
-                Emit::Event(e) => {
-                    let e = import::pseudonymise(e.clone(), &hasher);
-                    match owsu_schemas::validate(&e, reference, now) {
-                        Ok(flags) => tally.flag(flags),
-                        Err(v) => {
-                            // The simulator's own output failing validation is a bug: say so.
-                            tally.rejected += 1;
-                            tracing::error!("simulated event rejected: {v}");
-                            return Ok(());
-                        }
-                    }
-                    tally.add(&e);
-                    chunk.push(e);
-                }
-                Emit::DayEnd(d) => {
-                    progress.set_position(chrono::Datelike::ordinal(&d) as u64);
-                    if chunk.len() >= a.chunk || a.pace == Pace::Realtime {
-                        let t0 = Instant::now();
-                        publisher.stage(&chunk)?;
-                        chunk.clear();
-                        if !kafka_down {
-                            let r = publisher.deliver()?;
-                            report.delivered += r.delivered;
-                            kafka_down = r.pending > 0;
-                        }
-                        if a.pace == Pace::Realtime {
-                            std::thread::sleep(day_pause.saturating_sub(t0.elapsed()));
-                        }
-                    }
-                }
-            }
-            Ok(())
-        })?;
-        publisher.stage(&chunk)?;
-        if !kafka_down {
-            report.delivered += publisher.deliver()?.delivered;
-        }
-        report.pending = publisher.outbox().pending()? as u64;
-        (truth, report, format!("Kafka at {}", a.kafka.brokers))
+        let pace = match a.pace {
+            Pace::Max => commands::Pace::Max { chunk: a.chunk },
+            Pace::Realtime => commands::Pace::Realtime {
+                day: Duration::from_secs_f64(a.seconds_per_day.max(0.0)),
+            },
+        };
+        let destination = SimDestination::Kafka {
+            hasher: &hasher,
+            publisher: &mut publisher,
+            pace,
+        };
+        (
+            commands::simulate(reference, config, destination)?,
+            format!("Kafka at {}", a.kafka.brokers),
+        )
     };
-    progress.finish_and_clear();
+    let Simulated {
+        truth,
+        tally,
+        report,
+        took,
+    } = sim;
     if let Some(p) = &a.truth {
         std::fs::write(p, serde_json::to_vec_pretty(&truth)?)
             .with_context(|| format!("writing {}", p.display()))?;
     }
-    let took = started.elapsed();
     let usd = |riel: i64| riel as f64 / owsu_schemas::RIEL_PER_USD as f64 / 1e6;
     println!(
         "simulated {} (seed {}, scale {}): {} events to {} ({}; duplicates {}, corrections {}, late {}{}); rejected {}; waiting in outbox {}; {:.1} s, {}",
@@ -704,7 +429,7 @@ fn simulate(reference: &Reference, a: SimulateArgs) -> anyhow::Result<i32> {
         truth.events.corrections,
         truth.events.late,
         tally.flagged_summary(),
-        tally.rejected,
+        tally.rejected(),
         report.pending,
         took.as_secs_f64(),
         rate(tally.accepted(), took)

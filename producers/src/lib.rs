@@ -5,9 +5,12 @@
 //! - [`outbox`]: fsync'd on-disk queue; nothing leaves it before Kafka acknowledges it;
 //! - [`publish`]: idempotent `acks=all` producer draining the outbox;
 //! - [`simulate`]: a calibrated, deterministic year for all 228 units, with planted problems;
+//! - [`commands`]: what `publish` and `simulate` do, as typed functions the CLI and the umbrella
+//!   both call;
 //! - [`cli`]: the `owsu-producer` command.
 
 pub mod cli;
+pub mod commands;
 pub mod import;
 pub mod kafka;
 pub mod outbox;
