@@ -21,7 +21,9 @@ use owsu_lake::Store;
         cannot commit over the new owner. Events are counted once per event_id, so a crash or a rebalance at any \
         moment loses and doubles nothing. Bad records go to owsu.dead-letter.v1 with the reason."
 )]
+/// The `owsu-aggregator` command line.
 pub struct Cli {
+    /// Log format and verbosity.
     #[command(flatten)]
     pub log: owsu_runtime::logging::LogArgs,
 
@@ -30,6 +32,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "OWSU_REFERENCE_DIR")]
     pub reference_dir: Option<PathBuf>,
 
+    /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -37,6 +40,7 @@ pub struct Cli {
 // Parsed once per process: the size difference between variants costs nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
+/// The aggregator's subcommands.
 pub enum Command {
     /// Consume, land raw events, keep summaries current.
     Run(RunArgs),
@@ -50,6 +54,7 @@ pub enum Command {
     Vacuum(VacuumArgs),
 }
 
+/// Which lake, and how much I/O at once.
 #[derive(Debug, clap::Args)]
 pub struct StoreArgs {
     /// The lake: a directory, file:///dir, or s3://bucket/prefix (credentials and endpoint from
@@ -66,10 +71,13 @@ pub struct StoreArgs {
 /// Whether events must be signed by their unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Signatures {
+    /// Not checked (the local demo's default).
     Off,
+    /// Every service and complaint event must carry a valid signature of its unit.
     Required,
 }
 
+/// `owsu-aggregator run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Consumer group: instances with the same group share the topics' partitions.
@@ -125,29 +133,36 @@ pub struct RunArgs {
     #[arg(long, env = "OWSU_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: String,
 
+    /// The lake.
     #[command(flatten)]
     pub store: StoreArgs,
 
+    /// Kafka connection and topic prefix.
     #[command(flatten)]
     pub kafka: KafkaArgs,
 }
 
+/// `owsu-aggregator rebuild`.
 #[derive(Debug, clap::Args)]
 pub struct RebuildArgs {
+    /// The lake.
     #[command(flatten)]
     pub store: StoreArgs,
 }
 
+/// `owsu-aggregator compact`.
 #[derive(Debug, clap::Args)]
 pub struct CompactArgs {
     /// Target size of a compacted file, in MiB (files under half of it are merged).
     #[arg(long, default_value_t = defaults::COMPACT_TARGET_MIB)]
     pub target_mib: u64,
 
+    /// The lake.
     #[command(flatten)]
     pub store: StoreArgs,
 }
 
+/// `owsu-aggregator vacuum`.
 #[derive(Debug, clap::Args)]
 pub struct VacuumArgs {
     /// Keep every file a table version of the last this-many hours needs (time travel reaches
@@ -155,10 +170,12 @@ pub struct VacuumArgs {
     #[arg(long, default_value_t = 168)]
     pub retain_hours: u64,
 
+    /// The lake.
     #[command(flatten)]
     pub store: StoreArgs,
 }
 
+/// Runs a parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     let reference = Reference::load(cli.reference_dir.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread()

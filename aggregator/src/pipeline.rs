@@ -124,16 +124,24 @@ impl PipelineConfig {
 /// What a run did.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RunReport {
+    /// Kafka messages read (every one was counted, dead-lettered or found a duplicate).
     pub messages: u64,
+    /// Events counted, by record kind (service, complaint, unit_day).
     pub accepted: [u64; 3],
+    /// Events already counted (same `event_id`): redeliveries and office resends.
     pub duplicates: u64,
+    /// Messages sent to the dead-letter topic with their reason.
     pub dead_lettered: u64,
+    /// Batches committed.
     pub batches: u64,
+    /// Data files written, raw and summary.
     pub files: u64,
+    /// Wall-clock time of the run.
     pub elapsed: Duration,
 }
 
 impl RunReport {
+    /// Events counted, all kinds.
     pub fn accepted_total(&self) -> u64 {
         self.accepted.iter().sum()
     }
@@ -490,6 +498,10 @@ fn check_partition_counts(
 }
 
 impl Pipeline {
+    /// Connects to Kafka (consumer in `config.group`, dead-letter producer), opens or creates
+    /// the lake's tables, and checks that the three event topics have the same number of
+    /// partitions (a unit's events must meet on one partition number). `rt` runs the lake's
+    /// I/O; the loop itself runs on the caller's thread in [`run`](Self::run).
     pub fn new(
         config: PipelineConfig,
         store: Store,
@@ -899,12 +911,50 @@ impl Pipeline {
         }
     }
 
+    /// One batch that [`collect`](Self::collect) gathered, in four steps:
+    /// [`check_batch`](Self::check_batch) (decode, validate, dead-letter the bad),
+    /// [`land`](Self::land) (raw tables and partition state), [`summarise`](Self::summarise)
+    /// (summary tables), then [Kafka's committed offsets](Self::commit_kafka_offsets).
     fn process(&mut self, batch: Vec<OwnedMessage>) -> anyhow::Result<BatchCommitted> {
         let started = Instant::now();
+        let collected = self.check_batch(&batch)?;
+        let t_decode = started.elapsed();
+        let landed = self.land(&batch, &collected)?;
+        let t_state = started.elapsed();
+        let summary_files = self.summarise(&landed.quarters, &collected.last, &landed.known)?;
+        tracing::debug!(
+            messages = batch.len(),
+            decode_ms = t_decode.as_millis() as u64,
+            raw_and_state_ms = (t_state - t_decode).as_millis() as u64,
+            summaries_ms = (started.elapsed() - t_state).as_millis() as u64,
+            "batch committed"
+        );
+        let committed = now_millis();
+        self.metrics.record_freshness(batch.iter().filter_map(|m| {
+            m.timestamp()
+                .to_millis()
+                .map(|t| committed.saturating_sub(t).max(0) as u64)
+        }));
+        self.commit_kafka_offsets(&collected.last)?;
+        let mut accepted = [0u64; 3];
+        for (kind, _) in &collected.landed {
+            accepted[*kind as usize] += 1;
+        }
+        Ok(BatchCommitted {
+            messages: batch.len(),
+            accepted,
+            duplicates: landed.duplicates,
+            dead_lettered: collected.dead_lettered + landed.refused,
+            files: landed.raw_files + summary_files,
+            latency: started.elapsed(),
+        })
+    }
+
+    /// Decodes and validates the batch on all cores, sends the bad messages to the dead-letter
+    /// topic (their acknowledgements awaited before anything is committed), and checks that
+    /// every partition of the batch had its state restored at assignment.
+    fn check_batch(&self, batch: &[OwnedMessage]) -> anyhow::Result<Checked> {
         let now = now_millis();
-        let mut landed: Vec<(RecordKind, Landed)> = Vec::with_capacity(batch.len());
-        let mut dead = Vec::new();
-        let mut last: BTreeMap<(String, i32), i64> = BTreeMap::new();
         let checked: Vec<_> = {
             use rayon::prelude::*;
             let reference = &self.reference;
@@ -915,6 +965,10 @@ impl Pipeline {
                 .map(|m| check(reference, m, now, signed))
                 .collect()
         };
+        let mut landed: Vec<(RecordKind, Landed)> = Vec::with_capacity(batch.len());
+        let mut letters = Vec::new();
+        let mut last: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut reasons = Vec::new();
         for (m, checked) in batch.iter().zip(checked) {
             last.entry((m.topic().to_owned(), m.partition()))
                 .and_modify(|o| *o = (*o).max(m.offset()))
@@ -929,41 +983,39 @@ impl Pipeline {
                         offset: m.offset(),
                     },
                 )),
-                Err((reason, field)) => dead.push((m, reason, field)),
+                Err(why) => reasons.push((m, why)),
             }
         }
-
-        let t_decode = started.elapsed();
-        // Dead letters go out first; their acknowledgements are awaited before the commit.
-        let letters: Vec<Letter<'_>> = dead
-            .iter()
-            .map(|(m, reason, field)| Letter {
+        for (m, (reason, field)) in &reasons {
+            letters.push(Letter {
                 topic: m.topic(),
                 partition: m.partition(),
                 offset: m.offset(),
                 message: Some(m),
                 reason: reason.as_str(),
                 field: *field,
-            })
-            .collect();
+            });
+        }
         self.dead_letter(&letters)?;
 
-        // Every partition of the batch had its state restored at assignment.
         let partitions: BTreeSet<i32> = last.keys().map(|(_, p)| *p).collect();
-        {
-            let states = self.consumer.context().states.lock().expect("states lock");
-            if let Some(p) = partitions.iter().find(|p| !states.contains_key(p)) {
-                anyhow::bail!("partition {p} has no state although messages of it were read");
-            }
+        let states = self.consumer.context().states.lock().expect("states lock");
+        if let Some(p) = partitions.iter().find(|p| !states.contains_key(p)) {
+            anyhow::bail!("partition {p} has no state although messages of it were read");
         }
+        Ok(Checked {
+            landed,
+            last,
+            partitions,
+            dead_lettered: reasons.len() as u64,
+        })
+    }
 
-        // Raw files and partition state are independent: the raw commit runs while the
-        // partitions' states are applied (each table is exactly-once by its own offsets).
+    /// Commits the good events to the raw tables while the partitions' states take them (the two
+    /// are independent: each table is exactly-once by its own offsets), then dead-letters the
+    /// events the state refused. Returns the quarters whose summary cells changed.
+    fn land(&mut self, batch: &[OwnedMessage], c: &Checked) -> anyhow::Result<LandedBatch> {
         let known = self.offsets();
-        let mut accepted = [0u64; 3];
-        for (kind, _) in &landed {
-            accepted[*kind as usize] += 1;
-        }
         // Threads of their own, not rayon's: a task blocking on the runtime must not run on a
         // rayon worker, where polars' parallel work could steal another such task onto its stack.
         let ctx = self.consumer.context();
@@ -974,18 +1026,18 @@ impl Pipeline {
                     &mut self.tables.raw,
                     &self.topics,
                     &known,
-                    &last,
-                    &landed,
+                    &c.last,
+                    &c.landed,
                 )
             });
-            let applied = apply_states(ctx, &partitions, &landed, &self.topics, &self.codes);
+            let applied = apply_states(ctx, &c.partitions, &c.landed, &self.topics, &self.codes);
             (raw.join().expect("raw commit thread"), applied)
         });
-        let (mut n_files, advanced) = raw?;
+        let (raw_files, advanced) = raw?;
         for (name, offsets) in &advanced {
             self.advance(name, offsets);
         }
-        let (duplicates, months, refused) = applied?;
+        let (duplicates, quarters, refused) = applied?;
         // Events the partition state refused (conflicting duplicates, corrections of another
         // unit's or kind's event) are in the raw tables as they arrived, and counted nowhere:
         // dead-lettered before the summaries commit, so a crash in between sends them again.
@@ -1010,12 +1062,26 @@ impl Pipeline {
                 .collect();
             self.dead_letter(&letters)?;
         }
-        let t_state = started.elapsed();
+        Ok(LandedBatch {
+            known,
+            raw_files,
+            duplicates,
+            quarters,
+            refused: refused.len() as u64,
+        })
+    }
 
-        // The summary tables are independent too: each commits its rewritten quarters at once
-        // (`known` still holds their offsets: the raw commits advanced only the raw tables').
+    /// Rewrites the summary files of every changed quarter, the four tables side by side, each
+    /// commit carrying the batch's offsets (`known` still holds the summary tables' offsets: the
+    /// raw commits advanced only the raw tables'). Returns the files written.
+    fn summarise(
+        &mut self,
+        quarters: &QuarterRows,
+        last: &BTreeMap<(String, i32), i64>,
+        known: &LakeOffsets,
+    ) -> anyhow::Result<u64> {
         let written: Vec<(&'static str, AppOffsets, u64)> = {
-            let (rt, codes, months, last, known) = (&self.rt, &*self.codes, &months, &last, &known);
+            let (rt, codes) = (&self.rt, &*self.codes);
             std::thread::scope(|s| {
                 let jobs: Vec<_> = self
                     .tables
@@ -1023,7 +1089,7 @@ impl Pipeline {
                     .iter_mut()
                     .zip(Table::ALL)
                     .map(|(table, t)| {
-                        s.spawn(move || commit_summary(rt, table, t, codes, months, last, known))
+                        s.spawn(move || commit_summary(rt, table, t, codes, quarters, last, known))
                     })
                     .collect();
                 jobs.into_iter()
@@ -1031,41 +1097,52 @@ impl Pipeline {
                     .collect::<anyhow::Result<_>>()
             })?
         };
+        let mut files = 0;
         for (name, offsets, n) in written {
-            n_files += n;
+            files += n;
             self.advance(name, &offsets);
         }
+        Ok(files)
+    }
 
-        tracing::debug!(
-            messages = batch.len(),
-            decode_ms = t_decode.as_millis() as u64,
-            raw_and_state_ms = (t_state - t_decode).as_millis() as u64,
-            summaries_ms = (started.elapsed() - t_state).as_millis() as u64,
-            "batch committed"
-        );
-        let committed = now_millis();
-        self.metrics.record_freshness(batch.iter().filter_map(|m| {
-            m.timestamp()
-                .to_millis()
-                .map(|t| committed.saturating_sub(t).max(0) as u64)
-        }));
-        // Kafka's committed offsets are for lag monitoring only: the lake says where to resume.
+    /// Commits the batch's offsets to Kafka, for lag monitoring only: the lake says where to
+    /// resume, so a failure here is logged, not fatal.
+    fn commit_kafka_offsets(&self, last: &BTreeMap<(String, i32), i64>) -> anyhow::Result<()> {
         let mut tpl = TopicPartitionList::new();
-        for ((t, p), o) in &last {
+        for ((t, p), o) in last {
             tpl.add_partition_offset(t, *p, Offset::Offset(o + 1))?;
         }
         if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
             tracing::debug!("committing offsets to Kafka (monitoring only): {e}");
         }
-        Ok(BatchCommitted {
-            messages: batch.len(),
-            accepted,
-            duplicates,
-            dead_lettered: (dead.len() + refused.len()) as u64,
-            files: n_files,
-            latency: started.elapsed(),
-        })
+        Ok(())
     }
+}
+
+/// A batch after [`Pipeline::check_batch`]: its good events and where it ends.
+struct Checked {
+    /// The valid events with their record kind and position.
+    landed: Vec<(RecordKind, Landed)>,
+    /// The batch's last offset of each (topic, partition).
+    last: BTreeMap<(String, i32), i64>,
+    /// The partitions the batch touches.
+    partitions: BTreeSet<i32>,
+    /// Messages dead-lettered for a structural fault.
+    dead_lettered: u64,
+}
+
+/// What [`Pipeline::land`] did.
+struct LandedBatch {
+    /// The lake's offsets before this batch's raw commits (the summary commits check them).
+    known: LakeOffsets,
+    /// Raw files written.
+    raw_files: u64,
+    /// Events the state had already counted.
+    duplicates: u64,
+    /// Rows of every (partition, quarter) whose summary cells changed.
+    quarters: QuarterRows,
+    /// Events the state refused, dead-lettered.
+    refused: u64,
 }
 
 /// A message for the dead-letter topic: where it came from, why, and the message itself when
