@@ -35,6 +35,7 @@ use owsu_schemas::reference::Reference;
 use owsu_schemas::signing::Keyring;
 use polars::prelude::*;
 
+/// `owsu bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// Kafka bootstrap servers (default: start or reuse the local broker of infra/kafka/kafka.sh).
@@ -324,6 +325,9 @@ fn publish(
     Ok(())
 }
 
+/// Runs every stage of the bench and prints its figures and ratios; returns the exit code
+/// (non-zero when a correctness check of the bench, such as the crash run's tables equalling the
+/// clean run's, fails).
 pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
     let reference = Reference::load(None)?;
     if a.data_dir.exists() {

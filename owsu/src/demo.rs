@@ -29,16 +29,19 @@ use serde::{Deserialize, Serialize};
     version,
     about = "The OWSU national pipeline, end to end on one machine."
 )]
+/// The `owsu` command line.
 pub struct Cli {
     /// Print the log on the terminal too (by default the demo writes it to owsu.log in its data
     /// directory and shows only its steps and figures; the bench always prints it).
     #[arg(short, long, global = true)]
     pub verbose: bool,
 
+    /// What to run.
     #[command(subcommand)]
     pub command: DemoCommand,
 }
 
+/// The umbrella's subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum DemoCommand {
     /// Start Kafka if needed, simulate 2020 and 2021 for all 228 units, aggregate, and write the
@@ -50,6 +53,7 @@ pub enum DemoCommand {
     Bench(crate::bench::BenchArgs),
 }
 
+/// `owsu demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// Kafka bootstrap servers. Default: start (or reuse) a local broker on 127.0.0.1:9092 with
@@ -206,6 +210,7 @@ pub fn kafka(brokers: Option<&str>, prefix: &str, partitions: i32) -> anyhow::Re
     }
 }
 
+/// Runs `owsu demo` or `owsu bench`; returns the exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     let a = match cli.command {
         DemoCommand::Demo(a) => a,

@@ -24,7 +24,9 @@ pub const DEFAULT_PORT: u16 = 9192;
 /// A Kafka principal and the 0600 file holding its password.
 #[derive(Debug, Clone)]
 pub struct Principal {
+    /// The SCRAM user name (the ACLs' principal `User:<name>`).
     pub name: String,
+    /// Its password, mode 0600.
     pub password_file: PathBuf,
 }
 
@@ -38,7 +40,9 @@ pub struct Secure {
     state: PathBuf,
     /// The private CA's certificate, which clients trust.
     pub ca: PathBuf,
+    /// The principal every simulated office publishes as (write to the event topics only).
     pub offices: Principal,
+    /// The aggregator's principal (read the event topics in its group, write the dead-letter topic).
     pub aggregator: Principal,
     /// One private key file per unit (`<unit>.key`, mode 0600).
     pub keys_dir: PathBuf,

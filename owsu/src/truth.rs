@@ -8,7 +8,9 @@ use serde::Serialize;
 /// How a report compares with the simulator's planted problems.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TruthCheck {
+    /// Problems the simulator planted.
     pub planted: usize,
+    /// Planted problems the report flagged on their unit with their reason.
     pub found: usize,
     /// Planted problems the report missed, described.
     pub missed: Vec<String>,

@@ -33,7 +33,9 @@ pub const EXIT_QUEUED: i32 = 3;
         Exit codes: 0 all published; 2 some records rejected (see the rejects file); 3 events wait in the outbox \
         (run `owsu-producer flush` when Kafka is reachable); 1 any other error."
 )]
+/// The `owsu-producer` command line.
 pub struct Cli {
+    /// Log format and verbosity.
     #[command(flatten)]
     pub log: owsu_runtime::logging::LogArgs,
 
@@ -42,10 +44,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "OWSU_REFERENCE_DIR")]
     pub reference_dir: Option<PathBuf>,
 
+    /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The producer's subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate, pseudonymise and publish an office system's export (JSON lines or CSV).
@@ -63,6 +67,7 @@ pub enum Command {
     Keygen(KeygenArgs),
 }
 
+/// `owsu-producer keygen`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct KeygenArgs {
     /// The unit the key signs for (a code of the registry).
@@ -113,6 +118,8 @@ pub struct SecretArgs {
 }
 
 impl SecretArgs {
+    /// The keyed hasher of the deployment's secret (file, or `OWSU_ID_SECRET`); an error that
+    /// says how to make one when there is none.
     pub fn hasher(&self) -> anyhow::Result<IdHasher> {
         let secret = match (&self.id_secret_file, std::env::var("OWSU_ID_SECRET")) {
             (Some(f), _) => owsu_schemas::ids::read_secret_file(f)?,
@@ -127,6 +134,7 @@ impl SecretArgs {
     }
 }
 
+/// `owsu-producer publish`.
 #[derive(Debug, clap::Args)]
 pub struct PublishArgs {
     /// The export file: JSON lines with a `kind` field, or CSV (one kind per file).
@@ -148,10 +156,13 @@ pub struct PublishArgs {
     /// export at a live rate; with a small `--chunk` the pace is smooth.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
+    /// The id secret.
     #[command(flatten)]
     pub secret: SecretArgs,
+    /// The outbox and signing.
     #[command(flatten)]
     pub outbox: OutboxArgs,
+    /// Kafka connection and topic prefix.
     #[command(flatten)]
     pub kafka: KafkaArgs,
 }
@@ -160,14 +171,18 @@ fn parse_kind(s: &str) -> Result<RecordKind, String> {
     RecordKind::parse(s).ok_or_else(|| format!("{s:?} is not service, complaint or unit_day"))
 }
 
+/// `owsu-producer flush`.
 #[derive(Debug, clap::Args)]
 pub struct FlushArgs {
+    /// The outbox and signing.
     #[command(flatten)]
     pub outbox: OutboxArgs,
+    /// Kafka connection and topic prefix.
     #[command(flatten)]
     pub kafka: KafkaArgs,
 }
 
+/// `--pace` of `owsu-producer simulate`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Pace {
     /// As fast as Kafka takes it.
@@ -176,6 +191,7 @@ pub enum Pace {
     Realtime,
 }
 
+/// `owsu-producer simulate`.
 #[derive(Debug, clap::Args)]
 pub struct SimulateArgs {
     /// Calendar year to simulate (2021 reproduces FACTS.md's published figures).
@@ -208,21 +224,29 @@ pub struct SimulateArgs {
     /// Events per outbox segment and delivery round.
     #[arg(long, default_value_t = 200_000)]
     pub chunk: usize,
+    /// The id secret.
     #[command(flatten)]
     pub secret: SecretArgs,
+    /// The outbox and signing.
     #[command(flatten)]
     pub outbox: OutboxArgs,
+    /// Kafka connection and topic prefix.
     #[command(flatten)]
     pub kafka: KafkaArgs,
 }
 
+/// How `units` and `catalogue` print.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum TableFormat {
+    /// Aligned columns for a terminal.
     Table,
+    /// CSV with a header line.
     Csv,
+    /// A JSON array.
     Json,
 }
 
+/// `owsu-producer units`.
 #[derive(Debug, clap::Args)]
 pub struct UnitsArgs {
     /// Output format.
@@ -233,6 +257,7 @@ pub struct UnitsArgs {
     pub province: Option<String>,
 }
 
+/// `owsu-producer catalogue`.
 #[derive(Debug, clap::Args)]
 pub struct CatalogueArgs {
     /// Output format.
