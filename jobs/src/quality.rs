@@ -27,7 +27,9 @@ use polars::prelude::*;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::html::{esc, thousands};
+use maud::{html, PreEscaped, DOCTYPE};
+
+use crate::html::thousands;
 use crate::sum::{add, narrow};
 
 /// Examples kept per rule.
@@ -760,93 +762,103 @@ fn page(q: &Quality) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
+    const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;max-width:75em}\
+        table{border-collapse:collapse;margin:1em 0}\
+        td,th{border-bottom:1px solid #ddd;padding:.25em .6em;text-align:left}\
+        td.num{text-align:right;font-variant-numeric:tabular-nums}\
+        caption{text-align:left;font-weight:bold}";
     let scope = q
         .scope
         .as_deref()
         .map(|x| format!(" — {x}"))
         .unwrap_or_default();
-    let mut h = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>OWSU data quality {y}{s}</title>\
-         <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:75em}}table{{border-collapse:collapse;margin:1em 0}}\
-         td,th{{border-bottom:1px solid #ddd;padding:.25em .6em;text-align:left}}td.num{{text-align:right;font-variant-numeric:tabular-nums}}\
-         caption{{text-align:left;font-weight:bold}}</style></head><body>\
-         <h1>Data quality {y}{s}</h1><p>{c} events checked; <strong>{f}</strong> carry at least one anomaly. \
-         Every one of them is counted in the review's figures as the office recorded it: this page says which they are.</p>",
-        y = q.year,
-        s = esc(&scope),
-        c = thousands(q.events_checked as i64),
-        f = thousands(q.events_flagged as i64),
-    );
-    h.push_str("<table><caption>Anomalies by rule and month</caption><tr><th>rule</th><th>meaning</th><th>units</th><th>total</th>");
-    for m in MONTHS {
-        let _ = write!(h, "<th>{m}</th>");
-    }
-    h.push_str("</tr>");
-    for r in &q.rules {
-        let _ = write!(
-            h,
-            "<tr><td><code>{}</code></td><td>{}</td><td class=num>{}</td><td class=num>{}</td>",
-            esc(&r.rule),
-            esc(&r.meaning),
-            r.units,
-            thousands(r.count as i64)
-        );
-        for v in r.by_month {
-            let _ = write!(h, "<td class=num>{}</td>", thousands(v as i64));
+    let waiting = q
+        .waiting_corrections
+        .iter()
+        .filter(|w| w.status == "waiting")
+        .count();
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                title { "OWSU data quality " (q.year) (scope) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                h1 { "Data quality " (q.year) (scope) }
+                p {
+                    (thousands(q.events_checked as i64)) " events checked; "
+                    strong { (thousands(q.events_flagged as i64)) }
+                    " carry at least one anomaly. Every one of them is counted in the review's figures as \
+                     the office recorded it: this page says which they are."
+                }
+                table {
+                    caption { "Anomalies by rule and month" }
+                    tr {
+                        th { "rule" } th { "meaning" } th { "units" } th { "total" }
+                        @for m in MONTHS { th { (m) } }
+                    }
+                    @for r in &q.rules {
+                        tr {
+                            td { code { (r.rule) } }
+                            td { (r.meaning) }
+                            td class="num" { (r.units) }
+                            td class="num" { (thousands(r.count as i64)) }
+                            @for v in r.by_month { td class="num" { (thousands(v as i64)) } }
+                        }
+                    }
+                }
+                @if !q.overcharging.is_empty() {
+                    table {
+                        caption { "Fees above the legal schedule, by unit (possible overcharging)" }
+                        tr {
+                            th { "unit" } th { "name" } th { "province" } th { "payments" }
+                            th { "riel above the maximum" } th { "worst fee ÷ maximum" } th { "services" }
+                        }
+                        @for o in &q.overcharging {
+                            tr {
+                                td { (o.unit_code) } td { (o.unit_name) } td { (o.province_code) }
+                                td class="num" { (o.payments) }
+                                td class="num" { (thousands(o.excess_riel)) }
+                                td class="num" { (format!("{:.1}×", o.worst_ratio)) }
+                                td { (o.services) }
+                            }
+                        }
+                    }
+                }
+                table {
+                    caption { "By unit and rule" }
+                    tr { th { "unit" } th { "name" } th { "province" } th { "rule" } th { "count" } }
+                    @for u in &q.by_unit {
+                        tr {
+                            td { (u.unit_code) } td { (u.unit_name) } td { (u.province_code) }
+                            td { code { (u.rule) } }
+                            td class="num" { (thousands(u.count as i64)) }
+                        }
+                    }
+                }
+                table {
+                    caption { "Examples" }
+                    tr { th { "rule" } th { "unit" } th { "event, request or day" } th { "what" } }
+                    @for e in &q.examples {
+                        tr {
+                            td { code { (e.rule) } } td { (e.unit_code) }
+                            td { code { (e.subject) } } td { (e.detail) }
+                        }
+                    }
+                }
+                p {
+                    (waiting) " corrections wait for their original and "
+                    (q.waiting_corrections.len() - waiting)
+                    " were refused for naming another unit's or kind's event (listed in \
+                     waiting_corrections.csv); neither is counted. Computed from the lake's tables "
+                    (q.lake_versions) "."
+                }
+            }
         }
-        h.push_str("</tr>");
-    }
-    h.push_str("</table>");
-    if !q.overcharging.is_empty() {
-        h.push_str("<table><caption>Fees above the legal schedule, by unit (possible overcharging)</caption>\
-            <tr><th>unit</th><th>name</th><th>province</th><th>payments</th><th>riel above the maximum</th><th>worst fee ÷ maximum</th><th>services</th></tr>");
-        for o in &q.overcharging {
-            let _ = write!(
-                h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{:.1}×</td><td>{}</td></tr>",
-                esc(&o.unit_code),
-                esc(&o.unit_name),
-                esc(&o.province_code),
-                o.payments,
-                thousands(o.excess_riel),
-                o.worst_ratio,
-                esc(&o.services)
-            );
-        }
-        h.push_str("</table>");
-    }
-    h.push_str("<table><caption>By unit and rule</caption><tr><th>unit</th><th>name</th><th>province</th><th>rule</th><th>count</th></tr>");
-    for u in &q.by_unit {
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td class=num>{}</td></tr>",
-            esc(&u.unit_code),
-            esc(&u.unit_name),
-            esc(&u.province_code),
-            esc(&u.rule),
-            thousands(u.count as i64)
-        );
-    }
-    h.push_str("</table><table><caption>Examples</caption><tr><th>rule</th><th>unit</th><th>event, request or day</th><th>what</th></tr>");
-    for e in &q.examples {
-        let _ = write!(
-            h,
-            "<tr><td><code>{}</code></td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
-            esc(&e.rule),
-            esc(&e.unit_code),
-            esc(&e.subject),
-            esc(&e.detail)
-        );
-    }
-    h.push_str("</table>");
-    let _ = write!(
-        h,
-        "<p>{} corrections wait for their original and {} were refused for naming another unit's or kind's event (listed in waiting_corrections.csv); neither is counted. Computed from the lake's tables {}.</p></body></html>",
-        q.waiting_corrections.iter().filter(|w| w.status == "waiting").count(),
-        q.waiting_corrections.iter().filter(|w| w.status != "waiting").count(),
-        esc(&q.lake_versions.to_string())
-    );
-    h
+    };
+    page.into_string()
 }
 
 /// Writes quality.html, quality.json, anomalies.csv, overcharging.csv and
