@@ -104,6 +104,12 @@ impl Report {
     }
 }
 
+/// Looks at the `rules.lookback_days` before `as_of` for every unit in `scope` and flags the
+/// inactive and anomalous ones, each flag with its evidence (expected vs observed, since when).
+///
+/// In order: load the window's summaries, lay out its working days, gather each unit's
+/// evidence (activity, volume, requests per service, reconciliation gaps, overdue complaints),
+/// apply the rules unit by unit, sort the flags by rule and unit.
 pub async fn run(
     store: &Store,
     reference: &Reference,
@@ -115,16 +121,48 @@ pub async fn run(
     let start = as_of
         .checked_sub_days(Days::new(rules.lookback_days))
         .expect("date");
-    // Processing times play no part in activity.
+    let s = load_window(store, &mut ix, start, as_of, scope).await?;
+    let days = WorkingDays::new(reference, start, as_of)?;
+    let units: Vec<u16> = (0..reference.registry.units.len() as u16)
+        .filter(|u| {
+            let unit = ix.unit(*u);
+            unit.has_owsu && scope.is_none_or(|s| unit.province_code == s || unit.code == s)
+        })
+        .collect();
+    let ev = Evidence::gather(&s, &ix, &units, &days, as_of, rules)?;
+    let mut flags = Vec::new();
+    for &u in &units {
+        flags.extend(unit_flags(u, &ix, &ev, &days, rules)?);
+    }
+    sort_flags(&mut flags);
+    Ok(Report {
+        as_of,
+        scope: scope.map(str::to_owned),
+        lake_versions: s.versions.clone(),
+        latest_day: s.latest_day(),
+        units_checked: units.len(),
+        flags,
+    })
+}
+
+/// The window's summaries (processing times play no part in activity).
+///
+/// Nothing at all in the window, nationally, is not 228 inactive units but a wrong --as-of or
+/// --store: refused. (A silent province in a lake that has figures elsewhere is flagged as such.)
+async fn load_window(
+    store: &Store,
+    ix: &mut Ix<'_>,
+    start: NaiveDate,
+    as_of: NaiveDate,
+    scope: Option<&str>,
+) -> anyhow::Result<data::Summaries> {
     let want = Want {
         services: true,
         complaints: true,
         unit_days: true,
         processing: false,
     };
-    let s = data::load(store, &mut ix, want, start, as_of, scope, None).await?;
-    // Nothing at all in the window, nationally, is not 228 inactive units but a wrong --as-of
-    // or --store. (A silent province in a lake that has figures elsewhere is flagged as such.)
+    let s = data::load(store, ix, want, start, as_of, scope, None).await?;
     let empty = |s: &data::Summaries| {
         s.services.is_empty() && s.complaints.is_empty() && s.unit_days.is_empty()
     };
@@ -133,7 +171,7 @@ pub async fn run(
             None => true,
             Some(_) => {
                 let all =
-                    data::load(store, &mut ix, want, start, as_of, None, Some(&s.versions)).await?;
+                    data::load(store, ix, want, start, as_of, None, Some(&s.versions)).await?;
                 empty(&all)
             }
         };
@@ -144,238 +182,319 @@ pub async fn run(
             s.versions,
         );
     }
-    let working = reference.holidays.working_days(start, as_of);
-    anyhow::ensure!(
-        !working.is_empty(),
-        "no working days between {start} and {as_of}"
-    );
-    let wd: HashMap<NaiveDate, usize> = working.iter().enumerate().map(|(i, d)| (*d, i)).collect();
-    let n = working.len();
-    // Position of a date among working days (a record on a day off counts on the next working day).
-    let pos = |d: NaiveDate| {
-        wd.get(&d)
-            .copied()
-            .unwrap_or_else(|| working.partition_point(|w| *w < d).min(n - 1))
-    };
+    Ok(s)
+}
 
-    let units: Vec<u16> = (0..reference.registry.units.len() as u16)
-        .filter(|u| {
-            let unit = ix.unit(*u);
-            unit.has_owsu && scope.is_none_or(|s| unit.province_code == s || unit.code == s)
+/// The working days of the window, in order; the rules count in working days.
+struct WorkingDays {
+    dates: Vec<NaiveDate>,
+    index: HashMap<NaiveDate, usize>,
+}
+
+impl WorkingDays {
+    fn new(reference: &Reference, start: NaiveDate, as_of: NaiveDate) -> anyhow::Result<Self> {
+        let dates = reference.holidays.working_days(start, as_of);
+        anyhow::ensure!(
+            !dates.is_empty(),
+            "no working days between {start} and {as_of}"
+        );
+        let index = dates.iter().enumerate().map(|(i, d)| (*d, i)).collect();
+        Ok(WorkingDays { dates, index })
+    }
+
+    /// Position of a date among working days (a record on a day off counts on the next working
+    /// day).
+    fn pos(&self, d: NaiveDate) -> usize {
+        self.index.get(&d).copied().unwrap_or_else(|| {
+            self.dates
+                .partition_point(|w| *w < d)
+                .min(self.dates.len() - 1)
         })
-        .collect();
-    let mut active: HashMap<u16, Vec<bool>> = units.iter().map(|u| (*u, vec![false; n])).collect();
-    let mut volume: HashMap<u16, Vec<f64>> = units.iter().map(|u| (*u, vec![0.0; n])).collect();
-    let mut per_service: HashMap<(u16, u16), Vec<u32>> = HashMap::new();
-    let mut gaps: BTreeMap<u16, Vec<(NaiveDate, i64)>> = BTreeMap::new();
-    for d in &s.unit_days {
-        if let Some(a) = active.get_mut(&d.unit) {
-            // In i128: the sum of two i64 always fits.
-            if d.closed || i128::from(d.arrived_services) + i128::from(d.arrived_complaints) > 0 {
-                a[pos(d.date)] = true;
-            }
-        }
-        if d.status == "missing_events" || d.status == "extra_events" {
-            let mut gap = d.services_gap.unwrap_or(0);
-            let at = format_args!("{} on {}", ix.unit(d.unit).code, d.date);
-            add(
-                &mut gap,
-                d.complaints_gap.unwrap_or(0),
-                "events_missing",
-                &at,
-            )?;
-            gaps.entry(d.unit).or_default().push((d.date, gap));
-        }
     }
-    for r in &s.services {
-        let p = pos(r.date);
-        if let Some(v) = volume.get_mut(&r.unit) {
-            v[p] += r.received as f64;
-        }
-        if let Some(a) = active.get_mut(&r.unit) {
-            a[p] = true;
-        }
-        // Requests, not events: a request's several stages are one piece of evidence, not several.
-        if r.received > 0 {
-            let slot = &mut per_service
-                .entry((r.unit, r.service))
-                .or_insert_with(|| vec![0; n])[p];
-            let at = format_args!(
-                "{}, {}, {}",
-                ix.unit(r.unit).code,
-                ix.service_code(r.service),
-                r.date
-            );
-            add(slot, r.received, "requests_received", &at)?;
-        }
-    }
-    let mut overdue: BTreeMap<u16, (i64, NaiveDate)> = BTreeMap::new();
-    let overdue_before = as_of
-        .checked_sub_days(Days::new(rules.open_days))
-        .expect("date");
-    for c in s
-        .complaints
-        .iter()
-        .filter(|c| c.open_within > 0 && c.date < overdue_before)
-    {
-        let e = overdue.entry(c.unit).or_insert((0, c.date));
-        add(
-            &mut e.0,
-            c.open_within,
-            "open_within_jurisdiction",
-            &ix.unit(c.unit).code,
-        )?;
-        e.1 = e.1.min(c.date);
-    }
+}
 
-    let mut flags = Vec::new();
-    for &u in &units {
-        let unit = ix.unit(u);
-        let flag = |reason: &str,
-                    since: NaiveDate,
-                    service: Option<String>,
-                    evidence: String,
-                    dates: Vec<NaiveDate>| Flag {
-            unit_code: unit.code.clone(),
-            unit_name: unit.name.clone(),
-            province_code: unit.province_code.clone(),
-            level: unit.level.as_str().to_owned(),
-            reason: reason.to_owned(),
-            since,
-            service_code: service,
-            evidence,
-            dates,
-        };
-        let a = &active[&u];
-        let last = a.iter().rposition(|x| *x);
-        let silent = match last {
-            None => n >= rules.silent_days,
-            Some(l) => n - 1 - l >= rules.silent_days,
-        };
-        if silent {
-            let since = last.map_or(working[0], |l| working[l + 1]);
-            let evidence = match last {
-                Some(l) => format!(
-                    "no day closure and no event for {} working days; last activity {}",
-                    n - 1 - l,
-                    working[l]
-                ),
-                None => format!("no day closure and no event in the {n} working days looked at"),
-            };
-            flags.push(flag("silent", since, None, evidence, vec![]));
-            continue; // a silent unit's other "anomalies" are the silence itself
-        }
+/// What the rules look at, per unit of the scope, by working day.
+struct Evidence {
+    /// Whether the unit closed its day or recorded anything, per working day.
+    active: HashMap<u16, Vec<bool>>,
+    /// Requests received per working day.
+    volume: HashMap<u16, Vec<f64>>,
+    /// Requests received per (unit, service) and working day.
+    per_service: HashMap<(u16, u16), Vec<u32>>,
+    /// Unit-days whose closing count disagreed with the events that arrived, with the gap.
+    gaps: BTreeMap<u16, Vec<(NaiveDate, i64)>>,
+    /// Complaints within jurisdiction still open past `rules.open_days`, and the oldest's date.
+    overdue: BTreeMap<u16, (i64, NaiveDate)>,
+}
 
-        // Volume collapse.
-        let v = &volume[&u];
-        let mut prefix = vec![0.0; n + 1];
-        for i in 0..n {
-            prefix[i + 1] = prefix[i] + v[i];
-        }
-        let mean = |a: usize, b: usize| {
-            if b > a {
-                (prefix[b] - prefix[a]) / (b - a) as f64
-            } else {
-                0.0
-            }
-        };
-        let mut recent = 10usize;
-        loop {
-            let base_start = n.saturating_sub(recent + 250);
-            let base_rate = mean(base_start, n - recent);
-            if (n - recent - base_start) < 60 {
-                break;
-            }
-            if base_rate * recent as f64 >= 20.0 {
-                let observed = prefix[n] - prefix[n - recent];
-                if observed < rules.collapse_ratio * base_rate * recent as f64 {
-                    // Change point: the split that makes after/before smallest.
-                    let (mut best, mut best_ratio) = (n - recent, f64::MAX);
-                    for d in (base_start + 20)..(n - 5) {
-                        let before = mean(d.saturating_sub(120).max(base_start), d);
-                        let after = mean(d, n);
-                        if before > 0.0 && after / before < best_ratio - 1e-9 {
-                            best_ratio = after / before;
-                            best = d;
-                        }
-                    }
-                    let evidence = format!(
-                        "{:.1} requests per working day over the last {} working days, {:.0}% of its trailing-year rate of {:.1}",
-                        observed / recent as f64,
-                        recent,
-                        observed * 100.0 / (base_rate * recent as f64),
-                        base_rate
-                    );
-                    flags.push(flag(
-                        "volume_collapse",
-                        working[best],
-                        None,
-                        evidence,
-                        vec![],
-                    ));
+impl Evidence {
+    fn gather(
+        s: &data::Summaries,
+        ix: &Ix<'_>,
+        units: &[u16],
+        days: &WorkingDays,
+        as_of: NaiveDate,
+        rules: &Rules,
+    ) -> anyhow::Result<Self> {
+        let n = days.dates.len();
+        let pos = |d: NaiveDate| days.pos(d);
+        let mut active: HashMap<u16, Vec<bool>> =
+            units.iter().map(|u| (*u, vec![false; n])).collect();
+        let mut volume: HashMap<u16, Vec<f64>> = units.iter().map(|u| (*u, vec![0.0; n])).collect();
+        let mut per_service: HashMap<(u16, u16), Vec<u32>> = HashMap::new();
+        let mut gaps: BTreeMap<u16, Vec<(NaiveDate, i64)>> = BTreeMap::new();
+        for d in &s.unit_days {
+            if let Some(a) = active.get_mut(&d.unit) {
+                // In i128: the sum of two i64 always fits.
+                if d.closed || i128::from(d.arrived_services) + i128::from(d.arrived_complaints) > 0
+                {
+                    a[pos(d.date)] = true;
                 }
-                break;
             }
-            recent += 5;
-            if recent > 120 {
-                break;
-            }
-        }
-
-        // Services that stopped. The usual rate is measured from the unit's first active day (not
-        // the service's first record, which would overstate a rare service's rate).
-        let unit_start = a.iter().position(|x| *x).unwrap_or(0);
-        let mut stopped: Vec<(u16, usize, f64, usize)> = Vec::new();
-        for ((_, svc), series) in per_service.iter().filter(|((x, _), _)| *x == u) {
-            let Some(last) = series.iter().rposition(|x| *x > 0) else {
-                continue;
-            };
-            // u64: the sum of u32 counts of at most a few thousand working days cannot wrap.
-            let count: u64 = series[..=last].iter().map(|c| u64::from(*c)).sum();
-            let rate = count as f64 / (last + 1 - unit_start.min(last)) as f64;
-            let gap = n - 1 - last;
-            if count >= 10 && gap >= 20 && rate * gap as f64 >= rules.stopped_strength {
-                stopped.push((*svc, last, rate, gap));
+            if d.status == "missing_events" || d.status == "extra_events" {
+                let mut gap = d.services_gap.unwrap_or(0);
+                let at = format_args!("{} on {}", ix.unit(d.unit).code, d.date);
+                add(
+                    &mut gap,
+                    d.complaints_gap.unwrap_or(0),
+                    "events_missing",
+                    &at,
+                )?;
+                gaps.entry(d.unit).or_default().push((d.date, gap));
             }
         }
-        stopped.sort_by_key(|s| s.0);
-        for (svc, last, rate, gap) in stopped {
-            let evidence = format!(
-                "{:.2} requests per working day until {}, then none for {} working days",
-                rate, working[last], gap
-            );
-            flags.push(flag(
-                "stopped_service",
-                working[last + 1],
-                Some(ix.service_code(svc).to_owned()),
-                evidence,
-                vec![],
-            ));
-        }
-
-        if let Some(g) = gaps.get(&u) {
-            let mut missing = 0i64;
-            for x in g {
-                add(&mut missing, x.1, "events_missing", &unit.code)?;
+        for r in &s.services {
+            let p = pos(r.date);
+            if let Some(v) = volume.get_mut(&r.unit) {
+                v[p] += r.received as f64;
             }
-            let evidence = format!("{} unit-days whose own closing count differs from the events that arrived ({} events net missing)", g.len(), missing);
-            flags.push(flag(
-                "reconciliation_gap",
-                g[0].0,
-                None,
-                evidence,
-                g.iter().take(20).map(|x| x.0).collect(),
-            ));
+            if let Some(a) = active.get_mut(&r.unit) {
+                a[p] = true;
+            }
+            // Requests, not events: a request's several stages are one piece of evidence, not several.
+            if r.received > 0 {
+                let slot = &mut per_service
+                    .entry((r.unit, r.service))
+                    .or_insert_with(|| vec![0; n])[p];
+                let at = format_args!(
+                    "{}, {}, {}",
+                    ix.unit(r.unit).code,
+                    ix.service_code(r.service),
+                    r.date
+                );
+                add(slot, r.received, "requests_received", &at)?;
+            }
         }
-        if let Some((count, oldest)) = overdue.get(&u).filter(|o| o.0 >= rules.min_open_complaints)
+        let mut overdue: BTreeMap<u16, (i64, NaiveDate)> = BTreeMap::new();
+        let overdue_before = as_of
+            .checked_sub_days(Days::new(rules.open_days))
+            .expect("date");
+        for c in s
+            .complaints
+            .iter()
+            .filter(|c| c.open_within > 0 && c.date < overdue_before)
         {
-            let evidence = format!(
-                "{count} complaints within jurisdiction still open more than {} days after receipt",
-                rules.open_days
-            );
-            flags.push(flag("complaints_open", *oldest, None, evidence, vec![]));
+            let e = overdue.entry(c.unit).or_insert((0, c.date));
+            add(
+                &mut e.0,
+                c.open_within,
+                "open_within_jurisdiction",
+                &ix.unit(c.unit).code,
+            )?;
+            e.1 = e.1.min(c.date);
+        }
+        Ok(Evidence {
+            active,
+            volume,
+            per_service,
+            gaps,
+            overdue,
+        })
+    }
+}
+
+/// A flag of `unit` for `reason`.
+fn new_flag(
+    unit: &owsu_schemas::Unit,
+    reason: &str,
+    since: NaiveDate,
+    service: Option<String>,
+    evidence: String,
+    dates: Vec<NaiveDate>,
+) -> Flag {
+    Flag {
+        unit_code: unit.code.clone(),
+        unit_name: unit.name.clone(),
+        province_code: unit.province_code.clone(),
+        level: unit.level.as_str().to_owned(),
+        reason: reason.to_owned(),
+        since,
+        service_code: service,
+        evidence,
+        dates,
+    }
+}
+
+/// Every rule applied to one unit: a silent unit gets that flag alone (its other "anomalies"
+/// are the silence itself); any other may get several.
+fn unit_flags(
+    u: u16,
+    ix: &Ix<'_>,
+    ev: &Evidence,
+    days: &WorkingDays,
+    rules: &Rules,
+) -> anyhow::Result<Vec<Flag>> {
+    let unit = ix.unit(u);
+    let flag =
+        |reason: &str,
+         since: NaiveDate,
+         service: Option<String>,
+         evidence: String,
+         dates: Vec<NaiveDate>| new_flag(unit, reason, since, service, evidence, dates);
+    let (working, n) = (&days.dates, days.dates.len());
+    let Evidence {
+        active,
+        volume,
+        per_service,
+        gaps,
+        overdue,
+    } = ev;
+    let mut flags = Vec::new();
+    let a = &active[&u];
+    let last = a.iter().rposition(|x| *x);
+    let silent = match last {
+        None => n >= rules.silent_days,
+        Some(l) => n - 1 - l >= rules.silent_days,
+    };
+    if silent {
+        let since = last.map_or(working[0], |l| working[l + 1]);
+        let evidence = match last {
+            Some(l) => format!(
+                "no day closure and no event for {} working days; last activity {}",
+                n - 1 - l,
+                working[l]
+            ),
+            None => format!("no day closure and no event in the {n} working days looked at"),
+        };
+        flags.push(flag("silent", since, None, evidence, vec![]));
+        return Ok(flags); // a silent unit's other "anomalies" are the silence itself
+    }
+
+    if let Some(f) = collapse(&volume[&u], working, rules) {
+        flags.push(flag("volume_collapse", f.0, None, f.1, vec![]));
+    }
+    // Services that stopped. The usual rate is measured from the unit's first active day (not
+    // the service's first record, which would overstate a rare service's rate).
+    let unit_start = a.iter().position(|x| *x).unwrap_or(0);
+    let mut stopped: Vec<(u16, usize, f64, usize)> = Vec::new();
+    for ((_, svc), series) in per_service.iter().filter(|((x, _), _)| *x == u) {
+        let Some(last) = series.iter().rposition(|x| *x > 0) else {
+            continue;
+        };
+        // u64: the sum of u32 counts of at most a few thousand working days cannot wrap.
+        let count: u64 = series[..=last].iter().map(|c| u64::from(*c)).sum();
+        let rate = count as f64 / (last + 1 - unit_start.min(last)) as f64;
+        let gap = n - 1 - last;
+        if count >= 10 && gap >= 20 && rate * gap as f64 >= rules.stopped_strength {
+            stopped.push((*svc, last, rate, gap));
         }
     }
+    stopped.sort_by_key(|s| s.0);
+    for (svc, last, rate, gap) in stopped {
+        let evidence = format!(
+            "{:.2} requests per working day until {}, then none for {} working days",
+            rate, working[last], gap
+        );
+        flags.push(flag(
+            "stopped_service",
+            working[last + 1],
+            Some(ix.service_code(svc).to_owned()),
+            evidence,
+            vec![],
+        ));
+    }
+
+    if let Some(g) = gaps.get(&u) {
+        let mut missing = 0i64;
+        for x in g {
+            add(&mut missing, x.1, "events_missing", &unit.code)?;
+        }
+        let evidence = format!("{} unit-days whose own closing count differs from the events that arrived ({} events net missing)", g.len(), missing);
+        flags.push(flag(
+            "reconciliation_gap",
+            g[0].0,
+            None,
+            evidence,
+            g.iter().take(20).map(|x| x.0).collect(),
+        ));
+    }
+    if let Some((count, oldest)) = overdue.get(&u).filter(|o| o.0 >= rules.min_open_complaints) {
+        let evidence = format!(
+            "{count} complaints within jurisdiction still open more than {} days after receipt",
+            rules.open_days
+        );
+        flags.push(flag("complaints_open", *oldest, None, evidence, vec![]));
+    }
+    Ok(flags)
+}
+
+/// The volume-collapse rule: the recent rate of requests against the trailing year's, over the
+/// shortest recent window with enough expected requests to tell; returns the change point (the
+/// split that makes after ÷ before smallest) and the evidence.
+fn collapse(v: &[f64], working: &[NaiveDate], rules: &Rules) -> Option<(NaiveDate, String)> {
+    let n = working.len();
+    let mut prefix = vec![0.0; n + 1];
+    for i in 0..n {
+        prefix[i + 1] = prefix[i] + v[i];
+    }
+    let mean = |a: usize, b: usize| {
+        if b > a {
+            (prefix[b] - prefix[a]) / (b - a) as f64
+        } else {
+            0.0
+        }
+    };
+    let mut recent = 10usize;
+    loop {
+        let base_start = n.saturating_sub(recent + 250);
+        let base_rate = mean(base_start, n - recent);
+        if (n - recent - base_start) < 60 {
+            break;
+        }
+        if base_rate * recent as f64 >= 20.0 {
+            let observed = prefix[n] - prefix[n - recent];
+            if observed < rules.collapse_ratio * base_rate * recent as f64 {
+                // Change point: the split that makes after/before smallest.
+                let (mut best, mut best_ratio) = (n - recent, f64::MAX);
+                for d in (base_start + 20)..(n - 5) {
+                    let before = mean(d.saturating_sub(120).max(base_start), d);
+                    let after = mean(d, n);
+                    if before > 0.0 && after / before < best_ratio - 1e-9 {
+                        best_ratio = after / before;
+                        best = d;
+                    }
+                }
+                let evidence = format!(
+                    "{:.1} requests per working day over the last {} working days, {:.0}% of its trailing-year rate of {:.1}",
+                    observed / recent as f64,
+                    recent,
+                    observed * 100.0 / (base_rate * recent as f64),
+                    base_rate
+                );
+                return Some((working[best], evidence));
+            }
+            break;
+        }
+        recent += 5;
+        if recent > 120 {
+            break;
+        }
+    }
+    None
+}
+
+/// Flags by rule (silent first), then unit, then since.
+fn sort_flags(flags: &mut [Flag]) {
     let order = |r: &str| {
         [
             "silent",
@@ -394,14 +513,6 @@ pub async fn run(
             .then(a.unit_code.cmp(&b.unit_code))
             .then(a.since.cmp(&b.since))
     });
-    Ok(Report {
-        as_of,
-        scope: scope.map(str::to_owned),
-        lake_versions: s.versions.clone(),
-        latest_day: s.latest_day(),
-        units_checked: units.len(),
-        flags,
-    })
 }
 
 /// Writes inactive.csv and inactive.json; returns their paths.

@@ -274,6 +274,52 @@ pub async fn compute(
             "--scope {s}: not a unit or province code in the registry"
         );
     }
+    let (cur, prev) = load(store, &mut ix, year, scope).await?;
+    let has_prev = !prev.services.is_empty();
+    let mut facts_now = facts(&cur, &ix)?;
+    if has_prev {
+        for (f, p) in facts_now.iter_mut().zip(facts(&prev, &ix)?) {
+            f.services_yoy_pct = pct_change(f.services_delivered, p.services_delivered);
+            f.revenue_yoy_pct = pct_change(f.revenue_riel, p.revenue_riel);
+            f.complaints_yoy_pct = pct_change(f.complaints_received, p.complaints_received);
+        }
+    }
+    let (completeness, reporting_gaps) = completeness(reference, &cur, &ix, year, scope)?;
+    let (flagged_events, raw_versions) = flagged(store, reference, year, scope).await?;
+    let mut lake_versions = cur.versions.clone();
+    lake_versions.0.extend(raw_versions.0);
+    Ok(Review {
+        flagged_events,
+        quality_report: format!(
+            "../{}/quality.html",
+            crate::cli::report_dir("quality", year, scope).trim_start_matches("reports/")
+        ),
+        year,
+        scope: scope.map(str::to_owned),
+        scope_name: scope_name(reference, scope),
+        riel_per_usd: RIEL_PER_USD,
+        previous_year_available: has_prev,
+        facts: facts_now,
+        by_sector: by_sector(&cur, &prev, &ix, year)?,
+        by_province: by_province(reference, &cur, &prev, &ix, year, scope)?,
+        monthly: monthly(&cur, year)?,
+        processing: processing(&cur, &ix),
+        completeness,
+        reporting_gaps,
+        latest_day: cur.latest_day(),
+        lake_versions,
+    })
+}
+
+/// The year's summaries (every table) and the previous year's services and complaints, at the
+/// same table versions: one consistent picture. An empty year is refused, not reported as a
+/// year of no activity.
+async fn load(
+    store: &Store,
+    ix: &mut Ix<'_>,
+    year: i32,
+    scope: Option<&str>,
+) -> anyhow::Result<(Summaries, Summaries)> {
     let from = NaiveDate::from_ymd_opt(year, 1, 1).expect("year");
     let to = NaiveDate::from_ymd_opt(year, 12, 31).expect("year");
     let all = Want {
@@ -282,7 +328,7 @@ pub async fn compute(
         unit_days: true,
         processing: true,
     };
-    let cur = data::load(store, &mut ix, all, from, to, scope, None).await?;
+    let cur = data::load(store, ix, all, from, to, scope, None).await?;
     // An all-zero review of a year the lake knows nothing of would read as a year of no
     // activity: refuse it.
     anyhow::ensure!(
@@ -294,7 +340,7 @@ pub async fn compute(
     );
     let prev = data::load(
         store,
-        &mut ix,
+        ix,
         Want {
             services: true,
             complaints: true,
@@ -307,18 +353,18 @@ pub async fn compute(
         Some(&cur.versions),
     )
     .await?;
+    Ok((cur, prev))
+}
+
+/// Services and revenue per sector, provincial and district, with the change on last year;
+/// the busiest sector first.
+fn by_sector(
+    cur: &Summaries,
+    prev: &Summaries,
+    ix: &Ix<'_>,
+    year: i32,
+) -> anyhow::Result<Vec<SectorRow>> {
     let has_prev = !prev.services.is_empty();
-
-    let mut facts_now = facts(&cur, &ix)?;
-    if has_prev {
-        for (f, p) in facts_now.iter_mut().zip(facts(&prev, &ix)?) {
-            f.services_yoy_pct = pct_change(f.services_delivered, p.services_delivered);
-            f.revenue_yoy_pct = pct_change(f.revenue_riel, p.revenue_riel);
-            f.complaints_yoy_pct = pct_change(f.complaints_received, p.complaints_received);
-        }
-    }
-
-    // By sector.
     let mut sectors: BTreeMap<u16, (SectorRow, i64, i64)> = BTreeMap::new();
     for r in &cur.services {
         let si = ix.service_sector[r.service as usize];
@@ -380,7 +426,7 @@ pub async fn compute(
             )?;
         }
     }
-    let mut by_sector: Vec<SectorRow> = sectors
+    let mut rows: Vec<SectorRow> = sectors
         .into_values()
         .map(|(mut s, ps, pr)| {
             if has_prev {
@@ -390,13 +436,26 @@ pub async fn compute(
             s
         })
         .collect();
-    by_sector.sort_by(|a, b| {
+    rows.sort_by(|a, b| {
         b.services_delivered
             .cmp(&a.services_delivered)
             .then(a.sector_code.cmp(&b.sector_code))
     });
 
-    // By province.
+    Ok(rows)
+}
+
+/// Units, services, revenue and complaints per province of the scope, with the change in
+/// services on last year.
+fn by_province(
+    reference: &Reference,
+    cur: &Summaries,
+    prev: &Summaries,
+    ix: &Ix<'_>,
+    year: i32,
+    scope: Option<&str>,
+) -> anyhow::Result<Vec<ProvinceRow>> {
+    let has_prev = !prev.services.is_empty();
     let mut provinces: BTreeMap<String, (ProvinceRow, i64)> = BTreeMap::new();
     for p in reference.registry.provinces().filter(|p| {
         scope.is_none_or(|s| {
@@ -469,7 +528,7 @@ pub async fn compute(
             )?;
         }
     }
-    let by_province: Vec<ProvinceRow> = provinces
+    Ok(provinces
         .into_values()
         .map(|(mut p, prev_s)| {
             if has_prev {
@@ -477,9 +536,11 @@ pub async fn compute(
             }
             p
         })
-        .collect();
+        .collect())
+}
 
-    // Monthly trend.
+/// Services, revenue and complaints per month of the year (all twelve, zero when empty).
+fn monthly(cur: &Summaries, year: i32) -> anyhow::Result<Vec<MonthRow>> {
     let mut months: BTreeMap<u32, MonthRow> = (1..=12)
         .map(|m| {
             (
@@ -516,7 +577,11 @@ pub async fn compute(
         )?;
     }
 
-    // Processing times by sector.
+    Ok(months.into_values().collect())
+}
+
+/// Median and 90th percentile of processing days per sector, the most delivered first.
+fn processing(cur: &Summaries, ix: &Ix<'_>) -> Vec<ProcessingRow> {
     let mut per_sector: BTreeMap<u16, Vec<f64>> = BTreeMap::new();
     for p in &cur.processing {
         per_sector
@@ -539,7 +604,20 @@ pub async fn compute(
         .collect();
     processing.sort_by_key(|p| std::cmp::Reverse(p.deliveries));
 
-    // Reporting completeness: unit-days closed against working days, and reconciliation gaps.
+    processing
+}
+
+/// Reporting completeness: unit-days closed against working days of the units in scope, and
+/// the units whose own closing counts disagreed with the events that arrived (most gaps first).
+fn completeness(
+    reference: &Reference,
+    cur: &Summaries,
+    ix: &Ix<'_>,
+    year: i32,
+    scope: Option<&str>,
+) -> anyhow::Result<(Completeness, Vec<GapRow>)> {
+    let from = NaiveDate::from_ymd_opt(year, 1, 1).expect("year");
+    let to = NaiveDate::from_ymd_opt(year, 12, 31).expect("year");
     let working = reference.holidays.working_days(from, to);
     let units: Vec<&owsu_schemas::Unit> = reference
         .registry
@@ -606,7 +684,12 @@ pub async fn compute(
         unit_days_with_gaps: gaps.iter().map(|g| g.days_with_gaps).sum(),
     };
 
-    let scope_name = match scope {
+    Ok((completeness, gaps))
+}
+
+/// The scope as the page's subtitle names it.
+fn scope_name(reference: &Reference, scope: Option<&str>) -> String {
+    match scope {
         None => "Kingdom of Cambodia: all 228 reporting units".to_owned(),
         Some(s) => {
             let u = reference.registry.get(s).expect("checked");
@@ -616,9 +699,19 @@ pub async fn compute(
                 format!("{} ({})", u.name, u.province_name)
             }
         }
-    };
-    // Flagged events are read from the raw tables, opened after the summaries: they hold at
-    // least every event the summaries count.
+    }
+}
+
+/// Events of the year carrying a business-rule anomaly, and the raw tables' versions read.
+///
+/// Flagged events are read from the raw tables, opened after the summaries: they hold at least
+/// every event the summaries count.
+async fn flagged(
+    store: &Store,
+    reference: &Reference,
+    year: i32,
+    scope: Option<&str>,
+) -> anyhow::Result<(u64, owsu_lake::snapshot::Versions)> {
     let raw = owsu_lake::Snapshot::open(
         store,
         &[
@@ -629,29 +722,7 @@ pub async fn compute(
     )
     .await?;
     let flagged_events = crate::quality::flagged_events(&raw, reference, year, scope).await?;
-    let mut lake_versions = cur.versions.clone();
-    lake_versions.0.extend(raw.versions().0);
-    Ok(Review {
-        flagged_events,
-        quality_report: format!(
-            "../{}/quality.html",
-            crate::cli::report_dir("quality", year, scope).trim_start_matches("reports/")
-        ),
-        year,
-        scope: scope.map(str::to_owned),
-        scope_name,
-        riel_per_usd: RIEL_PER_USD,
-        previous_year_available: has_prev,
-        facts: facts_now,
-        by_sector,
-        by_province,
-        monthly: months.into_values().collect(),
-        processing,
-        completeness,
-        reporting_gaps: gaps,
-        latest_day: cur.latest_day(),
-        lake_versions,
-    })
+    Ok((flagged_events, raw.versions()))
 }
 
 /// Writes review.html, review.json and one CSV per table into `dir`. Returns the HTML path.
