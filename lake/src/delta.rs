@@ -443,6 +443,32 @@ impl LakeTable {
         })
     }
 
+    /// Writes a file written in parts ([`frame::FileParts`]) as `name` (relative to the table
+    /// root) and returns the `add` action to commit. The file is invisible until committed.
+    pub async fn write_parts(
+        &self,
+        name: &str,
+        parts: frame::FileParts,
+    ) -> Result<Add, DeltaError> {
+        let (bytes, stats) = parts.finish()?;
+        let size = bytes.len() as i64;
+        self.store
+            .put(&self.key(name), bytes)
+            .await
+            .map_err(|source| DeltaError::Store {
+                table: self.def.name,
+                source: Box::new(source),
+            })?;
+        Ok(Add {
+            path: name.to_owned(),
+            size,
+            modification_time: chrono::Utc::now().timestamp_millis(),
+            data_change: true,
+            stats: Some(stats.json()),
+            ..Default::default()
+        })
+    }
+
     /// Reads the given active files into one frame (the table's columns, in order).
     pub async fn read(
         &self,

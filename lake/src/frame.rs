@@ -145,12 +145,22 @@ pub fn conform_read_columns(
     DataFrame::new(n, cols).map_err(pe)
 }
 
-/// Parquet bytes (zstd, full statistics) of a conformed frame.
+/// The writer of every file of the lake: zstd level 1, files within a few per cent of the
+/// default level's size, written in about half the time (the aggregator writes every event once
+/// and rewrites summaries often); min/max/null statistics, what readers skip files and row groups
+/// by (distinct counts, which no reader here uses, were estimated for every column of every
+/// file).
+fn parquet_writer<W: std::io::Write>(w: W) -> ParquetWriter<W> {
+    let level = polars_utils::compression::ZstdLevel::try_new(1).expect("zstd level 1 is valid");
+    ParquetWriter::new(w)
+        .with_compression(ParquetCompression::Zstd(Some(level)))
+        .with_statistics(StatisticsOptions::default())
+}
+
+/// Parquet bytes of a conformed frame.
 pub fn parquet_bytes(def: &'static TableDef, df: &mut DataFrame) -> Result<Vec<u8>, FrameError> {
     let mut buf = Vec::new();
-    ParquetWriter::new(&mut buf)
-        .with_compression(ParquetCompression::Zstd(None))
-        .with_statistics(StatisticsOptions::full())
+    parquet_writer(&mut buf)
         .finish(df)
         .map_err(|source| FrameError::Polars {
             table: def.name,
@@ -177,39 +187,167 @@ fn json_value(ty: ColumnType, v: AnyValue<'_>) -> Option<Value> {
     })
 }
 
-/// Delta per-file statistics (numRecords; min, max and null count of the table's stats columns).
-pub fn stats_json(def: &'static TableDef, df: &DataFrame) -> String {
-    let mut min = Map::new();
-    let mut max = Map::new();
-    let mut nulls = Map::new();
-    for name in def.stats {
-        let (Some(c), Ok(s)) = (def.column(name), df.column(name)) else {
-            continue;
-        };
-        let s = s.as_materialized_series();
-        nulls.insert((*name).into(), Value::from(s.null_count() as i64));
-        let lo = s
-            .min_reduce()
-            .ok()
-            .map(|sc| sc.as_any_value().into_static());
-        let hi = s
-            .max_reduce()
-            .ok()
-            .map(|sc| sc.as_any_value().into_static());
-        if let Some(v) = lo.and_then(|v| json_value(c.ty, v)) {
-            min.insert((*name).into(), v);
-        }
-        if let Some(v) = hi.and_then(|v| json_value(c.ty, v)) {
-            max.insert((*name).into(), v);
+/// Delta per-file statistics (numRecords; min, max and null count of the table's stats
+/// columns), gathered a frame at a time for a file written in parts ([`FileParts`]).
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    rows: usize,
+    min: Map<String, Value>,
+    max: Map<String, Value>,
+    nulls: Map<String, Value>,
+}
+
+/// `a` before `b` in the order of their column type (ISO dates and timestamps of one width
+/// order as strings do).
+fn before(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
+            (Some(x), Some(y)) => x < y,
+            _ => x.as_f64() < y.as_f64(),
+        },
+        (Value::String(x), Value::String(y)) => x < y,
+        (Value::Bool(x), Value::Bool(y)) => !x & y,
+        _ => false,
+    }
+}
+
+impl Stats {
+    /// Adds a frame's rows (conformed to `def`).
+    pub fn add(&mut self, def: &'static TableDef, df: &DataFrame) {
+        self.rows += df.height();
+        for name in def.stats {
+            let (Some(c), Ok(s)) = (def.column(name), df.column(name)) else {
+                continue;
+            };
+            let s = s.as_materialized_series();
+            let n = self.nulls.get(*name).and_then(Value::as_i64).unwrap_or(0);
+            self.nulls
+                .insert((*name).into(), Value::from(n + s.null_count() as i64));
+            let lo = s
+                .min_reduce()
+                .ok()
+                .map(|sc| sc.as_any_value().into_static());
+            let hi = s
+                .max_reduce()
+                .ok()
+                .map(|sc| sc.as_any_value().into_static());
+            if let Some(v) = lo.and_then(|v| json_value(c.ty, v)) {
+                if self.min.get(*name).is_none_or(|m| before(&v, m)) {
+                    self.min.insert((*name).into(), v);
+                }
+            }
+            if let Some(v) = hi.and_then(|v| json_value(c.ty, v)) {
+                if self.max.get(*name).is_none_or(|m| before(m, &v)) {
+                    self.max.insert((*name).into(), v);
+                }
+            }
         }
     }
-    serde_json::json!({
-        "numRecords": df.height(),
-        "minValues": min,
-        "maxValues": max,
-        "nullCount": nulls,
-    })
-    .to_string()
+
+    /// Rows added.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The `stats` field of the file's `add` action.
+    pub fn json(&self) -> String {
+        serde_json::json!({
+            "numRecords": self.rows,
+            "minValues": self.min,
+            "maxValues": self.max,
+            "nullCount": self.nulls,
+        })
+        .to_string()
+    }
+}
+
+/// Delta per-file statistics of a whole frame.
+pub fn stats_json(def: &'static TableDef, df: &DataFrame) -> String {
+    let mut s = Stats::default();
+    s.add(def, df);
+    s.json()
+}
+
+/// The bytes of a file written in parts, shared between the Parquet writer and its owner.
+#[derive(Clone, Default)]
+struct SharedBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("buffer lock").extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A Parquet file of a table written a frame at a time: each part conformed (cast, sorted by
+/// the table's order) and encoded as a row group of its own at once, so the file is held
+/// compressed, never as rows. Readers skip row groups by their min/max statistics as they do
+/// files; compaction sorts whole files again.
+pub struct FileParts {
+    def: &'static TableDef,
+    writer: polars::io::parquet::write::BatchedWriter<SharedBuf>,
+    buf: SharedBuf,
+    stats: Stats,
+}
+
+impl FileParts {
+    /// A new file of `def`'s table.
+    pub fn new(def: &'static TableDef) -> Result<Self, FrameError> {
+        let buf = SharedBuf::default();
+        let schema = empty(def).schema().as_ref().clone();
+        let writer = parquet_writer(buf.clone())
+            .batched(&schema)
+            .map_err(|source| FrameError::Polars {
+                table: def.name,
+                source,
+            })?;
+        Ok(FileParts {
+            def,
+            writer,
+            buf,
+            stats: Stats::default(),
+        })
+    }
+
+    /// Conforms `df` to the table and appends it as a row group.
+    pub fn write(&mut self, df: DataFrame) -> Result<(), FrameError> {
+        if df.height() == 0 {
+            return Ok(());
+        }
+        let mut df = conform(self.def, df)?;
+        df.rechunk_mut();
+        self.stats.add(self.def, &df);
+        self.writer
+            .write_batch(&df)
+            .map_err(|source| FrameError::Polars {
+                table: self.def.name,
+                source,
+            })
+    }
+
+    /// Rows written.
+    pub fn rows(&self) -> usize {
+        self.stats.rows()
+    }
+
+    /// Compressed bytes written so far.
+    pub fn bytes(&self) -> usize {
+        self.buf.0.lock().expect("buffer lock").len()
+    }
+
+    /// The whole file (its footer written) and its statistics.
+    pub fn finish(self) -> Result<(Vec<u8>, Stats), FrameError> {
+        self.writer.finish().map_err(|source| FrameError::Polars {
+            table: self.def.name,
+            source,
+        })?;
+        drop(self.writer);
+        let bytes = std::mem::take(&mut *self.buf.0.lock().expect("buffer lock"));
+        Ok((bytes, self.stats))
+    }
 }
 
 /// Reads one of the table's files.
