@@ -123,6 +123,28 @@ pub struct RunArgs {
     #[arg(long, default_value_t = defaults::SNAPSHOT_INTERVAL_S)]
     pub snapshot_interval_s: u64,
 
+    /// Seconds between commits of the partition state to its local file. Batches in between
+    /// share one write transaction (much less written than a commit per batch); a crash loses
+    /// what followed the last commit, and the restart replays it from Kafka.
+    #[arg(long, default_value_t = defaults::STATE_COMMIT_INTERVAL_S)]
+    pub state_commit_interval_s: u64,
+
+    /// A raw table's next file is written once it reaches this many MiB (its rows are encoded
+    /// as batches arrive and held compressed in memory; catching up gives files of this size)...
+    #[arg(long, default_value_t = defaults::RAW_FLUSH_MIB)]
+    pub raw_flush_mib: usize,
+
+    /// ...or this many seconds after the first of them arrived (live: a file a minute or so).
+    /// Raw rows are not what the summaries wait for: those follow every batch.
+    #[arg(long, default_value_t = defaults::RAW_FLUSH_S)]
+    pub raw_flush_s: u64,
+
+    /// While catching up, summary files are rewritten at most this often, in ms (a quarter
+    /// touched by many batches is written once); a batch that finds Kafka drained commits them
+    /// at once, so live figures follow within about a second.
+    #[arg(long, default_value_t = defaults::SUMMARY_INTERVAL_MS)]
+    pub summary_interval_ms: u64,
+
     /// Seconds between compactions of the raw tables' small files while running (0: never;
     /// `owsu-aggregator compact` does the same on demand).
     #[arg(long, default_value_t = defaults::COMPACT_INTERVAL_S)]
@@ -200,11 +222,15 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             config.compact_interval =
                 (a.compact_interval_s > 0).then(|| Duration::from_secs(a.compact_interval_s));
             config.signatures_required = a.signatures == Signatures::Required;
+            config.flush.raw_bytes = a.raw_flush_mib.max(1) << 20;
+            config.flush.raw_interval = Duration::from_secs(a.raw_flush_s);
+            config.flush.summary_interval = Duration::from_millis(a.summary_interval_ms);
             if let Some(dir) = a.state_dir {
                 config.state.dir = dir;
             }
             config.state.cache_bytes = a.state_cache_mib.max(1) << 20;
             config.state.snapshot_interval = Duration::from_secs(a.snapshot_interval_s);
+            config.state.commit_interval = Duration::from_secs(a.state_commit_interval_s);
             let r = crate::service::run(&rt, config, store, reference, metrics_addr)?;
             println!(
                 "aggregated {} messages in {:.1} s ({:.0}/s): service {}, complaint {}, unit_day {} accepted ({} duplicates), {} dead-lettered; {} batches, {} files",

@@ -3,6 +3,8 @@
 //!
 //! - [`pipeline`]: the consumer loop; raw and summary commits carry the Kafka offsets (the lake
 //!   says where to resume) and are fenced against a partition's previous owner;
+//! - [`flush`]: what batches leave for the lake, committed on size or time (raw files, summary
+//!   files), each commit fenced by the offsets the table holds;
 //! - [`raw`]: events as rows of the lake's raw tables;
 //! - [`state`]: per-partition state on disk (redb): events, corrections and the summary cells,
 //!   snapshotted to the lake's store so a new owner restores it without reading raw history;
@@ -13,6 +15,7 @@
 //! - [`cli`]: the `owsu-aggregator` command.
 
 pub mod cli;
+pub mod flush;
 pub mod kafka;
 pub mod maintenance;
 pub mod metrics;

@@ -24,10 +24,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use deltalake::kernel::Action;
 use futures::StreamExt;
 use owsu_lake::tables::{TableDef, RAW, SUMMARIES};
-use owsu_lake::{app_id, CommitKind, DeltaError, FileInfo, LakeTable, Store};
+use owsu_lake::{app_id, LakeTable, Store};
 use owsu_schemas::record::RecordKind;
 use owsu_schemas::reference::Reference;
 use owsu_schemas::time::now_millis;
@@ -40,12 +39,13 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message};
 use tokio::runtime::Handle;
 
+use crate::flush::{self, Fenced, FlushConfig, LakeOffsets, Pending};
 use crate::kafka::KafkaArgs;
 use crate::metrics::{BatchCommitted, DeadLettered, Metrics};
 use crate::raw::{self, Landed};
 use crate::restore::{self, StateConfig};
 use crate::state::{PartitionState, Rejected};
-use crate::summary::{self, Codes, PeriodRows, Quarter, Table};
+use crate::summary::{self, Codes, Quarter, Table};
 
 /// The defaults of `owsu-aggregator run`, defined once for its flags and [`PipelineConfig::new`].
 pub mod defaults {
@@ -62,10 +62,19 @@ pub mod defaults {
     pub const STATE_CACHE_MIB: usize = 8;
     /// Seconds between snapshots of changed partitions' state to the store.
     pub const SNAPSHOT_INTERVAL_S: u64 = 300;
+    /// Seconds between commits of the partition state's open write transaction (a crash
+    /// replays at most about this much from Kafka).
+    pub const STATE_COMMIT_INTERVAL_S: u64 = 10;
     /// Seconds between compactions of the raw tables while running (0: never).
     pub const COMPACT_INTERVAL_S: u64 = 600;
     /// Size of a compacted raw file, MiB.
     pub const COMPACT_TARGET_MIB: u64 = 128;
+    /// Size a raw table's next file (encoded as batches come, held in memory) is written at, MiB.
+    pub const RAW_FLUSH_MIB: usize = 32;
+    /// Seconds after their first row that close a raw table's next file.
+    pub const RAW_FLUSH_S: u64 = 60;
+    /// Milliseconds between summary commits while catching up (live: after every batch).
+    pub const SUMMARY_INTERVAL_MS: u64 = 2_000;
 }
 
 /// How the aggregator runs.
@@ -91,6 +100,8 @@ pub struct PipelineConfig {
     pub compact_interval: Option<Duration>,
     /// Size of a compacted raw file.
     pub compact_target_bytes: i64,
+    /// When raw rows and summaries are committed.
+    pub flush: FlushConfig,
     /// Dead-letter service and complaint events without a valid signature of their unit.
     pub signatures_required: bool,
 }
@@ -113,9 +124,15 @@ impl PipelineConfig {
                 dir: restore::default_dir(store_url, group),
                 cache_bytes: defaults::STATE_CACHE_MIB << 20,
                 snapshot_interval: secs(defaults::SNAPSHOT_INTERVAL_S),
+                commit_interval: secs(defaults::STATE_COMMIT_INTERVAL_S),
             },
             compact_interval: Some(secs(defaults::COMPACT_INTERVAL_S)),
             compact_target_bytes: (defaults::COMPACT_TARGET_MIB << 20) as i64,
+            flush: FlushConfig {
+                raw_bytes: defaults::RAW_FLUSH_MIB << 20,
+                raw_interval: secs(defaults::RAW_FLUSH_S),
+                summary_interval: Duration::from_millis(defaults::SUMMARY_INTERVAL_MS),
+            },
             signatures_required: false,
         }
     }
@@ -151,15 +168,6 @@ impl RunReport {
 fn tables_of(kind: RecordKind) -> impl Iterator<Item = &'static TableDef> {
     std::iter::once(RAW[kind as usize]).chain(SUMMARIES)
 }
-
-/// Rows of the summary tables per (partition, quarter) a batch changed.
-type QuarterRows = Vec<((i32, Quarter), PeriodRows)>;
-
-/// Last offsets of one commit, per app id.
-type AppOffsets = HashMap<String, i64>;
-
-/// The offsets the lake holds, per (table, app id): what each commit must find to go through.
-type LakeOffsets = HashMap<(&'static str, String), Option<i64>>;
 
 /// The offsets every table of `tps`' record kinds holds for each of them, read from the lake.
 async fn lake_offsets(store: &Store, tps: &[(String, i32)]) -> anyhow::Result<LakeOffsets> {
@@ -297,6 +305,16 @@ impl GroupContext {
         })
     }
 
+    /// Commits every partition's open state transaction to its local file (all at once: each
+    /// ends in an fsync).
+    fn commit_states(&self) -> anyhow::Result<()> {
+        use rayon::prelude::*;
+        let states = self.states.lock().expect("states lock");
+        let states: Vec<&PartitionState> = states.values().collect();
+        states.par_iter().try_for_each(|s| s.commit())?;
+        Ok(())
+    }
+
     /// Copies the changed partitions' state to the store (between batches only).
     fn snapshot(&self, only: Option<&HashSet<i32>>) -> anyhow::Result<()> {
         let mut changed = self.changed.lock().expect("lock");
@@ -420,25 +438,16 @@ pub struct Pipeline {
     dlq: FutureProducer,
     topics: [String; 3],
     tables: Tables,
+    /// What batches left for the lake's next commits.
+    pending: Pending,
     last_snapshot: Instant,
+    /// When the partitions' state transactions were last committed.
+    last_state_commit: Instant,
     targets: HashMap<(String, i32), (i64, i64)>,
     /// When the lake was last asked about partitions this instance does not hold.
     others_checked: Option<Instant>,
     metrics: Arc<Metrics>,
     rt: Handle,
-}
-
-/// A batch was refused because another instance committed one of its partitions.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct Fenced(DeltaError);
-
-fn fence(e: DeltaError) -> anyhow::Error {
-    if e.is_fenced() {
-        anyhow::Error::new(Fenced(e))
-    } else {
-        anyhow::Error::new(e)
-    }
 }
 
 /// Where the lake records the partition count of each event topic it was built from.
@@ -584,7 +593,9 @@ impl Pipeline {
             dlq,
             topics,
             tables,
+            pending: Pending::default(),
             last_snapshot: Instant::now(),
+            last_state_commit: Instant::now(),
             targets: HashMap::new(),
             others_checked: None,
             metrics,
@@ -690,6 +701,7 @@ impl Pipeline {
 
     /// After a refused commit: forget the state, read the lake's offsets again and resume there.
     fn reseek(&mut self) -> anyhow::Result<()> {
+        self.pending.clear();
         self.consumer.context().states.lock().expect("lock").clear();
         let tps = self.assigned();
         let starts = self.consumer.context().prepare(&tps)?;
@@ -699,6 +711,23 @@ impl Pipeline {
                 .with_context(|| format!("seeking {t}/{p} to the lake's offset"))?;
         }
         Ok(())
+    }
+
+    /// [`flush`](Self::flush) outside a batch (`force`: everything pending); a commit refused
+    /// because another instance owns a partition now drops what was pending and resumes at the
+    /// lake's offsets, as a refused batch does.
+    fn flush_or_drop(&mut self, force: bool) -> anyhow::Result<u64> {
+        match self.flush(force, true) {
+            Ok(files) => Ok(files),
+            Err(e) if e.downcast_ref::<Fenced>().is_some() => {
+                tracing::warn!(
+                    "{e}: another instance owns a partition; reading the lake's offsets again"
+                );
+                self.reseek()?;
+                Ok(0)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Runs until shutdown is requested (or, with `until_caught_up`, until caught up).
@@ -728,6 +757,7 @@ impl Pipeline {
                 anyhow::bail!("{e}");
             }
             if shutdown.load(Ordering::SeqCst) {
+                self.flush_or_drop(true)?;
                 tracing::info!("shutdown requested: last batch committed, leaving the group");
                 break;
             }
@@ -740,12 +770,20 @@ impl Pipeline {
                 "batch collected"
             );
             if self.consumer.context().generation.load(Ordering::SeqCst) != generation {
-                if !batch.is_empty() {
-                    tracing::info!(messages = batch.len(), "rebalance during collection: batch dropped uncommitted, it will be read again");
+                // The partitions were revoked (and their state snapshotted) and assigned anew,
+                // each to resume after the lowest offset its state and tables hold: what was
+                // pending is read again.
+                if !batch.is_empty() || !self.pending.is_empty() {
+                    tracing::info!(messages = batch.len(), "rebalance: batch and pending rows dropped uncommitted, they will be read again");
                 }
+                self.pending.clear();
                 continue;
             }
             if batch.is_empty() {
+                // Kafka has nothing new: a batch run commits everything now (it stops once the
+                // lake holds all), a live run the raw rows that are old enough.
+                let files = self.flush_or_drop(self.config.until_caught_up)?;
+                report.files += files;
                 if self.config.until_caught_up && self.caught_up() {
                     tracing::info!("caught up: everything present at start-up is in the lake");
                     break;
@@ -774,6 +812,10 @@ impl Pipeline {
             if self.last_snapshot.elapsed() >= self.config.state.snapshot_interval {
                 self.consumer.context().snapshot(None)?;
                 self.last_snapshot = Instant::now();
+                self.last_state_commit = Instant::now();
+            } else if self.last_state_commit.elapsed() >= self.config.state.commit_interval {
+                self.consumer.context().commit_states()?;
+                self.last_state_commit = Instant::now();
             }
             if last_progress.elapsed() > Duration::from_secs(5) {
                 last_progress = Instant::now();
@@ -911,30 +953,32 @@ impl Pipeline {
         }
     }
 
-    /// One batch that [`collect`](Self::collect) gathered, in four steps:
-    /// [`check_batch`](Self::check_batch) (decode, validate, dead-letter the bad),
-    /// [`land`](Self::land) (raw tables and partition state), [`summarise`](Self::summarise)
-    /// (summary tables), then [Kafka's committed offsets](Self::commit_kafka_offsets).
+    /// One batch that [`collect`](Self::collect) gathered: [`check_batch`](Self::check_batch)
+    /// (decode, validate, dead-letter the bad), [`apply`](Self::apply) (partition state, raw
+    /// rows), then whatever [`flush`](Self::flush) finds due (raw files, summary files), then
+    /// [Kafka's committed offsets](Self::commit_kafka_offsets). `drained`: the batch did not
+    /// fill, so Kafka had nothing more waiting (summaries are committed at once).
     fn process(&mut self, batch: Vec<OwnedMessage>) -> anyhow::Result<BatchCommitted> {
         let started = Instant::now();
+        let drained = batch.len() < self.config.max_batch;
         let collected = self.check_batch(&batch)?;
         let t_decode = started.elapsed();
-        let landed = self.land(&batch, &collected)?;
+        let applied = self.apply(&batch, &collected)?;
         let t_state = started.elapsed();
-        let summary_files = self.summarise(&landed.quarters, &collected.last, &landed.known)?;
+        self.pending.add(
+            &self.topics,
+            &collected.last,
+            applied.quarters,
+            batch.iter().filter_map(|m| m.timestamp().to_millis()),
+        );
+        let files = self.flush(false, drained)?;
         tracing::debug!(
             messages = batch.len(),
             decode_ms = t_decode.as_millis() as u64,
-            raw_and_state_ms = (t_state - t_decode).as_millis() as u64,
-            summaries_ms = (started.elapsed() - t_state).as_millis() as u64,
-            "batch committed"
+            state_ms = (t_state - t_decode).as_millis() as u64,
+            flush_ms = (started.elapsed() - t_state).as_millis() as u64,
+            "batch processed"
         );
-        let committed = now_millis();
-        self.metrics.record_freshness(batch.iter().filter_map(|m| {
-            m.timestamp()
-                .to_millis()
-                .map(|t| committed.saturating_sub(t).max(0) as u64)
-        }));
         self.commit_kafka_offsets(&collected.last)?;
         let mut accepted = [0u64; 3];
         for (kind, _) in &collected.landed {
@@ -943,11 +987,106 @@ impl Pipeline {
         Ok(BatchCommitted {
             messages: batch.len(),
             accepted,
-            duplicates: landed.duplicates,
-            dead_lettered: collected.dead_lettered + landed.refused,
-            files: landed.raw_files + summary_files,
+            duplicates: applied.duplicates,
+            dead_lettered: collected.dead_lettered + applied.refused,
+            files,
             latency: started.elapsed(),
         })
+    }
+
+    /// Commits what is due of what batches left pending: each raw table's rows once they are
+    /// large or old enough (all of them with `force`), and the summaries when `drained` or
+    /// [`FlushConfig::summary_interval`] has passed (always with `force`). Raw and summary
+    /// commits run side by side. Returns the files written.
+    fn flush(&mut self, force: bool, drained: bool) -> anyhow::Result<u64> {
+        let cfg = self.config.flush;
+        let raw_due: Vec<bool> = self
+            .pending
+            .raw
+            .iter()
+            .map(|r| r.due(&cfg, force))
+            .collect();
+        let summary_due = self.pending.summary.due(&cfg, force || drained);
+        if !raw_due.contains(&true) && !summary_due {
+            return Ok(0);
+        }
+        let known = self.offsets();
+        let ctx = self.consumer.context();
+        let rt = &self.rt;
+        let codes = &*self.codes;
+        // The summaries' rows are read from the state before anything is taken: a failure
+        // leaves the pending summaries as they were.
+        let quarters = if summary_due {
+            let states = ctx.states.lock().expect("states lock");
+            flush::quarter_rows(&states, &self.pending.summary)?
+        } else {
+            Vec::new()
+        };
+        let (summary_last, sent_at) = if summary_due {
+            flush::take_summary(&mut self.pending.summary)
+        } else {
+            Default::default()
+        };
+        let Tables { raw, summaries } = &mut self.tables;
+        let pending_raw = &mut self.pending.raw;
+        // Threads of their own, not rayon's: a task blocking on the runtime must not run on a
+        // rayon worker, where polars' parallel work could steal another such task onto its stack.
+        let (raw_done, summary_done) = std::thread::scope(|s| {
+            let known = &known;
+            let raw_job = s.spawn(move || {
+                let mut out = Vec::new();
+                for ((table, pending), due) in
+                    raw.iter_mut().zip(pending_raw.iter_mut()).zip(&raw_due)
+                {
+                    if *due {
+                        let rows = pending.rows();
+                        let t = Instant::now();
+                        let (n, offsets) = flush::commit_raw(rt, table, pending, known)?;
+                        tracing::debug!(
+                            table = table.def.name,
+                            rows,
+                            took_ms = t.elapsed().as_millis() as u64,
+                            "raw rows committed"
+                        );
+                        out.push((table.def.name, offsets, n));
+                    }
+                }
+                anyhow::Ok(out)
+            });
+            let summary_jobs: Vec<_> = if summary_due {
+                let (quarters, last) = (&quarters, &summary_last);
+                summaries
+                    .iter_mut()
+                    .zip(Table::ALL)
+                    .map(|(table, t)| {
+                        s.spawn(move || {
+                            flush::commit_summary(rt, table, t, codes, quarters, last, known)
+                        })
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let summary_done: anyhow::Result<Vec<_>> = summary_jobs
+                .into_iter()
+                .map(|j| j.join().expect("summary commit thread"))
+                .collect();
+            (raw_job.join().expect("raw commit thread"), summary_done)
+        });
+        let mut files = 0;
+        for (name, offsets, n) in raw_done?.into_iter().chain(summary_done?) {
+            files += n;
+            self.advance(name, &offsets);
+        }
+        if summary_due {
+            let committed = now_millis();
+            self.metrics.record_freshness(
+                sent_at
+                    .into_iter()
+                    .map(|t| committed.saturating_sub(t).max(0) as u64),
+            );
+        }
+        Ok(files)
     }
 
     /// Decodes and validates the batch on all cores, sends the bad messages to the dead-letter
@@ -1011,36 +1150,25 @@ impl Pipeline {
         })
     }
 
-    /// Commits the good events to the raw tables while the partitions' states take them (the two
-    /// are independent: each table is exactly-once by its own offsets), then dead-letters the
-    /// events the state refused. Returns the quarters whose summary cells changed.
-    fn land(&mut self, batch: &[OwnedMessage], c: &Checked) -> anyhow::Result<LandedBatch> {
+    /// Folds the good events into the partitions' state while their raw rows are put in frames
+    /// (those not already in the raw tables: a replay after a crash), then dead-letters the
+    /// events the state refused. Returns what the batch leaves for the lake.
+    fn apply(&mut self, batch: &[OwnedMessage], c: &Checked) -> anyhow::Result<Applied> {
         let known = self.offsets();
-        // Threads of their own, not rayon's: a task blocking on the runtime must not run on a
-        // rayon worker, where polars' parallel work could steal another such task onto its stack.
         let ctx = self.consumer.context();
-        let (raw, applied) = std::thread::scope(|s| {
-            let raw = s.spawn(|| {
-                commit_raw(
-                    &self.rt,
-                    &mut self.tables.raw,
-                    &self.topics,
-                    &known,
-                    &c.last,
-                    &c.landed,
-                )
-            });
-            let applied = apply_states(ctx, &c.partitions, &c.landed, &self.topics, &self.codes);
-            (raw.join().expect("raw commit thread"), applied)
+        let pending_raw = &mut self.pending.raw;
+        let topics = &self.topics;
+        let (encoded, applied) = std::thread::scope(|s| {
+            let encoded = s.spawn(|| encode_raw(topics, &known, &c.landed, pending_raw));
+            let applied = apply_states(ctx, &c.partitions, &c.landed, topics, &self.codes);
+            (encoded.join().expect("raw encoding thread"), applied)
         });
-        let (raw_files, advanced) = raw?;
-        for (name, offsets) in &advanced {
-            self.advance(name, offsets);
-        }
+        encoded?;
         let (duplicates, quarters, refused) = applied?;
         // Events the partition state refused (conflicting duplicates, corrections of another
-        // unit's or kind's event) are in the raw tables as they arrived, and counted nowhere:
-        // dead-lettered before the summaries commit, so a crash in between sends them again.
+        // unit's or kind's event) go to raw as they arrived and are counted nowhere:
+        // dead-lettered before anything of the batch is committed, so a crash in between sends
+        // them again.
         if !refused.is_empty() {
             let by_position: HashMap<(&str, i32, i64), &OwnedMessage> = batch
                 .iter()
@@ -1062,47 +1190,11 @@ impl Pipeline {
                 .collect();
             self.dead_letter(&letters)?;
         }
-        Ok(LandedBatch {
-            known,
-            raw_files,
+        Ok(Applied {
             duplicates,
             quarters,
             refused: refused.len() as u64,
         })
-    }
-
-    /// Rewrites the summary files of every changed quarter, the four tables side by side, each
-    /// commit carrying the batch's offsets (`known` still holds the summary tables' offsets: the
-    /// raw commits advanced only the raw tables'). Returns the files written.
-    fn summarise(
-        &mut self,
-        quarters: &QuarterRows,
-        last: &BTreeMap<(String, i32), i64>,
-        known: &LakeOffsets,
-    ) -> anyhow::Result<u64> {
-        let written: Vec<(&'static str, AppOffsets, u64)> = {
-            let (rt, codes) = (&self.rt, &*self.codes);
-            std::thread::scope(|s| {
-                let jobs: Vec<_> = self
-                    .tables
-                    .summaries
-                    .iter_mut()
-                    .zip(Table::ALL)
-                    .map(|(table, t)| {
-                        s.spawn(move || commit_summary(rt, table, t, codes, quarters, last, known))
-                    })
-                    .collect();
-                jobs.into_iter()
-                    .map(|j| j.join().expect("summary commit thread"))
-                    .collect::<anyhow::Result<_>>()
-            })?
-        };
-        let mut files = 0;
-        for (name, offsets, n) in written {
-            files += n;
-            self.advance(name, &offsets);
-        }
-        Ok(files)
     }
 
     /// Commits the batch's offsets to Kafka, for lag monitoring only: the lake says where to
@@ -1131,16 +1223,12 @@ struct Checked {
     dead_lettered: u64,
 }
 
-/// What [`Pipeline::land`] did.
-struct LandedBatch {
-    /// The lake's offsets before this batch's raw commits (the summary commits check them).
-    known: LakeOffsets,
-    /// Raw files written.
-    raw_files: u64,
+/// What [`Pipeline::apply`] did.
+struct Applied {
     /// Events the state had already counted.
     duplicates: u64,
-    /// Rows of every (partition, quarter) whose summary cells changed.
-    quarters: QuarterRows,
+    /// The (partition, quarter) summary files whose cells changed.
+    quarters: BTreeSet<(i32, Quarter)>,
     /// Events the state refused, dead-lettered.
     refused: u64,
 }
@@ -1157,129 +1245,35 @@ struct Letter<'a> {
     field: Option<&'static str>,
 }
 
-/// Writes the batch's rows of each raw table (those not already committed: a replay after a
-/// crash) as one file and commits it with the batch's offsets. Returns the files written and the
-/// offsets each table now holds.
-fn commit_raw(
-    rt: &Handle,
-    tables: &mut [LakeTable],
+/// Encodes each record kind's rows of the batch into its raw table's next file, leaving out
+/// those the table holds already (a replay after a crash).
+fn encode_raw(
     topics: &[String; 3],
     known: &LakeOffsets,
-    last: &BTreeMap<(String, i32), i64>,
     landed: &[(RecordKind, Landed)],
-) -> anyhow::Result<(u64, Vec<(&'static str, AppOffsets)>)> {
-    let mut n_files = 0u64;
-    let mut advanced = Vec::new();
+    pending: &mut [flush::RawPending; 3],
+) -> anyhow::Result<()> {
     for kind in RecordKind::ALL {
         let topic = &topics[kind as usize];
-        let table = &mut tables[kind as usize];
-        let name = table.def.name;
-        let done = |p: i32| known.get(&(name, app_id(topic, p))).copied().flatten();
-        let mut offsets = HashMap::new();
-        let mut expected = HashMap::new();
-        for ((t, p), o) in last {
-            if t == topic && done(*p).is_none_or(|d| *o > d) {
-                offsets.insert(app_id(t, *p), *o);
-                expected.insert(app_id(t, *p), done(*p));
-            }
-        }
-        if offsets.is_empty() {
-            continue;
-        }
+        let def = raw::table_of(kind);
+        let done = |p: i32| known.get(&(def.name, app_id(topic, p))).copied().flatten();
         let rows: Vec<&Landed> = landed
             .iter()
             .filter(|(k, l)| *k == kind && done(l.partition).is_none_or(|d| l.offset > d))
             .map(|(_, l)| l)
             .collect();
-        rt.block_on(async {
-            let mut actions = Vec::new();
-            if !rows.is_empty() {
-                let df = raw::to_frame(kind, &rows)?;
-                let add = table
-                    .write_file(
-                        &format!("part-{}.parquet", uuid::Uuid::new_v4().simple()),
-                        df,
-                    )
-                    .await
-                    .map_err(fence)?;
-                actions.push(Action::Add(add));
-                n_files += 1;
-            }
-            table
-                .commit(actions, &offsets, &expected, CommitKind::Write)
-                .await
-                .map_err(fence)?;
-            anyhow::Ok(())
-        })?;
-        advanced.push((name, offsets));
+        if !rows.is_empty() {
+            pending[kind as usize].append(def, raw::to_frame(kind, &rows)?)?;
+        }
     }
-    Ok((n_files, advanced))
+    Ok(())
 }
 
-/// Replaces one summary table's files of the quarters the batch changed, in one commit with the
-/// batch's offsets (every partition of the batch, also one whose offsets the table already holds
-/// after a replay: its files are rewritten, so its ownership is checked all the same).
-fn commit_summary(
-    rt: &Handle,
-    table: &mut LakeTable,
-    t: Table,
-    codes: &Codes,
-    quarters: &QuarterRows,
-    last: &BTreeMap<(String, i32), i64>,
-    known: &LakeOffsets,
-) -> anyhow::Result<(&'static str, AppOffsets, u64)> {
-    let name = t.def().name;
-    let mut offsets = HashMap::new();
-    let mut expected = HashMap::new();
-    for ((topic, p), o) in last {
-        let app = app_id(topic, *p);
-        let done = known.get(&(name, app.clone())).copied().flatten();
-        offsets.insert(app.clone(), done.map_or(*o, |d| d.max(*o)));
-        expected.insert(app, done);
-    }
-    let n = rt.block_on(async {
-        table.refresh().await.map_err(fence)?;
-        let mut old: HashMap<(Quarter, i32), Vec<FileInfo>> = HashMap::new();
-        for f in table.files().await.map_err(fence)? {
-            if let Some(k) = summary::parse_file_name(&f.path) {
-                old.entry(k).or_default().push(f);
-            }
-        }
-        let mut actions = Vec::new();
-        let mut writes = Vec::new();
-        for ((p, q), rows) in quarters {
-            for f in old.remove(&(*q, *p)).unwrap_or_default() {
-                actions.push(LakeTable::remove(&f, true));
-            }
-            if !rows.is_empty(t) {
-                writes.push((summary::file_name(*q, *p), rows.frame(t, codes)?));
-            }
-        }
-        let n = writes.len() as u64;
-        let table_ref = &*table;
-        let adds = futures::future::try_join_all(
-            writes
-                .into_iter()
-                .map(|(name, df)| async move { table_ref.write_file(&name, df).await }),
-        )
-        .await
-        .map_err(fence)?;
-        actions.extend(adds.into_iter().map(Action::Add));
-        table
-            .commit(actions, &offsets, &expected, CommitKind::Write)
-            .await
-            .map_err(fence)?;
-        anyhow::Ok(n)
-    })?;
-    Ok((name, offsets, n))
-}
+/// What applying a batch to one partition's state gave: events already counted, the quarters
+/// whose cells changed, and the events the state refused (with their partition).
+type PartitionApplied = (u64, BTreeSet<(i32, Quarter)>, Vec<(i32, Rejected)>);
 
-/// What applying a batch to one partition's state gave: events newly counted, the rows of every
-/// quarter whose cells changed, and the events the state refused (with their partition).
-type PartitionApplied = (u64, QuarterRows, Vec<(i32, Rejected)>);
-
-/// Applies the batch to each partition's state (partitions in parallel, one transaction each)
-/// and reads back the rows of every quarter whose cells changed.
+/// Applies the batch to each partition's state (partitions in parallel).
 fn apply_states(
     ctx: &GroupContext,
     partitions: &BTreeSet<i32>,
@@ -1297,31 +1291,26 @@ fn apply_states(
                 .filter(|(_, l)| l.partition == *p)
                 .map(|(k, l)| (topics[*k as usize].as_str(), l.offset, &l.event))
                 .collect();
-            let state = &states[p];
-            let applied = state.apply(&evs, codes)?;
-            let quarters: BTreeSet<Quarter> = applied
+            let applied = states[p].apply(&evs, codes)?;
+            let quarters = applied
                 .months
                 .iter()
-                .map(|m| summary::quarter_of(*m))
+                .map(|m| (*p, summary::quarter_of(*m)))
                 .collect();
-            let mut rows = Vec::with_capacity(quarters.len());
-            for q in quarters {
-                rows.push(((*p, q), state.quarter(q)?));
-            }
             let refused = applied.rejected.into_iter().map(|r| (*p, r)).collect();
-            anyhow::Ok((applied.duplicates, rows, refused))
+            anyhow::Ok((applied.duplicates, quarters, refused))
         })
         .collect::<anyhow::Result<_>>()?;
     ctx.changed.lock().expect("lock").extend(partitions);
     let mut duplicates = 0;
-    let mut months = Vec::new();
+    let mut quarters = BTreeSet::new();
     let mut refused = Vec::new();
-    for (d, m, r) in per_partition {
+    for (d, q, r) in per_partition {
         duplicates += d;
-        months.extend(m);
+        quarters.extend(q);
         refused.extend(r);
     }
-    Ok((duplicates, months, refused))
+    Ok((duplicates, quarters, refused))
 }
 
 /// Decodes and validates one message: the event and its business-rule anomalies, or the reason

@@ -33,6 +33,9 @@ pub struct StateConfig {
     pub cache_bytes: usize,
     /// How often changed partitions are snapshotted to the store.
     pub snapshot_interval: Duration,
+    /// How often the state's open write transaction is committed to the local file
+    /// ([`PartitionState`]: batches between two commits share one transaction).
+    pub commit_interval: Duration,
 }
 
 /// The default state directory of a store and consumer group: under the user's cache, one per
@@ -240,14 +243,16 @@ async fn from_raw_tables(
     Ok((rows, conflicts, inverted))
 }
 
-/// Copies a partition's state file to the store as its snapshot (call between batches: no
-/// write transaction may be open).
+/// Commits a partition's state and copies its file to the store as its snapshot (call between
+/// batches).
 pub async fn snapshot(
     store: &Store,
     lake: &str,
     partition: i32,
     state: &PartitionState,
 ) -> anyhow::Result<u64> {
+    // The file must hold everything the offsets say: the open transaction is committed first.
+    state.commit()?;
     let offsets = state.offsets()?;
     let (file, meta) = snapshot_keys(partition);
     let n = store.put_file(&file, state.path()).await?;

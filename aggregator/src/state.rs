@@ -341,9 +341,85 @@ pub struct Applied {
 }
 
 /// One partition's state.
+///
+/// Batches are applied in one write transaction that stays open across batches and is
+/// committed by [`commit`](Self::commit) (the pipeline does so every `--state-commit-interval`,
+/// before every snapshot and at shutdown). A B-tree keyed by random event and request ids
+/// copies every leaf a transaction touches: committed per batch, each batch rewrote nearly
+/// every leaf of the state (1.3 GB written for a 1-million-event year); committed every few
+/// seconds, a leaf is copied once however many batches touch it. Dirty pages beyond the page
+/// cache are written out by redb before the commit, so memory stays bounded.
+///
+/// The state may lag the lake: a crash loses what was applied since the last commit, and the
+/// consumer resumes after the lower of the state's and the tables' offsets, so the lost batches
+/// are replayed (their raw rows are not appended again, the state counts them once).
 pub struct PartitionState {
     db: redb::Database,
     path: PathBuf,
+    /// The write transaction batches are applied in, until the next commit.
+    open: std::sync::Mutex<Open>,
+}
+
+/// The state of [`PartitionState::open`]'s transaction.
+#[derive(Default)]
+enum Open {
+    /// No transaction: the file holds everything applied.
+    #[default]
+    Committed,
+    /// Batches applied since the last commit (boxed: a transaction is large, the other
+    /// states are nothing).
+    Pending(Box<redb::WriteTransaction>),
+    /// An apply failed halfway: what the open transaction held is dropped, and the state must
+    /// be restored (opened again) before it is used.
+    Failed,
+}
+
+/// Tables opened for reading in either kind of transaction.
+trait Reader {
+    fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        def: TableDefinition<K, V>,
+    ) -> Result<impl ReadableTable<K, V> + '_, redb::Error>;
+}
+
+impl Reader for redb::ReadTransaction {
+    fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        def: TableDefinition<K, V>,
+    ) -> Result<impl ReadableTable<K, V> + '_, redb::Error> {
+        Ok(self.open_table(def)?)
+    }
+}
+
+impl Reader for redb::WriteTransaction {
+    fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        def: TableDefinition<K, V>,
+    ) -> Result<impl ReadableTable<K, V> + '_, redb::Error> {
+        Ok(self.open_table(def)?)
+    }
+}
+
+/// Runs `$body` with `$r` bound to the open write transaction (a read there sees what is not
+/// committed yet) or, when none is open, to a read transaction. A macro, not a function: the
+/// body is generic over [`Reader`], which has no object-safe form.
+macro_rules! read_with {
+    ($state:expr, |$r:ident| $body:expr) => {{
+        let state = $state;
+        let open = state.lock();
+        match &*open {
+            Open::Pending(tx) => {
+                let $r: &redb::WriteTransaction = tx;
+                ($body).map_err(|e: redb::Error| state.err(e))
+            }
+            Open::Committed => {
+                let tx = state.db.begin_read().map_err(|e| state.err(e))?;
+                let $r = &tx;
+                ($body).map_err(|e: redb::Error| state.err(e))
+            }
+            Open::Failed => Err(state.failed()),
+        }
+    }};
 }
 
 impl PartitionState {
@@ -365,6 +441,7 @@ impl PartitionState {
         let s = PartitionState {
             db,
             path: path.to_owned(),
+            open: Default::default(),
         };
         // Create every table so readers never meet a missing one.
         let other = s.write(|tx| {
@@ -422,23 +499,84 @@ impl PartitionState {
         }
     }
 
+    /// Runs `f` in the open write transaction (beginning one if none is open) and commits it.
     fn write<T>(
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<T, redb::Error>,
     ) -> Result<T, StateError> {
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
-        let out = f(&tx).map_err(|e| self.err(e))?;
-        tx.commit().map_err(|e| self.err(e))?;
+        let out = self.pending(f)?;
+        self.commit()?;
         Ok(out)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
+        // A panic while applying leaves the transaction half done: treated as failed below.
+        self.open.lock().unwrap_or_else(|p| {
+            let mut g = p.into_inner();
+            *g = Open::Failed;
+            g
+        })
+    }
+
+    fn failed(&self) -> StateError {
+        StateError::Corrupt {
+            path: self.path.clone(),
+            problem: "an earlier apply failed halfway; the state must be opened again (it \
+                      restores to its last commit and the consumer replays from there)"
+                .to_owned(),
+        }
+    }
+
+    /// Runs `f` in the open write transaction, beginning one if none is open, and leaves it open.
+    /// If `f` fails, the transaction is dropped with everything applied since the last commit.
+    fn pending<T>(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, redb::Error>,
+    ) -> Result<T, StateError> {
+        let mut open = self.lock();
+        let tx = match std::mem::take(&mut *open) {
+            Open::Pending(tx) => tx,
+            Open::Committed => Box::new(self.db.begin_write().map_err(|e| self.err(e))?),
+            Open::Failed => {
+                *open = Open::Failed;
+                return Err(self.failed());
+            }
+        };
+        match f(&tx) {
+            Ok(out) => {
+                *open = Open::Pending(tx);
+                Ok(out)
+            }
+            Err(e) => {
+                *open = Open::Failed;
+                drop(tx);
+                Err(self.err(e))
+            }
+        }
+    }
+
+    /// Makes everything applied so far durable in the file (a no-op when nothing is pending).
+    pub fn commit(&self) -> Result<(), StateError> {
+        let mut open = self.lock();
+        match std::mem::take(&mut *open) {
+            Open::Pending(tx) => tx.commit().map_err(|e| {
+                *open = Open::Failed;
+                self.err(e)
+            }),
+            Open::Committed => Ok(()),
+            Open::Failed => {
+                *open = Open::Failed;
+                Err(self.failed())
+            }
+        }
     }
 
     /// A fact recorded in the file.
     pub fn meta(&self, key: &str) -> Result<Option<String>, StateError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(META).map_err(|e| self.err(e))?;
-        Ok(t.get(key)
-            .map_err(|e| self.err(e))?
-            .map(|v| v.value().to_owned()))
+        read_with!(self, |r| (|| Ok(r
+            .table(META)?
+            .get(key)?
+            .map(|v| v.value().to_owned())))())
     }
 
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StateError> {
@@ -450,14 +588,7 @@ impl PartitionState {
 
     /// The last offset applied of each topic.
     pub fn offsets(&self) -> Result<HashMap<String, i64>, StateError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(OFFSETS).map_err(|e| self.err(e))?;
-        let mut out = HashMap::new();
-        for r in t.iter().map_err(|e| self.err(e))? {
-            let (k, v) = r.map_err(|e| self.err(e))?;
-            out.insert(k.value().to_owned(), v.value());
-        }
-        Ok(out)
+        read_with!(self, |r| offsets_in(r))
     }
 
     /// Applies events (with the topic and offset each came from) in one transaction, and
@@ -478,81 +609,89 @@ impl PartitionState {
         codes: &Codes,
         first: &FirstArrivals,
     ) -> Result<Applied, StateError> {
-        self.write(|tx| apply_in(tx, events, codes, first))
+        self.pending(|tx| apply_in(tx, events, codes, first))
     }
 
     /// Which content arrived first (smallest offset) under each id of `conflicts`, from what
     /// this state holds and the conflicts themselves: what a rebuild that met a conflicting
     /// duplicate before its first arrival ([`Applied::inverted`]) is redone with.
     pub fn first_arrivals(&self, conflicts: &[Conflict]) -> Result<FirstArrivals, StateError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let mut best: HashMap<(RecordKind, u128), (i64, u64)> = HashMap::new();
-        for c in conflicts {
-            let def = match c.kind {
-                RecordKind::Complaint => COMPLAINT_EVENTS,
-                _ => SERVICE_EVENTS,
-            };
-            let t = tx.open_table(def).map_err(|e| self.err(e))?;
-            let stored = t
-                .get(c.event_id)
-                .map_err(|e| self.err(e))?
-                .map(|v| v.value());
-            let b = best.entry((c.kind, c.event_id)).or_insert((i64::MAX, 0));
-            for (offset, digest) in stored
-                .map(|s| (s.4, s.2))
-                .into_iter()
-                .chain([(c.offset, c.digest)])
-            {
-                if offset < b.0 {
-                    *b = (offset, digest);
-                }
-            }
-        }
-        Ok(best.into_iter().map(|(k, (_, d))| (k, d)).collect())
+        read_with!(self, |r| first_arrivals_in(r, conflicts))
     }
 
     /// The rows of every summary table for one month.
     #[cfg(test)]
     pub fn month(&self, m: Month) -> Result<PeriodRows, StateError> {
         let (lo, hi) = month_days(m);
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        period_rows(&tx, lo, hi).map_err(|e| self.err(e))
+        read_with!(self, |r| period_rows(r, lo, hi))
     }
 
     /// The rows of every summary table for one quarter (what one summary file holds).
     pub fn quarter(&self, q: Quarter) -> Result<PeriodRows, StateError> {
         let [first, _, last] = quarter_months(q);
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        period_rows(&tx, month_days(first).0, month_days(last).1).map_err(|e| self.err(e))
+        let (lo, hi) = (month_days(first).0, month_days(last).1);
+        read_with!(self, |r| period_rows(r, lo, hi))
     }
 
     /// Every month holding any figure.
     pub fn months(&self) -> Result<BTreeSet<Month>, StateError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(MONTHS).map_err(|e| self.err(e))?;
-        let mut out = BTreeSet::new();
-        for r in t.iter().map_err(|e| self.err(e))? {
-            out.insert(r.map_err(|e| self.err(e))?.0.value());
-        }
-        Ok(out)
+        read_with!(self, |r| (|| {
+            let mut out = BTreeSet::new();
+            for row in r.table(MONTHS)?.iter()? {
+                out.insert(row?.0.value());
+            }
+            Ok(out)
+        })())
     }
 
     /// Distinct events held.
     #[cfg(test)]
     pub fn events(&self) -> Result<u64, StateError> {
         use redb::ReadableTableMetadata;
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let mut n = 0;
-        for t in [SERVICE_EVENTS, COMPLAINT_EVENTS] {
-            n += tx
-                .open_table(t)
-                .map_err(|e| self.err(e))?
-                .len()
-                .map_err(|e| self.err(e))?;
-        }
-        let c = tx.open_table(CLOSES).map_err(|e| self.err(e))?;
-        Ok(n + c.len().map_err(|e| self.err(e))?)
+        read_with!(self, |r| (|| {
+            let mut n = 0;
+            for t in [SERVICE_EVENTS, COMPLAINT_EVENTS] {
+                n += r.table(t)?.len()?;
+            }
+            Ok(n + r.table(CLOSES)?.len()?)
+        })())
     }
+}
+
+/// The last offset applied of each topic.
+fn offsets_in(r: &impl Reader) -> Result<HashMap<String, i64>, redb::Error> {
+    let mut out = HashMap::new();
+    for row in r.table(OFFSETS)?.iter()? {
+        let (k, v) = row?;
+        out.insert(k.value().to_owned(), v.value());
+    }
+    Ok(out)
+}
+
+/// See [`PartitionState::first_arrivals`].
+fn first_arrivals_in(
+    r: &impl Reader,
+    conflicts: &[Conflict],
+) -> Result<FirstArrivals, redb::Error> {
+    let mut best: HashMap<(RecordKind, u128), (i64, u64)> = HashMap::new();
+    for c in conflicts {
+        let def = match c.kind {
+            RecordKind::Complaint => COMPLAINT_EVENTS,
+            _ => SERVICE_EVENTS,
+        };
+        let stored = r.table(def)?.get(c.event_id)?.map(|v| v.value());
+        let b = best.entry((c.kind, c.event_id)).or_insert((i64::MAX, 0));
+        for (offset, digest) in stored
+            .map(|s| (s.4, s.2))
+            .into_iter()
+            .chain([(c.offset, c.digest)])
+        {
+            if offset < b.0 {
+                *b = (offset, digest);
+            }
+        }
+    }
+    Ok(best.into_iter().map(|(k, (_, d))| (k, d)).collect())
 }
 
 /// One event of a request or complaint, as kept in its [`REQUESTS`] / [`COMPLAINTS`] value:
@@ -908,6 +1047,9 @@ struct Chains<'t> {
     roots: redb::Table<'t, u128, u128>,
     winners: redb::Table<'t, u128, (i64, u128)>,
     pending: redb::MultimapTable<'t, u128, (u128, u8, u16, i64, i64)>,
+    /// Whether `pending` holds any correction: when not (nearly always), an arrival has
+    /// nothing to release and `pending` is not searched.
+    any_pending: bool,
     edits: HashMap<(bool, u128), Edit>,
     rejected: Vec<Rejected>,
 }
@@ -977,6 +1119,9 @@ impl Chains<'_> {
         refused: bool,
         codes: &Codes,
     ) -> Result<(), redb::Error> {
+        if !self.any_pending {
+            return Ok(());
+        }
         let mut queue = vec![(k, id, unit, refused)];
         while let Some((k, id, unit, refused)) = queue.pop() {
             let waiting = self
@@ -1042,9 +1187,14 @@ fn apply_in(
         roots: tx.open_table(ROOTS)?,
         winners: tx.open_table(WINNERS)?,
         pending: tx.open_multimap_table(PENDING)?,
+        any_pending: false,
         edits: HashMap::new(),
         rejected: Vec::new(),
     };
+    {
+        use redb::ReadableTableMetadata;
+        chains.any_pending = !chains.pending.is_empty()?;
+    }
     {
         let mut closes = tx.open_table(CLOSES)?;
         let mut extra = tx.open_table(EXTRA)?;
@@ -1167,8 +1317,22 @@ fn apply_in(
             out.months.insert(month_of_day(day_of(occurred)));
             out.months.insert(month_of_day(day_of(recorded)));
             let digest = content_digest(e);
-            let known = chains.events[k].get(id)?.map(|v| v.value());
             let decided = first.get(&(KINDS[k], id)).is_some_and(|d| *d != digest);
+            // A plain event (no correction, no first arrival decided for its id) is inserted at
+            // once: the one descent of the tree says whether the id was taken (the old row comes
+            // back, and is put back) and records it if not. Nearly every event is new, so this
+            // halves the state's lookups.
+            let inserted = supersedes.is_none() && !decided;
+            let known = if inserted {
+                let row = (owner, unit, digest, PLAIN, *offset);
+                let old = chains.events[k].insert(id, row)?.map(|v| v.value());
+                if let Some(old) = old {
+                    chains.events[k].insert(id, old)?;
+                }
+                old
+            } else {
+                chains.events[k].get(id)?.map(|v| v.value())
+            };
             if known.is_some() || decided {
                 let kept = known.map(|s| s.2);
                 if kept == Some(digest) {
@@ -1226,13 +1390,16 @@ fn apply_in(
                 Some(Verdict::Hold) => HELD,
                 Some(Verdict::Refuse(_)) => REFUSED,
             };
-            chains.events[k].insert(id, (owner, unit, digest, status, *offset))?;
+            if !inserted {
+                chains.events[k].insert(id, (owner, unit, digest, status, *offset))?;
+            }
             let state = match (verdict, target) {
                 (Some(Verdict::Join), Some(t)) => chains.join(k, id, recorded, t)?,
                 (Some(Verdict::Hold), Some(t)) => {
                     chains
                         .pending
                         .insert(t, (id, k as u8, unit, recorded, *offset))?;
+                    chains.any_pending = true;
                     WAITING
                 }
                 (Some(Verdict::Refuse(r)), Some(t)) => {
@@ -1366,9 +1533,9 @@ fn apply_in(
     Ok(out)
 }
 
-fn extra_codes(tx: &redb::ReadTransaction) -> Result<ExtraCodes, redb::Error> {
+fn extra_codes(tx: &impl Reader) -> Result<ExtraCodes, redb::Error> {
     let mut out = ExtraCodes::default();
-    for r in tx.open_table(EXTRA_NAMES)?.iter()? {
+    for r in tx.table(EXTRA_NAMES)?.iter()? {
         let (k, v) = r?;
         let ((what, n), (code, sector)) = (k.value(), v.value());
         if what == 0 {
@@ -1380,15 +1547,15 @@ fn extra_codes(tx: &redb::ReadTransaction) -> Result<ExtraCodes, redb::Error> {
     Ok(out)
 }
 
-fn period_rows(tx: &redb::ReadTransaction, lo: i32, hi: i32) -> Result<PeriodRows, redb::Error> {
+fn period_rows(tx: &impl Reader, lo: i32, hi: i32) -> Result<PeriodRows, redb::Error> {
     let mut rows = PeriodRows::default();
-    let t = tx.open_table(SERVICE_CELLS)?;
+    let t = tx.table(SERVICE_CELLS)?;
     for r in t.range((lo, 0, 0)..=(hi, u16::MAX, u16::MAX))? {
         let (k, v) = r?;
         rows.services
             .insert(k.value(), svc_agg(agg_from(v.value())));
     }
-    let t = tx.open_table(COMPLAINT_CELLS)?;
+    let t = tx.table(COMPLAINT_CELLS)?;
     for r in t.range((lo, 0, 0)..=(hi, u16::MAX, u16::MAX))? {
         let (k, v) = r?;
         let (day, unit, sector) = k.value();
@@ -1397,7 +1564,7 @@ fn period_rows(tx: &redb::ReadTransaction, lo: i32, hi: i32) -> Result<PeriodRow
             cmp_agg(agg_from(v.value())),
         );
     }
-    let t = tx.open_table(PROCESSING)?;
+    let t = tx.table(PROCESSING)?;
     for r in t.range((lo, 0, 0, 0)..=(hi, u16::MAX, u16::MAX, u128::MAX))? {
         let (k, v) = r?;
         let (day, unit, service, _) = k.value();
@@ -1410,8 +1577,8 @@ fn period_rows(tx: &redb::ReadTransaction, lo: i32, hi: i32) -> Result<PeriodRow
     }
     rows.processing
         .sort_by_key(|p| (p.day, p.unit, p.service, p.seconds));
-    let closes = tx.open_table(CLOSES)?;
-    let arrived = tx.open_table(ARRIVED)?;
+    let closes = tx.table(CLOSES)?;
+    let arrived = tx.table(ARRIVED)?;
     let mut days: BTreeMap<(i32, u16), UnitDayRow> = BTreeMap::new();
     for r in closes.range((lo, 0)..=(hi, u16::MAX))? {
         let (k, v) = r?;
@@ -1715,13 +1882,52 @@ mod tests {
             None,
         );
         s.apply(&[("t", 0, &a)], &codes).unwrap();
+        s.commit().unwrap();
         let e = s.apply(&[("t", 1, &b)], &codes).unwrap_err().to_string();
         assert!(e.contains("64-bit range"), "{e}");
-        assert_eq!(
-            total_of(&s),
-            i64::MAX - 5,
-            "the failed batch changed nothing"
+        // What the open transaction held is gone: the state refuses to go on until reopened...
+        let again = s.apply(&[("t", 2, &a)], &codes).unwrap_err().to_string();
+        assert!(again.contains("opened again"), "{again}");
+        drop(s);
+        // ...and reopened, it is the last commit: the failed batch changed nothing.
+        let s = PartitionState::open(&dir.path().join("p.redb"), 1 << 20).unwrap();
+        assert_eq!(total_of(&s), i64::MAX - 5);
+    }
+
+    #[test]
+    fn what_is_not_committed_is_read_but_lost_at_a_crash() {
+        let codes = Codes::new(&Reference::builtin());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.redb");
+        let fee = |id, at| svc(id, "r1", ServiceStage::FeePaid, at, Some(1_000), None);
+        let (a, b) = (
+            fee(1, "2021-03-01T09:30:00+07:00"),
+            fee(2, "2021-03-02T09:30:00+07:00"),
         );
+        let s = PartitionState::open(&path, 1 << 20).unwrap();
+        s.apply(&[("t", 0, &a)], &codes).unwrap();
+        s.commit().unwrap();
+        s.apply(&[("t", 1, &b)], &codes).unwrap();
+        // Reads see the open transaction.
+        assert_eq!(total_of(&s), 2_000);
+        assert_eq!(s.offsets().unwrap()["t"], 1);
+        // A process that dies here (the transaction never committed) restarts from the commit,
+        // at offset 0: the consumer replays offset 1 and the state counts it once.
+        std::mem::forget(s);
+        let s = PartitionState::open(&path, 1 << 20);
+        let s = match s {
+            Ok(s) => s,
+            // The forgotten handle still holds the file's lock in this process: copy it.
+            Err(_) => {
+                let copy = dir.path().join("copy.redb");
+                std::fs::copy(&path, &copy).unwrap();
+                PartitionState::open(&copy, 1 << 20).unwrap()
+            }
+        };
+        assert_eq!(s.offsets().unwrap()["t"], 0);
+        assert_eq!(total_of(&s), 1_000);
+        s.apply(&[("t", 0, &a), ("t", 1, &b)], &codes).unwrap();
+        assert_eq!(total_of(&s), 2_000);
     }
 
     fn total(rows: &PeriodRows) -> ServiceAgg {
