@@ -25,17 +25,22 @@ use uuid::Uuid;
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{}:{line}: {}{reason}", file.display(), field.map(|f| format!("field `{f}`: ")).unwrap_or_default())]
 pub struct RecordError {
+    /// The export file the record is in.
     pub file: PathBuf,
+    /// 1-based line number in that file (in a CSV file, line 1 is the header).
     pub line: u64,
     /// The field at fault, when one is.
     pub field: Option<&'static str>,
+    /// What is wrong, for the office to fix; never quotes a case number.
     pub reason: String,
 }
 
 /// File formats the importer reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    /// JSON lines: one JSON object per line, each with a `kind` field.
     Jsonl,
+    /// CSV with a header line of field names, one record kind per file.
     Csv,
 }
 
@@ -234,7 +239,6 @@ pub fn parse_object(
     })
 }
 
-/// Replaces office numbers by keyed hashes and fills a missing event id from the content.
 /// Fields of an office's record that identify a citizen's case and never leave the office in
 /// clear (Kafka carries their keyed hash, see [`pseudonymise`]).
 pub const CASE_NUMBER_FIELDS: [&str; 2] = ["request_id", "complaint_id"];
@@ -313,6 +317,7 @@ pub struct ExportIds {
 }
 
 impl ExportIds {
+    /// The counter of a new export: no content seen yet.
     pub fn new() -> Self {
         Self::default()
     }
@@ -425,8 +430,11 @@ pub fn to_import_json(event: &Event) -> Value {
 
 /// One line of input: its number, original text (for the rejects file) and parse result.
 pub struct Line {
+    /// 1-based line number in the file (in a CSV file, line 1 is the header).
     pub number: u64,
+    /// The line as read (a CSV row as a JSON object of its columns); empty when unreadable.
     pub text: String,
+    /// The event, ids still the office's own, or why the line is refused.
     pub parsed: Result<Event, RecordError>,
 }
 
@@ -445,6 +453,7 @@ pub struct Lines<R> {
 }
 
 impl<R: std::io::BufRead> Lines<R> {
+    /// Lines of `reader`, whose first bytes are the start of the file (for the byte-order mark).
     pub fn new(reader: R) -> Self {
         Lines {
             reader,

@@ -19,8 +19,11 @@ const MAGIC: &[u8; 8] = b"OWSUOB01";
 /// One message waiting for Kafka.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxRecord {
+    /// Full topic name, the `--topic-prefix` included.
     pub topic: String,
+    /// Message key: the event's unit code, which picks its partition.
     pub key: String,
+    /// The event in Avro single-object encoding, as it goes to Kafka.
     pub payload: Vec<u8>,
 }
 
@@ -106,6 +109,7 @@ impl Outbox {
         Ok(Outbox { dir, _lock: lock })
     }
 
+    /// The outbox directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -126,7 +130,8 @@ impl Outbox {
         fsync_dir(&self.dir)
     }
 
-    /// Makes records durable as a new segment; returns its path.
+    /// Makes records durable as a new segment (written, fsync'd and renamed before this returns);
+    /// returns its path. Segments are named by wall-clock nanoseconds and process id.
     pub fn append(&self, records: &[OutboxRecord]) -> io::Result<PathBuf> {
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -139,7 +144,7 @@ impl Outbox {
         Ok(path)
     }
 
-    /// Segments in the order they were written.
+    /// Paths of the complete segments (`*.seg`), in the order they were written (by name).
     pub fn segments(&self) -> io::Result<Vec<PathBuf>> {
         let mut v: Vec<PathBuf> = fs::read_dir(&self.dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -149,6 +154,8 @@ impl Outbox {
         Ok(v)
     }
 
+    /// The records of one segment in the order they were appended. `InvalidData` when the file
+    /// does not start with the segment magic or a record lacks its key or payload.
     pub fn read(path: &Path) -> io::Result<Vec<OutboxRecord>> {
         let mut r = BufReader::with_capacity(1 << 20, File::open(path)?);
         let mut magic = [0u8; 8];
@@ -178,8 +185,8 @@ impl Outbox {
         Ok(out)
     }
 
-    /// Keeps only the records not yet acknowledged (`keep[i]`); deletes the segment when none remain.
-    /// Returns how many remain.
+    /// Rewrites segment `path` with only the `records[i]` whose `keep[i]` is true (atomically,
+    /// as [`append`](Self::append) writes), or deletes it when none is. Returns how many remain.
     pub fn retain(
         &self,
         path: &Path,
@@ -201,7 +208,7 @@ impl Outbox {
         Ok(left.len())
     }
 
-    /// Records waiting in all segments.
+    /// Records waiting in all segments (reads every segment).
     pub fn pending(&self) -> io::Result<usize> {
         let mut n = 0;
         for s in self.segments()? {

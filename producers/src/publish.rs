@@ -79,6 +79,7 @@ pub struct DeliveryReport {
 /// Settings of the publishing side.
 #[derive(Debug, Clone)]
 pub struct PublisherConfig {
+    /// Brokers, security settings, `-X` overrides and topic prefix.
     pub kafka: KafkaArgs,
     /// Directory of the durable outbox.
     pub outbox_dir: std::path::PathBuf,
@@ -90,6 +91,9 @@ pub struct PublisherConfig {
     pub signing: Option<owsu_schemas::signing::Keyring>,
 }
 
+/// Sends events to Kafka through the durable outbox, whose lock it holds while it lives: a
+/// message leaves the outbox only once every in-sync replica has it (`acks=all`), and
+/// librdkafka's own retries never duplicate it (idempotent producer).
 pub struct Publisher {
     producer: ThreadedProducer<AckContext>,
     outbox: Outbox,
@@ -100,6 +104,10 @@ pub struct Publisher {
 }
 
 impl Publisher {
+    /// Creates the producer (idempotent, `acks=all`, murmur2 partitioner as Kafka's Java client,
+    /// zstd, `message.timeout.ms` = the delivery timeout; `-X` overrides applied last) and opens
+    /// the outbox. Fails on a refused `-X` override, an unreadable SASL password, or an outbox
+    /// another producer holds.
     pub fn new(config: PublisherConfig) -> anyhow::Result<Self> {
         let mut c = config.kafka.client_config()?;
         c.set("enable.idempotence", "true")
@@ -129,10 +137,12 @@ impl Publisher {
         })
     }
 
+    /// The outbox this publisher stages into and sends from.
     pub fn outbox(&self) -> &Outbox {
         &self.outbox
     }
 
+    /// The Kafka settings it was created with (for topic names).
     pub fn kafka(&self) -> &KafkaArgs {
         &self.config.kafka
     }
@@ -151,11 +161,13 @@ impl Publisher {
         self.progress = pb;
     }
 
+    /// Removes the progress bar from the terminal.
     pub fn finish_progress(&self) {
         self.progress.finish_and_clear();
     }
 
-    /// Encodes events and makes them durable in the outbox. Returns how many were staged.
+    /// Encodes events and makes them durable in the outbox, `segment_records` per segment,
+    /// without sending them. Returns how many were staged (all of them, or an error).
     pub fn stage(&self, events: &[Event]) -> anyhow::Result<usize> {
         let mut batch = Vec::with_capacity(self.config.segment_records.min(events.len()));
         for chunk in events.chunks(self.config.segment_records.max(1)) {

@@ -2,8 +2,8 @@
 //! seed.
 //!
 //! How exactness is kept: the published number of services delivered per level is apportioned
-//! over (unit × working day) cells by largest remainder, so the year's delivered count is the
-//! target to the request (times `--scale`). Every request is received, processed and delivered
+//! over (unit × working day) cells by systematic sampling (each cell the floor or the ceiling of
+//! its share), so the year's delivered count is the target to the request (times `--scale`). Every request is received, processed and delivered
 //! inside the year (and before a unit falls silent), so a year simulated alone and a year next to
 //! others count the same. Complaint classes (jurisdiction × status) are dealt from a deck holding
 //! FACTS.md's exact funnel. Fees are drawn from the catalogue's ranges with the catalogue's demand
@@ -37,29 +37,42 @@ use uuid::Uuid;
 /// The published complaint funnel of one level, split into the classes the pipeline counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Funnel {
+    /// Within the unit's jurisdiction and resolved.
     pub within_resolved: u64,
+    /// Within jurisdiction, last waiting for more information from the complainant.
     pub within_more_info: u64,
+    /// Within jurisdiction, neither resolved nor withdrawn by the end of the year.
     pub within_open: u64,
+    /// Within jurisdiction, withdrawn by the complainant.
     pub within_withdrawn: u64,
+    /// Outside the unit's jurisdiction, not withdrawn.
     pub outside_open: u64,
+    /// Outside jurisdiction, withdrawn by the complainant.
     pub outside_withdrawn: u64,
+    /// Jurisdiction never decided, waiting for more information.
     pub undecided_more_info: u64,
+    /// Jurisdiction never decided, nothing further recorded.
     pub undecided_open: u64,
 }
 
 impl Funnel {
+    /// Complaints received: every class.
     pub fn received(&self) -> u64 {
         self.within() + self.outside() + self.undecided()
     }
+    /// Complaints found within the unit's jurisdiction, whatever their status.
     pub fn within(&self) -> u64 {
         self.within_resolved + self.within_more_info + self.within_open + self.within_withdrawn
     }
+    /// Complaints found outside the unit's jurisdiction, whatever their status.
     pub fn outside(&self) -> u64 {
         self.outside_open + self.outside_withdrawn
     }
+    /// Complaints whose jurisdiction was never decided.
     pub fn undecided(&self) -> u64 {
         self.undecided_more_info + self.undecided_open
     }
+    /// Complaints last waiting for more information, within jurisdiction or undecided.
     pub fn more_info(&self) -> u64 {
         self.within_more_info + self.undecided_more_info
     }
@@ -114,9 +127,13 @@ enum Status {
 /// What a simulated year must reproduce.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Targets {
+    /// Services delivered by the capital and provincial administrations.
     pub delivered_provincial: u64,
+    /// Services delivered by the municipal, district and khan administrations.
     pub delivered_district: u64,
+    /// Complaints at capital and provincial level, by class.
     pub complaints_provincial: Funnel,
+    /// Complaints at municipal, district and khan level, by class.
     pub complaints_district: Funnel,
 }
 
@@ -172,7 +189,9 @@ pub fn targets_for(year: i32, scale: f64) -> Targets {
 /// Simulation settings.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
+    /// Calendar year to simulate; its targets come from [`targets_for`].
     pub year: i32,
+    /// Seed of the random generator: the same seed, year and settings give the same events.
     pub seed: u64,
     /// Multiplies every target (1.0 = the national year; tests use small fractions).
     pub scale: f64,
@@ -183,6 +202,7 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
+    /// The full national year: scale 1.0, problems planted, transport noise added.
     pub fn new(year: i32, seed: u64) -> Self {
         SimConfig {
             year,
@@ -199,23 +219,37 @@ impl SimConfig {
 #[serde(tag = "problem", rename_all = "snake_case")]
 pub enum Planted {
     /// The unit sends nothing (no events, no day closures) from `since` on.
-    Silent { unit_code: String, since: NaiveDate },
+    Silent {
+        /// The silent unit.
+        unit_code: String,
+        /// Its first working day without anything.
+        since: NaiveDate,
+    },
     /// The unit's demand drops to `percent` % of normal from `since` on.
     Collapse {
+        /// The collapsing unit (a district-level one).
         unit_code: String,
+        /// First working day of the lower volume.
         since: NaiveDate,
+        /// Volume from then on, in percent of its normal demand.
         percent: u32,
     },
     /// The unit stops recording a service it used to record, from `since` on.
     StoppedService {
+        /// The unit (a border province's administration).
         unit_code: String,
+        /// The service it stops recording (the catalogue's first border-pass service).
         service_code: String,
+        /// First working day without it.
         since: NaiveDate,
     },
     /// On `date` the unit recorded `missing` service events more than arrived.
     ReconciliationGap {
+        /// The unit whose events were lost.
         unit_code: String,
+        /// The working day they were recorded on.
         date: NaiveDate,
+        /// APPROVED service events counted in its `UnitDayClosed` but never emitted (at least 1).
         missing: u32,
     },
 }
@@ -223,36 +257,55 @@ pub enum Planted {
 /// Figures of one level as generated (after corrections, duplicates counted once).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LevelTotals {
+    /// Requests that reached DELIVERED.
     pub services_delivered: u64,
+    /// Fees paid, in riel, net of refunds to rejected requests (a corrected fee counts once, at
+    /// its corrected amount).
     pub revenue_riel: i64,
+    /// Complaints generated, by class.
     pub complaints: Funnel,
 }
 
 /// What was generated, with the planted problems: the `--truth` file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Truth {
+    /// The simulated calendar year.
     pub year: i32,
+    /// The seed it was simulated with.
     pub seed: u64,
+    /// The scale every target was multiplied by.
     pub scale: f64,
+    /// Riel per US dollar used to compare revenue with published dollar figures.
     pub riel_per_usd: i64,
+    /// Figures of the capital and provincial administrations.
     pub provincial: LevelTotals,
+    /// Figures of the municipal, district and khan administrations.
     pub district: LevelTotals,
+    /// Problems planted (empty without `plant_problems`); gaps with nothing dropped are left out.
     pub planted: Vec<Planted>,
+    /// Messages emitted, by kind, and the transport noise among them.
     pub events: EventCounts,
 }
 
 /// Messages emitted, by kind (including duplicates, which are messages too).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventCounts {
+    /// Service event messages, duplicates included, planted-gap losses excluded.
     pub service: u64,
+    /// Complaint event messages, duplicates included.
     pub complaint: u64,
+    /// `UnitDayClosed` messages: one per reporting unit and working day.
     pub unit_day: u64,
+    /// Exact duplicates sent (each also counted in `service` or `complaint`).
     pub duplicates: u64,
+    /// Fee records sent with a wrong amount and superseded one or two working days later.
     pub corrections: u64,
+    /// Deliveries recorded one to three working days after they happened (fewer at year end).
     pub late: u64,
 }
 
 impl EventCounts {
+    /// All messages emitted: service, complaint and unit-day.
     pub fn total(&self) -> u64 {
         self.service + self.complaint + self.unit_day
     }
@@ -319,11 +372,15 @@ pub struct Simulator<'r> {
 
 /// What the sink receives: events of a day in time order, then the day's end.
 pub enum Emit<'a> {
+    /// The next event: a day's events by `recorded_at`, then its `UnitDayClosed` records.
     Event(&'a Event),
+    /// Every event of this working day has been emitted.
     DayEnd(NaiveDate),
 }
 
 impl<'r> Simulator<'r> {
+    /// A simulator of `config`'s year over `reference`'s units with an OWSU, its catalogue and
+    /// holidays; the targets are [`targets_for`] the year and scale.
     pub fn new(reference: &'r Reference, config: SimConfig) -> Self {
         let targets = targets_for(config.year, config.scale);
         Simulator {
@@ -333,11 +390,13 @@ impl<'r> Simulator<'r> {
         }
     }
 
+    /// What this year must reproduce, already scaled.
     pub fn targets(&self) -> &Targets {
         &self.targets
     }
 
-    /// Generates the year, handing every event to `sink` in order. Returns the truth.
+    /// Generates the year, handing every event to `sink` in order. Returns the truth. Fails on
+    /// the first error of `sink`, or when the calendar has no working day in the year.
     pub fn run(
         &self,
         mut sink: impl FnMut(Emit<'_>) -> anyhow::Result<()>,

@@ -76,16 +76,27 @@ pub struct KafkaArgs {
 /// A Kafka setting that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaConfigError {
+    /// A `-X` override names a [`GUARDED`] setting and `--unsafe-kafka-options` was not given.
     #[error(
         "-X {key}={value}: `{key}` secures the connection or guarantees delivery, and an \
          override could turn that off silently; set it through its own option, or pass \
          --unsafe-kafka-options to override it knowingly"
     )]
-    Guarded { key: String, value: String },
+    Guarded {
+        /// The setting's name as given on the command line.
+        key: String,
+        /// The value the override would have set.
+        value: String,
+    },
+    /// The `--sasl-password-file` could not be read, or group or others may read it.
     #[error("SASL password: {0}")]
     Password(#[from] owsu_schemas::ids::SecretFileError),
+    /// A SASL user is set but neither `--sasl-password-file` nor [`SASL_PASSWORD_ENV`] is.
     #[error("SASL user {user} has no password: pass --sasl-password-file FILE or set {SASL_PASSWORD_ENV}")]
-    NoPassword { user: String },
+    NoPassword {
+        /// The SASL user name that has no password.
+        user: String,
+    },
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -108,7 +119,8 @@ pub fn is_guarded(key: &str) -> bool {
 }
 
 impl KafkaArgs {
-    /// Arguments for a broker at `brokers` with defaults for everything else.
+    /// Arguments for a plaintext broker at `brokers` with topics prefixed by `topic_prefix`: no
+    /// SASL, no TLS CA, no `-X` overrides.
     pub fn local(brokers: &str, topic_prefix: &str) -> Self {
         KafkaArgs {
             brokers: brokers.into(),
@@ -123,7 +135,7 @@ impl KafkaArgs {
         }
     }
 
-    /// The full topic name for a base name.
+    /// The full topic name for a base name: [`topic_prefix`](Self::topic_prefix) then `base`.
     pub fn topic(&self, base: &str) -> String {
         format!("{}{}", self.topic_prefix, base)
     }
