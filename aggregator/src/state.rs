@@ -25,6 +25,9 @@ use crate::summary::{quarter_months, ComplaintAgg, Month, PeriodRows, Processing
 use crate::summary::{Codes, DayClose, ExtraCodes, EXTRA_BASE};
 use crate::summary::{ServiceAgg, UnitDayRow};
 
+mod tables;
+use tables::{Backend, Disk, Mem, Names, Offsets, Ranged, Tab, Tables, Waiting};
+
 /// Facts about the file: `lake_id`, the lake it belongs to.
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 /// Last offset applied, per topic.
@@ -61,8 +64,9 @@ const WINNERS: TableDefinition<u128, (i64, u128)> = TableDefinition::new("winner
 const ROOTS: TableDefinition<u128, u128> = TableDefinition::new("roots");
 /// Event id → corrections held until it arrives (or, if it is itself a held correction, until
 /// it is applied): (correction id, kind, unit, recorded_at, offset).
-const PENDING: MultimapTableDefinition<u128, (u128, u8, u16, i64, i64)> =
-    MultimapTableDefinition::new("pending");
+const PENDING: MultimapTableDefinition<u128, Waiter> = MultimapTableDefinition::new("pending");
+/// A correction held in [`PENDING`]: (correction id, kind, unit, recorded_at, offset).
+type Waiter = (u128, u8, u16, i64, i64);
 /// (0 service / 1 sector, code) → number, for codes the catalogue does not know (numbered from
 /// [`EXTRA_BASE`] in order of arrival), and the way back: (0 / 1, number) → (code, sector code
 /// of a service).
@@ -609,39 +613,33 @@ impl PartitionState {
         codes: &Codes,
         first: &FirstArrivals,
     ) -> Result<Applied, StateError> {
-        self.pending(|tx| apply_in(tx, events, codes, first))
+        self.with_tables(|t| apply_in(t, events, codes, first))
     }
 
     /// Which content arrived first (smallest offset) under each id of `conflicts`, from what
     /// this state holds and the conflicts themselves: what a rebuild that met a conflicting
     /// duplicate before its first arrival ([`Applied::inverted`]) is redone with.
     pub fn first_arrivals(&self, conflicts: &[Conflict]) -> Result<FirstArrivals, StateError> {
-        read_with!(self, |r| first_arrivals_in(r, conflicts))
+        self.with_tables(|t| first_arrivals_in(t, conflicts))
     }
 
     /// The rows of every summary table for one month.
     #[cfg(test)]
     pub fn month(&self, m: Month) -> Result<PeriodRows, StateError> {
         let (lo, hi) = month_days(m);
-        read_with!(self, |r| period_rows(r, lo, hi))
+        self.with_tables(|t| period_rows(t, lo, hi))
     }
 
     /// The rows of every summary table for one quarter (what one summary file holds).
     pub fn quarter(&self, q: Quarter) -> Result<PeriodRows, StateError> {
         let [first, _, last] = quarter_months(q);
         let (lo, hi) = (month_days(first).0, month_days(last).1);
-        read_with!(self, |r| period_rows(r, lo, hi))
+        self.with_tables(|t| period_rows(t, lo, hi))
     }
 
     /// Every month holding any figure.
     pub fn months(&self) -> Result<BTreeSet<Month>, StateError> {
-        read_with!(self, |r| (|| {
-            let mut out = BTreeSet::new();
-            for row in r.table(MONTHS)?.iter()? {
-                out.insert(row?.0.value());
-            }
-            Ok(out)
-        })())
+        self.with_tables(|t| months_in(t))
     }
 
     /// Distinct events held.
@@ -656,6 +654,130 @@ impl PartitionState {
             Ok(n + r.table(CLOSES)?.len()?)
         })())
     }
+
+    /// Runs `f` on the tables of the open write transaction (beginning one if none is open):
+    /// what it reads includes what is not committed yet.
+    fn with_tables<T>(
+        &self,
+        f: impl FnOnce(&mut Tables<Disk<'_>>) -> Result<T, redb::Error>,
+    ) -> Result<T, StateError> {
+        self.pending(|tx| f(&mut Tables::open(tx)?))
+    }
+}
+
+/// A partition's state in plain maps, nothing durable: what `rebuild` folds raw into while the
+/// partitions fit its memory budget (a map read costs a hash, where a redb read walks a B-tree
+/// and copies pages). The logic is [`PartitionState`]'s, written once against both stores, so
+/// the figures are the same by construction; [`MemState::spill`] moves it to disk.
+#[derive(Default)]
+pub struct MemState(std::sync::Mutex<Tables<Mem>>);
+
+impl MemState {
+    /// See [`PartitionState::apply_with`].
+    pub fn apply_with(
+        &self,
+        events: &[(&str, i64, &Event)],
+        codes: &Codes,
+        first: &FirstArrivals,
+    ) -> Result<Applied, StateError> {
+        self.with_tables(|t| apply_in(t, events, codes, first))
+    }
+
+    /// See [`PartitionState::first_arrivals`].
+    pub fn first_arrivals(&self, conflicts: &[Conflict]) -> Result<FirstArrivals, StateError> {
+        self.with_tables(|t| first_arrivals_in(t, conflicts))
+    }
+
+    /// See [`PartitionState::quarter`].
+    pub fn quarter(&self, q: Quarter) -> Result<PeriodRows, StateError> {
+        let [first, _, last] = quarter_months(q);
+        let (lo, hi) = (month_days(first).0, month_days(last).1);
+        self.with_tables(|t| period_rows(t, lo, hi))
+    }
+
+    /// See [`PartitionState::months`].
+    pub fn months(&self) -> Result<BTreeSet<Month>, StateError> {
+        self.with_tables(|t| months_in(t))
+    }
+
+    /// Rough bytes held: what a rebuild weighs against its memory budget.
+    pub fn bytes(&self) -> usize {
+        let t = self.0.lock().expect("state lock");
+        let owners: usize = t.owners.iter().map(|o| o.len() * 32).sum::<usize>()
+            + t.owners
+                .iter()
+                .flat_map(|o| o.values())
+                .map(Vec::len)
+                .sum::<usize>();
+        t.events.iter().map(|e| e.len() * 64).sum::<usize>()
+            + owners
+            + (t.roots.len() + t.winners.len()) * 64
+            + (t.cells[0].len() + t.cells[1].len() + t.processing.len()) * 128
+    }
+
+    /// Writes every table into `disk` (committed) and empties this state: a partition too
+    /// large for memory goes on there.
+    pub fn spill(&self, disk: &PartitionState) -> Result<(), StateError> {
+        let mem = std::mem::take(&mut *self.0.lock().expect("state lock"));
+        disk.with_tables(|d| {
+            for (m, d) in mem.events.into_iter().zip(d.events.iter_mut()) {
+                for (id, row) in m {
+                    d.put(id, row)?;
+                }
+            }
+            for (m, d) in mem.owners.into_iter().zip(d.owners.iter_mut()) {
+                for (id, entries) in m {
+                    d.put(id, entries)?;
+                }
+            }
+            for (k, v) in mem.roots {
+                d.roots.put(k, v)?;
+            }
+            for (k, v) in mem.winners {
+                d.winners.put(k, v)?;
+            }
+            for (k, ws) in mem.pending {
+                for w in ws {
+                    d.pending.hold(k, w)?;
+                }
+            }
+            for (k, v) in mem.closes {
+                d.closes.put(k, v)?;
+            }
+            for (k, v) in mem.arrived {
+                d.arrived.put(k, v)?;
+            }
+            for (m, d) in mem.cells.into_iter().zip(d.cells.iter_mut()) {
+                for (k, v) in m {
+                    d.put(k, v)?;
+                }
+            }
+            for (k, v) in mem.processing {
+                d.processing.put(k, v)?;
+            }
+            for ((what, n), (code, sector)) in mem.names.all()? {
+                d.names.name(what, &code, &sector, n)?;
+            }
+            for (topic, o) in mem.offsets {
+                d.offsets.set_offset(&topic, o)?;
+            }
+            for (k, ()) in mem.months {
+                d.months.put(k, ())?;
+            }
+            Ok(())
+        })?;
+        disk.commit()
+    }
+
+    fn with_tables<T>(
+        &self,
+        f: impl FnOnce(&mut Tables<Mem>) -> Result<T, redb::Error>,
+    ) -> Result<T, StateError> {
+        f(&mut self.0.lock().expect("state lock")).map_err(|e| StateError::Db {
+            path: "(rebuild state in memory)".into(),
+            source: Box::new(e),
+        })
+    }
 }
 
 /// The last offset applied of each topic.
@@ -669,17 +791,14 @@ fn offsets_in(r: &impl Reader) -> Result<HashMap<String, i64>, redb::Error> {
 }
 
 /// See [`PartitionState::first_arrivals`].
-fn first_arrivals_in(
-    r: &impl Reader,
+fn first_arrivals_in<B: Backend>(
+    t: &Tables<B>,
     conflicts: &[Conflict],
 ) -> Result<FirstArrivals, redb::Error> {
     let mut best: HashMap<(RecordKind, u128), (i64, u64)> = HashMap::new();
     for c in conflicts {
-        let def = match c.kind {
-            RecordKind::Complaint => COMPLAINT_EVENTS,
-            _ => SERVICE_EVENTS,
-        };
-        let stored = r.table(def)?.get(c.event_id)?.map(|v| v.value());
+        let k = usize::from(c.kind == RecordKind::Complaint);
+        let stored = t.events[k].get(c.event_id)?;
         let b = best.entry((c.kind, c.event_id)).or_insert((i64::MAX, 0));
         for (offset, digest) in stored
             .map(|s| (s.4, s.2))
@@ -889,27 +1008,25 @@ fn overflow(what: impl std::fmt::Display) -> redb::Error {
 
 /// Adds the batch's net change to cells held in `table` (a cell reaching zero is removed).
 fn write_cells(
-    tx: &redb::WriteTransaction,
-    table: TableDefinition<(i32, u16, u16), &[u8]>,
+    t: &mut impl Tab<(i32, u16, u16), [i64; 9]>,
     delta: HashMap<(i32, u16, u16), [i64; 9]>,
 ) -> Result<(), redb::Error> {
-    let mut t = tx.open_table(table)?;
     let mut keys: Vec<_> = delta
         .into_iter()
         .filter(|(_, v)| v.iter().any(|x| *x != 0))
         .collect();
     keys.sort_unstable_by_key(|(k, _)| *k);
     for (k, v) in keys {
-        let mut cur = t.get(k)?.map(|b| agg_from(b.value())).unwrap_or_default();
+        let mut cur = t.get(k)?.unwrap_or_default();
         for i in 0..9 {
             cur[i] = cur[i]
                 .checked_add(v[i])
                 .ok_or_else(|| overflow(format_args!("cell {k:?}")))?;
         }
         if cur.iter().all(|x| *x == 0) {
-            t.remove(k)?;
+            t.del(k)?;
         } else {
-            t.insert(k, agg_bytes(&cur).as_slice())?;
+            t.put(k, cur)?;
         }
     }
     Ok(())
@@ -980,8 +1097,7 @@ fn content_digest(e: &Event) -> u64 {
 /// catalogue are used up (the event is refused: the reference data wants updating).
 fn intern(
     codes: &Codes,
-    extra: &mut redb::Table<(u8, &str), u16>,
-    names: &mut redb::Table<(u8, u16), (&str, &str)>,
+    names: &mut impl Names,
     what: u8,
     code: &str,
     sector: &str,
@@ -994,21 +1110,17 @@ fn intern(
     if known.is_some() {
         return Ok(known);
     }
-    if let Some(n) = extra.get((what, code))? {
-        return Ok(Some(n.value()));
+    if let Some(n) = names.number(what, code)? {
+        return Ok(Some(n));
     }
-    let next = match names
-        .range((what, EXTRA_BASE)..=(what, u16::MAX - 1))?
-        .next_back()
-    {
-        Some(r) => r?.0.value().1 + 1,
+    let next = match names.last_number(what, EXTRA_BASE, u16::MAX - 1)? {
+        Some(n) => n + 1,
         None => EXTRA_BASE,
     };
     if next == u16::MAX {
         return Ok(None);
     }
-    extra.insert((what, code), next)?;
-    names.insert((what, next), (code, sector))?;
+    names.name(what, code, sector, next)?;
     Ok(Some(next))
 }
 
@@ -1042,11 +1154,8 @@ enum Verdict {
 }
 
 /// The correction chains of one batch: the tables they live in and the edits they cause.
-struct Chains<'t> {
-    events: [redb::Table<'t, u128, EventRow>; 2],
-    roots: redb::Table<'t, u128, u128>,
-    winners: redb::Table<'t, u128, (i64, u128)>,
-    pending: redb::MultimapTable<'t, u128, (u128, u8, u16, i64, i64)>,
+struct Chains<'a, B: Backend> {
+    t: &'a mut Tables<B>,
     /// Whether `pending` holds any correction: when not (nearly always), an arrival has
     /// nothing to release and `pending` is not searched.
     any_pending: bool,
@@ -1054,11 +1163,10 @@ struct Chains<'t> {
     rejected: Vec<Rejected>,
 }
 
-impl Chains<'_> {
+impl<B: Backend> Chains<'_, B> {
     fn entry(&self, k: usize, id: u128) -> Result<EventRow, redb::Error> {
-        self.events[k]
+        self.t.events[k]
             .get(id)?
-            .map(|v| v.value())
             .ok_or_else(|| redb::Error::Corrupted(format!("event {id:032x} has no entry")))
     }
 
@@ -1075,18 +1183,18 @@ impl Chains<'_> {
 
     fn set_status(&mut self, k: usize, id: u128, status: u8) -> Result<(), redb::Error> {
         let (owner, unit, digest, _, offset) = self.entry(k, id)?;
-        self.events[k].insert(id, (owner, unit, digest, status, offset))?;
+        self.t.events[k].put(id, (owner, unit, digest, status, offset))?;
         Ok(())
     }
 
     /// What correction of kind `k` and unit `unit` does with `target`, as things stand.
     fn verdict(&self, k: usize, unit: u16, target: u128) -> Result<Verdict, redb::Error> {
-        Ok(match self.events[k].get(target)?.map(|v| v.value()) {
+        Ok(match self.t.events[k].get(target)? {
             Some((_, u, ..)) if u != unit => Verdict::Refuse(Refusal::OtherUnit(u)),
             Some((_, _, _, HELD, _)) => Verdict::Hold,
             Some((_, _, _, REFUSED, _)) => Verdict::Refuse(Refusal::NamesRefused),
             Some(_) => Verdict::Join,
-            None if self.events[1 - k].get(target)?.is_some() => {
+            None if self.t.events[1 - k].get(target)?.is_some() => {
                 Verdict::Refuse(Refusal::OtherKind)
             }
             None => Verdict::Hold,
@@ -1097,11 +1205,11 @@ impl Chains<'_> {
     /// is the chain's winner ([`COUNTED`]) or not ([`SUPERSEDED`]); the previous winner (or the
     /// original) is superseded.
     fn join(&mut self, k: usize, c: u128, recorded: i64, target: u128) -> Result<u8, redb::Error> {
-        let root = self.roots.get(target)?.map(|v| v.value()).unwrap_or(target);
-        self.roots.insert(c, root)?;
-        let before = self.winners.get(root)?.map(|v| v.value());
+        let root = self.t.roots.get(target)?.unwrap_or(target);
+        self.t.roots.put(c, root)?;
+        let before = self.t.winners.get(root)?;
         if before.is_none_or(|w| (recorded, c) > w) {
-            self.winners.insert(root, (recorded, c))?;
+            self.t.winners.put(root, (recorded, c))?;
             self.set_state(k, before.map_or(root, |(_, id)| id), SUPERSEDED)?;
             Ok(COUNTED)
         } else {
@@ -1124,11 +1232,7 @@ impl Chains<'_> {
         }
         let mut queue = vec![(k, id, unit, refused)];
         while let Some((k, id, unit, refused)) = queue.pop() {
-            let waiting = self
-                .pending
-                .remove_all(id)?
-                .map(|v| v.map(|v| v.value()))
-                .collect::<Result<Vec<_>, _>>()?;
+            let waiting = self.t.pending.take(id)?;
             for (c, ck, cu, recorded, offset) in waiting {
                 let ck = usize::from(ck);
                 let refusal = if refused {
@@ -1170,8 +1274,8 @@ impl Chains<'_> {
 /// the cells before and after the batch gives the change; each cell changed one read and one
 /// write. Corrections follow [`WINNERS`]: a correction is counted only once its target has
 /// arrived and is of its own unit and kind.
-fn apply_in(
-    tx: &redb::WriteTransaction,
+fn apply_in<B: Backend>(
+    t: &mut Tables<B>,
     events: &[(&str, i64, &Event)],
     codes: &Codes,
     first: &FirstArrivals,
@@ -1179,26 +1283,14 @@ fn apply_in(
     let mut out = Applied::default();
     let mut arrived_delta: HashMap<(i32, u16), (i64, i64)> = HashMap::new();
     let mut last: HashMap<&str, i64> = HashMap::new();
+    let any_pending = t.pending.any()?;
     let mut chains = Chains {
-        events: [
-            tx.open_table(SERVICE_EVENTS)?,
-            tx.open_table(COMPLAINT_EVENTS)?,
-        ],
-        roots: tx.open_table(ROOTS)?,
-        winners: tx.open_table(WINNERS)?,
-        pending: tx.open_multimap_table(PENDING)?,
-        any_pending: false,
+        t,
+        any_pending,
         edits: HashMap::new(),
         rejected: Vec::new(),
     };
     {
-        use redb::ReadableTableMetadata;
-        chains.any_pending = !chains.pending.is_empty()?;
-    }
-    {
-        let mut closes = tx.open_table(CLOSES)?;
-        let mut extra = tx.open_table(EXTRA)?;
-        let mut names = tx.open_table(EXTRA_NAMES)?;
         let full = |offset: i64, kind: RecordKind, id: uuid::Uuid, field: &'static str| Rejected {
             kind,
             offset,
@@ -1221,8 +1313,7 @@ fn apply_in(
                     };
                     let Some(service) = intern(
                         codes,
-                        &mut extra,
-                        &mut names,
+                        &mut chains.t.names,
                         0,
                         &s.service_code,
                         &s.sector_code,
@@ -1252,7 +1343,7 @@ fn apply_in(
                         continue;
                     };
                     let sector = match c.sector_code.as_deref() {
-                        Some(code) => match intern(codes, &mut extra, &mut names, 1, code, "")? {
+                        Some(code) => match intern(codes, &mut chains.t.names, 1, code, "")? {
                             Some(n) => Some(n),
                             None => {
                                 let r =
@@ -1288,8 +1379,8 @@ fn apply_in(
                         services: u.services_recorded,
                         complaints: u.complaints_recorded,
                     };
-                    let old = closes.get((day, unit))?.map(|v| {
-                        let (closed_at, services, complaints) = v.value();
+                    let old = chains.t.closes.get((day, unit))?.map(|v| {
+                        let (closed_at, services, complaints) = v;
                         DayClose {
                             closed_at,
                             services,
@@ -1300,7 +1391,7 @@ fn apply_in(
                     if old.is_some_and(|o| o >= close) {
                         out.duplicates += 1;
                     } else {
-                        closes.insert(
+                        chains.t.closes.put(
                             (day, unit),
                             (close.closed_at, close.services, close.complaints),
                         )?;
@@ -1325,13 +1416,13 @@ fn apply_in(
             let inserted = supersedes.is_none() && !decided;
             let known = if inserted {
                 let row = (owner, unit, digest, PLAIN, *offset);
-                let old = chains.events[k].insert(id, row)?.map(|v| v.value());
+                let old = chains.t.events[k].put(id, row)?;
                 if let Some(old) = old {
-                    chains.events[k].insert(id, old)?;
+                    chains.t.events[k].put(id, old)?;
                 }
                 old
             } else {
-                chains.events[k].get(id)?.map(|v| v.value())
+                chains.t.events[k].get(id)?
             };
             if known.is_some() || decided {
                 let kept = known.map(|s| s.2);
@@ -1339,7 +1430,7 @@ fn apply_in(
                     out.duplicates += 1;
                     let (o, u, d, st, at) = known.expect("kept");
                     if *offset < at {
-                        chains.events[k].insert(id, (o, u, d, st, *offset))?;
+                        chains.t.events[k].put(id, (o, u, d, st, *offset))?;
                     }
                     if st == REFUSED {
                         // A replay (say after a crash before its dead letter was acknowledged):
@@ -1391,14 +1482,15 @@ fn apply_in(
                 Some(Verdict::Refuse(_)) => REFUSED,
             };
             if !inserted {
-                chains.events[k].insert(id, (owner, unit, digest, status, *offset))?;
+                chains.t.events[k].put(id, (owner, unit, digest, status, *offset))?;
             }
             let state = match (verdict, target) {
                 (Some(Verdict::Join), Some(t)) => chains.join(k, id, recorded, t)?,
                 (Some(Verdict::Hold), Some(t)) => {
                     chains
+                        .t
                         .pending
-                        .insert(t, (id, k as u8, unit, recorded, *offset))?;
+                        .hold(t, (id, k as u8, unit, recorded, *offset))?;
                     chains.any_pending = true;
                     WAITING
                 }
@@ -1444,18 +1536,12 @@ fn apply_in(
     let mut proc_removed = Vec::new();
     let mut proc_added = Vec::new();
     {
-        let mut requests = tx.open_table(REQUESTS)?;
-        let mut complaint_events = tx.open_table(COMPLAINTS)?;
         let mut edits: Vec<_> = edits.into_iter().collect();
         edits.sort_unstable_by_key(|(k, _)| *k);
         for ((is_complaint, owner), edit) in edits {
-            let table = if is_complaint {
-                &mut complaint_events
-            } else {
-                &mut requests
-            };
+            let table = &mut t.owners[usize::from(is_complaint)];
             let mut entries = match table.get(owner)? {
-                Some(v) => decode_entries(v.value()).ok_or_else(|| {
+                Some(v) => decode_entries(&v).ok_or_else(|| {
                     redb::Error::Corrupted(format!("events of {owner:032x} unreadable"))
                 })?,
                 None => Vec::new(),
@@ -1481,7 +1567,7 @@ fn apply_in(
             if before.overflow || after.overflow {
                 return Err(overflow(format_args!("request {owner:032x}")));
             }
-            table.insert(owner, encode_entries(&entries).as_slice())?;
+            table.put(owner, encode_entries(&entries))?;
             let ok = add_to(&mut services, &before.services, -1, &mut out.months)
                 & add_to(&mut services, &after.services, 1, &mut out.months)
                 & add_to(&mut complaints, &before.complaints, -1, &mut out.months)
@@ -1504,86 +1590,69 @@ fn apply_in(
         }
     }
     // The net change, one read and one write per cell.
-    write_cells(tx, SERVICE_CELLS, services)?;
-    write_cells(tx, COMPLAINT_CELLS, complaints)?;
-    {
-        let mut p = tx.open_table(PROCESSING)?;
-        for k in proc_removed {
-            p.remove(k)?;
+    write_cells(&mut t.cells[0], services)?;
+    write_cells(&mut t.cells[1], complaints)?;
+    for k in proc_removed {
+        t.processing.del(k)?;
+    }
+    for (k, v) in proc_added {
+        t.processing.put(k, v)?;
+    }
+    for (k, (s, c)) in arrived_delta {
+        let (s0, c0) = t.arrived.get(k)?.unwrap_or((0, 0));
+        t.arrived.put(k, (s0 + s, c0 + c))?;
+    }
+    for (topic, o) in last {
+        if t.offsets.offset(topic)?.is_none_or(|l| o > l) {
+            t.offsets.set_offset(topic, o)?;
         }
-        for (k, v) in proc_added {
-            p.insert(k, v)?;
-        }
-        let mut arrived = tx.open_table(ARRIVED)?;
-        for (k, (s, c)) in arrived_delta {
-            let (s0, c0) = arrived.get(k)?.map(|v| v.value()).unwrap_or((0, 0));
-            arrived.insert(k, (s0 + s, c0 + c))?;
-        }
-        let mut offsets = tx.open_table(OFFSETS)?;
-        for (topic, o) in last {
-            if offsets.get(topic)?.is_none_or(|l| o > l.value()) {
-                offsets.insert(topic, o)?;
-            }
-        }
-        let mut months = tx.open_table(MONTHS)?;
-        for m in &out.months {
-            months.insert(*m, ())?;
-        }
+    }
+    for m in &out.months {
+        t.months.put(*m, ())?;
     }
     Ok(out)
 }
 
-fn extra_codes(tx: &impl Reader) -> Result<ExtraCodes, redb::Error> {
+fn extra_codes<B: Backend>(t: &Tables<B>) -> Result<ExtraCodes, redb::Error> {
     let mut out = ExtraCodes::default();
-    for r in tx.table(EXTRA_NAMES)?.iter()? {
-        let (k, v) = r?;
-        let ((what, n), (code, sector)) = (k.value(), v.value());
+    for ((what, n), (code, sector)) in t.names.all()? {
         if what == 0 {
-            out.services.insert(n, (code.to_owned(), sector.to_owned()));
+            out.services.insert(n, (code, sector));
         } else {
-            out.sectors.insert(n, code.to_owned());
+            out.sectors.insert(n, code);
         }
     }
     Ok(out)
 }
 
-fn period_rows(tx: &impl Reader, lo: i32, hi: i32) -> Result<PeriodRows, redb::Error> {
+fn period_rows<B: Backend>(t: &Tables<B>, lo: i32, hi: i32) -> Result<PeriodRows, redb::Error> {
     let mut rows = PeriodRows::default();
-    let t = tx.table(SERVICE_CELLS)?;
-    for r in t.range((lo, 0, 0)..=(hi, u16::MAX, u16::MAX))? {
-        let (k, v) = r?;
-        rows.services
-            .insert(k.value(), svc_agg(agg_from(v.value())));
+    for (k, v) in t.cells[0].range((lo, 0, 0), (hi, u16::MAX, u16::MAX))? {
+        rows.services.insert(k, svc_agg(v));
     }
-    let t = tx.table(COMPLAINT_CELLS)?;
-    for r in t.range((lo, 0, 0)..=(hi, u16::MAX, u16::MAX))? {
-        let (k, v) = r?;
-        let (day, unit, sector) = k.value();
+    for ((day, unit, sector), v) in t.cells[1].range((lo, 0, 0), (hi, u16::MAX, u16::MAX))? {
         rows.complaints.insert(
             (day, unit, Some(sector).filter(|s| *s != NO_SECTOR)),
-            cmp_agg(agg_from(v.value())),
+            cmp_agg(v),
         );
     }
-    let t = tx.table(PROCESSING)?;
-    for r in t.range((lo, 0, 0, 0)..=(hi, u16::MAX, u16::MAX, u128::MAX))? {
-        let (k, v) = r?;
-        let (day, unit, service, _) = k.value();
+    for ((day, unit, service, _), seconds) in t
+        .processing
+        .range((lo, 0, 0, 0), (hi, u16::MAX, u16::MAX, u128::MAX))?
+    {
         rows.processing.push(ProcessingRow {
             day,
             unit,
             service,
-            seconds: v.value(),
+            seconds,
         });
     }
     rows.processing
         .sort_by_key(|p| (p.day, p.unit, p.service, p.seconds));
-    let closes = tx.table(CLOSES)?;
-    let arrived = tx.table(ARRIVED)?;
     let mut days: BTreeMap<(i32, u16), UnitDayRow> = BTreeMap::new();
-    for r in closes.range((lo, 0)..=(hi, u16::MAX))? {
-        let (k, v) = r?;
-        let (day, unit) = k.value();
-        let (closed_at, services, complaints) = v.value();
+    for ((day, unit), (closed_at, services, complaints)) in
+        t.closes.range((lo, 0), (hi, u16::MAX))?
+    {
         days.entry((day, unit))
             .or_insert_with(|| UnitDayRow::empty(day, unit))
             .close = Some(DayClose {
@@ -1592,10 +1661,7 @@ fn period_rows(tx: &impl Reader, lo: i32, hi: i32) -> Result<PeriodRows, redb::E
             complaints,
         });
     }
-    for r in arrived.range((lo, 0)..=(hi, u16::MAX))? {
-        let (k, v) = r?;
-        let (day, unit) = k.value();
-        let (s, c) = v.value();
+    for ((day, unit), (s, c)) in t.arrived.range((lo, 0), (hi, u16::MAX))? {
         let row = days
             .entry((day, unit))
             .or_insert_with(|| UnitDayRow::empty(day, unit));
@@ -1603,8 +1669,17 @@ fn period_rows(tx: &impl Reader, lo: i32, hi: i32) -> Result<PeriodRows, redb::E
         row.arrived_complaints = c;
     }
     rows.unit_days = days.into_values().collect();
-    rows.extra = extra_codes(tx)?;
+    rows.extra = extra_codes(t)?;
     Ok(rows)
+}
+
+/// Every month holding any figure.
+fn months_in<B: Backend>(t: &Tables<B>) -> Result<BTreeSet<Month>, redb::Error> {
+    Ok(t.months
+        .range((i32::MIN, 0), (i32::MAX, u32::MAX))?
+        .into_iter()
+        .map(|(m, ())| m)
+        .collect())
 }
 
 #[cfg(test)]

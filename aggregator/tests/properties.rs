@@ -8,8 +8,10 @@
 
 use std::collections::BTreeSet;
 
-use owsu_aggregator::state::{Conflict, FirstArrivals, PartitionState};
-use owsu_aggregator::summary::{quarter_of, Codes, Table};
+use owsu_aggregator::state::{
+    Applied, Conflict, FirstArrivals, MemState, PartitionState, StateError,
+};
+use owsu_aggregator::summary::{quarter_of, Codes, Month, PeriodRows, Quarter, Table};
 use owsu_producer::import::to_import_json;
 use owsu_schemas::record::{ComplaintEvent, ComplaintStage, Event, ServiceEvent, ServiceStage};
 use owsu_schemas::Reference;
@@ -142,10 +144,54 @@ fn log_of(ops: &[Op]) -> Vec<Event> {
     log
 }
 
+/// The two stores of a partition's state: on disk (the aggregator's) and in memory (rebuild's).
+trait Folds {
+    fn apply_with(
+        &self,
+        e: &[(&str, i64, &Event)],
+        c: &Codes,
+        f: &FirstArrivals,
+    ) -> Result<Applied, StateError>;
+    fn months(&self) -> Result<BTreeSet<Month>, StateError>;
+    fn quarter(&self, q: Quarter) -> Result<PeriodRows, StateError>;
+}
+impl Folds for PartitionState {
+    fn apply_with(
+        &self,
+        e: &[(&str, i64, &Event)],
+        c: &Codes,
+        f: &FirstArrivals,
+    ) -> Result<Applied, StateError> {
+        PartitionState::apply_with(self, e, c, f)
+    }
+    fn months(&self) -> Result<BTreeSet<Month>, StateError> {
+        PartitionState::months(self)
+    }
+    fn quarter(&self, q: Quarter) -> Result<PeriodRows, StateError> {
+        PartitionState::quarter(self, q)
+    }
+}
+impl Folds for MemState {
+    fn apply_with(
+        &self,
+        e: &[(&str, i64, &Event)],
+        c: &Codes,
+        f: &FirstArrivals,
+    ) -> Result<Applied, StateError> {
+        MemState::apply_with(self, e, c, f)
+    }
+    fn months(&self) -> Result<BTreeSet<Month>, StateError> {
+        MemState::months(self)
+    }
+    fn quarter(&self, q: Quarter) -> Result<PeriodRows, StateError> {
+        MemState::quarter(self, q)
+    }
+}
+
 /// Applies `order` (positions in `log`, each event keeping its position as its offset) in
 /// batches of the given sizes; says whether any conflict was met before its first arrival.
 fn apply(
-    state: &PartitionState,
+    state: &impl Folds,
     log: &[Event],
     order: &[usize],
     batches: &[usize],
@@ -176,7 +222,7 @@ fn apply(
     (conflicts, inverted)
 }
 
-fn figures(state: &PartitionState, codes: &Codes) -> oracle::Expected {
+fn figures(state: &impl Folds, codes: &Codes) -> oracle::Expected {
     let mut a = oracle::Expected::default();
     let quarters: BTreeSet<_> = state
         .months()
@@ -229,5 +275,28 @@ proptest! {
         }
         let expected = oracle::expected_from_lines(log.iter().map(to_import_json).collect());
         oracle::assert_matches(&expected, &figures(&state, &codes));
+
+        // Rebuild's store: the same events folded in memory, the first half there and the rest
+        // on disk after a spill (what a rebuild over its memory budget does), give the same.
+        let mem = MemState::default();
+        let half = order.len() / 2;
+        let (mut conflicts, mut inverted) = apply(&mem, &log, &order[..half], &batches, &codes, &none);
+        let spilled = open("c.redb");
+        mem.spill(&spilled).unwrap();
+        prop_assert!(mem.months().unwrap().is_empty(), "a spill empties memory");
+        let (more, inv) = apply(&spilled, &log, &order[half..], &batches, &codes, &none);
+        conflicts.extend(more);
+        inverted |= inv;
+        let mut spilled = spilled;
+        if inverted {
+            let first = spilled.first_arrivals(&conflicts).unwrap();
+            let mem = MemState::default();
+            let (_, again) = apply(&mem, &log, &order, &batches, &codes, &first);
+            prop_assert!(!again);
+            oracle::assert_matches(&expected, &figures(&mem, &codes));
+            spilled = open("d.redb");
+            mem.spill(&spilled).unwrap();
+        }
+        oracle::assert_matches(&expected, &figures(&spilled, &codes));
     }
 }
