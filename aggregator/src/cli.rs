@@ -167,6 +167,11 @@ pub struct RunArgs {
 /// `owsu-aggregator rebuild`.
 #[derive(Debug, clap::Args)]
 pub struct RebuildArgs {
+    /// Memory the partitions' states may take, in MiB, before the largest move to temporary
+    /// files on disk (slower, but memory stays bounded whatever the history).
+    #[arg(long, default_value_t = defaults::REBUILD_MEMORY_MIB)]
+    pub memory_mib: usize,
+
     /// The lake.
     #[command(flatten)]
     pub store: StoreArgs,
@@ -253,6 +258,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 &store,
                 &reference,
                 a.store.io_concurrency.max(1),
+                a.memory_mib << 20,
             ))?;
             println!(
                 "rebuilt summaries from {} raw files ({} events, {} partitions): replaced {} files with {} in {:.1} s",

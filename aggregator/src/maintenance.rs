@@ -11,7 +11,7 @@ use owsu_schemas::record::RecordKind;
 use owsu_schemas::reference::Reference;
 
 use crate::raw;
-use crate::state::{Applied, Conflict, FirstArrivals, PartitionState};
+use crate::state::{Applied, Conflict, FirstArrivals, MemState, PartitionState, StateError};
 use crate::summary::{self, Codes, Table};
 
 /// Raw rows turned into events at a time by `rebuild`.
@@ -28,30 +28,114 @@ pub struct RebuildReport {
     pub elapsed: Duration,
 }
 
+/// A partition's state during a rebuild: in memory while the partitions fit the budget, on disk
+/// (a temporary redb file, fixed cache) once they do not.
+enum Scratch {
+    Mem(Box<MemState>),
+    Disk(PartitionState),
+}
+
+impl Scratch {
+    fn apply_with(
+        &self,
+        events: &[(&str, i64, &owsu_schemas::Event)],
+        codes: &Codes,
+        first: &FirstArrivals,
+    ) -> Result<Applied, StateError> {
+        match self {
+            Scratch::Mem(s) => s.apply_with(events, codes, first),
+            Scratch::Disk(s) => s.apply_with(events, codes, first),
+        }
+    }
+    fn first_arrivals(&self, conflicts: &[Conflict]) -> Result<FirstArrivals, StateError> {
+        match self {
+            Scratch::Mem(s) => s.first_arrivals(conflicts),
+            Scratch::Disk(s) => s.first_arrivals(conflicts),
+        }
+    }
+    fn months(&self) -> Result<BTreeSet<summary::Month>, StateError> {
+        match self {
+            Scratch::Mem(s) => s.months(),
+            Scratch::Disk(s) => s.months(),
+        }
+    }
+    fn quarter(&self, q: summary::Quarter) -> Result<summary::PeriodRows, StateError> {
+        match self {
+            Scratch::Mem(s) => s.quarter(q),
+            Scratch::Disk(s) => s.quarter(q),
+        }
+    }
+    /// Drops the state (and its file).
+    fn discard(self) -> std::io::Result<()> {
+        if let Scratch::Disk(s) = self {
+            let path = s.path().to_owned();
+            drop(s);
+            std::fs::remove_file(path)?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a rebuild keeps its partitions' states, and how much memory they may take.
+struct Scratches {
+    dir: tempfile::TempDir,
+    budget: usize,
+    states: BTreeMap<i32, Scratch>,
+}
+
+impl Scratches {
+    /// Moves the largest states in memory to disk until those left fit the budget.
+    fn spill_over_budget(&mut self) -> Result<(), StateError> {
+        let mut sizes: Vec<(usize, i32)> = self
+            .states
+            .iter()
+            .filter_map(|(p, s)| match s {
+                Scratch::Mem(m) => Some((m.bytes(), *p)),
+                Scratch::Disk(_) => None,
+            })
+            .collect();
+        let mut held: usize = sizes.iter().map(|(b, _)| b).sum();
+        sizes.sort_unstable();
+        while held > self.budget {
+            let Some((bytes, p)) = sizes.pop() else { break };
+            let disk =
+                PartitionState::open(&self.dir.path().join(format!("p{p:03}.redb")), 8 << 20)?;
+            if let Some(Scratch::Mem(m)) = self.states.get(&p) {
+                m.spill(&disk)?;
+            }
+            self.states.insert(p, Scratch::Disk(disk));
+            held -= bytes;
+            tracing::info!(
+                partition = p,
+                mib = bytes >> 20,
+                "rebuild: partition state moved to disk (memory budget reached)"
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Recomputes every summary table from the raw tables, each in one commit that replaces all of
 /// its files (readers see the old summaries or the new ones, never a mix). Raw is streamed once,
-/// file by file, into a temporary state per partition (on disk, fixed cache), so memory does not
-/// grow with history. Run it with the aggregators stopped: a live one's commit in between would
-/// be replaced.
+/// file by file, into a state per partition: in memory while the partitions fit
+/// `memory_budget` bytes, the largest moved to a temporary file on disk (fixed cache) past it,
+/// so memory does not grow with history. Run it with the aggregators stopped: a live one's
+/// commit in between would be replaced.
 pub async fn rebuild(
     store: &Store,
     reference: &Reference,
     concurrency: usize,
+    memory_budget: usize,
 ) -> anyhow::Result<RebuildReport> {
     let started = Instant::now();
     let codes = Codes::new(reference);
-    let scratch = tempfile::tempdir()?;
-    let mut states: BTreeMap<i32, PartitionState> = BTreeMap::new();
+    let mut scratch = Scratches {
+        dir: tempfile::tempdir()?,
+        budget: memory_budget,
+        states: BTreeMap::new(),
+    };
     let first = BTreeMap::new();
-    let pass = apply_raw(
-        store,
-        &codes,
-        concurrency,
-        scratch.path(),
-        &mut states,
-        &first,
-    )
-    .await?;
+    let pass = apply_raw(store, &codes, concurrency, &mut scratch, &first).await?;
     let (raw_files, mut events) = (pass.raw_files, pass.events);
     if !pass.inverted.is_empty() {
         // Files are not in offset order (compaction mixes them): in these partitions a
@@ -65,21 +149,14 @@ pub async fn rebuild(
                 .filter(|(q, _)| q == p)
                 .map(|(_, c)| *c)
                 .collect();
-            first.insert(*p, states[p].first_arrivals(&conflicts)?);
-            let state = states.remove(p).expect("inverted partitions have a state");
-            let path = state.path().to_owned();
-            drop(state);
-            std::fs::remove_file(&path)?;
+            first.insert(*p, scratch.states[p].first_arrivals(&conflicts)?);
+            let state = scratch
+                .states
+                .remove(p)
+                .expect("inverted partitions have a state");
+            state.discard()?;
         }
-        let redo = apply_raw(
-            store,
-            &codes,
-            concurrency,
-            scratch.path(),
-            &mut states,
-            &first,
-        )
-        .await?;
+        let redo = apply_raw(store, &codes, concurrency, &mut scratch, &first).await?;
         events = events - pass.events_in(&pass.inverted) + redo.events_in(&pass.inverted);
     }
     let mut removed = 0;
@@ -89,7 +166,7 @@ pub async fn rebuild(
         let old = table.files().await?;
         removed += old.len();
         let mut actions: Vec<Action> = old.iter().map(|f| LakeTable::remove(f, true)).collect();
-        for (p, state) in &states {
+        for (p, state) in &scratch.states {
             let quarters: std::collections::BTreeSet<summary::Quarter> = state
                 .months()?
                 .into_iter()
@@ -118,7 +195,7 @@ pub async fn rebuild(
     Ok(RebuildReport {
         raw_files,
         events,
-        partitions: states.len(),
+        partitions: scratch.states.len(),
         removed,
         written,
         elapsed: started.elapsed(),
@@ -145,15 +222,14 @@ impl RawPass {
     }
 }
 
-/// Streams the raw tables into `states` (a state is opened in `scratch` for each partition met
-/// that has none). With `first` non-empty, only its partitions are applied, with those first
+/// Streams the raw tables into `scratch` (a state in memory is made for each partition met that
+/// has none). With `first` non-empty, only its partitions are applied, with those first
 /// arrivals decided.
 async fn apply_raw(
     store: &Store,
     codes: &Codes,
     concurrency: usize,
-    scratch: &std::path::Path,
-    states: &mut BTreeMap<i32, PartitionState>,
+    scratch: &mut Scratches,
     first: &BTreeMap<i32, FirstArrivals>,
 ) -> anyhow::Result<RawPass> {
     let mut pass = RawPass {
@@ -189,16 +265,14 @@ async fn apply_raw(
                     }
                 }
                 for p in by_partition.keys() {
-                    if let std::collections::btree_map::Entry::Vacant(e) = states.entry(*p) {
-                        e.insert(PartitionState::open(
-                            &scratch.join(format!("p{p:03}.redb")),
-                            8 << 20,
-                        )?);
-                    }
+                    scratch
+                        .states
+                        .entry(*p)
+                        .or_insert_with(|| Scratch::Mem(Box::default()));
                 }
                 // Partitions are independent: applied on all cores.
                 use rayon::prelude::*;
-                let states = &*states;
+                let states = &scratch.states;
                 let applied: Vec<(i32, u64, Applied)> = by_partition
                     .into_par_iter()
                     .map(|(p, evs)| {
@@ -216,6 +290,7 @@ async fn apply_raw(
                         pass.inverted.insert(p);
                     }
                 }
+                scratch.spill_over_budget()?;
             }
         }
     }

@@ -75,6 +75,9 @@ pub mod defaults {
     pub const RAW_FLUSH_S: u64 = 60;
     /// Milliseconds between summary commits while catching up (live: after every batch).
     pub const SUMMARY_INTERVAL_MS: u64 = 2_000;
+    /// Memory `rebuild` may hold partitions' states in, MiB (about 200 bytes an event: a
+    /// national year of ~1 M events fits; past it, the largest partitions go to disk).
+    pub const REBUILD_MEMORY_MIB: usize = 512;
 }
 
 /// How the aggregator runs.

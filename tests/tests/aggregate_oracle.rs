@@ -94,6 +94,7 @@ fn simulated_year_matches_the_oracle_exactly() {
     oracle::assert_matches(&expected, &oracle::actual_from_store(&store));
 
     // Rebuilding from raw gives the same summaries, row for row.
+    let store_arg = p("store");
     let before: Vec<_> = [
         "services_daily",
         "complaints_daily",
@@ -103,22 +104,30 @@ fn simulated_year_matches_the_oracle_exactly() {
     .iter()
     .map(|t| sorted_table(&store, t))
     .collect();
-    assert_eq!(aggregator(&["rebuild", "--store", &p("store")]), 0);
-    for (i, t) in [
-        "services_daily",
-        "complaints_daily",
-        "unit_days",
-        "processing_times",
-    ]
-    .iter()
-    .enumerate()
-    {
-        let after = sorted_table(&store, t);
-        assert!(before[i].height() > 0, "{t} is empty");
-        assert!(
-            before[i].equals_missing(&after),
-            "{t} differs after rebuild"
-        );
+    // In memory (the default budget holds this year), then with no memory budget at all: every
+    // partition's state moves to disk after the first slice of raw.
+    for budget in [None, Some("0")] {
+        let mut args = vec!["rebuild", "--store", &store_arg];
+        if let Some(b) = budget {
+            args.extend(["--memory-mib", b]);
+        }
+        assert_eq!(aggregator(&args), 0);
+        for (i, t) in [
+            "services_daily",
+            "complaints_daily",
+            "unit_days",
+            "processing_times",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let after = sorted_table(&store, t);
+            assert!(before[i].height() > 0, "{t} is empty");
+            assert!(
+                before[i].equals_missing(&after),
+                "{t} differs after rebuild (memory budget {budget:?})"
+            );
+        }
     }
 
     // Other readers see the same totals: the Python deltalake package opens every table and
