@@ -112,6 +112,7 @@ pub struct SummaryPending {
 pub struct Pending {
     /// By record kind.
     pub raw: [RawPending; 3],
+    /// The summary files to rewrite, and the offsets their commits will carry.
     pub summary: SummaryPending,
 }
 

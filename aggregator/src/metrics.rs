@@ -58,16 +58,22 @@ pub const STALL: Duration = Duration::from_secs(120);
 /// What `/health/live` and `/health/ready` answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Health {
+    /// The consume loop went round within [`STALL`].
     pub live: bool,
+    /// Live and holding at least one topic partition.
     pub ready: bool,
 }
 
 /// Event-to-summary freshness so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Freshness {
+    /// Messages measured (0: none committed to the summaries yet).
     pub events: u64,
+    /// Median, in milliseconds.
     pub p50_ms: u64,
+    /// 99th percentile, in milliseconds.
     pub p99_ms: u64,
+    /// Largest, in milliseconds.
     pub max_ms: u64,
 }
 
@@ -147,6 +153,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Events of `kind` accepted so far (the `events_accepted` counter).
     pub fn accepted(&self, kind: RecordKind) -> u64 {
         self.accepted
             .get_or_create(&KindLabel {
@@ -154,9 +161,11 @@ impl Metrics {
             })
             .get()
     }
+    /// Messages dead-lettered so far.
     pub fn dead_lettered(&self) -> u64 {
         self.dead_lettered.get()
     }
+    /// Sets the consumer lag of one topic partition, in messages.
     pub fn set_lag(&self, topic: &str, partition: i32, lag: i64) {
         self.lag
             .get_or_create(&PartitionLabels {
@@ -166,6 +175,7 @@ impl Metrics {
             .set(lag);
     }
 
+    /// Sets how many topic partitions this instance holds (readiness needs at least one).
     pub fn set_assigned(&self, partitions: usize) {
         self.assigned.set(partitions as i64);
     }
@@ -202,6 +212,7 @@ impl Metrics {
         }
     }
 
+    /// Freshness percentiles of every message recorded so far (all zero before the first).
     pub fn freshness(&self) -> Freshness {
         match &*self.freshness.lock().expect("freshness lock") {
             Some(h) if !h.is_empty() => Freshness {
@@ -223,17 +234,26 @@ impl Metrics {
     }
 }
 
-/// A batch made it: files durable, offsets committed.
+/// A batch was processed: applied to the state, what was due flushed to the lake, its offsets
+/// committed to Kafka.
 pub struct BatchCommitted {
+    /// Messages in the batch, good and bad.
     pub messages: usize,
+    /// Valid events, by record kind in [`RecordKind::ALL`] order (duplicates included).
     pub accepted: [u64; 3],
+    /// Events the state already held with the same content (and day closes no newer than the
+    /// one held).
     pub duplicates: u64,
+    /// Messages sent to the dead-letter topic: bad records and events the state refused.
     pub dead_lettered: u64,
+    /// Files the flushes after this batch wrote (raw and summary; 0 when none was due).
     pub files: u64,
+    /// From the start of processing (messages collected) to the Kafka offset commit.
     pub latency: Duration,
 }
 
 impl BatchCommitted {
+    /// Adds the batch to the counters and the latency histogram, and logs it at debug level.
     pub fn emit(&self, m: &Metrics) {
         for (kind, n) in RecordKind::ALL.iter().zip(self.accepted) {
             m.accepted
@@ -263,13 +283,18 @@ impl BatchCommitted {
 
 /// A message went to the dead-letter topic.
 pub struct DeadLettered<'a> {
+    /// Source topic.
     pub topic: &'a str,
+    /// Source partition.
     pub partition: i32,
+    /// Offset in the source partition.
     pub offset: i64,
+    /// Why it was refused.
     pub reason: &'a str,
 }
 
 impl DeadLettered<'_> {
+    /// Logs it as a warning (the counter is updated by [`BatchCommitted::emit`]).
     pub fn emit(&self) {
         tracing::warn!(
             topic = self.topic,

@@ -146,7 +146,7 @@ impl PipelineConfig {
 pub struct RunReport {
     /// Kafka messages read (every one was counted, dead-lettered or found a duplicate).
     pub messages: u64,
-    /// Events counted, by record kind (service, complaint, unit_day).
+    /// Valid events, by record kind (service, complaint, unit_day); duplicates included.
     pub accepted: [u64; 3],
     /// Events already counted (same `event_id`): redeliveries and office resends.
     pub duplicates: u64,
@@ -161,7 +161,7 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    /// Events counted, all kinds.
+    /// Valid events, all kinds (duplicates included).
     pub fn accepted_total(&self) -> u64 {
         self.accepted.iter().sum()
     }

@@ -17,10 +17,13 @@ use uuid::Uuid;
 /// An event with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Landed {
+    /// The decoded event.
     pub event: Event,
     /// Business-rule anomalies found when it was checked (kept in the `anomalies` column).
     pub flags: Flags,
+    /// Kafka partition it was read from (the `kafka_partition` column).
     pub partition: i32,
+    /// Its offset in that partition (the `kafka_offset` column).
     pub offset: i64,
 }
 
@@ -243,15 +246,27 @@ pub fn to_frame(kind: RecordKind, rows: &[&Landed]) -> PolarsResult<DataFrame> {
     Ok(df)
 }
 
+/// Raw rows that cannot be read back into events.
 #[derive(Debug, thiserror::Error)]
 pub enum RawReadError {
+    /// A column is missing or not of the expected type.
     #[error("raw table {key}: {source}")]
-    Parquet { key: String, source: PolarsError },
+    Parquet {
+        /// What the rows came from (the file's path, as the caller names it).
+        key: String,
+        /// The Polars error.
+        source: PolarsError,
+    },
+    /// One row's value cannot be turned into its event's field.
     #[error("raw table {key}, row {row}: field `{field}`: {problem}")]
     Row {
+        /// What the rows came from (the file's path, as the caller names it).
         key: String,
+        /// Row index within the frame given to [`from_frame`] (0-based).
         row: usize,
+        /// The column at fault.
         field: &'static str,
+        /// What is wrong with the value (missing, unparsable, unknown code).
         problem: String,
     },
 }

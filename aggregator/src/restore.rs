@@ -53,6 +53,7 @@ pub fn default_dir(store_url: &str, group: &str) -> PathBuf {
     base.join("owsu/aggregator-state").join(format!("{h:016x}"))
 }
 
+/// The local state file of `partition` in `dir` (`pNNN.redb`).
 pub fn local_path(dir: &Path, partition: i32) -> PathBuf {
     dir.join(format!("p{partition:03}.redb"))
 }
@@ -67,9 +68,13 @@ fn snapshot_keys(partition: i32) -> (String, String) {
 /// What a snapshot holds, beside it in the store.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SnapshotMeta {
+    /// The lake the state belongs to (see [`lake_id()`]).
     pub lake_id: String,
+    /// Last offset applied per topic, as the snapshot file holds them.
     pub offsets: HashMap<String, i64>,
+    /// When the snapshot was taken (RFC 3339, UTC).
     pub taken_at: String,
+    /// Size of the snapshot file, in bytes.
     pub bytes: u64,
 }
 
@@ -96,9 +101,13 @@ fn progress(offsets: &HashMap<String, i64>) -> i64 {
 /// Where a restored state came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
+    /// The local file: it was of this lake and held at least as much as the snapshot.
     Local,
+    /// The lake's snapshot, downloaded: it held more than the local file, or there was none.
     Snapshot,
+    /// Rebuilt from the partition's rows of the raw tables: no usable local file or snapshot.
     RawTables,
+    /// A new, empty state: no usable local file or snapshot, and no raw rows for the partition.
     New,
 }
 
@@ -244,7 +253,7 @@ async fn from_raw_tables(
 }
 
 /// Commits a partition's state and copies its file to the store as its snapshot (call between
-/// batches).
+/// batches). Returns the bytes copied.
 pub async fn snapshot(
     store: &Store,
     lake: &str,

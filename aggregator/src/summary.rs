@@ -33,13 +33,20 @@ pub type Month = (i32, u32);
 /// The summary tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {
+    /// `services_daily`: per day, unit and service, request counts, fees and processing sums.
     ServicesDaily,
+    /// `complaints_daily`: per day of receipt, unit and sector, complaints by jurisdiction and
+    /// status.
     ComplaintsDaily,
+    /// `unit_days`: per day and unit, the unit's own closing counts against the events that
+    /// arrived.
     UnitDays,
+    /// `processing_times`: one row per delivered request, with its processing time.
     ProcessingTimes,
 }
 
 impl Table {
+    /// Every summary table.
     pub const ALL: [Table; 4] = [
         Table::ServicesDaily,
         Table::ComplaintsDaily,
@@ -63,6 +70,7 @@ impl Table {
 /// batch still rewrites only the quarters its events touch.
 pub type Quarter = (i32, u32);
 
+/// The quarter a month falls in (`month` must be 1..=12).
 pub fn quarter_of((year, month): Month) -> Quarter {
     (year, (month - 1) / 3 + 1)
 }
@@ -102,11 +110,17 @@ pub struct Codes {
     units: HashMap<String, u16>,
     services: HashMap<String, u16>,
     sectors: HashMap<String, u16>,
+    /// Unit index → unit code (registry order).
     pub unit_code: Vec<String>,
+    /// Unit index → the unit's province code.
     pub unit_province: Vec<String>,
+    /// Unit index → the unit's level, as its text form.
     pub unit_level: Vec<&'static str>,
+    /// Service index → service code (catalogue order, sector by sector).
     pub service_code: Vec<String>,
+    /// Service index → index of its sector.
     pub service_sector: Vec<u16>,
+    /// Sector index → sector code (catalogue order).
     pub sector_code: Vec<String>,
 }
 
@@ -124,6 +138,7 @@ impl Codes {
         self.sectors.get(code).copied()
     }
 
+    /// Numbers the registry's units and the catalogue's sectors and services by their position.
     pub fn new(r: &Reference) -> Self {
         let units = r
             .registry
@@ -170,56 +185,94 @@ impl Codes {
 /// A unit's own closing count of a day (the latest wins; ties broken by content).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct DayClose {
+    /// When the unit closed the day (Unix milliseconds, from the event).
     pub closed_at: Millis,
+    /// Service events the unit says it recorded that day.
     pub services: i32,
+    /// Complaint events the unit says it recorded that day.
     pub complaints: i32,
 }
 
+/// Figures of one `services_daily` cell: (day, unit, service). The day is the Cambodia date
+/// of the event's `occurred_at`; only counted events (not superseded) take part.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ServiceAgg {
+    /// Requests whose first RECEIVED fell on this day.
     pub received: i64,
+    /// Requests whose first DELIVERED fell on this day.
     pub delivered: i64,
+    /// Requests whose first REJECTED fell on this day.
     pub rejected: i64,
+    /// Requests whose first CANCELLED fell on this day.
     pub cancelled: i64,
+    /// FEE_PAID events with a positive fee on this day.
     pub fee_payments: i64,
+    /// FEE_PAID events with a negative fee (refunds) on this day.
     pub refunds: i64,
+    /// Sum of the FEE_PAID fees on this day, in riel (refunds count negative).
     pub revenue_riel: i64,
+    /// Sum of the processing times of the requests delivered this day, in whole seconds
+    /// (first DELIVERED − first RECEIVED; negative times are left out).
     pub processing_seconds_sum: i64,
+    /// Requests in `processing_seconds_sum`.
     pub processing_count: i64,
 }
 
+/// Figures of one `complaints_daily` cell: (day of first RECEIVED, unit, sector). Each
+/// complaint counts in one of within/outside/undecided and in one of
+/// resolved/more_info/open/withdrawn.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ComplaintAgg {
+    /// Complaints first received on this day.
     pub received: i64,
+    /// Latest jurisdiction decision is "within" (a RESOLVED complaint counts here too).
     pub within: i64,
+    /// Latest jurisdiction decision is "outside".
     pub outside: i64,
+    /// No jurisdiction decision yet.
     pub undecided: i64,
+    /// Latest status event is RESOLVED.
     pub resolved: i64,
+    /// Latest status event is MORE_INFO_REQUIRED.
     pub more_info: i64,
+    /// No status event yet.
     pub open: i64,
+    /// Latest status event is WITHDRAWN.
     pub withdrawn: i64,
     /// Open and within jurisdiction: the ones an Ombudsman office owes an answer.
     pub open_within: i64,
 }
 
+/// One row of `processing_times`: a delivered request and how long it took.
 #[derive(Debug, Clone, Copy)]
 pub struct ProcessingRow {
+    /// Cambodia date of its first DELIVERED, as days since 1970-01-01.
     pub day: i32,
+    /// Unit index ([`Codes`]).
     pub unit: u16,
+    /// Service number: a [`Codes`] index, or from [`EXTRA_BASE`] on a partition's own number.
     pub service: u16,
+    /// First DELIVERED − first RECEIVED, in whole seconds (never negative).
     pub seconds: i64,
 }
 
+/// One row of `unit_days`: a unit's own close of a day against the events that arrived.
 #[derive(Debug, Clone, Copy)]
 pub struct UnitDayRow {
+    /// The day, as days since 1970-01-01 (Cambodia time).
     pub day: i32,
+    /// Unit index ([`Codes`]).
     pub unit: u16,
+    /// The unit's latest close of the day; `None` if it has not closed it.
     pub close: Option<DayClose>,
+    /// Distinct service events recorded (`recorded_at`) on this day that reached the partition.
     pub arrived_services: i64,
+    /// Distinct complaint events recorded on this day that reached the partition.
     pub arrived_complaints: i64,
 }
 
 impl UnitDayRow {
+    /// A row with no close and nothing arrived.
     pub fn empty(day: i32, unit: u16) -> Self {
         UnitDayRow {
             day,
@@ -231,12 +284,16 @@ impl UnitDayRow {
     }
 }
 
-/// One month of one partition, all tables.
+/// The rows of one partition for one period (a quarter: what a summary file holds), all tables.
 #[derive(Debug, Default)]
 pub struct PeriodRows {
+    /// (day, unit, service) → figures: the `services_daily` rows.
     pub services: BTreeMap<(i32, u16, u16), ServiceAgg>,
+    /// The `processing_times` rows, sorted by (day, unit, service, seconds).
     pub processing: Vec<ProcessingRow>,
+    /// (day, unit, sector or `None`) → figures: the `complaints_daily` rows.
     pub complaints: BTreeMap<(i32, u16, Option<u16>), ComplaintAgg>,
+    /// The `unit_days` rows, sorted by (day, unit).
     pub unit_days: Vec<UnitDayRow>,
     /// Codes the catalogue does not know, as the partition state numbered them.
     pub extra: ExtraCodes,
@@ -305,6 +362,7 @@ where
 }
 
 impl PeriodRows {
+    /// Whether table `t` has no rows in this period (then no file is written for it).
     pub fn is_empty(&self, t: Table) -> bool {
         match t {
             Table::ServicesDaily => self.services.is_empty(),

@@ -1,4 +1,9 @@
-//! `owsu-jobs`: the yearly review, the sector-demand dataset and the oversight list.
+//! The command line of `owsu-jobs`: the yearly review, the sector-demand dataset, the
+//! oversight list and the data-quality report.
+//!
+//! [`run`] loads the reference data, opens the store (a local one must exist), runs one job,
+//! prints its summary on stdout and returns the exit code: 0, or [`EXIT_FLAGGED`] when
+//! `inactive` flags a unit. An error is returned to `main`, which exits with 1.
 
 use std::path::PathBuf;
 
@@ -12,6 +17,9 @@ use crate::inactive::Rules;
 /// Exit code of `inactive` when at least one unit is flagged (0 when none).
 pub const EXIT_FLAGGED: i32 = 10;
 
+/// The parsed command line: global options and one job.
+///
+/// The help text comes from `about`/`long_about` below, not from this comment.
 #[derive(Debug, Parser)]
 #[command(
     name = "owsu-jobs",
@@ -24,6 +32,7 @@ pub const EXIT_FLAGGED: i32 = 10;
         - quality:  the data-quality report: anomalous events per unit and rule, fees above the schedule (HTML, CSV, JSON)."
 )]
 pub struct Cli {
+    /// `--log-format` (human or json), shared by every OWSU binary.
     #[command(flatten)]
     pub log: owsu_runtime::logging::LogArgs,
 
@@ -36,10 +45,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "OWSU_STORE", default_value = "data/store")]
     pub store: String,
 
+    /// The job to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The jobs, one subcommand each. Each variant's comment is its `--help` text.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The yearly review: services, revenue and complaints by level, sector and province, with
@@ -75,6 +86,7 @@ pub enum Command {
         /// Output directory for inactive.csv and inactive.json (default reports/inactive).
         #[arg(long, default_value = "reports/inactive")]
         out: PathBuf,
+        /// The rules' thresholds (see [`Rules`]).
         #[command(flatten)]
         rules: Rules,
     },
@@ -112,6 +124,11 @@ pub fn report_dir(job: &str, year: i32, scope: Option<&str>) -> String {
     )
 }
 
+/// Runs the parsed command and returns the process exit code (0, or [`EXIT_FLAGGED`]).
+///
+/// Loads the reference data, opens the store (a local directory must exist), runs the job on a
+/// two-thread tokio runtime, writes its files and prints its summary on stdout. Fails when the
+/// reference data does not load, the store cannot be opened, or the job fails.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     let reference = Reference::load(cli.reference_dir.as_deref())?;
     let store = Store::open_existing(&cli.store)?;

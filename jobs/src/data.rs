@@ -1,6 +1,11 @@
 //! Reading the aggregator's summaries back from the lake: every table at one version (a
 //! snapshot, whose versions each report states), only the files whose date statistics overlap
 //! the range asked for, filtered to the range and, for decentralised views, one province's units.
+//!
+//! Units, sectors and services become small indexes ([`Ix`]). A sector or service the
+//! catalogue does not know is numbered and kept under its own code; a row of a unit the
+//! registry does not know is left out, and the unit is named in [`Ix::unknown_units`] and in a
+//! warning. A null count reads as 0.
 
 use std::collections::HashMap;
 
@@ -14,6 +19,7 @@ use polars::prelude::*;
 
 /// Codes of the reference data as small indexes.
 pub struct Ix<'r> {
+    /// The reference data the indexes point into.
     pub reference: &'r Reference,
     unit: HashMap<&'r str, u16>,
     service: HashMap<String, u16>,
@@ -29,6 +35,7 @@ pub struct Ix<'r> {
 }
 
 impl<'r> Ix<'r> {
+    /// Indexes the registry's units and the catalogue's services, in file order.
     pub fn new(reference: &'r Reference) -> Self {
         let unit = reference
             .registry
@@ -78,8 +85,8 @@ impl<'r> Ix<'r> {
         (sectors.len() + extra) as u16
     }
 
-    /// Index of a service code (with the sector the summaries give it), numbering one the
-    /// catalogue does not know.
+    /// Index of a service code, numbering one the catalogue does not know. A known service
+    /// keeps its catalogue sector; `sector` is used only for an unknown one.
     pub fn service_index(&mut self, code: &str, sector: &str) -> u16 {
         if let Some(i) = self.service.get(code) {
             return *i;
@@ -91,94 +98,149 @@ impl<'r> Ix<'r> {
         self.service_sector.push(si);
         i
     }
+    /// The registry's unit at index `i`. Panics on an index this `Ix` did not give.
     pub fn unit(&self, i: u16) -> &'r owsu_schemas::Unit {
         &self.reference.registry.units[i as usize]
     }
+    /// The sector at index `i`: the catalogue's, or one numbered by [`Ix::sector_index`]
+    /// (named "CODE (not in the catalogue)"). Panics on an index this `Ix` did not give.
     pub fn sector(&self, i: u16) -> &owsu_schemas::reference::Sector {
         let sectors = &self.reference.catalogue.sectors;
         sectors
             .get(usize::from(i))
             .unwrap_or_else(|| &self.extra_sectors[usize::from(i) - sectors.len()])
     }
+    /// The code of service index `i`, or `"?"` for an index this `Ix` did not give.
     pub fn service_code(&self, i: u16) -> &str {
         self.service_codes
             .get(usize::from(i))
             .map_or("?", String::as_str)
     }
+    /// The level (provincial or district) of unit index `unit`.
     pub fn level(&self, unit: u16) -> Level {
         self.unit(unit).level
     }
+    /// The province code (`KH-PP`) of unit index `unit`.
     pub fn province(&self, unit: u16) -> &'r str {
         &self.unit(unit).province_code
     }
 }
 
+/// A row of `services_daily`: one unit, day and service.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SvcRow {
+    /// Day in Cambodia time.
     pub date: NaiveDate,
+    /// Unit index (see [`Ix::unit`]).
     pub unit: u16,
+    /// Service index (see [`Ix::service_code`]).
     pub service: u16,
+    /// Requests whose first RECEIVED falls on this day.
     pub received: i64,
+    /// Requests whose first DELIVERED falls on this day (services provided).
     pub delivered: i64,
+    /// Requests rejected on this day.
     pub rejected: i64,
+    /// Requests cancelled on this day.
     pub cancelled: i64,
+    /// FEE_PAID events with a positive fee.
     pub fee_payments: i64,
+    /// FEE_PAID events with a negative fee.
     pub refunds: i64,
+    /// Fees paid on this day, refunds negative, in riel.
     pub revenue_riel: i64,
 }
 
+/// A row of `complaints_daily`: one unit, day of receipt and sector.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CmpRow {
+    /// Day the complaints were received, in Cambodia time.
     pub date: NaiveDate,
+    /// Unit index (see [`Ix::unit`]).
     pub unit: u16,
+    /// Sector index (see [`Ix::sector`]); `None` when the sector is not known.
     pub sector: Option<u16>,
+    /// Complaints received on this day.
     pub received: i64,
+    /// Of those, latest jurisdiction decision within (or resolved).
     pub within: i64,
+    /// Of those, latest decision outside jurisdiction.
     pub outside: i64,
+    /// Of those, no jurisdiction decision yet.
     pub undecided: i64,
+    /// Of those, latest status RESOLVED.
     pub resolved: i64,
+    /// Of those, latest status MORE_INFO_REQUIRED.
     pub more_info: i64,
+    /// Of those, no status event yet.
     pub open: i64,
+    /// Of those, latest status WITHDRAWN.
     pub withdrawn: i64,
+    /// Of those, open and within jurisdiction: answers owed.
     pub open_within: i64,
 }
 
+/// A row of `unit_days`: whether one unit closed one day, and its own counts against what
+/// arrived.
 #[derive(Debug, Clone, Default)]
 pub struct DayRow {
+    /// The day, in Cambodia time.
     pub date: NaiveDate,
+    /// Unit index (see [`Ix::unit`]).
     pub unit: u16,
+    /// A UnitDayClosed arrived for this day (null reads as `false`).
     pub closed: bool,
+    /// Distinct service events recorded on this day that arrived.
     pub arrived_services: i64,
+    /// Distinct complaint events recorded on this day that arrived.
     pub arrived_complaints: i64,
+    /// The unit's own service count − arrived; positive: events missing. `None` if not closed.
     pub services_gap: Option<i64>,
+    /// The unit's own complaint count − arrived. `None` if not closed.
     pub complaints_gap: Option<i64>,
+    /// `ok`, `missing_events`, `extra_events` or `not_closed` (empty when null).
     pub status: String,
 }
 
+/// A row of `processing_times`: one delivered request.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProcRow {
+    /// Day of delivery, in Cambodia time.
     pub date: NaiveDate,
+    /// Unit index (see [`Ix::unit`]).
     pub unit: u16,
+    /// Service index (see [`Ix::service_code`]).
     pub service: u16,
+    /// First DELIVERED − first RECEIVED, in calendar days with fractions (null reads as 0).
     pub days: f64,
 }
 
 /// Which tables to load.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Want {
+    /// Load `services_daily`.
     pub services: bool,
+    /// Load `complaints_daily`.
     pub complaints: bool,
+    /// Load `unit_days`.
     pub unit_days: bool,
+    /// Load `processing_times`.
     pub processing: bool,
 }
 
+/// The rows [`load`] kept: in the date range, in scope, of units the registry knows. A table
+/// not wanted, or not in the store, leaves its list empty.
 #[derive(Debug, Default)]
 pub struct Summaries {
     /// The table versions these rows were read from.
     pub versions: Versions,
+    /// Rows of `services_daily`.
     pub services: Vec<SvcRow>,
+    /// Rows of `complaints_daily`.
     pub complaints: Vec<CmpRow>,
+    /// Rows of `unit_days`.
     pub unit_days: Vec<DayRow>,
+    /// Rows of `processing_times`.
     pub processing: Vec<ProcRow>,
 }
 
@@ -196,6 +258,9 @@ impl Summaries {
 /// Loads the wanted tables for `[from, to]`, keeping only units in `scope` (a province code
 /// or unit code) when given; at the tables' versions `at` (another read of the same report) or
 /// their latest.
+///
+/// Fails when the store holds none of the wanted tables, or a table lacks a column the jobs
+/// read or has it with another type.
 pub async fn load(
     store: &Store,
     ix: &mut Ix<'_>,
@@ -416,6 +481,7 @@ fn read_frame(
 }
 
 /// Median (mean of the two middle values for an even count) and 90th percentile (nearest rank).
+/// Sorts `values` in place; `(None, None)` when it is empty.
 pub fn median_p90(values: &mut [f64]) -> (Option<f64>, Option<f64>) {
     if values.is_empty() {
         return (None, None);

@@ -2,6 +2,10 @@
 //! (Hive-partitioned by year) and CSV, with a data dictionary. DuckDB, pandas and polars read
 //! it directly:
 //! `duckdb -c "select * from read_parquet('DIR/sector_demand/**/*.parquet', hive_partitioning=true)"`.
+//!
+//! Every file is replaced whole ([`crate::output`]), and `year=` directories an earlier run
+//! wrote that this run does not are removed, so the directory holds one export only. Sums that
+//! do not fit are an error ([`crate::sum`]), never a wrapped figure.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +18,8 @@ use polars::prelude::*;
 use crate::data::{self, median_p90, Ix, Want};
 use crate::sum::add;
 
-/// Parses `YYYY-MM`.
+/// Parses `YYYY-MM` into (year, month). Fails without a `-`, on a part that is not a number,
+/// or on a month outside 1 to 12.
 pub fn parse_month(s: &str) -> anyhow::Result<(i32, u32)> {
     let (y, m) = s
         .split_once('-')
@@ -38,16 +43,26 @@ struct Cell {
 
 /// What was written.
 pub struct DemandOutput {
+    /// Rows of the dataset: one per month, unit and service with any figure.
     pub rows: usize,
     /// The lake table versions the rows were computed from.
     pub lake_versions: owsu_lake::snapshot::Versions,
     /// The latest day with figures.
     pub latest_day: Option<NaiveDate>,
+    /// `OUT/sector_demand`, holding `year=YYYY/part-0.parquet` for each year with rows.
     pub parquet_dir: PathBuf,
+    /// `OUT/sector_demand.csv`: the same rows, without the `year` column.
     pub csv: PathBuf,
+    /// `OUT/DATA_DICTIONARY.md`: the columns, the period, the scope and the table versions.
     pub dictionary: PathBuf,
 }
 
+/// Computes and writes the dataset for the months `from` to `to` (inclusive, as (year, month))
+/// of the units in `scope` (a province or unit code; all when `None`) into `out`.
+///
+/// Reads `services_daily` and `processing_times` at their latest versions. Fails when `from`
+/// is after `to`, when there are no service figures in the range, when a sum does not fit,
+/// or when a read or write fails.
 pub async fn run(
     store: &Store,
     reference: &Reference,

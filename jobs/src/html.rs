@@ -9,7 +9,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use crate::review::Review;
 
-/// 1234567 → "1,234,567".
+/// Digits grouped by three with commas, sign kept: 1234567 → "1,234,567", -1000 → "-1,000".
 pub fn thousands(n: i64) -> String {
     let digits = n.unsigned_abs().to_string();
     let mut out = String::new();

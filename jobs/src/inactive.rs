@@ -15,6 +15,10 @@
 //! - **reconciliation_gap**: unit-days whose own closing count differs from what arrived;
 //! - **complaints_open**: at least `min_open_complaints` complaints within jurisdiction still open
 //!   more than `open_days` days after they were received.
+//!
+//! Only units with an OWSU are judged, and figures after `--as-of` are left out. A silent unit
+//! gets that flag alone. An empty look-back window nationally is an error, not a list of every
+//! unit: it means a wrong `--as-of` or `--store`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -66,12 +70,19 @@ impl Default for Rules {
 /// One flag on one unit.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Flag {
+    /// The unit's code (`KH-PP` or `KH-PPDD`).
     pub unit_code: String,
+    /// The unit's name in the registry.
     pub unit_name: String,
+    /// The unit's province (`KH-PP`).
     pub province_code: String,
+    /// `provincial` or `district`.
     pub level: String,
     /// silent, volume_collapse, stopped_service, reconciliation_gap or complaints_open.
     pub reason: String,
+    /// When it began: the first working day without activity (silent) or without a request
+    /// for the service (stopped_service), the change point (volume_collapse), the first gap
+    /// day read (reconciliation_gap), or the oldest overdue receipt day (complaints_open).
     pub since: NaiveDate,
     /// The service concerned (stopped_service).
     pub service_code: Option<String>,
@@ -84,17 +95,22 @@ pub struct Flag {
 /// What the job found.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The day judged from; figures after it are left out.
     pub as_of: NaiveDate,
+    /// The province or unit code asked for; `None` for the whole country.
     pub scope: Option<String>,
     /// The lake table versions the list was computed from (reproducible by time travel).
     pub lake_versions: owsu_lake::snapshot::Versions,
     /// The latest day with any figure in the look-back window.
     pub latest_day: Option<NaiveDate>,
+    /// Units in scope that have an OWSU: the units judged.
     pub units_checked: usize,
+    /// The flags, by rule (in the order of the module's list), then unit, then since.
     pub flags: Vec<Flag>,
 }
 
 impl Report {
+    /// Distinct units with at least one flag.
     pub fn units_flagged(&self) -> usize {
         self.flags
             .iter()
@@ -110,6 +126,9 @@ impl Report {
 /// In order: load the window's summaries, lay out its working days, gather each unit's
 /// evidence (activity, volume, requests per service, reconciliation gaps, overdue complaints),
 /// apply the rules unit by unit, sort the flags by rule and unit.
+///
+/// Fails when the window holds no figure nationally, when it has no working day, when a sum
+/// does not fit, or when the lake cannot be read.
 pub async fn run(
     store: &Store,
     reference: &Reference,
@@ -515,7 +534,8 @@ fn sort_flags(flags: &mut [Flag]) {
     });
 }
 
-/// Writes inactive.csv and inactive.json; returns their paths.
+/// Writes inactive.json (the whole report) and inactive.csv (one row per flag, dates
+/// space-separated) into `dir`, each replaced whole; returns (csv, json) paths.
 pub fn write(report: &Report, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     std::fs::create_dir_all(dir)?;
     let json = dir.join("inactive.json");
@@ -554,7 +574,7 @@ pub fn write(report: &Report, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> 
     Ok((csv_path, json))
 }
 
-/// The terminal table.
+/// The terminal table: a title line with the counts, one row per flag, and the table versions.
 pub fn table(report: &Report) -> String {
     let mut t = owsu_runtime::table::new(&["unit", "name", "reason", "since", "evidence"], &[]);
     for f in &report.flags {

@@ -1,4 +1,5 @@
-//! `owsu-jobs`: the jobs over the lake (see `owsu_jobs::cli`).
+//! `owsu-jobs`: the jobs over the lake (see `owsu_jobs::cli`). Exits with the code the job
+//! returns, or 1 with the error chain on stderr when it fails (`owsu_runtime::exit`).
 
 use clap::Parser;
 

@@ -11,6 +11,9 @@
 //!
 //! An event named by a correction is left out (the correction replaces it), as are exact
 //! duplicates (the same event id arriving twice).
+//!
+//! Each anomaly is counted once per event, request or unit-day it concerns, in the month of
+//! its day (Cambodia time). Written files are replaced whole ([`crate::output`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -38,11 +41,17 @@ const EXAMPLES_PER_RULE: usize = 5;
 /// One rule's count at one unit, with its months.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct UnitRule {
+    /// The unit's code.
     pub unit_code: String,
+    /// Its name; empty when the registry does not know the code.
     pub unit_name: String,
+    /// Its province (`KH-PP`); empty when the registry does not know the code.
     pub province_code: String,
+    /// `provincial` or `district`; empty when the registry does not know the code.
     pub level: String,
+    /// The rule's code ([`Rule::code`]).
     pub rule: String,
+    /// Events, requests or unit-days of the year with this anomaly at this unit.
     pub count: u64,
     /// Counts by month, January first.
     pub by_month: [u64; 12],
@@ -51,48 +60,65 @@ pub struct UnitRule {
 /// A rule's national (or scoped) total.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RuleTotal {
+    /// The rule's code ([`Rule::code`]).
     pub rule: String,
+    /// What the rule means ([`Rule::meaning`]).
     pub meaning: String,
     /// Derived across events by this report, rather than kept with each event.
     pub derived: bool,
+    /// Events, requests or unit-days of the year in scope with this anomaly.
     pub count: u64,
+    /// Units with at least one.
     pub units: usize,
+    /// Counts by month, January first.
     pub by_month: [u64; 12],
 }
 
 /// One example of an anomaly: the event (or request, or unit-day) and what is wrong.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Example {
+    /// The rule's code ([`Rule::code`]).
     pub rule: String,
+    /// The unit's code.
     pub unit_code: String,
     /// The event id; for a request's stages, the request's pseudonymous id; for a unit-day,
     /// the date.
     pub subject: String,
+    /// What is wrong, in words (e.g. the event's stage, service, fee and time).
     pub detail: String,
 }
 
 /// Fees above the schedule at one unit.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Overcharge {
+    /// The unit's code.
     pub unit_code: String,
+    /// Its name; empty when the registry does not know the code.
     pub unit_name: String,
+    /// Its province (`KH-PP`); empty when the registry does not know the code.
     pub province_code: String,
+    /// Fee payments flagged above the schedule whose service the catalogue knows.
     pub payments: u64,
     /// Sum over those payments of fee − the service's maximum fee (riel).
     pub excess_riel: i64,
     /// The largest fee ÷ maximum among them.
     pub worst_ratio: f64,
-    /// Services concerned, most frequent first.
+    /// Services concerned, most frequent first, as `CODE ×N, …`.
     pub services: String,
 }
 
 /// A correction whose original has not arrived: held by the aggregator, applied when it does.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Waiting {
+    /// `service` or `complaint`.
     pub kind: String,
+    /// The unit that recorded the correction.
     pub unit_code: String,
+    /// The correction's event id (UUID).
     pub correction_event_id: String,
+    /// The event id it names in `supersedes_event_id`.
     pub names_event_id: String,
+    /// When the correction happened, RFC 3339 in Cambodia time.
     pub occurred_at: String,
     /// `waiting` (its original has not arrived: held, counted nowhere) or `refused: …` (it
     /// names another unit's or kind's event; also held forever when the two units' events
@@ -103,7 +129,9 @@ pub struct Waiting {
 /// What the job found.
 #[derive(Debug, Clone, Serialize)]
 pub struct Quality {
+    /// The calendar year reported on (by event day, Cambodia time).
     pub year: i32,
+    /// The province or unit code asked for; `None` for the whole country.
     pub scope: Option<String>,
     /// The lake table versions read (reproducible by time travel).
     pub lake_versions: Versions,
@@ -111,10 +139,15 @@ pub struct Quality {
     pub events_checked: u64,
     /// Of those, events carrying at least one anomaly (all counted in the figures).
     pub events_flagged: u64,
+    /// One total per rule met, in [`Rule::ALL`] order.
     pub rules: Vec<RuleTotal>,
+    /// One row per unit and rule met, largest count first.
     pub by_unit: Vec<UnitRule>,
+    /// Up to five anomalies of each rule (the first met), grouped by rule.
     pub examples: Vec<Example>,
+    /// Units with fees above the schedule, largest excess first.
     pub overcharging: Vec<Overcharge>,
+    /// Corrections waiting for their original or refused, by unit and correction id.
     pub waiting_corrections: Vec<Waiting>,
 }
 
@@ -323,6 +356,12 @@ fn scope_filter<'a>(
     }
 }
 
+/// Computes the report of `year` for `scope` (a province or unit code; all when `None`) from
+/// the raw tables and `unit_days`, all at their latest versions.
+///
+/// Fails when `scope` is not in the registry, the store holds none of these tables, no event of
+/// the year is in the lake nationally, an event has no id or unit, an anomaly code is unknown,
+/// or a fee excess does not fit.
 pub async fn compute(
     store: &Store,
     reference: &Reference,

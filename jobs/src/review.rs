@@ -3,6 +3,8 @@
 //!
 //! Every figure is a sum over the summaries (which are exact); a scoped review (`--scope KH-PP`)
 //! reads only that province's units, so nothing of another province reaches any output.
+//! Sums that do not fit are an error ([`crate::sum`]), and every file is replaced whole
+//! ([`crate::output`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,106 +18,185 @@ use serde::Serialize;
 use crate::data::{self, median_p90, Ix, Summaries, Want};
 use crate::sum::{add, Overflow};
 
-/// FACTS.md's yearly table, one row per level.
+/// FACTS.md's yearly table: one row per level, then one for all units.
+///
+/// Year-on-year changes are in percent, `None` without previous-year figures or when the
+/// previous year's value is 0.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct FactsRow {
+    /// The level as FACTS.md names it ([`Level::label`]), or `All units`.
     pub level: String,
+    /// Requests delivered in the year (services provided).
     pub services_delivered: i64,
+    /// Fees paid in the year, refunds deducted, in riel.
     pub revenue_riel: i64,
+    /// `revenue_riel` ÷ [`RIEL_PER_USD`].
     pub revenue_usd: f64,
+    /// Complaints received in the year.
     pub complaints_received: i64,
+    /// Of those, latest jurisdiction decision within (or resolved).
     pub within_jurisdiction: i64,
+    /// Of those, latest decision outside jurisdiction.
     pub outside_jurisdiction: i64,
+    /// Of those, no jurisdiction decision yet.
     pub jurisdiction_undecided: i64,
+    /// Of those, latest status RESOLVED.
     pub resolved: i64,
+    /// Of those, latest status MORE_INFO_REQUIRED.
     pub more_info_required: i64,
+    /// Of those, no status event yet.
     pub open: i64,
+    /// Of those, latest status WITHDRAWN.
     pub withdrawn: i64,
-    /// resolved ÷ within jurisdiction, in percent.
+    /// resolved ÷ within jurisdiction, in percent; `None` when none is within.
     pub resolution_rate_pct: Option<f64>,
+    /// Change in services delivered on the previous year.
     pub services_yoy_pct: Option<f64>,
+    /// Change in revenue on the previous year.
     pub revenue_yoy_pct: Option<f64>,
+    /// Change in complaints received on the previous year.
     pub complaints_yoy_pct: Option<f64>,
 }
 
+/// One sector with service figures in the year.
+///
+/// Year-on-year changes are in percent, `None` without previous-year figures or when the
+/// previous year's value is 0.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SectorRow {
+    /// The sector's code.
     pub sector_code: String,
+    /// Its name in the catalogue ("CODE (not in the catalogue)" for an unknown one).
     pub sector_name: String,
+    /// Services delivered by capital/provincial units.
     pub services_provincial: i64,
+    /// Services delivered by municipal/district/khan units.
     pub services_district: i64,
+    /// Services delivered at both levels.
     pub services_delivered: i64,
+    /// Fees paid, refunds deducted, in riel.
     pub revenue_riel: i64,
+    /// Change in services delivered on the previous year.
     pub services_yoy_pct: Option<f64>,
+    /// Change in revenue on the previous year.
     pub revenue_yoy_pct: Option<f64>,
 }
 
+/// One province of the scope in the year.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ProvinceRow {
+    /// The province's code (`KH-PP`).
     pub province_code: String,
+    /// Its name.
     pub province_name: String,
+    /// Units of the registry in the province and the scope (with or without an OWSU).
     pub units: usize,
+    /// Services delivered in the year.
     pub services_delivered: i64,
+    /// Fees paid, refunds deducted, in riel.
     pub revenue_riel: i64,
+    /// Complaints received in the year.
     pub complaints_received: i64,
+    /// Change in services delivered on the previous year, in percent; `None` without
+    /// previous-year figures or when the previous year's value is 0.
     pub services_yoy_pct: Option<f64>,
 }
 
+/// One calendar month of the year (Cambodia time); a month without figures has zeros.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct MonthRow {
+    /// `YYYY-MM`.
     pub month: String,
+    /// Services delivered in the month.
     pub services_delivered: i64,
+    /// Fees paid in the month, refunds deducted, in riel.
     pub revenue_riel: i64,
+    /// Complaints received in the month.
     pub complaints_received: i64,
 }
 
+/// Processing times of one sector's deliveries in the year, in calendar days with fractions.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ProcessingRow {
+    /// The sector's code.
     pub sector_code: String,
+    /// Its name, as in [`SectorRow::sector_name`].
     pub sector_name: String,
+    /// Requests delivered with a known processing time.
     pub deliveries: usize,
+    /// Median (the mean of the two middle values for an even count).
     pub median_days: Option<f64>,
+    /// 90th percentile (nearest rank).
     pub p90_days: Option<f64>,
 }
 
+/// Reporting completeness of the scope's units over the year's working days.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Completeness {
+    /// Units in scope that have an OWSU.
     pub units: usize,
+    /// Working days of the year in the holiday calendar.
     pub working_days: usize,
+    /// `units` × `working_days`.
     pub expected_unit_days: usize,
+    /// Working days that units in scope closed (a UnitDayClosed arrived).
     pub closed_unit_days: usize,
+    /// `closed_unit_days` ÷ `expected_unit_days`, in percent (0 when none is expected).
     pub closed_pct: f64,
+    /// Units with at least one unit-day whose own count disagreed with what arrived.
     pub units_with_gaps: usize,
+    /// Those unit-days, over all units.
     pub unit_days_with_gaps: usize,
 }
 
+/// A unit whose own closing count disagreed with the events that arrived on some day.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GapRow {
+    /// The unit's code.
     pub unit_code: String,
+    /// Its name.
     pub unit_name: String,
+    /// Working days of the year it closed.
     pub unit_days_closed: usize,
+    /// Working days of the year.
     pub unit_days_expected: usize,
+    /// Days with status `missing_events` or `extra_events`.
     pub days_with_gaps: usize,
+    /// Reported − arrived over those days, services and complaints; negative: extra events.
     pub events_missing: i64,
+    /// The earliest of those days.
     pub first_gap: Option<NaiveDate>,
 }
 
 /// Everything the review shows.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Review {
+    /// The calendar year reported on.
     pub year: i32,
+    /// The province or unit code asked for; `None` for the whole country.
     pub scope: Option<String>,
+    /// The scope in words, as the page's subtitle names it.
     pub scope_name: String,
+    /// Riel per US$ of every US$ figure ([`RIEL_PER_USD`]).
     pub riel_per_usd: i64,
+    /// The previous year has service figures (at the same table versions): changes are shown.
     pub previous_year_available: bool,
+    /// FACTS.md's table: provincial, district, then all units.
     pub facts: Vec<FactsRow>,
+    /// Sectors, most services delivered first.
     pub by_sector: Vec<SectorRow>,
+    /// Provinces of the scope, by province code.
     pub by_province: Vec<ProvinceRow>,
+    /// The twelve months, January first.
     pub monthly: Vec<MonthRow>,
+    /// Processing times per sector, most deliveries first.
     pub processing: Vec<ProcessingRow>,
+    /// Unit-days closed against those expected.
     pub completeness: Completeness,
+    /// Units with reporting gaps, most gap days first, then by unit code.
     pub reporting_gaps: Vec<GapRow>,
-    /// The lake table versions the figures were computed from (reproducible by time travel).
+    /// The lake table versions the figures were computed from (reproducible by time travel):
+    /// the summary tables, and the raw tables the flagged events were counted in.
     pub lake_versions: owsu_lake::snapshot::Versions,
     /// The latest day with figures in the year.
     pub latest_day: Option<NaiveDate>,
@@ -261,6 +342,10 @@ fn add_complaints(
 }
 
 /// Computes the review of `year` (and the previous year, when present, for the changes).
+///
+/// Fails when `scope` is not a unit or province code of the registry, when the year has no
+/// service or complaint figure in scope, when a sum does not fit, or when the lake cannot be
+/// read.
 pub async fn compute(
     store: &Store,
     reference: &Reference,
@@ -725,7 +810,8 @@ async fn flagged(
     Ok((flagged_events, raw.versions()))
 }
 
-/// Writes review.html, review.json and one CSV per table into `dir`. Returns the HTML path.
+/// Writes review.html, review.json and one CSV per table into `dir`, each replaced whole.
+/// Returns the HTML path.
 pub fn write(review: &Review, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
     use crate::output::{write, write_csv};
     std::fs::create_dir_all(dir)?;
@@ -745,7 +831,8 @@ pub fn write(review: &Review, dir: &Path) -> anyhow::Result<std::path::PathBuf> 
     Ok(html)
 }
 
-/// The FACTS.md-style table as terminal text.
+/// The FACTS.md-style table as terminal text: a title line, then the rows of
+/// [`Review::facts`], US$ rounded to whole dollars.
 pub fn facts_table(review: &Review) -> String {
     use crate::html::thousands;
     let mut t = owsu_runtime::table::new(

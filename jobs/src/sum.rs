@@ -26,6 +26,7 @@ pub struct Overflow {
 
 /// An integer type the jobs sum into.
 pub trait Total: Copy + Into<i128> + TryFrom<i128> {
+    /// Width of the type in bits, as [`Overflow::bits`] reports it.
     const BITS: u32;
 }
 

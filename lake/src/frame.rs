@@ -1,5 +1,9 @@
 //! Frames in and out of a table's files: conforming a frame to its definition, Parquet bytes,
 //! Delta file statistics, and reading files back.
+//!
+//! Every data file of the lake is encoded here: the table's columns in their defined order and
+//! types, rows sorted by its sort order, timestamps as UTC microseconds, zstd level 1, with
+//! min/max/null statistics.
 
 use std::io::Cursor;
 
@@ -39,34 +43,49 @@ fn cast_to(s: &Column, ty: ColumnType) -> PolarsResult<Column> {
         .into_column())
 }
 
+/// A frame that does not fit its table, or a Parquet file that cannot be written or read.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
+    /// A defined column is absent: from a frame to write, or (not nullable) from a file read.
     #[error("table {table}: column `{column}` is missing from the frame")]
     MissingColumn {
+        /// Short name of the table.
         table: &'static str,
+        /// The column's name.
         column: &'static str,
     },
+    /// A column that is not nullable holds nulls.
     #[error("table {table}: column `{column}` has nulls but is not nullable")]
     Nulls {
+        /// Short name of the table.
         table: &'static str,
+        /// The column's name.
         column: &'static str,
     },
+    /// polars failed: a cast, a sort, Parquet encoding, or a column the definition lacks.
     #[error("table {table}: {source}")]
     Polars {
+        /// Short name of the table.
         table: &'static str,
+        /// polars' error.
         source: PolarsError,
     },
+    /// A file of the table could not be decoded, or not stacked onto the other files' rows.
     #[error("table {table}, file {file}: {source}")]
     Read {
+        /// Short name of the table.
         table: &'static str,
+        /// Key (or name) of the file.
         file: String,
+        /// polars' error.
         source: PolarsError,
     },
 }
 
 /// Selects the table's columns in their defined order, cast to their defined types, and sorts
 /// the rows by the table's sort order. A column the definition lacks is refused: the definition
-/// is the one place a column exists.
+/// is the one place a column exists. A missing column, or nulls in a column that is not
+/// nullable, is refused too.
 pub fn conform(def: &'static TableDef, df: DataFrame) -> Result<DataFrame, FrameError> {
     let pe = |source| FrameError::Polars {
         table: def.name,
@@ -157,7 +176,7 @@ fn parquet_writer<W: std::io::Write>(w: W) -> ParquetWriter<W> {
         .with_statistics(StatisticsOptions::default())
 }
 
-/// Parquet bytes of a conformed frame.
+/// Parquet bytes of a conformed frame (zstd level 1, min/max/null statistics).
 pub fn parquet_bytes(def: &'static TableDef, df: &mut DataFrame) -> Result<Vec<u8>, FrameError> {
     let mut buf = Vec::new();
     parquet_writer(&mut buf)
@@ -350,7 +369,7 @@ impl FileParts {
     }
 }
 
-/// Reads one of the table's files.
+/// Reads one of the table's files, all its columns as stored (`file` names it in errors).
 pub fn read_parquet(
     def: &'static TableDef,
     file: &str,

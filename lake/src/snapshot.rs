@@ -11,7 +11,8 @@ use crate::delta::{DeltaError, FileInfo, LakeTable};
 use crate::store::Store;
 use crate::tables::TableDef;
 
-/// Versions of the tables a reader used (the provenance a report states).
+/// Versions of the tables a reader used (the provenance a report states): table short name to
+/// Delta version. Displayed as `name@vN, ...`, in name order.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct Versions(pub BTreeMap<String, i64>);
 
@@ -22,7 +23,8 @@ impl std::fmt::Display for Versions {
     }
 }
 
-/// Tables opened at fixed versions.
+/// Tables opened at fixed versions. A table never written to is absent and reads as empty;
+/// reads fetch up to 16 files at once.
 pub struct Snapshot {
     tables: BTreeMap<&'static str, LakeTable>,
     concurrency: usize,
@@ -53,7 +55,7 @@ impl Snapshot {
         })
     }
 
-    /// The versions read.
+    /// The versions read, of the tables that exist.
     pub fn versions(&self) -> Versions {
         Versions(
             self.tables

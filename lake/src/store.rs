@@ -16,30 +16,50 @@ use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
+/// An error of the object store; every variant names the store's URL as it was given.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Listing keys failed.
     #[error("store {url}: {source}")]
     Store {
+        /// The store's URL.
         url: String,
+        /// object_store's error.
         source: object_store::Error,
     },
+    /// Reading, writing or deleting one object failed.
     #[error("store {url}: object {key}: {source}")]
     Object {
+        /// The store's URL.
         url: String,
+        /// Key of the object, relative to the store root.
         key: String,
+        /// object_store's error.
         source: object_store::Error,
     },
+    /// The URL cannot be opened: an unsupported scheme, no bucket, a local directory that
+    /// cannot be created or does not exist, or an S3 client that cannot be configured.
     #[error("store URL {url:?}: {problem}")]
-    Url { url: String, problem: String },
+    Url {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A local file operation failed: the fsync of a written object or of its directory, or
+    /// the copy, read or write of the local file in [`Store::put_file`] or [`Store::get_file`].
     #[error("store {url}: syncing {path}: {source}")]
     Sync {
+        /// The store's URL.
         url: String,
+        /// The local path.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
 }
 
-/// A handle on the pipeline's object store.
+/// A handle on the pipeline's object store. Cheap to clone: clones share one client.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
@@ -58,7 +78,9 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens `url`: `file:///dir`, a path, or `s3://bucket[/prefix]`.
+    /// Opens `url`: `file:///dir`, a path, or `s3://bucket[/prefix]`. A local directory is
+    /// created if missing. S3 takes its endpoint, region and credentials from `AWS_*` variables
+    /// and commits Delta entries with conditional puts. Other schemes are refused.
     pub fn open(url: &str) -> Result<Self, StoreError> {
         let bad = |problem: String| StoreError::Url {
             url: url.to_owned(),
@@ -118,6 +140,7 @@ impl Store {
         })
     }
 
+    /// The URL the store was opened with, as given.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -226,7 +249,8 @@ impl Store {
     }
 
     /// Writes a local file as an object, streamed (multipart on S3), and returns once it is
-    /// durable: a large file is never held in memory whole.
+    /// durable: a large file is never held in memory whole. Returns the bytes copied. On a
+    /// local store the copy is written beside the target and renamed over it.
     pub async fn put_file(&self, key: &str, file: &std::path::Path) -> Result<u64, StoreError> {
         use tokio::io::AsyncWriteExt;
         let io = |source: std::io::Error| StoreError::Sync {
@@ -262,7 +286,8 @@ impl Store {
         Ok(n)
     }
 
-    /// Reads an object into a local file, streamed; returns its size.
+    /// Reads an object into a local file (created or truncated), streamed and fsync'd; returns
+    /// its size in bytes.
     pub async fn get_file(&self, key: &str, file: &std::path::Path) -> Result<u64, StoreError> {
         use tokio::io::AsyncWriteExt;
         let io = |source: std::io::Error| StoreError::Sync {
@@ -296,6 +321,7 @@ impl Store {
         Ok(n)
     }
 
+    /// Reads a whole object into memory.
     pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         let r = self
             .inner
@@ -305,7 +331,7 @@ impl Store {
         r.bytes().await.map_err(self.obj_err(key))
     }
 
-    /// Keys under a prefix (recursively), sorted.
+    /// Keys under a prefix (recursively), relative to the store root, sorted.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let p = Path::from(prefix);
         let mut keys: Vec<String> = self
@@ -330,7 +356,8 @@ impl Store {
         }
     }
 
-    /// Writes many objects, `concurrency` at a time; returns once all are durable.
+    /// Writes many objects, `concurrency` at a time (at least one); returns once all are
+    /// durable. Every write runs even if one fails; then the first error to finish is returned.
     pub async fn put_all(
         &self,
         files: Vec<(String, Vec<u8>)>,
@@ -348,7 +375,7 @@ impl Store {
         results.into_iter().collect()
     }
 
-    /// Deletes everything under a prefix.
+    /// Deletes everything under a prefix, one object at a time; returns how many there were.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
         let keys = self.list(prefix).await?;
         for k in &keys {

@@ -14,6 +14,7 @@ use polars::prelude::{DataType as PlType, TimeUnit, TimeZone};
 /// A column's type, as Delta names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColumnType {
+    /// UTF-8 text.
     String,
     /// 64-bit integer.
     Long,
@@ -23,7 +24,9 @@ pub enum ColumnType {
     Date,
     /// Instant, microseconds, UTC.
     Timestamp,
+    /// True or false.
     Boolean,
+    /// 64-bit floating point.
     Double,
 }
 
@@ -59,8 +62,11 @@ impl ColumnType {
 /// One column of a table.
 #[derive(Debug, Clone, Copy)]
 pub struct Col {
+    /// Column name, as stored in Parquet and Delta.
     pub name: &'static str,
+    /// Its type.
     pub ty: ColumnType,
+    /// Whether it may hold nulls; writers refuse nulls in a column that may not.
     pub nullable: bool,
     /// What the column means (the data dictionary).
     pub doc: &'static str,
@@ -87,7 +93,9 @@ const fn opt(name: &'static str, ty: ColumnType, doc: &'static str) -> Col {
 /// Raw tables hold events as they arrived; summary tables are a pure function of raw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// Events as they arrived, with their Kafka position.
     Raw,
+    /// Figures derived from the raw tables (rebuilt from them when needed).
     Summary,
 }
 
@@ -98,8 +106,11 @@ pub struct TableDef {
     pub name: &'static str,
     /// Location under the store root.
     pub path: &'static str,
+    /// Raw or summary.
     pub role: Role,
+    /// What the table holds (also the Delta table's comment).
     pub doc: &'static str,
+    /// The columns, in their stored order.
     pub columns: &'static [Col],
     /// Rows in every file are sorted by these columns.
     pub sort_by: &'static [&'static str],
@@ -108,9 +119,11 @@ pub struct TableDef {
 }
 
 impl TableDef {
+    /// The column named `name`, if the table has one.
     pub fn column(&self, name: &str) -> Option<&Col> {
         self.columns.iter().find(|c| c.name == name)
     }
+    /// The column names, in their stored order.
     pub fn column_names(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.columns.iter().map(|c| c.name)
     }
@@ -142,6 +155,7 @@ const PROVINCE: Col = col(
 const LEVEL: Col = col("level", String, "provincial or district.");
 const DAY: Col = col("date", Date, "Day in Cambodia time (UTC+07:00).");
 
+/// `raw/service_events`: every accepted service event, duplicates included.
 pub const RAW_SERVICE_EVENTS: TableDef = TableDef {
     name: "raw_service_events",
     path: "raw/service_events",
@@ -186,6 +200,7 @@ pub const RAW_SERVICE_EVENTS: TableDef = TableDef {
     stats: &["kafka_partition", "kafka_offset", "event_date", "unit_code"],
 };
 
+/// `raw/complaint_events`: every accepted complaint event.
 pub const RAW_COMPLAINT_EVENTS: TableDef = TableDef {
     name: "raw_complaint_events",
     path: "raw/complaint_events",
@@ -209,6 +224,7 @@ pub const RAW_COMPLAINT_EVENTS: TableDef = TableDef {
     stats: &["kafka_partition", "kafka_offset", "event_date", "unit_code"],
 };
 
+/// `raw/unit_days`: every UnitDayClosed, a unit's own count of a working day.
 pub const RAW_UNIT_DAYS: TableDef = TableDef {
     name: "raw_unit_days",
     path: "raw/unit_days",
@@ -236,6 +252,7 @@ pub const RAW_UNIT_DAYS: TableDef = TableDef {
     stats: &["kafka_partition", "kafka_offset", "date", "unit_code"],
 };
 
+/// `summaries/services_daily`: per unit, day and service.
 pub const SERVICES_DAILY: TableDef = TableDef {
     name: "services_daily",
     path: "summaries/services_daily",
@@ -286,6 +303,7 @@ pub const SERVICES_DAILY: TableDef = TableDef {
     stats: &["date", "unit_code"],
 };
 
+/// `summaries/complaints_daily`: per unit, day of receipt and sector.
 pub const COMPLAINTS_DAILY: TableDef = TableDef {
     name: "complaints_daily",
     path: "summaries/complaints_daily",
@@ -335,6 +353,7 @@ pub const COMPLAINTS_DAILY: TableDef = TableDef {
     stats: &["date", "unit_code"],
 };
 
+/// `summaries/unit_days`: per unit and day, the unit's own counts against what arrived.
 pub const UNIT_DAYS: TableDef = TableDef {
     name: "unit_days",
     path: "summaries/unit_days",
@@ -358,6 +377,7 @@ pub const UNIT_DAYS: TableDef = TableDef {
     stats: &["date", "unit_code"],
 };
 
+/// `summaries/processing_times`: one row per delivered request.
 pub const PROCESSING_TIMES: TableDef = TableDef {
     name: "processing_times",
     path: "summaries/processing_times",
@@ -388,7 +408,7 @@ pub const SUMMARIES: [&TableDef; 4] = [
     &PROCESSING_TIMES,
 ];
 
-/// Every table.
+/// Every table: the raw ones, then the summaries.
 pub const ALL: [&TableDef; 7] = [
     &RAW_SERVICE_EVENTS,
     &RAW_COMPLAINT_EVENTS,
@@ -399,7 +419,7 @@ pub const ALL: [&TableDef; 7] = [
     &PROCESSING_TIMES,
 ];
 
-/// A table by its short name.
+/// A table by its short name ([`TableDef::name`]).
 pub fn by_name(name: &str) -> Option<&'static TableDef> {
     ALL.into_iter().find(|t| t.name == name)
 }

@@ -141,7 +141,9 @@ impl KafkaArgs {
     }
 
     /// Client config with connection and security settings applied; the `-X` overrides are
-    /// checked here too, so a command fails before it connects.
+    /// checked here too, so a command fails before it connects. The SASL password is read here.
+    /// Errors: [`KafkaConfigError::Guarded`], [`KafkaConfigError::Password`],
+    /// [`KafkaConfigError::NoPassword`]. The overrides themselves are not applied.
     pub fn client_config(&self) -> Result<ClientConfig, KafkaConfigError> {
         self.check_overrides()?;
         let mut c = ClientConfig::new();

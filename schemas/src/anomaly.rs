@@ -125,6 +125,7 @@ impl Rule {
         )
     }
 
+    /// The rule whose [`Rule::code`] is exactly `code`; `None` for any other text.
     pub fn parse(code: &str) -> Option<Rule> {
         Rule::ALL.into_iter().find(|r| r.code() == code)
     }
@@ -141,21 +142,27 @@ impl fmt::Display for Rule {
 }
 
 /// The rules one event breaks (a small set; empty for almost every event).
+/// `Display` writes the codes comma-separated, in [`Rule::ALL`] order.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Flags(u32);
 
 impl Flags {
+    /// No rule broken.
     pub const NONE: Flags = Flags(0);
 
+    /// Adds `r` (adding it twice changes nothing).
     pub fn insert(&mut self, r: Rule) {
         self.0 |= r.bit();
     }
+    /// True when `r` is in the set.
     pub fn contains(self, r: Rule) -> bool {
         self.0 & r.bit() != 0
     }
+    /// True when no rule is in the set.
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
+    /// The rules in the set, in [`Rule::ALL`] order.
     pub fn iter(self) -> impl Iterator<Item = Rule> {
         Rule::ALL.into_iter().filter(move |r| self.contains(*r))
     }
@@ -163,7 +170,8 @@ impl Flags {
     pub fn to_column(self) -> Option<String> {
         (!self.is_empty()).then(|| self.to_string())
     }
-    /// Reads the lake's form; an unknown code (from a later release) is returned as an error.
+    /// Reads the lake's form (spaces around codes and empty items are ignored; the empty
+    /// string is [`Flags::NONE`]). An unknown code (from a later release) is the error value.
     pub fn parse(s: &str) -> Result<Flags, String> {
         let mut f = Flags::NONE;
         for code in s.split(',').map(str::trim).filter(|c| !c.is_empty()) {

@@ -6,6 +6,9 @@
 //! any consumer version. Encoding always uses the latest version. Readers and writers are
 //! built once per schema and reused: re-resolving a schema per message is apache-avro's slow
 //! path (apache/avro-rs#310).
+//!
+//! Fingerprints follow the Avro specification's Parsing Canonical Form, so other Avro
+//! libraries compute the same ones ([`parsing_canonical_form`]).
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -27,9 +30,13 @@ const HEADER_LEN: usize = 10;
 
 /// One `.avsc` file: every version stays here forever, newest last per kind.
 pub struct SchemaFile {
+    /// The record this schema describes.
     pub kind: RecordKind,
+    /// Version number of the schema within its kind, from 1.
     pub version: u32,
+    /// File name in `schemas/avro/`.
     pub file_name: &'static str,
+    /// The schema's JSON text, compiled in.
     pub json: &'static str,
 }
 
@@ -62,44 +69,88 @@ pub const SCHEMA_FILES: &[SchemaFile] = &[
     },
 ];
 
+/// Why a message does not decode to an [`Event`].
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
+    /// Shorter than the 10-byte header (magic and fingerprint).
     #[error("message of {len} bytes is too short for Avro single-object encoding (needs at least {HEADER_LEN})")]
-    TooShort { len: usize },
+    TooShort {
+        /// Length of the message in bytes.
+        len: usize,
+    },
+    /// The first two bytes are not [`MAGIC`].
     #[error("not Avro single-object encoding: first bytes are {found:02X?}, expected C3 01")]
-    BadMagic { found: [u8; 2] },
+    BadMagic {
+        /// The first two bytes of the message.
+        found: [u8; 2],
+    },
+    /// The fingerprint is not one of [`SCHEMA_FILES`]; from [`SchemaSet::decode_as`], also a
+    /// reader version that does not exist.
     #[error("unknown writer schema: fingerprint {fingerprint} is not one of the schema versions in schemas/avro/")]
-    UnknownSchema { fingerprint: String },
+    UnknownSchema {
+        /// The fingerprint in hex, or `<kind> v<version>` for a missing reader version.
+        fingerprint: String,
+    },
+    /// The body does not decode against the writer schema (or resolve to the reader's), or
+    /// bytes are left over after the record.
     #[error("{kind} v{version} body does not decode: {detail}")]
     Body {
+        /// The record kind's import-format name.
         kind: &'static str,
+        /// The schema version concerned (0 when unknown).
         version: u32,
+        /// apache-avro's message, or what is wrong.
         detail: String,
     },
+    /// The record decodes, but a field is missing or holds a value the Rust type cannot take
+    /// (a string that is not a UUID, a symbol that is not a stage).
     #[error("field `{field}`: {problem}")]
     Field {
+        /// The field's name.
         field: &'static str,
+        /// What is wrong with it.
         problem: String,
     },
 }
 
+/// Why an event does not encode.
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
+    /// apache-avro refused the value for the schema.
     #[error("{kind} does not encode against its schema: {detail}")]
-    Avro { kind: &'static str, detail: String },
+    Avro {
+        /// The record kind's import-format name.
+        kind: &'static str,
+        /// apache-avro's message.
+        detail: String,
+    },
+    /// No schema file of this version exists for the kind.
     #[error("no schema version {version} for {kind}")]
-    NoSuchVersion { kind: &'static str, version: u32 },
+    NoSuchVersion {
+        /// The record kind's import-format name.
+        kind: &'static str,
+        /// The version asked for.
+        version: u32,
+    },
 }
 
 /// A parsed schema with its fingerprint.
 pub struct KnownSchema {
+    /// The `.avsc` file it was parsed from.
     pub file: &'static SchemaFile,
+    /// The parsed schema (kept for the life of the process).
     pub schema: &'static Schema,
+    /// CRC-64-AVRO of the Parsing Canonical Form, little-endian, as on the wire.
     pub fingerprint: [u8; 8],
 }
 
 /// Parsed schemas, one resolved reader per writer version, one writer per version.
+///
+/// Built once by [`schema_set`]. Building panics if a kept schema does not parse, does not
+/// resolve to the latest version, or shares a fingerprint with another (the tests check
+/// that none does).
 pub struct SchemaSet {
+    /// Every schema of [`SCHEMA_FILES`], in that order.
     pub known: Vec<KnownSchema>,
     readers: HashMap<[u8; 8], (usize, GenericDatumReader<'static>)>,
     writers: Vec<GenericDatumWriter<'static>>,
@@ -189,7 +240,8 @@ impl SchemaSet {
         self.encode_version(event, version)
     }
 
-    /// Encodes with a given schema version (older producers, compatibility tests).
+    /// Encodes with a given schema version (older producers, compatibility tests); fields
+    /// the version lacks (`window_no` before v2) are left out.
     pub fn encode_version(&self, event: &Event, version: u32) -> Result<Vec<u8>, EncodeError> {
         let kind = event.kind();
         let idx = self.index_of(kind, version)?;
@@ -206,7 +258,8 @@ impl SchemaSet {
         Ok(out)
     }
 
-    /// Decodes any known version, resolved to the latest reader schema.
+    /// Decodes any known version, resolved to the latest reader schema. Bytes left over after
+    /// the record are an error.
     pub fn decode(&self, bytes: &[u8]) -> Result<Event, DecodeError> {
         let (fingerprint, mut body) = split_header(bytes)?;
         let (idx, reader) =
@@ -233,7 +286,8 @@ impl SchemaSet {
         from_value(file.kind, value)
     }
 
-    /// Decodes with an explicit reader version, as an older consumer would.
+    /// Decodes with an explicit reader version, as an older consumer would. Builds a reader
+    /// per call (slow) and, unlike [`SchemaSet::decode`], ignores bytes left over.
     pub fn decode_as(&self, bytes: &[u8], reader_version: u32) -> Result<Event, DecodeError> {
         let (fingerprint, mut body) = split_header(bytes)?;
         let (idx, _) =

@@ -1,6 +1,11 @@
 //! Pseudonymous identifiers. No citizen's request or complaint number leaves the office: the
 //! producer replaces it by a keyed hash (HMAC-SHA256 with a per-deployment secret), so the same
 //! request always maps to the same id and nobody without the secret can reverse or test it.
+//!
+//! Also here: the owner-only secret files that hold such secrets ([`read_secret_file`],
+//! [`write_secret_file`]), and the ids derived from an event's content when an import line has
+//! none ([`canonical_form`], [`derive_event_id`]). A derived id depends only on the versioned
+//! canonical form, so importing the same file again gives the same ids.
 
 use std::fmt::Write as _;
 
@@ -23,7 +28,7 @@ pub const CANONICAL_FORM_VERSION: &str = "owsu-event/v1";
 /// The unit separator (byte 0x1F) written between the fields of a canonical form.
 const SEP: char = '\u{1f}';
 
-/// Keyed hashing of office identifiers.
+/// Keyed hashing of office identifiers. `Debug` never shows the secret.
 #[derive(Clone)]
 pub struct IdHasher {
     key: Vec<u8>,
@@ -35,28 +40,40 @@ impl std::fmt::Debug for IdHasher {
     }
 }
 
+/// An id secret too short to use: fewer than 16 bytes after trimming ASCII whitespace.
 #[derive(Debug, thiserror::Error)]
 #[error("the id secret is {len} bytes; at least 16 are needed so pseudonyms cannot be guessed")]
 pub struct WeakSecret {
+    /// Length of the secret in bytes, after trimming.
     pub len: usize,
 }
 
 /// A secret file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretFileError {
+    /// The file could not be opened, inspected or read.
     #[error("reading the secret file {path}: {source}")]
     Io {
+        /// The secret file.
         path: std::path::PathBuf,
+        /// The operating system's error.
         source: std::io::Error,
     },
+    /// Unix only: group or others have some permission on the file.
     #[error(
         "the secret file {path} is readable by group or others (mode {mode:04o}): anyone on the \
          machine could read the deployment's secret; run `chmod 600 {path}`"
     )]
-    Exposed { path: std::path::PathBuf, mode: u32 },
+    Exposed {
+        /// The secret file.
+        path: std::path::PathBuf,
+        /// The file's permission bits (`mode & 0o7777`).
+        mode: u32,
+    },
 }
 
-/// Reads a secret file, refusing one that group or others may read (Unix permissions).
+/// Reads a secret file's bytes unchanged, refusing one on which group or others have any
+/// permission (Unix mode bits `0o077`; not checked on other systems).
 pub fn read_secret_file(path: &std::path::Path) -> Result<Vec<u8>, SecretFileError> {
     let io = |source| SecretFileError::Io {
         path: path.to_path_buf(),
@@ -79,8 +96,9 @@ pub fn read_secret_file(path: &std::path::Path) -> Result<Vec<u8>, SecretFileErr
     Ok(out)
 }
 
-/// Writes a secret file readable by its owner only (created with mode 0600, so it is never
-/// readable by others even for an instant).
+/// Writes (creates or truncates) a secret file readable by its owner only: on Unix it is
+/// created with mode 0600, and an existing file is set to 0600 before it is opened, so it is
+/// never readable by others even for an instant. Elsewhere no mode is set.
 pub fn write_secret_file(path: &std::path::Path, secret: &[u8]) -> std::io::Result<()> {
     let mut o = std::fs::OpenOptions::new();
     o.write(true).create(true).truncate(true);
@@ -97,6 +115,9 @@ pub fn write_secret_file(path: &std::path::Path, secret: &[u8]) -> std::io::Resu
 }
 
 impl IdHasher {
+    /// A hasher keyed by `secret` with ASCII whitespace trimmed from both ends (so a
+    /// trailing newline in a secret file does not count). Fails with [`WeakSecret`] when
+    /// fewer than 16 bytes remain.
     pub fn new(secret: &[u8]) -> Result<Self, WeakSecret> {
         let trimmed = secret.trim_ascii();
         if trimmed.len() < 16 {

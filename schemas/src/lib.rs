@@ -9,6 +9,8 @@
 //!   from data files at run time so the ministry edits them without a rebuild;
 //! - [`ids`]: pseudonymous request/complaint ids (HMAC) and content-derived event ids (the
 //!   versioned canonical form of an event, [`ids::CANONICAL_FORM_VERSION`]);
+//! - [`signing`]: Ed25519 office keys, the signature header of each message, and its check
+//!   against the public keys of the reference data;
 //! - [`time`]: Cambodia-time periods (UTC+07:00), which every figure is counted in.
 
 pub mod anomaly;
@@ -30,9 +32,13 @@ pub use validate::{validate, ValidationError};
 
 /// Kafka topic names of DESIGN.md. A deployment (or a test) may put a prefix in front.
 pub mod topics {
+    /// Topic of [`ServiceEvent`](crate::ServiceEvent) messages.
     pub const SERVICE_EVENTS: &str = "owsu.service-events.v1";
+    /// Topic of [`ComplaintEvent`](crate::ComplaintEvent) messages.
     pub const COMPLAINT_EVENTS: &str = "owsu.complaint-events.v1";
+    /// Topic of [`UnitDayClosed`](crate::UnitDayClosed) messages.
     pub const UNIT_DAYS: &str = "owsu.unit-days.v1";
+    /// Topic the aggregator writes refused messages to, with a `reason` header.
     pub const DEAD_LETTER: &str = "owsu.dead-letter.v1";
 }
 

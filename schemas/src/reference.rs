@@ -1,5 +1,6 @@
 //! Reference data as files, not enums: the unit registry (`units.csv`), the sector and service
-//! catalogue (`catalogue.json`) and the public-holiday calendar (`holidays.csv`).
+//! catalogue (`catalogue.json`), the public-holiday calendar (`holidays.csv`) and the units'
+//! public signing keys (`keys.csv`).
 //!
 //! A ministry edits these without a rebuild. Where they are read from, first match wins:
 //! an explicit directory (`--reference-dir`), `$OWSU_REFERENCE_DIR`, a `reference/` directory
@@ -7,6 +8,11 @@
 //! compiled into the binary. Never the working directory: a job started from another directory
 //! must not pick up whatever `schemas/reference` happens to be there. [`Reference::source`]
 //! says which one was used, and processes log it.
+//!
+//! Loading checks the files and refuses a fault, naming the file (and the line and field where
+//! it can): for example a unit code not of the form `KH-PP` / `KH-PPDD`, a unit or a service
+//! code listed twice, a fee range with a negative minimum or a minimum above the maximum, or a
+//! key of a unit not in the registry.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -25,12 +31,14 @@ pub enum Level {
 }
 
 impl Level {
+    /// The name used in `units.csv`: `provincial` or `district`.
     pub fn as_str(self) -> &'static str {
         match self {
             Level::Provincial => "provincial",
             Level::District => "district",
         }
     }
+    /// The level named `s` in `units.csv`; `None` for any other text.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "provincial" => Some(Level::Provincial),
@@ -52,32 +60,43 @@ impl Level {
 pub struct Unit {
     /// `KH-PP` for a capital/province, `KH-PPDD` for a municipality, district or khan.
     pub code: String,
+    /// Provincial or district; matches the shape of `code`.
     pub level: Level,
+    /// Code of the unit's province (`KH-PP`); `code` starts with it.
     pub province_code: String,
+    /// Name of the unit's province.
     pub province_name: String,
+    /// Name of the unit.
     pub name: String,
     /// capital, province, municipality, district or khan.
     pub kind: String,
+    /// The unit has a One Window Service Unit.
     pub has_owsu: bool,
+    /// The unit has an Ombudsman office.
     pub has_ombudsman: bool,
+    /// The unit's province is on the national border.
     pub border_province: bool,
 }
 
 /// All reporting units, by code.
 #[derive(Debug, Clone)]
 pub struct Registry {
+    /// Every unit, in file order; codes are unique.
     pub units: Vec<Unit>,
     by_code: HashMap<String, usize>,
 }
 
 impl Registry {
+    /// The unit with this exact code.
     pub fn get(&self, code: &str) -> Option<&Unit> {
         self.by_code.get(code).map(|&i| &self.units[i])
     }
+    /// The capital and provincial units, in file order.
     pub fn provinces(&self) -> impl Iterator<Item = &Unit> {
         self.units.iter().filter(|u| u.level == Level::Provincial)
     }
     /// Units of a province (the province itself and its districts), for scoped views.
+    /// A district's code gives that district alone.
     pub fn in_scope<'a>(&'a self, scope: &'a str) -> impl Iterator<Item = &'a Unit> + 'a {
         self.units
             .iter()
@@ -89,11 +108,15 @@ impl Registry {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Service {
+    /// Service code, unique in the catalogue.
     pub code: String,
+    /// Name of the service.
     pub name: String,
     /// Levels whose units offer this service.
     pub levels: Vec<Level>,
+    /// Lowest fee of the legal schedule, in riel (0 or more).
     pub fee_min_riel: i64,
+    /// Highest fee of the legal schedule, in riel (not below `fee_min_riel`).
     pub fee_max_riel: i64,
     /// Usual working days from request to delivery.
     pub typical_days: u32,
@@ -112,25 +135,36 @@ pub struct Service {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sector {
+    /// Sector code.
     pub code: String,
+    /// Name of the sector.
     pub name: String,
+    /// The sector's services, in file order.
     pub services: Vec<Service>,
 }
 
 /// The sector and service catalogue.
+///
+/// Load it through [`Reference`]: a `Catalogue` deserialized with serde alone has no service
+/// index, so [`Catalogue::service`] finds nothing in it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Catalogue {
+    /// Version of the catalogue, e.g. `2021.1`.
     pub version: String,
+    /// Currency of the fees (`KHR`); empty when the file has none.
     #[serde(default)]
     pub currency: String,
+    /// Free text about the catalogue; empty when the file has none.
     #[serde(default)]
     pub note: String,
+    /// The sectors, in file order.
     pub sectors: Vec<Sector>,
     #[serde(skip)]
     services: HashMap<String, (usize, usize)>,
 }
 
 impl Catalogue {
+    /// The sector with this exact code (the first, if the file lists it twice).
     pub fn sector(&self, code: &str) -> Option<&Sector> {
         self.sectors.iter().find(|s| s.code == code)
     }
@@ -140,6 +174,7 @@ impl Catalogue {
             .get(code)
             .map(|&(s, v)| (&self.sectors[s], &self.sectors[s].services[v]))
     }
+    /// Every service with its sector, in file order.
     pub fn services(&self) -> impl Iterator<Item = (&Sector, &Service)> {
         self.sectors
             .iter()
@@ -150,53 +185,75 @@ impl Catalogue {
 /// Public holidays; working days are Monday to Friday minus these.
 #[derive(Debug, Clone, Default)]
 pub struct Holidays {
+    /// Each public holiday with its name.
     pub dates: BTreeMap<NaiveDate, String>,
     /// Years the file covers; other years count weekends only (and callers may warn).
     pub years: BTreeSet<i32>,
 }
 
 impl Holidays {
+    /// True when `d` is a listed public holiday.
     pub fn is_holiday(&self, d: NaiveDate) -> bool {
         self.dates.contains_key(&d)
     }
+    /// True when `d` is Monday to Friday and not a public holiday.
     pub fn is_working_day(&self, d: NaiveDate) -> bool {
         !matches!(d.weekday(), Weekday::Sat | Weekday::Sun) && !self.is_holiday(d)
     }
-    /// Working days in `[from, to]`.
+    /// Working days in `[from, to]` (both ends included), in order; empty when `from > to`.
     pub fn working_days(&self, from: NaiveDate, to: NaiveDate) -> Vec<NaiveDate> {
         from.iter_days()
             .take_while(|d| *d <= to)
             .filter(|d| self.is_working_day(*d))
             .collect()
     }
+    /// True when the file lists at least one holiday in `year`.
     pub fn covers(&self, year: i32) -> bool {
         self.years.contains(&year)
     }
 }
 
+/// Reference data that cannot be loaded. The message names the file (and line and field
+/// where there is one).
 #[derive(Debug, thiserror::Error)]
 pub enum ReferenceError {
     // The cause is in the message and not a `source`, so a printed error chain says it once.
+    /// A file could not be read.
     #[error("{file}: cannot read: {cause}")]
     Io {
+        /// The file.
         file: PathBuf,
+        /// The operating system's error.
         cause: std::io::Error,
     },
+    /// A line of a file is wrong.
     #[error("{file}, line {line}: {problem}")]
     Line {
+        /// The file.
         file: PathBuf,
+        /// Line number from 1; in a CSV file the header is line 1.
         line: u64,
+        /// What is wrong, naming the field.
         problem: String,
     },
+    /// A file is wrong as a whole (a duplicate or an invalid fee range in the catalogue).
     #[error("{file}: {problem}")]
-    File { file: PathBuf, problem: String },
+    File {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
 }
 
 /// Registry, catalogue and calendar, loaded together.
 #[derive(Debug, Clone)]
 pub struct Reference {
+    /// The unit registry (`units.csv`).
     pub registry: Registry,
+    /// The sector and service catalogue (`catalogue.json`).
     pub catalogue: Catalogue,
+    /// The public-holiday calendar (`holidays.csv`).
     pub holidays: Holidays,
     /// Each unit's public signing keys with their validity (`keys.csv`; absent: none).
     pub keys: crate::signing::PublicKeys,
@@ -211,6 +268,7 @@ const BUILTIN_KEYS: &str = include_str!("../reference/keys.csv");
 
 impl Reference {
     /// Loads from `dir`, else `$OWSU_REFERENCE_DIR`, else beside the binary, else built-in.
+    /// A chosen directory that does not load is an error: there is no fall-back past it.
     pub fn load(dir: Option<&Path>) -> Result<Self, ReferenceError> {
         let env_dir = std::env::var_os("OWSU_REFERENCE_DIR").map(PathBuf::from);
         let chosen = dir
@@ -246,6 +304,8 @@ impl Reference {
         .expect("the built-in reference data is checked by the tests")
     }
 
+    /// Loads `units.csv`, `catalogue.json`, `holidays.csv` and `keys.csv` from `dir`.
+    /// A missing `keys.csv` means no unit has a key; any other file missing is an error.
     pub fn from_dir(dir: &Path) -> Result<Self, ReferenceError> {
         let read = |f: &str| {
             let p = dir.join(f);
@@ -279,6 +339,7 @@ impl Reference {
 
     /// The texts of `units.csv`, `catalogue.json` and `holidays.csv` this data was loaded from
     /// (the directory's files, or the built-in copy), to write a copy with other keys.
+    /// A directory's files are read again now, so they show any edit made since loading.
     pub fn source_files(&self) -> Result<Vec<(&'static str, String)>, ReferenceError> {
         const FILES: [(&str, &str); 3] = [
             ("units.csv", BUILTIN_UNITS),

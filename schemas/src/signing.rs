@@ -8,6 +8,9 @@
 //! The header value is `<key id>.<signature>`: the key id is the first 8 bytes of SHA-256 of the
 //! public key, in hex; the signature 64 bytes in hex. A private key file holds
 //! `owsu-office-key v1`, `unit=<code>` and `seed=<64 hex digits>` on three lines, mode 0600.
+//!
+//! [`PublicKeys::verify`] accepts a signature only when it is over the exact bytes, by a key
+//! listed for the event's own unit, and that key is valid at the given instant.
 
 use std::path::Path;
 
@@ -44,18 +47,29 @@ impl std::fmt::Debug for OfficeKey {
 /// A key file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
+    /// The file could not be read, or group or others may read it.
     #[error(transparent)]
     Secret(#[from] crate::ids::SecretFileError),
+    /// The file (or a key directory) does not hold what it should.
     #[error("{path}: not an office key file ({problem})")]
     Format {
+        /// The key file, or the key directory.
         path: std::path::PathBuf,
+        /// What is wrong, in a few words.
         problem: &'static str,
     },
+    /// [`OfficeKey::write`] was given a path that already exists.
     #[error("{path} exists: a key is never overwritten (rotate by writing a new file)")]
-    Exists { path: std::path::PathBuf },
+    Exists {
+        /// The existing file.
+        path: std::path::PathBuf,
+    },
+    /// A key file could not be written, or a key directory could not be listed.
     #[error("writing {path}: {source}")]
     Io {
+        /// The key file, or the key directory.
         path: std::path::PathBuf,
+        /// The operating system's error.
         source: std::io::Error,
     },
 }
@@ -77,18 +91,22 @@ impl OfficeKey {
         }
     }
 
+    /// The unit code this key signs for.
     pub fn unit(&self) -> &str {
         &self.unit
     }
 
+    /// The Ed25519 public key of this key pair.
     pub fn public_key(&self) -> VerifyingKey {
         self.key.verifying_key()
     }
 
+    /// The public key as 64 lowercase hex digits (the `public_key` column of `keys.csv`).
     pub fn public_hex(&self) -> String {
         hex::encode(self.public_key().as_bytes())
     }
 
+    /// The [`key_id`] of the public key (16 hex digits).
     pub fn key_id(&self) -> String {
         self.id.clone()
     }
@@ -102,7 +120,8 @@ impl OfficeKey {
         )
     }
 
-    /// Writes the key to a new file readable by its owner only.
+    /// Writes the key to a new file readable by its owner only (mode 0600 on Unix).
+    /// Fails with [`KeyFileError::Exists`] when `path` exists: a key is never overwritten.
     pub fn write(&self, path: &Path) -> Result<(), KeyFileError> {
         if path.exists() {
             return Err(KeyFileError::Exists {
@@ -120,7 +139,8 @@ impl OfficeKey {
         })
     }
 
-    /// Reads a key file (refused when group or others may read it).
+    /// Reads a key file (refused when group or others may read it). The `unit=` value is
+    /// taken as written, not checked against the registry.
     pub fn read(path: &Path) -> Result<Self, KeyFileError> {
         let bytes = crate::ids::read_secret_file(path)?;
         let bad = |problem| KeyFileError::Format {
@@ -175,6 +195,7 @@ impl Keyring {
     }
 
     /// Reads every `*.key` file of `dir` (each refused when group or others may read it).
+    /// Fails when the directory holds no key file, or two different keys of one unit.
     pub fn read_dir(dir: &Path) -> Result<Self, KeyFileError> {
         let io = |source| KeyFileError::Io {
             path: dir.to_owned(),
@@ -225,11 +246,15 @@ impl Keyring {
 /// A unit's public key and when it may sign.
 #[derive(Debug, Clone)]
 pub struct PublicKey {
+    /// The unit whose events this key may sign.
     pub unit_code: String,
+    /// The [`key_id`] of `key`.
     pub key_id: String,
+    /// The Ed25519 public key.
     pub key: VerifyingKey,
+    /// Valid from this instant on (UTC milliseconds, inclusive).
     pub valid_from: Millis,
-    /// Revoked or retired from this instant on.
+    /// Revoked or retired from this instant on (exclusive); `None`: no end.
     pub valid_until: Option<Millis>,
 }
 
@@ -244,25 +269,40 @@ pub struct PublicKeys {
 /// Why an event's signature is not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
+    /// The message has no signature header.
     #[error("unsigned: no `{HEADER}` header")]
     Unsigned,
+    /// The header is not UTF-8 `<key id>.<128 hex digits>`.
     #[error("malformed `{HEADER}` header (expected <key id>.<128 hex digits>)")]
     Malformed,
+    /// No listed public key has this key id (the value).
     #[error("signed with key {0}, which no unit holds")]
     UnknownKey(String),
+    /// The key id is listed, but only for another unit.
     #[error("signed with key {key_id} of unit {owner}, not of {unit} whose event it is")]
     OtherUnitsKey {
+        /// The key id in the header.
         key_id: String,
+        /// A unit the key is listed for.
         owner: String,
+        /// The event's unit.
         unit: String,
     },
+    /// The unit's key is not valid at the instant checked.
     #[error("signed with key {key_id} of {unit}, not valid at the message's time (revoked, retired or not yet valid)")]
-    NotValid { key_id: String, unit: String },
+    NotValid {
+        /// The key id in the header.
+        key_id: String,
+        /// The event's unit.
+        unit: String,
+    },
+    /// The signature does not verify over the payload with the unit's key.
     #[error("signature does not match the message (altered after signing, or forged)")]
     BadSignature,
 }
 
 impl PublicKeys {
+    /// Indexes `keys` by key id; the order of `keys` is kept.
     pub fn new(keys: Vec<PublicKey>) -> Self {
         let mut by_id: std::collections::HashMap<String, Vec<usize>> = Default::default();
         for (i, k) in keys.iter().enumerate() {
@@ -271,15 +311,20 @@ impl PublicKeys {
         PublicKeys { keys, by_id }
     }
 
+    /// True when no key is listed (then no signature can verify).
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
 
+    /// Every listed key, in the order given to [`PublicKeys::new`].
     pub fn iter(&self) -> impl Iterator<Item = &PublicKey> {
         self.keys.iter()
     }
 
-    /// Checks `header` (the [`HEADER`] value) over `payload` for an event of `unit` sent at `at`.
+    /// Checks `header` (the [`HEADER`] value) over `payload` for an event of `unit` sent at `at`
+    /// (UTC milliseconds). The key must have the header's key id, be listed for `unit`, and
+    /// be valid at `at` (`valid_from <= at < valid_until`). Each failure is its own
+    /// [`SignatureError`], checked in the order of that enum.
     pub fn verify(
         &self,
         unit: &str,

@@ -3,6 +3,9 @@
 //! reporting era) is a [`ValidationError`] that names the field and the value at fault, so an
 //! office can fix the record and a dead-letter reader knows why it is there. A *business-rule
 //! anomaly* is not an error: [`validate`] returns it as [`Flags`] (see [`crate::anomaly`]).
+//!
+//! The verdict depends only on the record, the [`Reference`] data and the sender's clock
+//! `now`: given the same three, every process reaches the same verdict.
 
 use chrono::NaiveDate;
 
@@ -22,42 +25,95 @@ pub fn earliest_accepted() -> Millis {
 /// from overflowing an `i64`: a million such amounts still fit.
 pub const MONEY_BOUND_RIEL: i64 = 1_000_000_000_000;
 
+/// A structural fault: the record is refused. The message names the field and the value;
+/// [`ValidationError::field`] gives the field alone.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValidationError {
+    /// The `unit_code` (the value) is not in the unit registry.
     #[error("field `unit_code`: unknown unit code {0:?} (not in the unit registry)")]
     UnknownUnit(String),
+    /// A sector or service code is empty, longer than [`CODE_MAX_LEN`] bytes, or has a byte
+    /// other than an ASCII letter, digit, `-`, `_` or `.`.
     #[error(
         "field `{field}`: {value:?} is not a code: 1 to {} letters, digits, `-`, `_` or `.`",
         CODE_MAX_LEN
     )]
-    BadCode { field: &'static str, value: String },
+    BadCode {
+        /// `sector_code` or `service_code`.
+        field: &'static str,
+        /// The value, cut to its first `CODE_MAX_LEN + 8` characters.
+        value: String,
+    },
+    /// A service the catalogue knows, given under another sector than its own.
     #[error("field `service_code`: service {service} belongs to sector {actual}, not {given}")]
     ServiceNotInSector {
+        /// The service code.
         service: String,
+        /// The sector code of the record.
         given: String,
+        /// The sector the catalogue puts the service in.
         actual: String,
     },
+    /// A stage name that is not a stage of this kind of record.
     #[error("field `stage`: {value:?} is not a possible stage of a {kind} record")]
-    ImpossibleStage { kind: &'static str, value: String },
+    ImpossibleStage {
+        /// The record kind's import-format name.
+        kind: &'static str,
+        /// The stage name given.
+        value: String,
+    },
+    /// An amount beyond ±[`MONEY_BOUND_RIEL`].
     #[error(
         "field `{field}`: {value} riel is outside ±{} riel, the bound on any amount",
         MONEY_BOUND_RIEL
     )]
-    MoneyOutOfBounds { field: &'static str, value: i64 },
+    MoneyOutOfBounds {
+        /// The money field (`fee_riel`).
+        field: &'static str,
+        /// The amount, in riel.
+        value: i64,
+    },
+    /// A FEE_PAID event without `fee_riel`.
     #[error("field `fee_riel`: a FEE_PAID event needs a fee")]
     FeeMissing,
+    /// A negative fee on a stage other than FEE_PAID.
     #[error("field `fee_riel`: negative fee {fee} on a {stage} event is not a refund (refunds are negative FEE_PAID events)")]
-    NegativeFeeNotRefund { fee: i64, stage: &'static str },
+    NegativeFeeNotRefund {
+        /// The fee, in riel.
+        fee: i64,
+        /// The event's stage symbol.
+        stage: &'static str,
+    },
+    /// A zero or positive fee on a stage other than FEE_PAID.
     #[error("field `fee_riel`: fee {fee} on a {stage} event; fees are recorded on FEE_PAID only")]
-    FeeOnWrongStage { fee: i64, stage: &'static str },
+    FeeOnWrongStage {
+        /// The fee, in riel.
+        fee: i64,
+        /// The event's stage symbol.
+        stage: &'static str,
+    },
+    /// An `occurred_at` (or a unit-day's `date`) before [`earliest_accepted`].
     #[error("field `{field}`: {value} is before 2018-01-01, the start of OWSU reporting")]
-    TooEarly { field: &'static str, value: String },
+    TooEarly {
+        /// `occurred_at`, or `date` for a unit-day.
+        field: &'static str,
+        /// The time in RFC 3339 (Cambodia time), or the date.
+        value: String,
+    },
+    /// An id field is empty; the value names it (`request_id` or `complaint_id`).
     #[error("field `{0}`: must not be empty")]
     Empty(&'static str),
+    /// `supersedes_event_id` equals the event's own `event_id` (the value).
     #[error("field `supersedes_event_id`: an event cannot correct itself ({0})")]
     SelfCorrection(String),
+    /// A unit-day count below zero.
     #[error("field `{field}`: count {value} is negative")]
-    NegativeCount { field: &'static str, value: i32 },
+    NegativeCount {
+        /// `services_recorded` or `complaints_recorded`.
+        field: &'static str,
+        /// The count.
+        value: i32,
+    },
 }
 
 impl ValidationError {
@@ -115,10 +171,8 @@ fn check_times(
     Ok(())
 }
 
-/// Checks a service fee against the bound on any amount (structural) and the catalogue's
-/// schedule for the service (an anomaly).
-/// Longest service or sector code accepted: a code the catalogue does not know is counted
-/// under its own name, so it must look like a code (and cannot be a pasted paragraph).
+/// Longest service or sector code accepted, in bytes: a code the catalogue does not know is
+/// counted under its own name, so it must look like a code (and cannot be a pasted paragraph).
 pub const CODE_MAX_LEN: usize = 32;
 
 fn check_code(field: &'static str, value: &str) -> Result<(), ValidationError> {
@@ -171,7 +225,8 @@ fn check_fee(
 
 /// Checks one record against the rules and the reference data: a structural fault is an
 /// error; business-rule anomalies come back as [`Flags`] (the record is still counted). `now`
-/// is the sender's clock, against which [`Rule::FutureTime`] is judged.
+/// is the sender's clock, against which [`Rule::FutureTime`] is judged. The first fault found
+/// is returned; the record itself is not changed.
 pub fn validate(
     event: &Event,
     reference: &Reference,

@@ -7,6 +7,9 @@
 //! binaries run one after another and find the broker the first one started; `.ci/run` stops it
 //! at the end (`OWSU_KAFKA_HOME=~/.cache/owsu/test-kafka infra/kafka/kafka.sh stop`).
 //! Nothing here skips a test: if Kafka cannot be had, the test fails and says how to fix it.
+//!
+//! Every function panics on failure, saying what went wrong: the harness is for tests only. Shared resources (broker, Python environment, S3 server binary) are set up
+//! under a file lock, so parallel test processes set each up once.
 
 pub mod oracle;
 
@@ -19,9 +22,9 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::ClientConfig;
 
-/// The repository root (for scripts and reference data).
 /// The partition Kafka's Java client gives a record with this key (`Utils.murmur2`, then
-/// `toPositive(h) % partitions`): the reference our producer must agree with.
+/// `toPositive(h) % partitions`): the reference our producer must agree with. `partitions`
+/// must be positive.
 pub fn java_partition(key: &[u8], partitions: i32) -> i32 {
     const M: u32 = 0x5bd1_e995;
     let mut h: u32 = 0x9747_b28c ^ key.len() as u32;
@@ -51,6 +54,7 @@ pub fn java_partition(key: &[u8], partitions: i32) -> i32 {
     ((h & 0x7fff_ffff) % partitions as u32) as i32
 }
 
+/// The repository root (for scripts and reference data).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -58,7 +62,8 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Cache root shared with infra/kafka/kafka.sh and .ci/run.
+/// Cache root shared with infra/kafka/kafka.sh and .ci/run: `$OWSU_CACHE`, else
+/// `$HOME/.cache/owsu` (`/tmp/.cache/owsu` without `HOME`).
 pub fn cache_dir() -> PathBuf {
     std::env::var_os("OWSU_CACHE")
         .map(PathBuf::from)
@@ -105,7 +110,9 @@ fn port_open(port: u16) -> bool {
         .is_ok()
 }
 
-/// The broker's bootstrap address (starting the broker on first use).
+/// The shared broker's bootstrap address, `host:port`. `OWSU_KAFKA_BOOTSTRAP` when set;
+/// otherwise the broker an earlier test process started, if it still answers, or a new one on a
+/// free port (first use only: the answer is kept for the process).
 pub fn bootstrap() -> &'static str {
     static BOOTSTRAP: OnceLock<String> = OnceLock::new();
     BOOTSTRAP.get_or_init(|| {
@@ -154,7 +161,7 @@ fn kafka_sh(state: &Path, port: u16, args: &[&str]) -> std::io::Result<std::proc
 }
 
 /// Runs a Kafka tool class (e.g. `org.apache.kafka.tools.GetOffsetShell`) with the broker's
-/// jars; returns stdout.
+/// jars; returns stdout. Panics when the tool fails.
 pub fn kafka_tool(class: &str, args: &[&str]) -> String {
     let out = Command::new("bash")
         .arg(repo_root().join("infra/kafka/kafka.sh"))
@@ -171,7 +178,8 @@ pub fn kafka_tool(class: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
-/// A fresh topic prefix, so tests share one broker without seeing each other's messages.
+/// A fresh topic prefix, so tests share one broker without seeing each other's messages:
+/// `t<10 random hex digits>-<test>.`.
 pub fn random_prefix(test: &str) -> String {
     format!(
         "t{}-{}.",
@@ -180,14 +188,15 @@ pub fn random_prefix(test: &str) -> String {
     )
 }
 
-/// Creates the four pipeline topics under `prefix` with `partitions` partitions each.
+/// Creates the four pipeline topics (service, complaint, unit-day, dead letter) under `prefix`
+/// on the shared broker, `partitions` partitions each, replication 1. Panics if a topic exists.
 pub fn create_topics(prefix: &str, partitions: i32) {
     create_topics_on(bootstrap(), prefix, partitions)
 }
 
-/// Python with fastavro, DuckDB, pandas, pyarrow, polars and deltalake: independent readers of
-/// our output.
-/// Installed once into `$OWSU_CACHE/pyenv` from PyPI.
+/// Path of the Python interpreter with fastavro, DuckDB, pandas, pyarrow, polars and deltalake
+/// (pinned versions): independent readers of our output. Installed once into
+/// `$OWSU_CACHE/pyenv` from PyPI.
 pub fn python() -> &'static Path {
     static PY: OnceLock<PathBuf> = OnceLock::new();
     PY.get_or_init(|| {
@@ -243,7 +252,8 @@ pub fn run_python(script: &str, args: &[&str]) -> String {
 }
 
 /// A broker of a test's own, for tests that stop and start Kafka (the shared one must stay up
-/// for the tests running beside them). Stopped when dropped.
+/// for the tests running beside them). Its state is in `$OWSU_CACHE/test-private/<name>-<pid>`.
+/// Stopped, and its state removed, when dropped.
 pub struct PrivateBroker {
     state: PathBuf,
     port: u16,
@@ -256,8 +266,8 @@ pub struct PrivateBroker {
 }
 
 impl PrivateBroker {
-    /// Starts a fresh single-node broker with the four topics under `prefix` (1 partition each
-    /// for the harness topics; create more with [`create_topics_on`]).
+    /// Starts a fresh single-node plaintext broker with the four pipeline topics under the prefix
+    /// `harness.`, 1 partition each (create others with [`create_topics_on`]).
     pub fn start(name: &str) -> Self {
         Self::fresh(name, "harness.", 1, false)
     }
@@ -311,6 +321,7 @@ impl PrivateBroker {
         self.state.join("users").join(format!("{name}.password"))
     }
 
+    /// Its bootstrap address, `127.0.0.1:<port>`.
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
@@ -324,7 +335,8 @@ impl PrivateBroker {
         }
     }
 
-    /// librdkafka settings for `user` on this secure broker (TLS, SCRAM-SHA-512).
+    /// librdkafka settings for `user` on this secure broker (TLS, SCRAM-SHA-512). Panics if the
+    /// user has no password file.
     pub fn client_config(&self, user: &str) -> ClientConfig {
         let password = std::fs::read_to_string(self.password_path(user))
             .unwrap_or_else(|e| panic!("password of {user}: {e}"));
@@ -384,7 +396,7 @@ impl PrivateBroker {
             .expect("run kafka.sh")
     }
 
-    /// Stops the broker (its data stays).
+    /// Stops the broker (its data stays). Panics if `kafka.sh stop` fails.
     pub fn stop(&self) {
         let out = self.sh("stop");
         assert!(
@@ -394,7 +406,7 @@ impl PrivateBroker {
         );
     }
 
-    /// Starts it again on the same ports and data.
+    /// Starts it again on the same ports and data. Panics if `kafka.sh start` fails.
     pub fn resume(&self) {
         let out = self.sh("start");
         assert!(
@@ -454,14 +466,20 @@ pub fn create_topics_on(bootstrap: &str, prefix: &str, partitions: i32) {
 /// when dropped.
 pub struct S3Server {
     child: std::process::Child,
+    /// The server's URL, `http://127.0.0.1:<port>`.
     pub endpoint: String,
+    /// The directory the server serves (one subdirectory per bucket); removed on drop.
     pub root: PathBuf,
+    /// The access key the server accepts.
     pub access_key: &'static str,
+    /// The secret key the server accepts.
     pub secret_key: &'static str,
 }
 
 impl S3Server {
-    /// Starts a server with bucket `bucket`, its data in a fresh directory.
+    /// Starts a server with bucket `bucket`, its data in a fresh directory
+    /// (`$OWSU_CACHE/test-s3/<bucket>-<pid>`), and waits up to 30 s for it to listen. The first
+    /// run installs s3s-fs 0.14.1 with `cargo install` (needs crates.io).
     pub fn start(bucket: &str) -> Self {
         let install = cache_dir().join("s3s-fs");
         let bin = install.join("bin/s3s-fs");

@@ -1,6 +1,9 @@
 //! The oracle: expected figures computed straight from an import file (JSON lines), with code
 //! that shares nothing with the aggregator, so that the two can disagree. It follows DESIGN.md's
 //! "Meaning of the figures" literally.
+//!
+//! Figures are compared per cell ([`ServiceKey`], [`ComplaintKey`]) by [`assert_matches`]. Every
+//! function panics on unreadable input: the oracle is for tests only.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -9,35 +12,53 @@ use chrono::{DateTime, FixedOffset};
 use polars::prelude::*;
 use serde_json::Value;
 
-/// (date, unit, sector, service) for services; (date, unit, sector or "") for complaints.
+/// A `services_daily` cell: (date `YYYY-MM-DD` in Cambodia time, unit, sector, service).
 pub type ServiceKey = (String, String, String, String);
+/// A `complaints_daily` cell: (date of receipt in Cambodia time, unit, sector or "").
 pub type ComplaintKey = (String, String, String);
 
+/// The figures of one service cell, as `services_daily` has them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ServiceFigures {
+    /// Requests whose first RECEIVED falls in the cell (`requests_received`).
     pub received: i64,
+    /// Requests whose first DELIVERED falls in the cell (`services_delivered`).
     pub delivered: i64,
+    /// Sum of FEE_PAID fees in the cell, refunds negative, in riel (`revenue_riel`).
     pub revenue_riel: i64,
 }
 
-/// within, outside, undecided, resolved, more info, open, withdrawn, received.
+/// The figures of one complaint cell, as `complaints_daily` has them: complaints received that
+/// day, by latest jurisdiction decision and by latest status.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ComplaintFigures {
+    /// Complaints with a RECEIVED event (`complaints_received`).
     pub received: i64,
+    /// Latest decision WITHIN_JURISDICTION, or status RESOLVED (`within_jurisdiction`).
     pub within: i64,
+    /// Latest decision OUTSIDE_JURISDICTION, not resolved (`outside_jurisdiction`).
     pub outside: i64,
+    /// No decision yet, not resolved (`jurisdiction_undecided`).
     pub undecided: i64,
+    /// Latest status RESOLVED (`resolved`).
     pub resolved: i64,
+    /// Latest status MORE_INFO_REQUIRED (`more_info_required`).
     pub more_info: i64,
+    /// No status event yet (`open`).
     pub open: i64,
+    /// Latest status WITHDRAWN (`withdrawn`).
     pub withdrawn: i64,
 }
 
+/// Figures per cell: the oracle's ([`expected_from_lines`]) or the lake's ([`actual_from_url`]).
 #[derive(Debug, Default)]
 pub struct Expected {
+    /// Service cells; cells whose figures are all zero are left out.
     pub services: BTreeMap<ServiceKey, ServiceFigures>,
+    /// Complaint cells.
     pub complaints: BTreeMap<ComplaintKey, ComplaintFigures>,
-    /// Distinct events by kind (service, complaint, unit_day).
+    /// Distinct events by kind (service, complaint, unit_day). Only the oracle fills it:
+    /// zero when read from the lake, and not compared by [`assert_matches`].
     pub distinct: [u64; 3],
 }
 
@@ -52,7 +73,7 @@ fn s(v: &Value, k: &str) -> String {
     v.get(k).and_then(Value::as_str).unwrap_or("").to_owned()
 }
 
-/// Computes the expected figures of an import file.
+/// Computes the expected figures of an import file (JSON lines; blank lines skipped).
 pub fn expected_from_import(path: &Path) -> Expected {
     let text = std::fs::read_to_string(path).expect("read import file");
     let lines: Vec<Value> = text
@@ -63,7 +84,9 @@ pub fn expected_from_import(path: &Path) -> Expected {
     expected_from_lines(lines)
 }
 
-/// The expected figures of import-format records, in the order they were sent.
+/// The expected figures of import-format records, in the order they were sent. The first
+/// record under an event id holds; a record without one gets an id of its own per occurrence.
+/// Unit-day records count once per (unit, date).
 pub fn expected_from_lines(lines: Vec<Value>) -> Expected {
     let mut by_id: HashMap<String, Value> = HashMap::new();
     let mut unit_days = HashSet::new();
@@ -255,8 +278,9 @@ pub fn expected_from_lines(lines: Vec<Value>) -> Expected {
     exp
 }
 
-/// Reads a summary table of a local store at its latest version, through the lake's snapshot
-/// (only the files the Delta log lists as active: replaced files stay on disk until vacuum).
+/// Reads a table (by short name) of a local store at its latest version, through the lake's
+/// snapshot (only the files the Delta log lists as active: replaced files stay on disk until
+/// vacuum). The store must exist; a table never written reads as empty.
 pub fn read_table(store_dir: &Path, table: &str) -> DataFrame {
     read_table_at(store_dir.to_str().expect("utf-8 path"), table)
 }
@@ -303,7 +327,8 @@ fn ints(df: &DataFrame, c: &str) -> Vec<i64> {
         .collect()
 }
 
-/// The aggregator's figures, in the oracle's shape.
+/// The aggregator's figures, in the oracle's shape: `services_daily` and `complaints_daily`
+/// of a local store, all-zero service cells left out.
 pub fn actual_from_store(store_dir: &Path) -> Expected {
     actual_from_url(store_dir.to_str().expect("utf-8 path"))
 }
@@ -320,7 +345,8 @@ pub fn actual_from_url(store_url: &str) -> Expected {
     a
 }
 
-/// Adds the rows of a `services_daily` and a `complaints_daily` frame to `a`.
+/// Adds the rows of a `services_daily` and a `complaints_daily` frame to `a`, summing into cells
+/// it has. A null count reads as 0, a null string key as "".
 pub fn add_frames(a: &mut Expected, services: &DataFrame, complaints: &DataFrame) {
     let df = services;
     if df.height() > 0 {
@@ -382,7 +408,8 @@ pub fn add_frames(a: &mut Expected, services: &DataFrame, complaints: &DataFrame
     }
 }
 
-/// Asserts the aggregator's figures equal the oracle's, cell by cell, with a readable diff.
+/// Asserts the aggregator's figures equal the oracle's, cell by cell, with a readable diff (the
+/// first 15 differences). Compares services and complaints, not [`Expected::distinct`].
 pub fn assert_matches(expected: &Expected, actual: &Expected) {
     let mut diffs = Vec::new();
     for (k, e) in &expected.services {
@@ -456,8 +483,9 @@ pub fn assert_no_offset_twice(store_dir: &Path) {
     }
 }
 
-/// Parquet files on disk under a table of a local store (active or not: before vacuum, files
-/// replaced by later commits are still there).
+/// Parquet files on disk directly under a table of a local store (active or not: before
+/// vacuum, files replaced by later commits are still there). `table_path` is relative to the
+/// store root, e.g. [`owsu_lake::tables::TableDef::path`].
 pub fn files_on_disk(store_dir: &Path, table_path: &str) -> usize {
     std::fs::read_dir(store_dir.join(table_path))
         .unwrap_or_else(|e| panic!("{table_path}: {e}"))
