@@ -27,13 +27,18 @@ pub struct LogArgs {
 pub const DEFAULT_FILTER: &str =
     "info,rdkafka=warn,buoyant_kernel=warn,delta_kernel=warn,deltalake_core=warn";
 
-/// Sends log events to standard error. A second call does nothing (the first set-up stays).
+/// Sends log events to standard error, in colour only when it is a terminal and `NO_COLOR` is
+/// unset (a log redirected to a file has no colour codes). A second call does nothing (the
+/// first set-up stays).
 pub fn init(format: LogFormat) {
-    install(format, std::io::stderr);
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    install(format, std::io::stderr, colour);
 }
 
 /// Appends log events to `file` (created with its directory), for commands whose terminal
-/// output is for people (`owsu demo`). Plain text without colours.
+/// output is for people (`owsu demo`), as plain text without colour codes. If logging is
+/// already set up, the file is still opened but receives nothing.
 pub fn init_to_file(format: LogFormat, file: &Path) -> std::io::Result<()> {
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir)?;
@@ -43,7 +48,7 @@ pub fn init_to_file(format: LogFormat, file: &Path) -> std::io::Result<()> {
         .append(true)
         .open(file)?;
     let f = std::sync::Arc::new(f);
-    install(format, move || FileWriter(f.clone()));
+    install(format, move || FileWriter(f.clone()), false);
     Ok(())
 }
 
@@ -59,7 +64,7 @@ impl std::io::Write for FileWriter {
     }
 }
 
-fn install<W>(format: LogFormat, writer: W)
+fn install<W>(format: LogFormat, writer: W, colour: bool)
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
@@ -67,7 +72,8 @@ where
         .unwrap_or_else(|_| DEFAULT_FILTER.into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer);
+        .with_writer(writer)
+        .with_ansi(colour);
     // `try_init` fails only when a subscriber is already set: then that one stays.
     let _ = match format {
         LogFormat::Human => builder.try_init(),
