@@ -126,7 +126,7 @@ pub struct RunArgs {
     /// Seconds between commits of the partition state to its local file. Batches in between
     /// share one write transaction (much less written than a commit per batch); a crash loses
     /// what followed the last commit, and the restart replays it from Kafka.
-    #[arg(long, default_value_t = defaults::STATE_COMMIT_INTERVAL_S)]
+    #[arg(long, env = "OWSU_STATE_COMMIT_INTERVAL_S", default_value_t = defaults::STATE_COMMIT_INTERVAL_S)]
     pub state_commit_interval_s: u64,
 
     /// A raw table's next file is written once it reaches this many MiB (its rows are encoded

@@ -16,13 +16,19 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// buffers in bursts, and with the delay the peak resident memory was ~40% higher. And commit
 /// arena memory as it is used rather than whole arenas up front: ~70 MiB less at the peak of a
 /// fifth simulated year (`owsu bench`), no slower. Run as a static constructor, because the
-/// runtime allocates (and mimalloc makes its first arena) before `main`.
+/// runtime allocates (and mimalloc makes its first arena) before `main`. mimalloc's own
+/// environment variables (`MIMALLOC_PURGE_DELAY`, `MIMALLOC_ARENA_EAGER_COMMIT`) still win.
 extern "C" fn tune_allocator() {
+    let unset = |name: &str| std::env::var_os(name).is_none();
     // SAFETY: sets plain integer options; nothing else runs yet.
     #[allow(unsafe_code)]
     unsafe {
-        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
-        libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
+        if unset("MIMALLOC_PURGE_DELAY") {
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
+        }
+        if unset("MIMALLOC_ARENA_EAGER_COMMIT") {
+            libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
+        }
     }
 }
 
@@ -31,8 +37,22 @@ extern "C" fn tune_allocator() {
 #[link_section = ".init_array"]
 static TUNE_ALLOCATOR: extern "C" fn() = tune_allocator;
 
+/// mimalloc's default purge delay, in ms.
+const BATCH_PURGE_DELAY_MS: std::ffi::c_long = 10;
+
 fn main() {
     let cli = owsu_aggregator::cli::Cli::parse();
+    if matches!(cli.command, owsu_aggregator::cli::Command::Rebuild(_))
+        && std::env::var_os("MIMALLOC_PURGE_DELAY").is_none()
+    {
+        // A rebuild is a batch job: freed pages kept for 10 ms are reused rather than faulted
+        // in again (a third less system time, 15 % less CPU, the same peak; `owsu bench`).
+        // SAFETY: sets a plain integer option, read by mimalloc on each purge.
+        #[allow(unsafe_code)]
+        unsafe {
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, BATCH_PURGE_DELAY_MS)
+        };
+    }
     owsu_runtime::logging::init(cli.log.log_format);
     owsu_runtime::exit::run_main("owsu-aggregator", || owsu_aggregator::cli::run(cli))
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use deltalake::kernel::Action;
 use owsu_lake::tables::RAW;
-use owsu_lake::{CommitKind, LakeTable, Store};
+use owsu_lake::{CommitKind, EncodedFile, LakeTable, Store};
 use owsu_schemas::record::RecordKind;
 use owsu_schemas::reference::Reference;
 
@@ -20,11 +20,17 @@ const REBUILD_SLICE: usize = 100_000;
 /// What a rebuild did.
 #[derive(Debug, Clone, Copy)]
 pub struct RebuildReport {
+    /// Raw files read in the first pass over the raw tables.
     pub raw_files: usize,
+    /// Raw rows applied (duplicates included); partitions redone count once.
     pub events: u64,
+    /// Kafka partitions met in the raw tables.
     pub partitions: usize,
+    /// Summary files removed (every file the summary tables held).
     pub removed: usize,
+    /// Summary files written.
     pub written: usize,
+    /// Wall time of the whole rebuild.
     pub elapsed: Duration,
 }
 
@@ -159,6 +165,23 @@ pub async fn rebuild(
         let redo = apply_raw(store, &codes, concurrency, &mut scratch, &first).await?;
         events = events - pass.events_in(&pass.inverted) + redo.events_in(&pass.inverted);
     }
+    // Every (partition, quarter)'s rows once, then every summary file encoded, on all cores;
+    // the stores' writes and the four commits follow.
+    use rayon::prelude::*;
+    let mut cells: Vec<(i32, summary::Quarter)> = Vec::new();
+    for (p, state) in &scratch.states {
+        let quarters: BTreeSet<summary::Quarter> = state
+            .months()?
+            .into_iter()
+            .map(summary::quarter_of)
+            .collect();
+        cells.extend(quarters.into_iter().map(|q| (*p, q)));
+    }
+    let states = &scratch.states;
+    let rows: Vec<(i32, summary::Quarter, summary::PeriodRows)> = cells
+        .into_par_iter()
+        .map(|(p, q)| anyhow::Ok((p, q, states[&p].quarter(q)?)))
+        .collect::<anyhow::Result<_>>()?;
     let mut removed = 0;
     let mut written = 0;
     for t in Table::ALL {
@@ -166,23 +189,23 @@ pub async fn rebuild(
         let old = table.files().await?;
         removed += old.len();
         let mut actions: Vec<Action> = old.iter().map(|f| LakeTable::remove(f, true)).collect();
-        for (p, state) in &scratch.states {
-            let quarters: std::collections::BTreeSet<summary::Quarter> = state
-                .months()?
+        let files: Vec<EncodedFile> = rows
+            .par_iter()
+            .filter(|(_, _, r)| !r.is_empty(t))
+            .map(|(p, q, r)| {
+                let df = r.frame(t, &codes)?;
+                anyhow::Ok(EncodedFile::new(t.def(), &summary::file_name(*q, *p), df)?)
+            })
+            .collect::<anyhow::Result<_>>()?;
+        written += files.len();
+        let table_ref = &table;
+        let adds = futures::future::try_join_all(
+            files
                 .into_iter()
-                .map(summary::quarter_of)
-                .collect();
-            for q in quarters {
-                let rows = state.quarter(q)?;
-                if !rows.is_empty(t) {
-                    let add = table
-                        .write_file(&summary::file_name(q, *p), rows.frame(t, &codes)?)
-                        .await?;
-                    actions.push(Action::Add(add));
-                    written += 1;
-                }
-            }
-        }
+                .map(|f| async move { table_ref.put_file(f).await }),
+        )
+        .await?;
+        actions.extend(adds.into_iter().map(Action::Add));
         table
             .commit(
                 actions,
@@ -239,6 +262,7 @@ async fn apply_raw(
         conflicts: Vec::new(),
         inverted: BTreeSet::new(),
     };
+    use rayon::prelude::*;
     let none = FirstArrivals::new();
     for (kind, def) in RecordKind::ALL.into_iter().zip(RAW) {
         let Some(table) = LakeTable::open(store, def, None).await? else {
@@ -271,7 +295,6 @@ async fn apply_raw(
                         .or_insert_with(|| Scratch::Mem(Box::default()));
                 }
                 // Partitions are independent: applied on all cores.
-                use rayon::prelude::*;
                 let states = &scratch.states;
                 let applied: Vec<(i32, u64, Applied)> = by_partition
                     .into_par_iter()
@@ -300,6 +323,7 @@ async fn apply_raw(
 /// Per table: files before → after.
 #[derive(Debug, Clone)]
 pub struct CompactReport {
+    /// (raw table name, what its compaction did), for each raw table that exists.
     pub tables: Vec<(&'static str, owsu_lake::delta::Compacted)>,
 }
 

@@ -26,7 +26,7 @@ use crate::summary::{Codes, DayClose, ExtraCodes, EXTRA_BASE};
 use crate::summary::{ServiceAgg, UnitDayRow};
 
 mod tables;
-use tables::{Backend, Disk, Mem, Names, Offsets, Ranged, Tab, Tables, Waiting};
+use tables::{Backend, Disk, FastMap, Mem, Names, Offsets, Ranged, Tab, Tables, Waiting};
 
 /// Facts about the file: `lake_id`, the lake it belongs to.
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
@@ -93,16 +93,27 @@ const REJECTED: u8 = 3;
 /// the lake's snapshot or raw tables instead).
 const FORMAT: &str = "4";
 
+/// Why a partition state cannot be opened, read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
+    /// redb failed on the file (also a figure that would leave the 64-bit range).
     #[error("partition state {path}: {source}")]
     Db {
+        /// The state file.
         path: PathBuf,
+        /// The redb error.
         #[source]
         source: Box<redb::Error>,
     },
+    /// The file cannot be used: another state format, a directory that cannot be created, or an
+    /// earlier apply that failed halfway (the state must be opened again).
     #[error("partition state {path}: {problem}")]
-    Corrupt { path: PathBuf, problem: String },
+    Corrupt {
+        /// The state file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
 }
 
 fn day_of(ms: Millis) -> i32 {
@@ -298,12 +309,15 @@ struct Contribution {
 /// An event the partition's state refuses to count, for the dead-letter topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejected {
+    /// Its record kind.
     pub kind: RecordKind,
     /// Its offset in its topic's partition (this state's partition).
     pub offset: i64,
+    /// Its `event_id`, as a number.
     pub event_id: u128,
     /// The field at fault.
     pub field: &'static str,
+    /// Why it is refused (the dead letter's reason).
     pub reason: String,
 }
 
@@ -318,8 +332,11 @@ enum Refusal {
 /// An event that arrived under the id of an earlier one, with other content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conflict {
+    /// Record kind of the two arrivals.
     pub kind: RecordKind,
+    /// The `event_id` they share, as a number.
     pub event_id: u128,
+    /// Offset of the arrival that met other content held (or decided) under the id.
     pub offset: i64,
     digest: u64,
 }
@@ -335,6 +352,8 @@ pub struct Applied {
     /// A conflicting duplicate came before the first arrival of its id (only a rebuild reading
     /// files out of offset order can do this): the result is not the offset-order one.
     pub inverted: bool,
+    /// Events already held with the same content, and day closes no newer than the one held:
+    /// they change nothing.
     pub duplicates: u64,
     /// Events refused in this batch: conflicting duplicates, and corrections naming another
     /// unit's or kind's event (also those held earlier whose target arrived now).
@@ -492,6 +511,7 @@ impl PartitionState {
         Ok(s)
     }
 
+    /// The state file.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -583,6 +603,7 @@ impl PartitionState {
             .map(|v| v.value().to_owned())))())
     }
 
+    /// Records a fact in the file and commits (with everything applied so far).
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StateError> {
         self.write(|tx| {
             tx.open_table(META)?.insert(key, value)?;
@@ -980,12 +1001,13 @@ const KINDS: [RecordKind; 2] = [RecordKind::Service, RecordKind::Complaint];
 
 /// Adds `sign` × `cells` to `delta`, noting the months touched; `false` if a sum overflowed.
 fn add_to(
-    delta: &mut HashMap<(i32, u16, u16), [i64; 9]>,
+    delta: &mut FastMap<(i32, u16, u16), [i64; 9]>,
     cells: &BTreeMap<(i32, u16, u16), [i64; 9]>,
     sign: i64,
     months: &mut BTreeSet<Month>,
 ) -> bool {
     let mut ok = true;
+    let mut last_day = None;
     for (k, v) in cells {
         let d = delta.entry(*k).or_default();
         for i in 0..9 {
@@ -994,7 +1016,11 @@ fn add_to(
                 None => ok = false,
             }
         }
-        months.insert(month_of_day(k.0));
+        if last_day != Some(k.0) {
+            // Cells come in key order, day first: one date conversion per day.
+            last_day = Some(k.0);
+            months.insert(month_of_day(k.0));
+        }
     }
     ok
 }
@@ -1009,7 +1035,7 @@ fn overflow(what: impl std::fmt::Display) -> redb::Error {
 /// Adds the batch's net change to cells held in `table` (a cell reaching zero is removed).
 fn write_cells(
     t: &mut impl Tab<(i32, u16, u16), [i64; 9]>,
-    delta: HashMap<(i32, u16, u16), [i64; 9]>,
+    delta: FastMap<(i32, u16, u16), [i64; 9]>,
 ) -> Result<(), redb::Error> {
     let mut keys: Vec<_> = delta
         .into_iter()
@@ -1159,7 +1185,7 @@ struct Chains<'a, B: Backend> {
     /// Whether `pending` holds any correction: when not (nearly always), an arrival has
     /// nothing to release and `pending` is not searched.
     any_pending: bool,
-    edits: HashMap<(bool, u128), Edit>,
+    edits: FastMap<(bool, u128), Edit>,
     rejected: Vec<Rejected>,
 }
 
@@ -1281,13 +1307,13 @@ fn apply_in<B: Backend>(
     first: &FirstArrivals,
 ) -> Result<Applied, redb::Error> {
     let mut out = Applied::default();
-    let mut arrived_delta: HashMap<(i32, u16), (i64, i64)> = HashMap::new();
+    let mut arrived_delta: FastMap<(i32, u16), (i64, i64)> = FastMap::default();
     let mut last: HashMap<&str, i64> = HashMap::new();
     let any_pending = t.pending.any()?;
     let mut chains = Chains {
         t,
         any_pending,
-        edits: HashMap::new(),
+        edits: FastMap::default(),
         rejected: Vec::new(),
     };
     {
@@ -1531,8 +1557,8 @@ fn apply_in<B: Backend>(
     } = chains;
     out.rejected = rejected;
     // Each touched request or complaint: its contribution before and after the batch.
-    let mut services: HashMap<(i32, u16, u16), [i64; 9]> = HashMap::new();
-    let mut complaints: HashMap<(i32, u16, u16), [i64; 9]> = HashMap::new();
+    let mut services: FastMap<(i32, u16, u16), [i64; 9]> = FastMap::default();
+    let mut complaints: FastMap<(i32, u16, u16), [i64; 9]> = FastMap::default();
     let mut proc_removed = Vec::new();
     let mut proc_added = Vec::new();
     {

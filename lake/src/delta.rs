@@ -8,6 +8,9 @@
 //! given the partition. A concurrent commit of the same partition between that check and ours is
 //! caught by delta-rs's conflict checker (`ConcurrentTransaction`). So an instance that stalled
 //! past its session timeout cannot commit over the partition's new owner.
+//!
+//! Data files are written before the commit that lists them: a file no commit lists is
+//! invisible to readers, and is removed by [`LakeTable::vacuum`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -27,40 +30,59 @@ use crate::frame::{self, FrameError};
 use crate::store::Store;
 use crate::tables::TableDef;
 
+/// An error of one lake table; every variant names the table.
 #[derive(Debug, thiserror::Error)]
 pub enum DeltaError {
+    /// delta-rs failed: loading, creating or upgrading the table, listing its log, or a commit
+    /// (a commit conflict with another writer is one of these: see [`DeltaError::is_fenced`]).
     #[error("table {table}: {source}")]
     Delta {
+        /// Short name of the table ([`TableDef::name`]).
         table: &'static str,
+        /// delta-rs's error.
         #[source]
         source: Box<DeltaTableError>,
     },
+    /// Reading an object of the table (a data file or a commit file) from the store failed.
     #[error("table {table}: object {key}: {source}")]
     Object {
+        /// Short name of the table.
         table: &'static str,
+        /// Key of the object, relative to the store root.
         key: String,
+        /// object_store's error.
         // Boxed: object_store's error is large, and every Result of this module carries it.
         source: Box<object_store::Error>,
     },
+    /// Writing a data file of the table to the store failed.
     #[error("table {table}: {source}")]
     Store {
+        /// Short name of the table.
         table: &'static str,
+        /// The store's error.
         // Boxed for the same reason as `Object`'s.
         source: Box<crate::store::StoreError>,
     },
+    /// A frame does not fit the table's definition, or Parquet encoding or decoding failed.
     #[error(transparent)]
     Frame(#[from] FrameError),
     /// Another writer committed offsets of these partitions: this writer no longer owns them.
     #[error("table {table}: partition {app_id} was committed by another writer (table holds offset {found:?}, this writer expected {expected:?}); the batch is dropped")]
     Fenced {
+        /// Short name of the table.
         table: &'static str,
+        /// The txn app id whose offset differed (see [`app_id`]).
         app_id: String,
+        /// The offset the writer expected the table to hold (`None`: no offset).
         expected: Option<i64>,
+        /// The offset the table holds (`None`: no offset).
         found: Option<i64>,
     },
 }
 
 impl DeltaError {
+    /// Whether another writer got in the way of this one: [`DeltaError::Fenced`], or any
+    /// delta-rs commit conflict (a commit made between this handle's read and its own).
     pub fn is_fenced(&self) -> bool {
         match self {
             DeltaError::Fenced { .. } => true,
@@ -114,7 +136,7 @@ pub(crate) fn register_s3() {
     });
 }
 
-/// The txn app id of a Kafka topic partition.
+/// The txn app id of a Kafka topic partition: `<topic>/<partition>`.
 pub fn app_id(topic: &str, partition: i32) -> String {
     format!("{topic}/{partition}")
 }
@@ -124,33 +146,62 @@ pub fn app_id(topic: &str, partition: i32) -> String {
 pub struct FileInfo {
     /// Path relative to the table root.
     pub path: String,
+    /// Size of the file in bytes, as its `add` action records it.
     pub size: i64,
+    /// Row count from the file's statistics (`numRecords`), when they have one.
     pub rows: Option<usize>,
-    /// Parsed Delta statistics (`minValues`, `maxValues`), when written.
+    /// Parsed Delta statistics (`minValues`, `maxValues`), when written and readable as JSON.
     pub stats: Option<serde_json::Value>,
 }
 
 impl FileInfo {
-    /// Min and max of a statistics column, as JSON values.
+    /// Min and max of a statistics column, as JSON values; `None` when the file has no
+    /// statistics or either bound of that column is missing.
     pub fn range(&self, column: &str) -> Option<(&serde_json::Value, &serde_json::Value)> {
         let s = self.stats.as_ref()?;
         Some((s["minValues"].get(column)?, s["maxValues"].get(column)?))
     }
 }
 
-/// What a commit does to the table's data.
+/// What a commit does to the table's data (the operation recorded in the Delta log).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommitKind {
-    /// New data (and replaced summary files).
+    /// New data (and replaced summary files): a Delta `WRITE` in append mode.
     Write,
-    /// Same rows, fewer files (compaction): readers see no change.
+    /// Same rows, fewer files (compaction): readers see no change. A Delta `OPTIMIZE`.
     Compact,
-    /// Every file replaced (rebuild).
+    /// Every file replaced (rebuild): a Delta `WRITE` in overwrite mode.
     Overwrite,
 }
 
-/// An open table.
+/// A data file of a table, conformed to its definition and encoded as Parquet, not stored yet:
+/// encoding is CPU work that can run on any thread ([`EncodedFile::new`] needs no table), and
+/// [`LakeTable::put_file`] stores it.
+#[derive(Debug)]
+pub struct EncodedFile {
+    name: String,
+    bytes: Vec<u8>,
+    stats: String,
+}
+
+impl EncodedFile {
+    /// Conforms `df` to `def` (columns, types, sort order) and encodes it as the file `name`
+    /// (relative to the table root), with its min/max statistics.
+    pub fn new(def: &'static TableDef, name: &str, df: DataFrame) -> Result<Self, DeltaError> {
+        let mut df = frame::conform(def, df)?;
+        let bytes = frame::parquet_bytes(def, &mut df)?;
+        Ok(EncodedFile {
+            name: name.to_owned(),
+            bytes,
+            stats: frame::stats_json(def, &df),
+        })
+    }
+}
+
+/// An open table, read at one version ([`LakeTable::version`]) until it is refreshed or
+/// commits.
 pub struct LakeTable {
+    /// The table's definition.
     pub def: &'static TableDef,
     table: DeltaTable,
     store: Store,
@@ -195,7 +246,9 @@ impl LakeTable {
             })
     }
 
-    /// Opens the table, creating it (version 0, the defined schema) if it does not exist.
+    /// Opens the table at its latest version, creating it (version 0, the defined schema) if it
+    /// does not exist. An existing table is first brought up to its definition (checkpoint
+    /// interval, missing nullable columns), one metadata commit per step.
     pub async fn open_or_create(store: &Store, def: &'static TableDef) -> Result<Self, DeltaError> {
         if let Some(mut t) = Self::open(store, def, None).await? {
             t.upgrade().await?;
@@ -238,7 +291,8 @@ impl LakeTable {
         }
     }
 
-    /// Opens an existing table at `version` (latest when `None`); `None` if there is no table.
+    /// Opens an existing table at `version` (latest when `None`; a negative version reads as 0).
+    /// `None` when there is no table: its `_delta_log/` holds no commit or checkpoint file.
     pub async fn open(
         store: &Store,
         def: &'static TableDef,
@@ -312,12 +366,12 @@ impl LakeTable {
         ))))
     }
 
-    /// The table version this handle reads.
+    /// The table version this handle reads (`-1` if delta-rs has none loaded).
     pub fn version(&self) -> i64 {
         self.table.version().map_or(-1, |v| v as i64)
     }
 
-    /// Moves to the latest version.
+    /// Moves to the latest version, reading only the commits since the current one.
     pub async fn refresh(&mut self) -> Result<(), DeltaError> {
         self.table
             .update_incremental(None)
@@ -326,7 +380,8 @@ impl LakeTable {
     }
 
     /// The last Kafka offset this table holds for `app_id` (see [`app_id`]), as of the version
-    /// this handle reads.
+    /// this handle reads; `None` when no commit recorded one. Answers are cached per handle and
+    /// kept current from the commit files read since.
     pub async fn txn_version(&mut self, app_id: &str) -> Result<Option<i64>, DeltaError> {
         self.catch_up_txns().await?;
         if let Some(v) = self.txns.get(app_id) {
@@ -396,7 +451,8 @@ impl LakeTable {
         Ok(())
     }
 
-    /// The active files.
+    /// The active files as of the version this handle reads (files of later commits are not
+    /// listed until [`Self::refresh`]).
     pub async fn files(&self) -> Result<Vec<FileInfo>, DeltaError> {
         let views: Vec<_> = self
             .table
@@ -422,23 +478,27 @@ impl LakeTable {
     /// Conforms `df` to the table, writes it as one Parquet file named `name` (relative to the
     /// table root) and returns the `add` action to commit. The file is invisible until committed.
     pub async fn write_file(&self, name: &str, df: DataFrame) -> Result<Add, DeltaError> {
-        let mut df = frame::conform(self.def, df)?;
-        let bytes = frame::parquet_bytes(self.def, &mut df)?;
+        self.put_file(EncodedFile::new(self.def, name, df)?).await
+    }
+
+    /// Stores a file encoded by [`EncodedFile::new`] for this table and returns the `add`
+    /// action to commit. The file is invisible until committed.
+    pub async fn put_file(&self, file: EncodedFile) -> Result<Add, DeltaError> {
+        let EncodedFile { name, bytes, stats } = file;
         let size = bytes.len() as i64;
-        let key = self.key(name);
         self.store
-            .put(&key, bytes)
+            .put(&self.key(&name), bytes)
             .await
             .map_err(|source| DeltaError::Store {
                 table: self.def.name,
                 source: Box::new(source),
             })?;
         Ok(Add {
-            path: name.to_owned(),
+            path: name,
             size,
             modification_time: chrono::Utc::now().timestamp_millis(),
             data_change: true,
-            stats: Some(frame::stats_json(self.def, &df)),
+            stats: Some(stats),
             ..Default::default()
         })
     }
@@ -469,7 +529,8 @@ impl LakeTable {
         })
     }
 
-    /// Reads the given active files into one frame (the table's columns, in order).
+    /// Reads the given active files into one frame (the table's columns, in order), rows in the
+    /// order of `files`; up to `concurrency` files are fetched at once (at least one).
     pub async fn read(
         &self,
         files: &[FileInfo],
@@ -534,7 +595,8 @@ impl LakeTable {
         Ok(out)
     }
 
-    /// The `remove` action for an active file.
+    /// The `remove` action for an active file. `data_change` is `false` only when the rows stay
+    /// in another file (compaction).
     pub fn remove(file: &FileInfo, data_change: bool) -> Action {
         Action::Remove(Remove {
             path: file.path.clone(),
@@ -550,6 +612,12 @@ impl LakeTable {
 
     /// Commits `actions` with the Kafka offsets they cover, provided the table's offsets are the
     /// ones `expected` (per app id; `None` = the table has none). Returns the new version.
+    ///
+    /// Only the app ids in `offsets` are checked; a missing entry in `expected` means `None`.
+    /// The check runs against the latest version. An offset that differs is
+    /// [`DeltaError::Fenced`]. A conflict with a writer of other partitions (concurrent append,
+    /// or a concurrent remove of a file this snapshot read) is tried again, up to 10 attempts in
+    /// all. On success the handle reads the new version.
     pub async fn commit(
         &mut self,
         actions: Vec<Action>,
@@ -711,7 +779,9 @@ impl LakeTable {
     }
 
     /// Deletes files no version younger than `retain` refers to (Delta VACUUM); time travel
-    /// to versions older than that is then no longer possible.
+    /// to versions older than that is then no longer possible. Returns the number of files
+    /// deleted. Any `retain` is accepted (Delta's 7-day minimum is not enforced). A commit
+    /// conflict is tried again on the newer version, up to 10 attempts, 100 ms more wait each.
     pub async fn vacuum(&mut self, retain: chrono::Duration) -> Result<usize, DeltaError> {
         // Vacuum records itself in the log; a writer committing at the same moment makes that
         // commit conflict, and trying again on the newer version is all it takes.
@@ -746,8 +816,11 @@ impl LakeTable {
 /// What a compaction did.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Compacted {
+    /// Small files replaced.
     pub files_removed: usize,
+    /// Files written (one per bin of small files).
     pub files_added: usize,
+    /// Total size of the files written, in bytes.
     pub bytes_added: i64,
     /// The table version it committed (0 when there was nothing to do).
     pub version: i64,

@@ -18,6 +18,6 @@ pub mod snapshot;
 pub mod store;
 pub mod tables;
 
-pub use delta::{app_id, CommitKind, DeltaError, FileInfo, LakeTable};
+pub use delta::{app_id, CommitKind, DeltaError, EncodedFile, FileInfo, LakeTable};
 pub use snapshot::Snapshot;
 pub use store::{Store, StoreError};
