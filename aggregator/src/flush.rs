@@ -29,7 +29,7 @@ use owsu_schemas::record::RecordKind;
 use polars::prelude::DataFrame;
 use tokio::runtime::Handle;
 
-use crate::state::PartitionState;
+use crate::state::{Fold, PartitionState};
 use crate::summary::{self, Codes, PeriodRows, Quarter, Table};
 
 /// When pending rows and summaries are committed.

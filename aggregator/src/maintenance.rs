@@ -11,7 +11,7 @@ use owsu_schemas::record::RecordKind;
 use owsu_schemas::reference::Reference;
 
 use crate::raw;
-use crate::state::{Applied, Conflict, FirstArrivals, MemState, PartitionState, StateError};
+use crate::state::{Applied, Conflict, FirstArrivals, Fold, MemState, PartitionState, StateError};
 use crate::summary::{self, Codes, Table};
 
 /// Raw rows turned into events at a time by `rebuild`.
@@ -42,33 +42,11 @@ enum Scratch {
 }
 
 impl Scratch {
-    fn apply_with(
-        &self,
-        events: &[(&str, i64, &owsu_schemas::Event)],
-        codes: &Codes,
-        first: &FirstArrivals,
-    ) -> Result<Applied, StateError> {
+    /// The state, whichever store holds it.
+    fn state(&self) -> &dyn Fold {
         match self {
-            Scratch::Mem(s) => s.apply_with(events, codes, first),
-            Scratch::Disk(s) => s.apply_with(events, codes, first),
-        }
-    }
-    fn first_arrivals(&self, conflicts: &[Conflict]) -> Result<FirstArrivals, StateError> {
-        match self {
-            Scratch::Mem(s) => s.first_arrivals(conflicts),
-            Scratch::Disk(s) => s.first_arrivals(conflicts),
-        }
-    }
-    fn months(&self) -> Result<BTreeSet<summary::Month>, StateError> {
-        match self {
-            Scratch::Mem(s) => s.months(),
-            Scratch::Disk(s) => s.months(),
-        }
-    }
-    fn quarter(&self, q: summary::Quarter) -> Result<summary::PeriodRows, StateError> {
-        match self {
-            Scratch::Mem(s) => s.quarter(q),
-            Scratch::Disk(s) => s.quarter(q),
+            Scratch::Mem(s) => &**s,
+            Scratch::Disk(s) => s,
         }
     }
     /// Drops the state (and its file).
@@ -155,7 +133,7 @@ pub async fn rebuild(
                 .filter(|(q, _)| q == p)
                 .map(|(_, c)| *c)
                 .collect();
-            first.insert(*p, scratch.states[p].first_arrivals(&conflicts)?);
+            first.insert(*p, scratch.states[p].state().first_arrivals(&conflicts)?);
             let state = scratch
                 .states
                 .remove(p)
@@ -171,6 +149,7 @@ pub async fn rebuild(
     let mut cells: Vec<(i32, summary::Quarter)> = Vec::new();
     for (p, state) in &scratch.states {
         let quarters: BTreeSet<summary::Quarter> = state
+            .state()
             .months()?
             .into_iter()
             .map(summary::quarter_of)
@@ -180,7 +159,7 @@ pub async fn rebuild(
     let states = &scratch.states;
     let rows: Vec<(i32, summary::Quarter, summary::PeriodRows)> = cells
         .into_par_iter()
-        .map(|(p, q)| anyhow::Ok((p, q, states[&p].quarter(q)?)))
+        .map(|(p, q)| anyhow::Ok((p, q, states[&p].state().quarter(q)?)))
         .collect::<anyhow::Result<_>>()?;
     let mut removed = 0;
     let mut written = 0;
@@ -300,7 +279,7 @@ async fn apply_raw(
                     .into_par_iter()
                     .map(|(p, evs)| {
                         let first = first.get(&p).unwrap_or(&none);
-                        let applied = states[&p].apply_with(&evs, codes, first)?;
+                        let applied = states[&p].state().apply_with(&evs, codes, first)?;
                         anyhow::Ok((p, evs.len() as u64, applied))
                     })
                     .collect::<anyhow::Result<_>>()?;

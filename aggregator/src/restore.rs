@@ -21,7 +21,7 @@ use owsu_schemas::record::RecordKind;
 use serde::{Deserialize, Serialize};
 
 use crate::raw;
-use crate::state::{Conflict, FirstArrivals, PartitionState};
+use crate::state::{Conflict, FirstArrivals, Fold, PartitionState};
 use crate::summary::Codes;
 
 /// Where partition state lives.

@@ -626,41 +626,11 @@ impl PartitionState {
         self.apply_with(events, codes, &FirstArrivals::new())
     }
 
-    /// [`apply`](Self::apply), with the first arrival of some event ids decided beforehand:
-    /// any other content under those ids is a conflicting duplicate, whatever the order.
-    pub fn apply_with(
-        &self,
-        events: &[(&str, i64, &Event)],
-        codes: &Codes,
-        first: &FirstArrivals,
-    ) -> Result<Applied, StateError> {
-        self.with_tables(|t| apply_in(t, events, codes, first))
-    }
-
-    /// Which content arrived first (smallest offset) under each id of `conflicts`, from what
-    /// this state holds and the conflicts themselves: what a rebuild that met a conflicting
-    /// duplicate before its first arrival ([`Applied::inverted`]) is redone with.
-    pub fn first_arrivals(&self, conflicts: &[Conflict]) -> Result<FirstArrivals, StateError> {
-        self.with_tables(|t| first_arrivals_in(t, conflicts))
-    }
-
     /// The rows of every summary table for one month.
     #[cfg(test)]
     pub fn month(&self, m: Month) -> Result<PeriodRows, StateError> {
         let (lo, hi) = month_days(m);
         self.with_tables(|t| period_rows(t, lo, hi))
-    }
-
-    /// The rows of every summary table for one quarter (what one summary file holds).
-    pub fn quarter(&self, q: Quarter) -> Result<PeriodRows, StateError> {
-        let [first, _, last] = quarter_months(q);
-        let (lo, hi) = (month_days(first).0, month_days(last).1);
-        self.with_tables(|t| period_rows(t, lo, hi))
-    }
-
-    /// Every month holding any figure.
-    pub fn months(&self) -> Result<BTreeSet<Month>, StateError> {
-        self.with_tables(|t| months_in(t))
     }
 
     /// Distinct events held.
@@ -689,38 +659,11 @@ impl PartitionState {
 /// A partition's state in plain maps, nothing durable: what `rebuild` folds raw into while the
 /// partitions fit its memory budget (a map read costs a hash, where a redb read walks a B-tree
 /// and copies pages). The logic is [`PartitionState`]'s, written once against both stores, so
-/// the figures are the same by construction; [`MemState::spill`] moves it to disk.
+/// the figures are the same by construction ([`Fold`]); [`MemState::spill`] moves it to disk.
 #[derive(Default)]
 pub struct MemState(std::sync::Mutex<Tables<Mem>>);
 
 impl MemState {
-    /// See [`PartitionState::apply_with`].
-    pub fn apply_with(
-        &self,
-        events: &[(&str, i64, &Event)],
-        codes: &Codes,
-        first: &FirstArrivals,
-    ) -> Result<Applied, StateError> {
-        self.with_tables(|t| apply_in(t, events, codes, first))
-    }
-
-    /// See [`PartitionState::first_arrivals`].
-    pub fn first_arrivals(&self, conflicts: &[Conflict]) -> Result<FirstArrivals, StateError> {
-        self.with_tables(|t| first_arrivals_in(t, conflicts))
-    }
-
-    /// See [`PartitionState::quarter`].
-    pub fn quarter(&self, q: Quarter) -> Result<PeriodRows, StateError> {
-        let [first, _, last] = quarter_months(q);
-        let (lo, hi) = (month_days(first).0, month_days(last).1);
-        self.with_tables(|t| period_rows(t, lo, hi))
-    }
-
-    /// See [`PartitionState::months`].
-    pub fn months(&self) -> Result<BTreeSet<Month>, StateError> {
-        self.with_tables(|t| months_in(t))
-    }
-
     /// Rough bytes held: what a rebuild weighs against its memory budget.
     pub fn bytes(&self) -> usize {
         let t = self.0.lock().expect("state lock");
@@ -800,6 +743,67 @@ impl MemState {
         })
     }
 }
+
+/// What a partition's state does, whichever store holds it ([`PartitionState`] on disk,
+/// [`MemState`] in memory). Each store gives its tables to one generic body per operation
+/// (`apply_in`, `period_rows`, …), so both answer alike by construction.
+pub trait Fold: Sync {
+    /// Applies events (with the topic and offset each came from) and records the last offset of
+    /// each topic, with the first arrival of some event ids decided beforehand: any other
+    /// content under those ids is a conflicting duplicate, whatever the order.
+    fn apply_with(
+        &self,
+        events: &[(&str, i64, &Event)],
+        codes: &Codes,
+        first: &FirstArrivals,
+    ) -> Result<Applied, StateError>;
+
+    /// Which content arrived first (smallest offset) under each id of `conflicts`, from what
+    /// this state holds and the conflicts themselves: what a rebuild that met a conflicting
+    /// duplicate before its first arrival ([`Applied::inverted`]) is redone with.
+    fn first_arrivals(&self, conflicts: &[Conflict]) -> Result<FirstArrivals, StateError>;
+
+    /// The rows of every summary table for one quarter (what one summary file holds).
+    fn quarter(&self, q: Quarter) -> Result<PeriodRows, StateError>;
+
+    /// Every month holding any figure.
+    fn months(&self) -> Result<BTreeSet<Month>, StateError>;
+}
+
+/// The first and last day of a quarter.
+fn quarter_days(q: Quarter) -> (i32, i32) {
+    let [first, _, last] = quarter_months(q);
+    (month_days(first).0, month_days(last).1)
+}
+
+/// [`Fold`] for a store with a `with_tables`: the operations, written once.
+macro_rules! fold_by_tables {
+    ($store:ty) => {
+        impl Fold for $store {
+            fn apply_with(
+                &self,
+                events: &[(&str, i64, &Event)],
+                codes: &Codes,
+                first: &FirstArrivals,
+            ) -> Result<Applied, StateError> {
+                self.with_tables(|t| apply_in(t, events, codes, first))
+            }
+            fn first_arrivals(&self, conflicts: &[Conflict]) -> Result<FirstArrivals, StateError> {
+                self.with_tables(|t| first_arrivals_in(t, conflicts))
+            }
+            fn quarter(&self, q: Quarter) -> Result<PeriodRows, StateError> {
+                let (lo, hi) = quarter_days(q);
+                self.with_tables(|t| period_rows(t, lo, hi))
+            }
+            fn months(&self) -> Result<BTreeSet<Month>, StateError> {
+                self.with_tables(|t| months_in(t))
+            }
+        }
+    };
+}
+
+fold_by_tables!(PartitionState);
+fold_by_tables!(MemState);
 
 /// The last offset applied of each topic.
 fn offsets_in(r: &impl Reader) -> Result<HashMap<String, i64>, redb::Error> {

@@ -8,10 +8,8 @@
 
 use std::collections::BTreeSet;
 
-use owsu_aggregator::state::{
-    Applied, Conflict, FirstArrivals, MemState, PartitionState, StateError,
-};
-use owsu_aggregator::summary::{quarter_of, Codes, Month, PeriodRows, Quarter, Table};
+use owsu_aggregator::state::{Conflict, FirstArrivals, Fold, MemState, PartitionState};
+use owsu_aggregator::summary::{quarter_of, Codes, Table};
 use owsu_producer::import::to_import_json;
 use owsu_schemas::record::{ComplaintEvent, ComplaintStage, Event, ServiceEvent, ServiceStage};
 use owsu_schemas::Reference;
@@ -144,54 +142,10 @@ fn log_of(ops: &[Op]) -> Vec<Event> {
     log
 }
 
-/// The two stores of a partition's state: on disk (the aggregator's) and in memory (rebuild's).
-trait Folds {
-    fn apply_with(
-        &self,
-        e: &[(&str, i64, &Event)],
-        c: &Codes,
-        f: &FirstArrivals,
-    ) -> Result<Applied, StateError>;
-    fn months(&self) -> Result<BTreeSet<Month>, StateError>;
-    fn quarter(&self, q: Quarter) -> Result<PeriodRows, StateError>;
-}
-impl Folds for PartitionState {
-    fn apply_with(
-        &self,
-        e: &[(&str, i64, &Event)],
-        c: &Codes,
-        f: &FirstArrivals,
-    ) -> Result<Applied, StateError> {
-        PartitionState::apply_with(self, e, c, f)
-    }
-    fn months(&self) -> Result<BTreeSet<Month>, StateError> {
-        PartitionState::months(self)
-    }
-    fn quarter(&self, q: Quarter) -> Result<PeriodRows, StateError> {
-        PartitionState::quarter(self, q)
-    }
-}
-impl Folds for MemState {
-    fn apply_with(
-        &self,
-        e: &[(&str, i64, &Event)],
-        c: &Codes,
-        f: &FirstArrivals,
-    ) -> Result<Applied, StateError> {
-        MemState::apply_with(self, e, c, f)
-    }
-    fn months(&self) -> Result<BTreeSet<Month>, StateError> {
-        MemState::months(self)
-    }
-    fn quarter(&self, q: Quarter) -> Result<PeriodRows, StateError> {
-        MemState::quarter(self, q)
-    }
-}
-
 /// Applies `order` (positions in `log`, each event keeping its position as its offset) in
 /// batches of the given sizes; says whether any conflict was met before its first arrival.
 fn apply(
-    state: &impl Folds,
+    state: &impl Fold,
     log: &[Event],
     order: &[usize],
     batches: &[usize],
@@ -222,7 +176,7 @@ fn apply(
     (conflicts, inverted)
 }
 
-fn figures(state: &impl Folds, codes: &Codes) -> oracle::Expected {
+fn figures(state: &impl Fold, codes: &Codes) -> oracle::Expected {
     let mut a = oracle::Expected::default();
     let quarters: BTreeSet<_> = state
         .months()
