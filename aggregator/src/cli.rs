@@ -65,7 +65,7 @@ pub struct StoreArgs {
 
     /// Object reads and writes in flight at once.
     #[arg(long, default_value_t = defaults::IO_CONCURRENCY)]
-    pub io_concurrency: usize,
+    pub(crate) io_concurrency: usize,
 }
 
 /// Whether events must be signed by their unit.
@@ -97,63 +97,63 @@ pub struct RunArgs {
 
     /// Close a batch at this many messages.
     #[arg(long, default_value_t = defaults::MAX_BATCH)]
-    pub max_batch: usize,
+    pub(crate) max_batch: usize,
 
     /// ...or this many milliseconds after its first message (summaries are visible within
     /// about this long of an event's arrival).
     #[arg(long, default_value_t = defaults::LINGER_MS)]
-    pub linger_ms: u64,
+    pub(crate) linger_ms: u64,
 
     /// Kafka session timeout in ms: how soon a dead instance's partitions move to the others.
     #[arg(long, default_value_t = defaults::SESSION_TIMEOUT_MS)]
-    pub session_timeout_ms: u64,
+    pub(crate) session_timeout_ms: u64,
 
     /// Local directory of the partition state files (default: one per store and group under
     /// ~/.cache/owsu/aggregator-state). Give each instance on one machine its own.
     #[arg(long, env = "OWSU_STATE_DIR")]
-    pub state_dir: Option<PathBuf>,
+    pub(crate) state_dir: Option<PathBuf>,
 
     /// Page cache of each partition's state file, in MiB: the memory the state may use does
     /// not grow with history (an instance owning 12 partitions uses 12 times this).
     #[arg(long, default_value_t = defaults::STATE_CACHE_MIB)]
-    pub state_cache_mib: usize,
+    pub(crate) state_cache_mib: usize,
 
     /// Seconds between snapshots of the changed partitions' state to the store (a new owner of a
     /// partition restores the snapshot and replays only what followed it from Kafka).
     #[arg(long, default_value_t = defaults::SNAPSHOT_INTERVAL_S)]
-    pub snapshot_interval_s: u64,
+    pub(crate) snapshot_interval_s: u64,
 
     /// Seconds between commits of the partition state to its local file. Batches in between
     /// share one write transaction (much less written than a commit per batch); a crash loses
     /// what followed the last commit, and the restart replays it from Kafka.
     #[arg(long, env = "OWSU_STATE_COMMIT_INTERVAL_S", default_value_t = defaults::STATE_COMMIT_INTERVAL_S)]
-    pub state_commit_interval_s: u64,
+    pub(crate) state_commit_interval_s: u64,
 
     /// A raw table's next file is written once it reaches this many MiB (its rows are encoded
     /// as batches arrive and held compressed in memory; catching up gives files of this size)...
     #[arg(long, default_value_t = defaults::RAW_FLUSH_MIB)]
-    pub raw_flush_mib: usize,
+    pub(crate) raw_flush_mib: usize,
 
     /// ...or this many seconds after the first of them arrived (live: a file a minute or so).
     /// Raw rows are not what the summaries wait for: those follow every batch.
     #[arg(long, default_value_t = defaults::RAW_FLUSH_S)]
-    pub raw_flush_s: u64,
+    pub(crate) raw_flush_s: u64,
 
     /// While catching up, summary files are rewritten at most this often, in ms (a quarter
     /// touched by many batches is written once); a batch that finds Kafka drained commits them
     /// at once, so live figures follow within about a second.
     #[arg(long, default_value_t = defaults::SUMMARY_INTERVAL_MS)]
-    pub summary_interval_ms: u64,
+    pub(crate) summary_interval_ms: u64,
 
     /// Seconds between compactions of the raw tables' small files while running (0: never;
     /// `owsu-aggregator compact` does the same on demand).
     #[arg(long, default_value_t = defaults::COMPACT_INTERVAL_S)]
-    pub compact_interval_s: u64,
+    pub(crate) compact_interval_s: u64,
 
     /// Serve metrics at http://ADDR/metrics (OpenMetrics, for Prometheus) and the probes
     /// http://ADDR/health/live and /health/ready (200 or 503); off when empty.
     #[arg(long, env = "OWSU_METRICS_ADDR", default_value = "127.0.0.1:9464")]
-    pub metrics_addr: String,
+    pub(crate) metrics_addr: String,
 
     /// The lake.
     #[command(flatten)]
@@ -170,7 +170,7 @@ pub struct RebuildArgs {
     /// Memory the partitions' states may take, in MiB, before the largest move to temporary
     /// files on disk (slower, but memory stays bounded whatever the history).
     #[arg(long, default_value_t = defaults::REBUILD_MEMORY_MIB)]
-    pub memory_mib: usize,
+    pub(crate) memory_mib: usize,
 
     /// The lake.
     #[command(flatten)]
@@ -182,7 +182,7 @@ pub struct RebuildArgs {
 pub struct CompactArgs {
     /// Target size of a compacted file, in MiB (files under half of it are merged).
     #[arg(long, default_value_t = defaults::COMPACT_TARGET_MIB)]
-    pub target_mib: u64,
+    pub(crate) target_mib: u64,
 
     /// The lake.
     #[command(flatten)]
@@ -195,7 +195,7 @@ pub struct VacuumArgs {
     /// Keep every file a table version of the last this-many hours needs (time travel reaches
     /// back this far; readers still on an older version may fail).
     #[arg(long, default_value_t = 168)]
-    pub retain_hours: u64,
+    pub(crate) retain_hours: u64,
 
     /// The lake.
     #[command(flatten)]

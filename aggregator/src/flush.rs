@@ -44,18 +44,18 @@ pub struct FlushConfig {
 }
 
 /// The last offset per (topic, partition).
-pub type Last = BTreeMap<(String, i32), i64>;
+pub(crate) type Last = BTreeMap<(String, i32), i64>;
 
 /// Last offsets of one commit, per app id.
-pub type AppOffsets = HashMap<String, i64>;
+pub(crate) type AppOffsets = HashMap<String, i64>;
 
 /// The offsets the lake holds, per (table, app id): what each commit must find to go through.
-pub type LakeOffsets = HashMap<(&'static str, String), Option<i64>>;
+pub(crate) type LakeOffsets = HashMap<(&'static str, String), Option<i64>>;
 
 /// Raw rows of one table waiting for their file, encoded as they come ([`FileParts`]: a row
 /// group per batch, held compressed).
 #[derive(Default)]
-pub struct RawPending {
+pub(crate) struct RawPending {
     parts: Option<FileParts>,
     /// The last offset of every partition of the table's topic read since the last commit,
     /// also of partitions whose messages were all refused: the commit records them all.
@@ -65,7 +65,7 @@ pub struct RawPending {
 
 impl RawPending {
     /// Encodes a batch's rows of the table into its next file.
-    pub fn append(&mut self, def: &'static TableDef, df: DataFrame) -> anyhow::Result<()> {
+    pub(crate) fn append(&mut self, def: &'static TableDef, df: DataFrame) -> anyhow::Result<()> {
         if df.height() == 0 {
             return Ok(());
         }
@@ -79,7 +79,7 @@ impl RawPending {
     }
 
     /// Whether the rows are due for their file.
-    pub fn due(&self, cfg: &FlushConfig, force: bool) -> bool {
+    pub(crate) fn due(&self, cfg: &FlushConfig, force: bool) -> bool {
         !self.last.is_empty()
             && (force
                 || self
@@ -90,14 +90,14 @@ impl RawPending {
     }
 
     /// Rows waiting.
-    pub fn rows(&self) -> usize {
+    pub(crate) fn rows(&self) -> usize {
         self.parts.as_ref().map_or(0, FileParts::rows)
     }
 }
 
 /// Summary files to rewrite.
 #[derive(Default)]
-pub struct SummaryPending {
+pub(crate) struct SummaryPending {
     /// (partition, quarter) whose cells changed.
     quarters: BTreeSet<(i32, Quarter)>,
     /// The last offset of every (topic, partition) read since the last commit.
@@ -109,7 +109,7 @@ pub struct SummaryPending {
 
 /// Everything batches left for the lake.
 #[derive(Default)]
-pub struct Pending {
+pub(crate) struct Pending {
     /// By record kind.
     pub raw: [RawPending; 3],
     /// The summary files to rewrite, and the offsets their commits will carry.
@@ -120,7 +120,7 @@ impl Pending {
     /// Adds a batch (its raw rows are in already, [`RawPending::append`]): `last` its last
     /// offsets, `quarters` the summary files its cells changed, `sent_at` its messages' Kafka
     /// timestamps.
-    pub fn add(
+    pub(crate) fn add(
         &mut self,
         topics: &[String; 3],
         last: &Last,
@@ -150,12 +150,12 @@ impl Pending {
     }
 
     /// Forgets everything (a rebalance or a refused commit: it is read again from Kafka).
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         *self = Pending::default();
     }
 
     /// Whether anything waits for a commit.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.summary.last.is_empty() && self.raw.iter().all(|r| r.last.is_empty())
     }
 }
@@ -167,7 +167,7 @@ fn merge(m: &mut Last, k: (String, i32), o: i64) {
 impl SummaryPending {
     /// Whether the summaries are due for a commit (`drained`: the last batch found no more
     /// messages waiting, so they are committed at once).
-    pub fn due(&self, cfg: &FlushConfig, drained: bool) -> bool {
+    pub(crate) fn due(&self, cfg: &FlushConfig, drained: bool) -> bool {
         !self.last.is_empty()
             && (drained
                 || self
@@ -179,10 +179,10 @@ impl SummaryPending {
 /// A commit was refused because another instance committed one of its partitions.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct Fenced(pub DeltaError);
+pub(crate) struct Fenced(pub DeltaError);
 
 /// A lake error, as [`Fenced`] when it is one.
-pub fn fence(e: DeltaError) -> anyhow::Error {
+pub(crate) fn fence(e: DeltaError) -> anyhow::Error {
     if e.is_fenced() {
         anyhow::Error::new(Fenced(e))
     } else {
@@ -193,7 +193,7 @@ pub fn fence(e: DeltaError) -> anyhow::Error {
 /// Writes a raw table's pending rows as one file and commits it with the offsets they cover,
 /// provided the table holds the offsets `known` says. Returns the files written (0 or 1) and the
 /// offsets the table now holds; the pending rows are taken in any case.
-pub fn commit_raw(
+pub(crate) fn commit_raw(
     rt: &Handle,
     table: &mut LakeTable,
     pending: &mut RawPending,
@@ -238,7 +238,7 @@ pub fn commit_raw(
 
 /// The rows of the pending (partition, quarter) summary files, read from the partitions' state
 /// (on all cores).
-pub fn quarter_rows(
+pub(crate) fn quarter_rows(
     states: &HashMap<i32, PartitionState>,
     pending: &SummaryPending,
 ) -> anyhow::Result<Vec<((i32, Quarter), PeriodRows)>> {
@@ -258,7 +258,7 @@ pub fn quarter_rows(
 /// Replaces one summary table's files of the given quarters, in one commit with the offsets
 /// `last` (every partition read since the last commit, also one whose offsets the table already
 /// holds after a replay: its files are rewritten, so its ownership is checked all the same).
-pub fn commit_summary(
+pub(crate) fn commit_summary(
     rt: &Handle,
     table: &mut LakeTable,
     t: Table,
@@ -314,7 +314,7 @@ pub fn commit_summary(
 }
 
 /// Takes the pending summaries (their timestamps for the freshness figure).
-pub fn take_summary(pending: &mut SummaryPending) -> (Last, Vec<i64>) {
+pub(crate) fn take_summary(pending: &mut SummaryPending) -> (Last, Vec<i64>) {
     let SummaryPending { last, sent_at, .. } = std::mem::take(pending);
     (last, sent_at)
 }

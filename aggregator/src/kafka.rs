@@ -1,3 +1,3 @@
 //! How to reach Kafka: the settings shared with the other processes live in `owsu-runtime`.
 
-pub use owsu_runtime::kafka::{KafkaArgs, KafkaConfigError};
+pub(crate) use owsu_runtime::kafka::KafkaArgs;

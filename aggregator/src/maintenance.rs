@@ -19,9 +19,9 @@ const REBUILD_SLICE: usize = 100_000;
 
 /// What a rebuild did.
 #[derive(Debug, Clone, Copy)]
-pub struct RebuildReport {
+pub(crate) struct RebuildReport {
     /// Raw files read in the first pass over the raw tables.
-    pub raw_files: usize,
+    pub(crate) raw_files: usize,
     /// Raw rows applied (duplicates included); partitions redone count once.
     pub events: u64,
     /// Kafka partitions met in the raw tables.
@@ -105,7 +105,7 @@ impl Scratches {
 /// `memory_budget` bytes, the largest moved to a temporary file on disk (fixed cache) past it,
 /// so memory does not grow with history. Run it with the aggregators stopped: a live one's
 /// commit in between would be replaced.
-pub async fn rebuild(
+pub(crate) async fn rebuild(
     store: &Store,
     reference: &Reference,
     concurrency: usize,
@@ -301,14 +301,14 @@ async fn apply_raw(
 
 /// Per table: files before → after.
 #[derive(Debug, Clone)]
-pub struct CompactReport {
+pub(crate) struct CompactReport {
     /// (raw table name, what its compaction did), for each raw table that exists.
     pub tables: Vec<(&'static str, owsu_lake::delta::Compacted)>,
 }
 
 /// Bin-packs the raw tables' small files (summary files are one per partition and quarter
 /// already, and addressed by name, so they are left as they are).
-pub async fn compact(
+pub(crate) async fn compact(
     store: &Store,
     target_bytes: i64,
     concurrency: usize,
@@ -323,7 +323,10 @@ pub async fn compact(
 }
 
 /// Deletes files that no table version younger than `retain` needs, in every table.
-pub async fn vacuum(store: &Store, retain: Duration) -> anyhow::Result<Vec<(&'static str, usize)>> {
+pub(crate) async fn vacuum(
+    store: &Store,
+    retain: Duration,
+) -> anyhow::Result<Vec<(&'static str, usize)>> {
     let retain = chrono::Duration::from_std(retain)?;
     let mut out = Vec::new();
     for def in owsu_lake::tables::ALL {

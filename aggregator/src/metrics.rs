@@ -32,7 +32,7 @@ const SECONDS_BUCKETS: [f64; 12] = [
 ];
 
 /// Process-wide metrics, registered once.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     accepted: Family<KindLabel, Counter>,
     duplicates: Counter,
@@ -53,11 +53,11 @@ pub struct Metrics {
 
 /// How long the consume loop may go without turning before the process counts as stalled: a
 /// large catch-up batch (collect, land, summarise, commit) takes seconds, never minutes.
-pub const STALL: Duration = Duration::from_secs(120);
+pub(crate) const STALL: Duration = Duration::from_secs(120);
 
 /// What `/health/live` and `/health/ready` answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Health {
+pub(crate) struct Health {
     /// The consume loop went round within [`STALL`].
     pub live: bool,
     /// Live and holding at least one topic partition.
@@ -66,7 +66,7 @@ pub struct Health {
 
 /// Event-to-summary freshness so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Freshness {
+pub(crate) struct Freshness {
     /// Messages measured (0: none committed to the summaries yet).
     pub events: u64,
     /// Median, in milliseconds.
@@ -153,20 +153,8 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Events of `kind` accepted so far (the `events_accepted` counter).
-    pub fn accepted(&self, kind: RecordKind) -> u64 {
-        self.accepted
-            .get_or_create(&KindLabel {
-                kind: kind.as_str(),
-            })
-            .get()
-    }
-    /// Messages dead-lettered so far.
-    pub fn dead_lettered(&self) -> u64 {
-        self.dead_lettered.get()
-    }
     /// Sets the consumer lag of one topic partition, in messages.
-    pub fn set_lag(&self, topic: &str, partition: i32, lag: i64) {
+    pub(crate) fn set_lag(&self, topic: &str, partition: i32, lag: i64) {
         self.lag
             .get_or_create(&PartitionLabels {
                 topic: topic.to_owned(),
@@ -176,20 +164,20 @@ impl Metrics {
     }
 
     /// Sets how many topic partitions this instance holds (readiness needs at least one).
-    pub fn set_assigned(&self, partitions: usize) {
+    pub(crate) fn set_assigned(&self, partitions: usize) {
         self.assigned.set(partitions as i64);
     }
 
     /// The consume loop went round (called once per iteration, at least every few seconds
     /// while the process is healthy; a batch in progress can take longer).
-    pub fn beat(&self) {
+    pub(crate) fn beat(&self) {
         self.heartbeat_ms
             .store(owsu_schemas::time::now_millis(), Ordering::Relaxed);
     }
 
     /// Liveness and readiness: live while the consume loop went round within [`STALL`];
     /// ready when live and holding partitions.
-    pub fn health(&self) -> Health {
+    pub(crate) fn health(&self) -> Health {
         let beat = self.heartbeat_ms.load(Ordering::Relaxed);
         let live = beat > 0
             && owsu_schemas::time::now_millis().saturating_sub(beat) < STALL.as_millis() as i64;
@@ -200,7 +188,7 @@ impl Metrics {
     }
 
     /// Records the freshness of a committed batch's messages (milliseconds each).
-    pub fn record_freshness(&self, millis: impl IntoIterator<Item = u64>) {
+    pub(crate) fn record_freshness(&self, millis: impl IntoIterator<Item = u64>) {
         let mut h = self.freshness.lock().expect("freshness lock");
         let h = h.get_or_insert_with(|| {
             // 1 ms to a day, 3 significant digits.
@@ -213,7 +201,7 @@ impl Metrics {
     }
 
     /// Freshness percentiles of every message recorded so far (all zero before the first).
-    pub fn freshness(&self) -> Freshness {
+    pub(crate) fn freshness(&self) -> Freshness {
         match &*self.freshness.lock().expect("freshness lock") {
             Some(h) if !h.is_empty() => Freshness {
                 events: h.len(),
@@ -226,7 +214,7 @@ impl Metrics {
     }
 
     /// The OpenMetrics text exposition.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut s = String::new();
         prometheus_client::encoding::text::encode(&mut s, &self.registry)
             .expect("writing to a String cannot fail");
@@ -236,7 +224,7 @@ impl Metrics {
 
 /// A batch was processed: applied to the state, what was due flushed to the lake, its offsets
 /// committed to Kafka.
-pub struct BatchCommitted {
+pub(crate) struct BatchCommitted {
     /// Messages in the batch, good and bad.
     pub messages: usize,
     /// Valid events, by record kind in [`RecordKind::ALL`] order (duplicates included).
@@ -249,12 +237,12 @@ pub struct BatchCommitted {
     /// Files the flushes after this batch wrote (raw and summary; 0 when none was due).
     pub files: u64,
     /// From the start of processing (messages collected) to the Kafka offset commit.
-    pub latency: Duration,
+    pub(crate) latency: Duration,
 }
 
 impl BatchCommitted {
     /// Adds the batch to the counters and the latency histogram, and logs it at debug level.
-    pub fn emit(&self, m: &Metrics) {
+    pub(crate) fn emit(&self, m: &Metrics) {
         for (kind, n) in RecordKind::ALL.iter().zip(self.accepted) {
             m.accepted
                 .get_or_create(&KindLabel {
@@ -282,7 +270,7 @@ impl BatchCommitted {
 }
 
 /// A message went to the dead-letter topic.
-pub struct DeadLettered<'a> {
+pub(crate) struct DeadLettered<'a> {
     /// Source topic.
     pub topic: &'a str,
     /// Source partition.
@@ -295,7 +283,7 @@ pub struct DeadLettered<'a> {
 
 impl DeadLettered<'_> {
     /// Logs it as a warning (the counter is updated by [`BatchCommitted::emit`]).
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         tracing::warn!(
             topic = self.topic,
             partition = self.partition,
@@ -308,7 +296,10 @@ impl DeadLettered<'_> {
 
 /// Serves `GET /metrics` (OpenMetrics), `GET /health/live` and `GET /health/ready` (200 or
 /// 503, for an orchestrator's probes) until the process ends.
-pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+pub(crate) async fn serve(
+    addr: std::net::SocketAddr,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<()> {
     use axum::http::{header, StatusCode};
     use axum::routing::get;
     let status = |ok: bool| {

@@ -50,34 +50,34 @@ use crate::summary::{self, Codes, Quarter, Table};
 /// The defaults of `owsu-aggregator run`, defined once for its flags and [`PipelineConfig::new`].
 pub mod defaults {
     /// Messages that close a batch.
-    pub const MAX_BATCH: usize = 50_000;
+    pub(crate) const MAX_BATCH: usize = 50_000;
     /// Milliseconds after its first message that close a batch (summaries are visible about
     /// this long after an event arrives).
-    pub const LINGER_MS: u64 = 500;
+    pub(crate) const LINGER_MS: u64 = 500;
     /// Kafka session timeout in ms: how soon a dead instance's partitions move to the others.
-    pub const SESSION_TIMEOUT_MS: u64 = 10_000;
+    pub(crate) const SESSION_TIMEOUT_MS: u64 = 10_000;
     /// Object reads and writes in flight at once.
-    pub const IO_CONCURRENCY: usize = 16;
+    pub(crate) const IO_CONCURRENCY: usize = 16;
     /// Page cache of each partition's state file, MiB.
-    pub const STATE_CACHE_MIB: usize = 8;
+    pub(crate) const STATE_CACHE_MIB: usize = 8;
     /// Seconds between snapshots of changed partitions' state to the store.
-    pub const SNAPSHOT_INTERVAL_S: u64 = 300;
+    pub(crate) const SNAPSHOT_INTERVAL_S: u64 = 300;
     /// Seconds between commits of the partition state's open write transaction (a crash
     /// replays at most about this much from Kafka).
-    pub const STATE_COMMIT_INTERVAL_S: u64 = 10;
+    pub(crate) const STATE_COMMIT_INTERVAL_S: u64 = 10;
     /// Seconds between compactions of the raw tables while running (0: never).
-    pub const COMPACT_INTERVAL_S: u64 = 600;
+    pub(crate) const COMPACT_INTERVAL_S: u64 = 600;
     /// Size of a compacted raw file, MiB.
-    pub const COMPACT_TARGET_MIB: u64 = 128;
+    pub(crate) const COMPACT_TARGET_MIB: u64 = 128;
     /// Size a raw table's next file (encoded as batches come, held in memory) is written at, MiB.
-    pub const RAW_FLUSH_MIB: usize = 32;
+    pub(crate) const RAW_FLUSH_MIB: usize = 32;
     /// Seconds after their first row that close a raw table's next file.
-    pub const RAW_FLUSH_S: u64 = 60;
+    pub(crate) const RAW_FLUSH_S: u64 = 60;
     /// Milliseconds between summary commits while catching up (live: after every batch).
-    pub const SUMMARY_INTERVAL_MS: u64 = 2_000;
+    pub(crate) const SUMMARY_INTERVAL_MS: u64 = 2_000;
     /// Memory `rebuild` may hold partitions' states in, MiB (about 200 bytes an event: a
     /// national year of ~1 M events fits; past it, the largest partitions go to disk).
-    pub const REBUILD_MEMORY_MIB: usize = 512;
+    pub(crate) const REBUILD_MEMORY_MIB: usize = 512;
 }
 
 /// How the aggregator runs.
@@ -88,21 +88,21 @@ pub struct PipelineConfig {
     /// Consumer group; instances with the same group share the partitions.
     pub group: String,
     /// Close a batch at this many messages...
-    pub max_batch: usize,
+    pub(crate) max_batch: usize,
     /// ...or this long after its first message.
     pub linger: Duration,
     /// Stop once everything that was in the topics at start-up is processed and committed.
     pub until_caught_up: bool,
     /// Kafka consumer session timeout: how fast a dead instance's partitions move on.
-    pub session_timeout: Duration,
+    pub(crate) session_timeout: Duration,
     /// Object writes in flight at once.
-    pub write_concurrency: usize,
+    pub(crate) write_concurrency: usize,
     /// Where partition state lives and how often it is snapshotted.
     pub state: StateConfig,
     /// How often the raw tables' small files are compacted while running (never when `None`).
-    pub compact_interval: Option<Duration>,
+    pub(crate) compact_interval: Option<Duration>,
     /// Size of a compacted raw file.
-    pub compact_target_bytes: i64,
+    pub(crate) compact_target_bytes: i64,
     /// When raw rows and summaries are committed.
     pub flush: FlushConfig,
     /// Dead-letter service and complaint events without a valid signature of their unit.
@@ -213,7 +213,7 @@ fn in_lake(offsets: &LakeOffsets, topic: &str, p: i32, high: i64) -> bool {
 }
 
 /// Rebalance bookkeeping shared with librdkafka's callbacks.
-pub struct GroupContext {
+pub(crate) struct GroupContext {
     assigned: Mutex<HashSet<(String, i32)>>,
     generation: AtomicU64,
     metrics: Arc<Metrics>,
@@ -433,7 +433,7 @@ struct Tables {
 }
 
 /// The aggregator's consumer loop and state.
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     config: PipelineConfig,
     reference: Reference,
     codes: Arc<Codes>,
@@ -514,7 +514,7 @@ impl Pipeline {
     /// the lake's tables, and checks that the three event topics have the same number of
     /// partitions (a unit's events must meet on one partition number). `rt` runs the lake's
     /// I/O; the loop itself runs on the caller's thread in [`run`](Self::run).
-    pub fn new(
+    pub(crate) fn new(
         config: PipelineConfig,
         store: Store,
         reference: Reference,
@@ -734,7 +734,7 @@ impl Pipeline {
     }
 
     /// Runs until shutdown is requested (or, with `until_caught_up`, until caught up).
-    pub fn run(mut self, shutdown: Arc<AtomicBool>) -> anyhow::Result<RunReport> {
+    pub(crate) fn run(mut self, shutdown: Arc<AtomicBool>) -> anyhow::Result<RunReport> {
         let started = Instant::now();
         let mut report = RunReport::default();
         // A bar on a terminal when catching up to a known end (hidden otherwise: logs say it).

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 /// An event with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Landed {
+pub(crate) struct Landed {
     /// The decoded event.
     pub event: Event,
     /// Business-rule anomalies found when it was checked (kept in the `anomalies` column).
@@ -28,12 +28,12 @@ pub struct Landed {
 }
 
 /// The raw table of a record kind.
-pub fn table_of(kind: RecordKind) -> &'static TableDef {
+pub(crate) fn table_of(kind: RecordKind) -> &'static TableDef {
     RAW[kind as usize]
 }
 
 /// Which record kind a topic name carries (a deployment prefix may precede the base name).
-pub fn kind_of_topic(topic: &str) -> Option<RecordKind> {
+pub(crate) fn kind_of_topic(topic: &str) -> Option<RecordKind> {
     RecordKind::ALL
         .into_iter()
         .find(|k| topic.ends_with(k.topic()))
@@ -67,7 +67,7 @@ where
 }
 
 /// The rows of `kind`'s raw table for these events (all of that kind), unsorted.
-pub fn to_frame(kind: RecordKind, rows: &[&Landed]) -> PolarsResult<DataFrame> {
+pub(crate) fn to_frame(kind: RecordKind, rows: &[&Landed]) -> PolarsResult<DataFrame> {
     let part: Vec<i32> = rows.iter().map(|r| r.partition).collect();
     let off: Vec<i64> = rows.iter().map(|r| r.offset).collect();
     let anomalies = col(
@@ -248,7 +248,7 @@ pub fn to_frame(kind: RecordKind, rows: &[&Landed]) -> PolarsResult<DataFrame> {
 
 /// Raw rows that cannot be read back into events.
 #[derive(Debug, thiserror::Error)]
-pub enum RawReadError {
+pub(crate) enum RawReadError {
     /// A column is missing or not of the expected type.
     #[error("raw table {key}: {source}")]
     Parquet {
@@ -272,7 +272,7 @@ pub enum RawReadError {
 }
 
 /// Reads rows of `kind`'s raw table back into events (`key` names them in errors).
-pub fn from_frame(
+pub(crate) fn from_frame(
     key: &str,
     kind: RecordKind,
     df: &DataFrame,

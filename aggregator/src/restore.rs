@@ -30,17 +30,17 @@ pub struct StateConfig {
     /// Local directory of the state files (one per partition).
     pub dir: PathBuf,
     /// Page cache of each partition's file.
-    pub cache_bytes: usize,
+    pub(crate) cache_bytes: usize,
     /// How often changed partitions are snapshotted to the store.
-    pub snapshot_interval: Duration,
+    pub(crate) snapshot_interval: Duration,
     /// How often the state's open write transaction is committed to the local file
     /// ([`PartitionState`]: batches between two commits share one transaction).
-    pub commit_interval: Duration,
+    pub(crate) commit_interval: Duration,
 }
 
 /// The default state directory of a store and consumer group: under the user's cache, one per
 /// (store, group), so two deployments on one machine never share state.
-pub fn default_dir(store_url: &str, group: &str) -> PathBuf {
+pub(crate) fn default_dir(store_url: &str, group: &str) -> PathBuf {
     let mut h: u64 = 0xcbf29ce484222325;
     for b in store_url.bytes().chain([0]).chain(group.bytes()) {
         h ^= u64::from(b);
@@ -54,7 +54,7 @@ pub fn default_dir(store_url: &str, group: &str) -> PathBuf {
 }
 
 /// The local state file of `partition` in `dir` (`pNNN.redb`).
-pub fn local_path(dir: &Path, partition: i32) -> PathBuf {
+pub(crate) fn local_path(dir: &Path, partition: i32) -> PathBuf {
     dir.join(format!("p{partition:03}.redb"))
 }
 
@@ -67,19 +67,19 @@ fn snapshot_keys(partition: i32) -> (String, String) {
 
 /// What a snapshot holds, beside it in the store.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SnapshotMeta {
+pub(crate) struct SnapshotMeta {
     /// The lake the state belongs to (see [`lake_id()`]).
-    pub lake_id: String,
+    pub(crate) lake_id: String,
     /// Last offset applied per topic, as the snapshot file holds them.
     pub offsets: HashMap<String, i64>,
     /// When the snapshot was taken (RFC 3339, UTC).
-    pub taken_at: String,
+    pub(crate) taken_at: String,
     /// Size of the snapshot file, in bytes.
     pub bytes: u64,
 }
 
 /// The identity of this lake: a state file is only ever used with the lake it was built from.
-pub async fn lake_id(store: &Store) -> anyhow::Result<String> {
+pub(crate) async fn lake_id(store: &Store) -> anyhow::Result<String> {
     const KEY: &str = "state/lake-id";
     if let Ok(b) = store.get(KEY).await {
         return Ok(String::from_utf8_lossy(&b).trim().to_owned());
@@ -100,7 +100,7 @@ fn progress(offsets: &HashMap<String, i64>) -> i64 {
 
 /// Where a restored state came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     /// The local file: it was of this lake and held at least as much as the snapshot.
     Local,
     /// The lake's snapshot, downloaded: it held more than the local file, or there was none.
@@ -112,7 +112,7 @@ pub enum Source {
 }
 
 /// Opens partition `p`'s state for this lake (see the module documentation).
-pub async fn restore(
+pub(crate) async fn restore(
     store: &Store,
     cfg: &StateConfig,
     lake: &str,
@@ -254,7 +254,7 @@ async fn from_raw_tables(
 
 /// Commits a partition's state and copies its file to the store as its snapshot (call between
 /// batches). Returns the bytes copied.
-pub async fn snapshot(
+pub(crate) async fn snapshot(
     store: &Store,
     lake: &str,
     partition: i32,

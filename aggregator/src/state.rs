@@ -159,7 +159,7 @@ fn fnv128(bytes: impl IntoIterator<Item = u8>) -> u128 {
 }
 
 /// 128-bit key of a pseudonymous id (it is 32 hex characters; anything else is hashed).
-pub fn id_key(s: &str) -> u128 {
+pub(crate) fn id_key(s: &str) -> u128 {
     if s.len() == 32 {
         if let Ok(v) = u128::from_str_radix(s, 16) {
             return v;
@@ -604,7 +604,7 @@ impl PartitionState {
     }
 
     /// Records a fact in the file and commits (with everything applied so far).
-    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StateError> {
+    pub(crate) fn set_meta(&self, key: &str, value: &str) -> Result<(), StateError> {
         self.write(|tx| {
             tx.open_table(META)?.insert(key, value)?;
             Ok(())

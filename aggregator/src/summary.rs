@@ -28,7 +28,7 @@ use polars::prelude::*;
 use uuid::Uuid;
 
 /// A calendar month (Cambodia time).
-pub type Month = (i32, u32);
+pub(crate) type Month = (i32, u32);
 
 /// The summary tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -68,7 +68,7 @@ impl Table {
 /// A calendar quarter (Cambodia time), (year, 1..=4): the period one summary file holds.
 /// Quarters rather than months keep a national year at 4 × partitions files per table, and a
 /// batch still rewrites only the quarters its events touch.
-pub type Quarter = (i32, u32);
+pub(crate) type Quarter = (i32, u32);
 
 /// The quarter a month falls in (`month` must be 1..=12).
 pub fn quarter_of((year, month): Month) -> Quarter {
@@ -76,7 +76,7 @@ pub fn quarter_of((year, month): Month) -> Quarter {
 }
 
 /// The months of a quarter.
-pub fn quarter_months((year, q): Quarter) -> [Month; 3] {
+pub(crate) fn quarter_months((year, q): Quarter) -> [Month; 3] {
     let first = (q - 1) * 3 + 1;
     [(year, first), (year, first + 1), (year, first + 2)]
 }
@@ -92,7 +92,7 @@ pub fn file_name((year, q): Quarter, partition: i32) -> String {
 /// The (quarter, Kafka partition) a summary file holds, from its name. Files of the earlier
 /// layout, one per month (`YYYY-MM-pPPP-…`), count as their quarter's, so the first write of
 /// that quarter replaces them.
-pub fn parse_file_name(path: &str) -> Option<(Quarter, i32)> {
+pub(crate) fn parse_file_name(path: &str) -> Option<(Quarter, i32)> {
     let name = path.rsplit('/').next()?;
     let mut it = name.splitn(4, '-');
     let year = it.next()?.parse().ok()?;
@@ -113,9 +113,9 @@ pub struct Codes {
     /// Unit index → unit code (registry order).
     pub unit_code: Vec<String>,
     /// Unit index → the unit's province code.
-    pub unit_province: Vec<String>,
+    pub(crate) unit_province: Vec<String>,
     /// Unit index → the unit's level, as its text form.
-    pub unit_level: Vec<&'static str>,
+    pub(crate) unit_level: Vec<&'static str>,
     /// Service index → service code (catalogue order, sector by sector).
     pub service_code: Vec<String>,
     /// Service index → index of its sector.

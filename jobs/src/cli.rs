@@ -117,7 +117,7 @@ impl YearReport {
 
 /// A yearly report's default directory, `reports/JOB-YEAR[-SCOPE]` (the review links to the
 /// quality report's by it).
-pub fn report_dir(job: &str, year: i32, scope: Option<&str>) -> String {
+pub(crate) fn report_dir(job: &str, year: i32, scope: Option<&str>) -> String {
     format!(
         "reports/{job}-{year}{}",
         scope.map(|s| format!("-{s}")).unwrap_or_default()

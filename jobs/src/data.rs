@@ -18,7 +18,7 @@ use owsu_schemas::time::epoch_day_to_date;
 use polars::prelude::*;
 
 /// Codes of the reference data as small indexes.
-pub struct Ix<'r> {
+pub(crate) struct Ix<'r> {
     /// The reference data the indexes point into.
     pub reference: &'r Reference,
     unit: HashMap<&'r str, u16>,
@@ -36,7 +36,7 @@ pub struct Ix<'r> {
 
 impl<'r> Ix<'r> {
     /// Indexes the registry's units and the catalogue's services, in file order.
-    pub fn new(reference: &'r Reference) -> Self {
+    pub(crate) fn new(reference: &'r Reference) -> Self {
         let unit = reference
             .registry
             .units
@@ -66,7 +66,7 @@ impl<'r> Ix<'r> {
     }
 
     /// Index of a sector code, numbering one the catalogue does not know.
-    pub fn sector_index(&mut self, code: &str) -> u16 {
+    pub(crate) fn sector_index(&mut self, code: &str) -> u16 {
         let sectors = &self.reference.catalogue.sectors;
         if let Some(i) = sectors.iter().position(|s| s.code == code) {
             return i as u16;
@@ -87,7 +87,7 @@ impl<'r> Ix<'r> {
 
     /// Index of a service code, numbering one the catalogue does not know. A known service
     /// keeps its catalogue sector; `sector` is used only for an unknown one.
-    pub fn service_index(&mut self, code: &str, sector: &str) -> u16 {
+    pub(crate) fn service_index(&mut self, code: &str, sector: &str) -> u16 {
         if let Some(i) = self.service.get(code) {
             return *i;
         }
@@ -99,36 +99,36 @@ impl<'r> Ix<'r> {
         i
     }
     /// The registry's unit at index `i`. Panics on an index this `Ix` did not give.
-    pub fn unit(&self, i: u16) -> &'r owsu_schemas::Unit {
+    pub(crate) fn unit(&self, i: u16) -> &'r owsu_schemas::Unit {
         &self.reference.registry.units[i as usize]
     }
     /// The sector at index `i`: the catalogue's, or one numbered by [`Ix::sector_index`]
     /// (named "CODE (not in the catalogue)"). Panics on an index this `Ix` did not give.
-    pub fn sector(&self, i: u16) -> &owsu_schemas::reference::Sector {
+    pub(crate) fn sector(&self, i: u16) -> &owsu_schemas::reference::Sector {
         let sectors = &self.reference.catalogue.sectors;
         sectors
             .get(usize::from(i))
             .unwrap_or_else(|| &self.extra_sectors[usize::from(i) - sectors.len()])
     }
     /// The code of service index `i`, or `"?"` for an index this `Ix` did not give.
-    pub fn service_code(&self, i: u16) -> &str {
+    pub(crate) fn service_code(&self, i: u16) -> &str {
         self.service_codes
             .get(usize::from(i))
             .map_or("?", String::as_str)
     }
     /// The level (provincial or district) of unit index `unit`.
-    pub fn level(&self, unit: u16) -> Level {
+    pub(crate) fn level(&self, unit: u16) -> Level {
         self.unit(unit).level
     }
     /// The province code (`KH-PP`) of unit index `unit`.
-    pub fn province(&self, unit: u16) -> &'r str {
+    pub(crate) fn province(&self, unit: u16) -> &'r str {
         &self.unit(unit).province_code
     }
 }
 
 /// A row of `services_daily`: one unit, day and service.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SvcRow {
+pub(crate) struct SvcRow {
     /// Day in Cambodia time.
     pub date: NaiveDate,
     /// Unit index (see [`Ix::unit`]).
@@ -151,15 +151,14 @@ pub struct SvcRow {
     pub revenue_riel: i64,
 }
 
-/// A row of `complaints_daily`: one unit, day of receipt and sector.
+/// A row of `complaints_daily`: one unit, day of receipt and sector (the jobs use no
+/// complaint figure by sector, so the sector is not read).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct CmpRow {
+pub(crate) struct CmpRow {
     /// Day the complaints were received, in Cambodia time.
     pub date: NaiveDate,
     /// Unit index (see [`Ix::unit`]).
     pub unit: u16,
-    /// Sector index (see [`Ix::sector`]); `None` when the sector is not known.
-    pub sector: Option<u16>,
     /// Complaints received on this day.
     pub received: i64,
     /// Of those, latest jurisdiction decision within (or resolved).
@@ -183,7 +182,7 @@ pub struct CmpRow {
 /// A row of `unit_days`: whether one unit closed one day, and its own counts against what
 /// arrived.
 #[derive(Debug, Clone, Default)]
-pub struct DayRow {
+pub(crate) struct DayRow {
     /// The day, in Cambodia time.
     pub date: NaiveDate,
     /// Unit index (see [`Ix::unit`]).
@@ -204,7 +203,7 @@ pub struct DayRow {
 
 /// A row of `processing_times`: one delivered request.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ProcRow {
+pub(crate) struct ProcRow {
     /// Day of delivery, in Cambodia time.
     pub date: NaiveDate,
     /// Unit index (see [`Ix::unit`]).
@@ -217,7 +216,7 @@ pub struct ProcRow {
 
 /// Which tables to load.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Want {
+pub(crate) struct Want {
     /// Load `services_daily`.
     pub services: bool,
     /// Load `complaints_daily`.
@@ -231,7 +230,7 @@ pub struct Want {
 /// The rows [`load`] kept: in the date range, in scope, of units the registry knows. A table
 /// not wanted, or not in the store, leaves its list empty.
 #[derive(Debug, Default)]
-pub struct Summaries {
+pub(crate) struct Summaries {
     /// The table versions these rows were read from.
     pub versions: Versions,
     /// Rows of `services_daily`.
@@ -246,7 +245,7 @@ pub struct Summaries {
 
 impl Summaries {
     /// The latest day with any service or complaint figure (what a report says it includes).
-    pub fn latest_day(&self) -> Option<NaiveDate> {
+    pub(crate) fn latest_day(&self) -> Option<NaiveDate> {
         self.services
             .iter()
             .map(|r| r.date)
@@ -261,7 +260,7 @@ impl Summaries {
 ///
 /// Fails when the store holds none of the wanted tables, or a table lacks a column the jobs
 /// read or has it with another type.
-pub async fn load(
+pub(crate) async fn load(
     store: &Store,
     ix: &mut Ix<'_>,
     want: Want,
@@ -396,12 +395,6 @@ fn read_frame(
                 }));
         }
         "complaints_daily" => {
-            let sectors: Vec<Option<u16>> = df
-                .column("sector_code")?
-                .str()?
-                .iter()
-                .map(|s| s.map(|s| ix.sector_index(s)))
-                .collect();
             let c: Vec<Vec<i64>> = [
                 "complaints_received",
                 "within_jurisdiction",
@@ -420,7 +413,6 @@ fn read_frame(
                 .extend(keep.into_iter().flatten().map(|(i, unit)| CmpRow {
                     date: dates[i],
                     unit,
-                    sector: sectors[i],
                     received: c[0][i],
                     within: c[1][i],
                     outside: c[2][i],
@@ -482,7 +474,7 @@ fn read_frame(
 
 /// Median (mean of the two middle values for an even count) and 90th percentile (nearest rank).
 /// Sorts `values` in place; `(None, None)` when it is empty.
-pub fn median_p90(values: &mut [f64]) -> (Option<f64>, Option<f64>) {
+pub(crate) fn median_p90(values: &mut [f64]) -> (Option<f64>, Option<f64>) {
     if values.is_empty() {
         return (None, None);
     }

@@ -3,9 +3,9 @@
 //! it directly:
 //! `duckdb -c "select * from read_parquet('DIR/sector_demand/**/*.parquet', hive_partitioning=true)"`.
 //!
-//! Every file is replaced whole ([`crate::output`]), and `year=` directories an earlier run
+//! Every file is replaced whole (`crate::output`), and `year=` directories an earlier run
 //! wrote that this run does not are removed, so the directory holds one export only. Sums that
-//! do not fit are an error ([`crate::sum`]), never a wrapped figure.
+//! do not fit are an error (`crate::sum`), never a wrapped figure.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,7 +20,7 @@ use crate::sum::add;
 
 /// Parses `YYYY-MM` into (year, month). Fails without a `-`, on a part that is not a number,
 /// or on a month outside 1 to 12.
-pub fn parse_month(s: &str) -> anyhow::Result<(i32, u32)> {
+pub(crate) fn parse_month(s: &str) -> anyhow::Result<(i32, u32)> {
     let (y, m) = s
         .split_once('-')
         .ok_or_else(|| anyhow::anyhow!("{s:?} is not YYYY-MM"))?;

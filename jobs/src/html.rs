@@ -142,7 +142,7 @@ fn days(v: Option<f64>) -> String {
 }
 
 /// The whole page.
-pub fn review_page(r: &Review) -> String {
+pub(crate) fn review_page(r: &Review) -> String {
     let usd = |riel: i64| riel as f64 / r.riel_per_usd as f64;
     let total = r.facts.last().cloned().unwrap_or_default();
     let last_row = r.facts.len().saturating_sub(1);

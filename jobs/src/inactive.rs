@@ -36,22 +36,22 @@ use crate::sum::add;
 pub struct Rules {
     /// Working days without any closure or event that make a unit silent.
     #[arg(long, default_value_t = 10)]
-    pub silent_days: usize,
+    pub(crate) silent_days: usize,
     /// Recent volume below this share of the unit's trailing-year rate is a collapse.
     #[arg(long, default_value_t = 0.4)]
-    pub collapse_ratio: f64,
+    pub(crate) collapse_ratio: f64,
     /// A service is "stopped" when its silence lasts this many times its usual interval.
     #[arg(long, default_value_t = 12.0)]
-    pub stopped_strength: f64,
+    pub(crate) stopped_strength: f64,
     /// Complaints within jurisdiction open longer than this many days count as overdue.
     #[arg(long, default_value_t = 90)]
-    pub open_days: u64,
+    pub(crate) open_days: u64,
     /// Flag a unit with at least this many overdue complaints.
     #[arg(long, default_value_t = 3)]
-    pub min_open_complaints: i64,
+    pub(crate) min_open_complaints: i64,
     /// Days looked back from --as-of.
     #[arg(long, default_value_t = 400)]
-    pub lookback_days: u64,
+    pub(crate) lookback_days: u64,
 }
 
 impl Default for Rules {
@@ -73,7 +73,7 @@ pub struct Flag {
     /// The unit's code (`KH-PP` or `KH-PPDD`).
     pub unit_code: String,
     /// The unit's name in the registry.
-    pub unit_name: String,
+    pub(crate) unit_name: String,
     /// The unit's province (`KH-PP`).
     pub province_code: String,
     /// `provincial` or `district`.
@@ -87,7 +87,7 @@ pub struct Flag {
     /// The service concerned (stopped_service).
     pub service_code: Option<String>,
     /// The numbers behind the flag, in words.
-    pub evidence: String,
+    pub(crate) evidence: String,
     /// Dates concerned (reconciliation_gap), at most 20.
     pub dates: Vec<NaiveDate>,
 }

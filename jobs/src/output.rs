@@ -15,7 +15,7 @@ fn temporary(path: &Path) -> PathBuf {
 
 /// Runs `write` on a temporary path beside `path`, then renames the result to `path`. On
 /// failure the temporary file is removed and `path` is untouched.
-pub fn atomically<T>(
+pub(crate) fn atomically<T>(
     path: &Path,
     write: impl FnOnce(&Path) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
@@ -35,12 +35,12 @@ pub fn atomically<T>(
 }
 
 /// [`atomically`] for bytes already in memory.
-pub fn write(path: &Path, bytes: impl AsRef<[u8]>) -> anyhow::Result<()> {
+pub(crate) fn write(path: &Path, bytes: impl AsRef<[u8]>) -> anyhow::Result<()> {
     atomically(path, |tmp| Ok(std::fs::write(tmp, bytes)?))
 }
 
 /// [`atomically`] for rows serialised as CSV with a header.
-pub fn write_csv<T: serde::Serialize>(path: &Path, rows: &[T]) -> anyhow::Result<()> {
+pub(crate) fn write_csv<T: serde::Serialize>(path: &Path, rows: &[T]) -> anyhow::Result<()> {
     atomically(path, |tmp| {
         let mut w = csv::Writer::from_path(tmp)?;
         for r in rows {

@@ -13,7 +13,7 @@
 //! duplicates (the same event id arriving twice).
 //!
 //! Each anomaly is counted once per event, request or unit-day it concerns, in the month of
-//! its day (Cambodia time). Written files are replaced whole ([`crate::output`]).
+//! its day (Cambodia time). Written files are replaced whole (`crate::output`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -44,7 +44,7 @@ pub struct UnitRule {
     /// The unit's code.
     pub unit_code: String,
     /// Its name; empty when the registry does not know the code.
-    pub unit_name: String,
+    pub(crate) unit_name: String,
     /// Its province (`KH-PP`); empty when the registry does not know the code.
     pub province_code: String,
     /// `provincial` or `district`; empty when the registry does not know the code.
@@ -54,7 +54,7 @@ pub struct UnitRule {
     /// Events, requests or unit-days of the year with this anomaly at this unit.
     pub count: u64,
     /// Counts by month, January first.
-    pub by_month: [u64; 12],
+    pub(crate) by_month: [u64; 12],
 }
 
 /// A rule's national (or scoped) total.
@@ -71,7 +71,7 @@ pub struct RuleTotal {
     /// Units with at least one.
     pub units: usize,
     /// Counts by month, January first.
-    pub by_month: [u64; 12],
+    pub(crate) by_month: [u64; 12],
 }
 
 /// One example of an anomaly: the event (or request, or unit-day) and what is wrong.
@@ -83,7 +83,7 @@ pub struct Example {
     pub unit_code: String,
     /// The event id; for a request's stages, the request's pseudonymous id; for a unit-day,
     /// the date.
-    pub subject: String,
+    pub(crate) subject: String,
     /// What is wrong, in words (e.g. the event's stage, service, fee and time).
     pub detail: String,
 }
@@ -94,7 +94,7 @@ pub struct Overcharge {
     /// The unit's code.
     pub unit_code: String,
     /// Its name; empty when the registry does not know the code.
-    pub unit_name: String,
+    pub(crate) unit_name: String,
     /// Its province (`KH-PP`); empty when the registry does not know the code.
     pub province_code: String,
     /// Fee payments flagged above the schedule whose service the catalogue knows.
@@ -102,7 +102,7 @@ pub struct Overcharge {
     /// Sum over those payments of fee − the service's maximum fee (riel).
     pub excess_riel: i64,
     /// The largest fee ÷ maximum among them.
-    pub worst_ratio: f64,
+    pub(crate) worst_ratio: f64,
     /// Services concerned, most frequent first, as `CODE ×N, …`.
     pub services: String,
 }
@@ -115,9 +115,9 @@ pub struct Waiting {
     /// The unit that recorded the correction.
     pub unit_code: String,
     /// The correction's event id (UUID).
-    pub correction_event_id: String,
+    pub(crate) correction_event_id: String,
     /// The event id it names in `supersedes_event_id`.
-    pub names_event_id: String,
+    pub(crate) names_event_id: String,
     /// When the correction happened, RFC 3339 in Cambodia time.
     pub occurred_at: String,
     /// `waiting` (its original has not arrived: held, counted nowhere) or `refused: …` (it
@@ -144,7 +144,7 @@ pub struct Quality {
     /// One row per unit and rule met, largest count first.
     pub by_unit: Vec<UnitRule>,
     /// Up to five anomalies of each rule (the first met), grouped by rule.
-    pub examples: Vec<Example>,
+    pub(crate) examples: Vec<Example>,
     /// Units with fees above the schedule, largest excess first.
     pub overcharging: Vec<Overcharge>,
     /// Corrections waiting for their original or refused, by unit and correction id.

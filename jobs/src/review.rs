@@ -3,8 +3,8 @@
 //!
 //! Every figure is a sum over the summaries (which are exact); a scoped review (`--scope KH-PP`)
 //! reads only that province's units, so nothing of another province reaches any output.
-//! Sums that do not fit are an error ([`crate::sum`]), and every file is replaced whole
-//! ([`crate::output`]).
+//! Sums that do not fit are an error (`crate::sum`), and every file is replaced whole
+//! (`crate::output`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -31,7 +31,7 @@ pub struct FactsRow {
     /// Fees paid in the year, refunds deducted, in riel.
     pub revenue_riel: i64,
     /// `revenue_riel` ÷ [`RIEL_PER_USD`].
-    pub revenue_usd: f64,
+    pub(crate) revenue_usd: f64,
     /// Complaints received in the year.
     pub complaints_received: i64,
     /// Of those, latest jurisdiction decision within (or resolved).
@@ -49,13 +49,13 @@ pub struct FactsRow {
     /// Of those, latest status WITHDRAWN.
     pub withdrawn: i64,
     /// resolved ÷ within jurisdiction, in percent; `None` when none is within.
-    pub resolution_rate_pct: Option<f64>,
+    pub(crate) resolution_rate_pct: Option<f64>,
     /// Change in services delivered on the previous year.
     pub services_yoy_pct: Option<f64>,
     /// Change in revenue on the previous year.
-    pub revenue_yoy_pct: Option<f64>,
+    pub(crate) revenue_yoy_pct: Option<f64>,
     /// Change in complaints received on the previous year.
-    pub complaints_yoy_pct: Option<f64>,
+    pub(crate) complaints_yoy_pct: Option<f64>,
 }
 
 /// One sector with service figures in the year.
@@ -69,9 +69,9 @@ pub struct SectorRow {
     /// Its name in the catalogue ("CODE (not in the catalogue)" for an unknown one).
     pub sector_name: String,
     /// Services delivered by capital/provincial units.
-    pub services_provincial: i64,
+    pub(crate) services_provincial: i64,
     /// Services delivered by municipal/district/khan units.
-    pub services_district: i64,
+    pub(crate) services_district: i64,
     /// Services delivered at both levels.
     pub services_delivered: i64,
     /// Fees paid, refunds deducted, in riel.
@@ -79,7 +79,7 @@ pub struct SectorRow {
     /// Change in services delivered on the previous year.
     pub services_yoy_pct: Option<f64>,
     /// Change in revenue on the previous year.
-    pub revenue_yoy_pct: Option<f64>,
+    pub(crate) revenue_yoy_pct: Option<f64>,
 }
 
 /// One province of the scope in the year.
@@ -125,9 +125,9 @@ pub struct ProcessingRow {
     /// Requests delivered with a known processing time.
     pub deliveries: usize,
     /// Median (the mean of the two middle values for an even count).
-    pub median_days: Option<f64>,
+    pub(crate) median_days: Option<f64>,
     /// 90th percentile (nearest rank).
-    pub p90_days: Option<f64>,
+    pub(crate) p90_days: Option<f64>,
 }
 
 /// Reporting completeness of the scope's units over the year's working days.
@@ -138,15 +138,15 @@ pub struct Completeness {
     /// Working days of the year in the holiday calendar.
     pub working_days: usize,
     /// `units` × `working_days`.
-    pub expected_unit_days: usize,
+    pub(crate) expected_unit_days: usize,
     /// Working days that units in scope closed (a UnitDayClosed arrived).
-    pub closed_unit_days: usize,
+    pub(crate) closed_unit_days: usize,
     /// `closed_unit_days` ÷ `expected_unit_days`, in percent (0 when none is expected).
-    pub closed_pct: f64,
+    pub(crate) closed_pct: f64,
     /// Units with at least one unit-day whose own count disagreed with what arrived.
-    pub units_with_gaps: usize,
+    pub(crate) units_with_gaps: usize,
     /// Those unit-days, over all units.
-    pub unit_days_with_gaps: usize,
+    pub(crate) unit_days_with_gaps: usize,
 }
 
 /// A unit whose own closing count disagreed with the events that arrived on some day.
@@ -155,17 +155,17 @@ pub struct GapRow {
     /// The unit's code.
     pub unit_code: String,
     /// Its name.
-    pub unit_name: String,
+    pub(crate) unit_name: String,
     /// Working days of the year it closed.
-    pub unit_days_closed: usize,
+    pub(crate) unit_days_closed: usize,
     /// Working days of the year.
-    pub unit_days_expected: usize,
+    pub(crate) unit_days_expected: usize,
     /// Days with status `missing_events` or `extra_events`.
-    pub days_with_gaps: usize,
+    pub(crate) days_with_gaps: usize,
     /// Reported − arrived over those days, services and complaints; negative: extra events.
-    pub events_missing: i64,
+    pub(crate) events_missing: i64,
     /// The earliest of those days.
-    pub first_gap: Option<NaiveDate>,
+    pub(crate) first_gap: Option<NaiveDate>,
 }
 
 /// Everything the review shows.
@@ -176,7 +176,7 @@ pub struct Review {
     /// The province or unit code asked for; `None` for the whole country.
     pub scope: Option<String>,
     /// The scope in words, as the page's subtitle names it.
-    pub scope_name: String,
+    pub(crate) scope_name: String,
     /// Riel per US$ of every US$ figure ([`RIEL_PER_USD`]).
     pub riel_per_usd: i64,
     /// The previous year has service figures (at the same table versions): changes are shown.
@@ -205,7 +205,7 @@ pub struct Review {
     pub flagged_events: u64,
     /// Where the data-quality report that lists them is written by default (relative to the
     /// review's directory when the review is in its default place).
-    pub quality_report: String,
+    pub(crate) quality_report: String,
 }
 
 fn pct_change(now: i64, before: i64) -> Option<f64> {

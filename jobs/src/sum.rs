@@ -13,7 +13,7 @@ use std::fmt::Display;
     "the {figure} of {scope} does not fit in a {bits}-bit integer (the sum reaches {sum}): the \
      lake holds impossible figures; nothing was written"
 )]
-pub struct Overflow {
+pub(crate) struct Overflow {
     /// The figure, e.g. `revenue_riel`.
     pub figure: &'static str,
     /// The unit, sector, province, month or level it was summed for.
@@ -25,7 +25,7 @@ pub struct Overflow {
 }
 
 /// An integer type the jobs sum into.
-pub trait Total: Copy + Into<i128> + TryFrom<i128> {
+pub(crate) trait Total: Copy + Into<i128> + TryFrom<i128> {
     /// Width of the type in bits, as [`Overflow::bits`] reports it.
     const BITS: u32;
 }
@@ -41,7 +41,7 @@ impl Total for u32 {
 }
 
 /// Converts an exact `i128` sum back to its figure's type, or names the figure that does not fit.
-pub fn narrow<T: Total>(
+pub(crate) fn narrow<T: Total>(
     sum: i128,
     figure: &'static str,
     scope: &dyn Display,
@@ -56,7 +56,7 @@ pub fn narrow<T: Total>(
 
 /// `*total += value`, or an [`Overflow`] naming the figure and its scope when the sum does not
 /// fit `T` (`total` is then unchanged). `value` may be of a narrower type than the total.
-pub fn add<T: Total, V: Into<i128>>(
+pub(crate) fn add<T: Total, V: Into<i128>>(
     total: &mut T,
     value: V,
     figure: &'static str,

@@ -125,14 +125,16 @@ pub fn conform(def: &'static TableDef, df: DataFrame) -> Result<DataFrame, Frame
         .map_err(pe)
 }
 
-/// A frame read from one of the table's files, with the table's columns in order and types
-/// (files written before a nullable column was added lack it: it reads as nulls).
-pub fn conform_read(def: &'static TableDef, df: DataFrame) -> Result<DataFrame, FrameError> {
+/// [`conform_read_columns`] of all the table's columns.
+#[cfg(test)]
+pub(crate) fn conform_read(def: &'static TableDef, df: DataFrame) -> Result<DataFrame, FrameError> {
     conform_read_columns(def, df, &def.column_names().collect::<Vec<_>>())
 }
 
-/// [`conform_read`] of some of the table's columns, in the order given.
-pub fn conform_read_columns(
+/// A frame read from one of the table's files, as the table's `columns` given, in that order
+/// and with the table's types (files written before a nullable column was added lack it: it
+/// reads as nulls).
+pub(crate) fn conform_read_columns(
     def: &'static TableDef,
     df: DataFrame,
     columns: &[&str],
@@ -281,7 +283,7 @@ impl Stats {
 }
 
 /// Delta per-file statistics of a whole frame.
-pub fn stats_json(def: &'static TableDef, df: &DataFrame) -> String {
+pub(crate) fn stats_json(def: &'static TableDef, df: &DataFrame) -> String {
     let mut s = Stats::default();
     s.add(def, df);
     s.json()
@@ -386,7 +388,7 @@ pub fn read_parquet(
 
 /// Reads only `columns` of one of the table's files (those the file has: a column added to the
 /// table after the file was written is left for [`conform_read_columns`] to fill with nulls).
-pub fn read_parquet_columns(
+pub(crate) fn read_parquet_columns(
     def: &'static TableDef,
     file: &str,
     bytes: &[u8],

@@ -2,7 +2,7 @@
 //!
 //! - [`tables`]: every table defined once (columns, sort order, statistics), for every reader
 //!   and writer;
-//! - [`store`]: the object store behind the lake, from a URL;
+//! - `store`: the object store behind the lake, from a URL;
 //! - [`delta`]: one table: create, write files, commit them with their Kafka offsets (fenced),
 //!   list and read active files;
 //! - [`frame`]: frames conformed to a table, Parquet bytes, Delta file statistics;
@@ -15,7 +15,7 @@
 pub mod delta;
 pub mod frame;
 pub mod snapshot;
-pub mod store;
+mod store;
 pub mod tables;
 
 pub use delta::{app_id, CommitKind, DeltaError, EncodedFile, FileInfo, LakeTable};

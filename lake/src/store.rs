@@ -168,7 +168,7 @@ impl Store {
     }
 
     /// URL of a location below the store root (a table's root, for delta-rs).
-    pub fn url_of(&self, path: &str) -> url::Url {
+    pub(crate) fn url_of(&self, path: &str) -> url::Url {
         let mut base = self.root_url.clone();
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
@@ -178,18 +178,13 @@ impl Store {
     }
 
     /// The object store with "/" at the file system or bucket root (what delta-rs expects).
-    pub fn delta_root(&self) -> Arc<dyn ObjectStore> {
+    pub(crate) fn delta_root(&self) -> Arc<dyn ObjectStore> {
         self.delta_root.clone()
     }
 
     /// The object store rooted at the store root.
     pub fn object_store(&self) -> Arc<dyn ObjectStore> {
         self.inner.clone()
-    }
-
-    /// The directory behind a local store (for readers such as DuckDB in tests).
-    pub fn local_root(&self) -> Option<&std::path::Path> {
-        self.local_root.as_deref()
     }
 
     fn obj_err(&self, key: &str) -> impl FnOnce(object_store::Error) -> StoreError + '_ {
@@ -354,33 +349,5 @@ impl Store {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.obj_err(key)(e)),
         }
-    }
-
-    /// Writes many objects, `concurrency` at a time (at least one); returns once all are
-    /// durable. Every write runs even if one fails; then the first error to finish is returned.
-    pub async fn put_all(
-        &self,
-        files: Vec<(String, Vec<u8>)>,
-        concurrency: usize,
-    ) -> Result<(), StoreError> {
-        use futures::StreamExt;
-        let results: Vec<Result<(), StoreError>> = futures::stream::iter(
-            files
-                .into_iter()
-                .map(|(k, b)| async move { self.put(&k, b).await }),
-        )
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
-        results.into_iter().collect()
-    }
-
-    /// Deletes everything under a prefix, one object at a time; returns how many there were.
-    pub async fn delete_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
-        let keys = self.list(prefix).await?;
-        for k in &keys {
-            self.delete(k).await?;
-        }
-        Ok(keys.len())
     }
 }

@@ -67,7 +67,7 @@ pub struct Col {
     /// Its type.
     pub ty: ColumnType,
     /// Whether it may hold nulls; writers refuse nulls in a column that may not.
-    pub nullable: bool,
+    pub(crate) nullable: bool,
     /// What the column means (the data dictionary).
     pub doc: &'static str,
 }
@@ -124,7 +124,7 @@ impl TableDef {
         self.columns.iter().find(|c| c.name == name)
     }
     /// The column names, in their stored order.
-    pub fn column_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+    pub(crate) fn column_names(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.columns.iter().map(|c| c.name)
     }
 }

@@ -56,14 +56,14 @@ pub struct BenchArgs {
     /// Seconds of the live-freshness run (events replayed at 10× the national peak rate while
     /// an aggregator runs live; 0 skips it).
     #[arg(long, default_value_t = 30)]
-    pub live_secs: u64,
+    pub(crate) live_secs: u64,
     /// Skip the secure run (TLS + SCRAM + signed events against plaintext, on a second broker).
     #[arg(long)]
-    pub no_secure: bool,
+    pub(crate) no_secure: bool,
     /// Simulated years of history for the memory and takeover figures (2021 on, one
     /// aggregator run per year on one store; 0 skips them).
     #[arg(long, default_value_t = 5)]
-    pub history_years: i32,
+    pub(crate) history_years: i32,
 }
 
 fn say(figures: &mut Vec<(String, String)>, k: &str, v: String) {
@@ -328,7 +328,7 @@ fn publish(
 /// Runs every stage of the bench and prints its figures and ratios; returns the exit code
 /// (non-zero when a correctness check of the bench, such as the crash run's tables equalling the
 /// clean run's, fails).
-pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
+pub(crate) fn run(a: BenchArgs) -> anyhow::Result<i32> {
     let reference = Reference::load(None)?;
     if a.data_dir.exists() {
         std::fs::remove_dir_all(&a.data_dir)?;

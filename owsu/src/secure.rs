@@ -19,7 +19,7 @@ use owsu_schemas::signing::{Keyring, OfficeKey};
 
 /// Client port of the secure local broker (its controller listens on the next port). Not the
 /// plaintext broker's 9092, so both can run at once (the bench compares them).
-pub const DEFAULT_PORT: u16 = 9192;
+pub(crate) const DEFAULT_PORT: u16 = 9192;
 
 /// A Kafka principal and the 0600 file holding its password.
 #[derive(Debug, Clone)]
@@ -45,7 +45,7 @@ pub struct Secure {
     /// The aggregator's principal (read the event topics in its group, write the dead-letter topic).
     pub aggregator: Principal,
     /// One private key file per unit (`<unit>.key`, mode 0600).
-    pub keys_dir: PathBuf,
+    pub(crate) keys_dir: PathBuf,
     /// The reference data with every unit's public key in `keys.csv`.
     pub reference_dir: PathBuf,
 }
@@ -72,7 +72,7 @@ impl Secure {
     /// Security arguments of `who` (flags of the producer's and aggregator's `KafkaArgs`;
     /// `--brokers` [`Secure::bootstrap`] goes with them), for a process started from the command
     /// line.
-    pub fn client_args(&self, who: &Principal) -> Vec<String> {
+    pub(crate) fn client_args(&self, who: &Principal) -> Vec<String> {
         [
             "--security-protocol",
             "sasl_ssl",
@@ -91,7 +91,7 @@ impl Secure {
 
     /// Arguments of `owsu-aggregator run`: the aggregator's principal, signatures required
     /// against the keys of [`Secure::reference_dir`].
-    pub fn aggregator_args(&self) -> Vec<String> {
+    pub(crate) fn aggregator_args(&self) -> Vec<String> {
         let mut a = self.client_args(&self.aggregator);
         a.extend(
             [
@@ -115,7 +115,7 @@ impl Secure {
 
 /// Where kafka.sh keeps the state of the broker on `port` by default:
 /// `$OWSU_CACHE/kafka-run/<port>` (`$OWSU_CACHE` defaults to `~/.cache/owsu`).
-pub fn default_state(port: u16) -> anyhow::Result<PathBuf> {
+pub(crate) fn default_state(port: u16) -> anyhow::Result<PathBuf> {
     let cache = match std::env::var_os("OWSU_CACHE") {
         Some(c) => PathBuf::from(c),
         None => {

@@ -1,7 +1,7 @@
 //! `owsu-producer`: what runs at (or for) each of the 228 units.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -18,9 +18,9 @@ use crate::publish::{DeliveryReport, Publisher, PublisherConfig};
 use crate::simulate::SimConfig;
 
 /// Exit code when some records were rejected (the valid ones were still published).
-pub const EXIT_REJECTED: i32 = 2;
+pub(crate) const EXIT_REJECTED: i32 = 2;
 /// Exit code when events wait in the outbox because Kafka did not acknowledge them.
-pub const EXIT_QUEUED: i32 = 3;
+pub(crate) const EXIT_QUEUED: i32 = 3;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -87,13 +87,13 @@ pub struct OutboxArgs {
 
     /// Seconds a message may wait for Kafka's acknowledgement before it stays in the outbox.
     #[arg(long, env = "OWSU_DELIVERY_TIMEOUT_SECS", default_value_t = 30)]
-    pub delivery_timeout_secs: u64,
+    pub(crate) delivery_timeout_secs: u64,
 
     /// The office's signing key (`owsu-producer keygen`): every event sent is signed with it,
     /// and only events of its unit may be sent. Aggregators run with `--signatures required`
     /// dead-letter unsigned events.
     #[arg(long, env = "OWSU_SIGNING_KEY_FILE", value_name = "FILE")]
-    pub signing_key_file: Option<PathBuf>,
+    pub(crate) signing_key_file: Option<PathBuf>,
 
     /// A directory of signing keys (`*.key`, one per unit), for a process that publishes for
     /// several offices: a provincial gateway relaying its districts, or the demo playing all
@@ -105,7 +105,7 @@ pub struct OutboxArgs {
         value_name = "DIR",
         conflicts_with = "signing_key_file"
     )]
-    pub signing_key_dir: Option<PathBuf>,
+    pub(crate) signing_key_dir: Option<PathBuf>,
 }
 
 /// The deployment's secret for pseudonymous ids.
@@ -114,7 +114,7 @@ pub struct SecretArgs {
     /// File holding the deployment's id secret (at least 16 bytes). Without a secret the
     /// producer refuses to run: raw request and complaint numbers must never leave the office.
     #[arg(long, env = "OWSU_ID_SECRET_FILE")]
-    pub id_secret_file: Option<PathBuf>,
+    pub(crate) id_secret_file: Option<PathBuf>,
 }
 
 impl SecretArgs {
@@ -214,13 +214,13 @@ pub struct SimulateArgs {
     pub pace: Pace,
     /// With --pace realtime: wall-clock seconds per simulated working day.
     #[arg(long, default_value_t = 1.0)]
-    pub seconds_per_day: f64,
+    pub(crate) seconds_per_day: f64,
     /// Do not plant oversight problems (silent units, collapse, stopped border passes, gaps).
     #[arg(long)]
-    pub no_problems: bool,
+    pub(crate) no_problems: bool,
     /// Do not add duplicates, corrections and late records.
     #[arg(long)]
-    pub no_noise: bool,
+    pub(crate) no_noise: bool,
     /// Events per outbox segment and delivery round.
     #[arg(long, default_value_t = 200_000)]
     pub chunk: usize,
@@ -610,10 +610,4 @@ fn catalogue(reference: &Reference, a: CatalogueArgs) -> anyhow::Result<i32> {
     }
     out.write_all(b"\n")?;
     Ok(0)
-}
-
-/// Small helper for tests and the demo: is this a path we can write next to?
-pub fn parent_exists(p: &Path) -> bool {
-    p.parent()
-        .is_none_or(|d| d.as_os_str().is_empty() || d.exists())
 }

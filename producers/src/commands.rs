@@ -62,7 +62,7 @@ impl Tally {
     }
 
     /// "; flagged as anomalies, counted all the same: FEE_ABOVE_SCHEDULE 10, …", or nothing.
-    pub fn flagged_summary(&self) -> String {
+    pub(crate) fn flagged_summary(&self) -> String {
         if self.flagged.is_empty() {
             return String::new();
         }

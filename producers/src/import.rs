@@ -241,12 +241,12 @@ pub fn parse_object(
 
 /// Fields of an office's record that identify a citizen's case and never leave the office in
 /// clear (Kafka carries their keyed hash, see [`pseudonymise`]).
-pub const CASE_NUMBER_FIELDS: [&str; 2] = ["request_id", "complaint_id"];
+pub(crate) const CASE_NUMBER_FIELDS: [&str; 2] = ["request_id", "complaint_id"];
 
 /// A rejected line as the rejects file may show it: the JSON object with its case numbers
 /// withheld (the file and line number identify it for the office), or nothing when the line is
 /// not a JSON object, since it could hold anything.
-pub fn redacted(line: &str) -> Option<Value> {
+pub(crate) fn redacted(line: &str) -> Option<Value> {
     let mut v: Value = serde_json::from_str(line).ok()?;
     let o = v.as_object_mut()?;
     for f in CASE_NUMBER_FIELDS {
@@ -333,7 +333,8 @@ impl ExportIds {
     }
 
     /// Pseudonymises one record; records must come in the order of the export.
-    pub fn pseudonymise(&mut self, mut event: Event, hasher: &IdHasher) -> Event {
+    #[cfg(test)]
+    fn pseudonymise(&mut self, mut event: Event, hasher: &IdHasher) -> Event {
         hash_case_numbers(&mut event, hasher);
         if let Some(first) = first_derived_id(&event) {
             let occurrence = self.next(first);
@@ -346,7 +347,7 @@ impl ExportIds {
 
     /// Pseudonymises the parsed records of a batch of lines in place, on all cores: the lines
     /// must be the export's next ones, in order (occurrences are counted in that order).
-    pub fn pseudonymise_lines(&mut self, lines: &mut [Line], hasher: &IdHasher) {
+    pub(crate) fn pseudonymise_lines(&mut self, lines: &mut [Line], hasher: &IdHasher) {
         let firsts: Vec<Option<Uuid>> = lines
             .par_iter_mut()
             .map(|l| {
@@ -440,13 +441,13 @@ pub struct Line {
 
 /// The longest line an export may hold (a record is a few hundred bytes): a longer one is
 /// reported and skipped without being held in memory.
-pub const MAX_LINE_BYTES: usize = 1 << 20;
+pub(crate) const MAX_LINE_BYTES: usize = 1 << 20;
 
 /// The lines of a text file, one at a time, as [`std::io::BufRead::lines`] gives them (without
 /// `\n` or `\r\n`), but: a UTF-8 byte-order mark before the first line is dropped; a line that
 /// is not UTF-8 or is longer than [`MAX_LINE_BYTES`] is an error *for that line only*, and the
 /// lines after it are still read.
-pub struct Lines<R> {
+pub(crate) struct Lines<R> {
     reader: R,
     first: bool,
     buf: Vec<u8>,
@@ -454,7 +455,7 @@ pub struct Lines<R> {
 
 impl<R: std::io::BufRead> Lines<R> {
     /// Lines of `reader`, whose first bytes are the start of the file (for the byte-order mark).
-    pub fn new(reader: R) -> Self {
+    pub(crate) fn new(reader: R) -> Self {
         Lines {
             reader,
             first: true,
@@ -529,7 +530,7 @@ impl<R: std::io::BufRead> Iterator for Lines<R> {
 
 /// Reads the raw lines of a JSON lines file (1-based numbers), unparsed: [`parse_json_line`]
 /// turns each into a [`Line`], so the parsing can be spread over threads.
-pub fn json_lines(
+pub(crate) fn json_lines(
     path: &Path,
 ) -> std::io::Result<impl Iterator<Item = (u64, std::io::Result<String>)>> {
     let file = std::fs::File::open(path)?;
@@ -540,7 +541,7 @@ pub fn json_lines(
 }
 
 /// One line of a JSON lines file as a [`Line`] (`None` for a blank line).
-pub fn parse_json_line(
+pub(crate) fn parse_json_line(
     path: &Path,
     number: u64,
     line: std::io::Result<String>,
@@ -579,7 +580,7 @@ pub fn parse_json_line(
 
 /// Streams the records of an export file, one [`Line`] at a time, so a large file never sits
 /// in memory. `kind` is required for CSV files without a `kind` column.
-pub fn read_file(
+pub(crate) fn read_file(
     path: &Path,
     format: Format,
     kind: Option<RecordKind>,

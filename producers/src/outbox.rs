@@ -145,7 +145,7 @@ impl Outbox {
     }
 
     /// Paths of the complete segments (`*.seg`), in the order they were written (by name).
-    pub fn segments(&self) -> io::Result<Vec<PathBuf>> {
+    pub(crate) fn segments(&self) -> io::Result<Vec<PathBuf>> {
         let mut v: Vec<PathBuf> = fs::read_dir(&self.dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "seg"))

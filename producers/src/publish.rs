@@ -1,4 +1,4 @@
-//! From accepted events to acknowledged Kafka messages, through the durable [`Outbox`].
+//! From accepted events to acknowledged Kafka messages, through the durable `Outbox`.
 //!
 //! The producer is idempotent with `acks=all`: a retry inside librdkafka never duplicates a
 //! message, and an acknowledgement means every in-sync replica has it. Key = unit code, so a
@@ -28,7 +28,7 @@ const FAILED: u8 = 2;
 /// Records delivery results of the segments in flight. A message's opaque is
 /// `slot << 32 | index`: its segment's slot and its index in the segment.
 #[derive(Default)]
-pub struct AckContext {
+pub(crate) struct AckContext {
     slots: Mutex<HashMap<usize, Arc<Vec<AtomicU8>>>>,
     last_error: Mutex<Option<String>>,
     acked_total: AtomicU64,
@@ -148,7 +148,7 @@ impl Publisher {
     }
 
     /// Shows a progress bar (on a terminal) counting acknowledged messages against `total`.
-    pub fn show_progress(&mut self, total: u64, what: &str) {
+    pub(crate) fn show_progress(&mut self, total: u64, what: &str) {
         let pb = ProgressBar::new(total);
         pb.set_style(
             ProgressStyle::with_template(
@@ -162,7 +162,7 @@ impl Publisher {
     }
 
     /// Removes the progress bar from the terminal.
-    pub fn finish_progress(&self) {
+    pub(crate) fn finish_progress(&self) {
         self.progress.finish_and_clear();
     }
 
@@ -185,7 +185,7 @@ impl Publisher {
     }
 
     /// Makes already encoded records durable in the outbox (one segment).
-    pub fn stage_records(&self, records: &[OutboxRecord]) -> anyhow::Result<usize> {
+    pub(crate) fn stage_records(&self, records: &[OutboxRecord]) -> anyhow::Result<usize> {
         self.outbox.append(records)?;
         Ok(records.len())
     }
@@ -215,7 +215,7 @@ impl Publisher {
     /// their acknowledgements, so the next segment is prepared while Kafka acknowledges this
     /// one. Segments whose acknowledgements are all in leave the outbox (or shrink to what
     /// failed). `pending` > 0 in the report means Kafka is not acknowledging.
-    pub fn publish_segment(
+    pub(crate) fn publish_segment(
         &mut self,
         records: Vec<OutboxRecord>,
     ) -> anyhow::Result<DeliveryReport> {
@@ -231,7 +231,7 @@ impl Publisher {
     }
 
     /// Waits for every segment in flight (at most the delivery timeout) and settles it.
-    pub fn settle_all(&mut self) -> anyhow::Result<DeliveryReport> {
+    pub(crate) fn settle_all(&mut self) -> anyhow::Result<DeliveryReport> {
         // flush waits for every in-flight message's outcome; message.timeout.ms bounds it.
         let deadline = Instant::now() + self.config.delivery_timeout + Duration::from_secs(5);
         while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
@@ -377,10 +377,5 @@ impl Publisher {
     fn tick(&self) {
         self.progress
             .set_position(self.producer.context().acked_total.load(Ordering::Relaxed));
-    }
-
-    /// Messages acknowledged since this publisher started.
-    pub fn acked_total(&self) -> u64 {
-        self.producer.context().acked_total.load(Ordering::Relaxed)
     }
 }

@@ -40,19 +40,19 @@ pub struct Funnel {
     /// Within the unit's jurisdiction and resolved.
     pub within_resolved: u64,
     /// Within jurisdiction, last waiting for more information from the complainant.
-    pub within_more_info: u64,
+    pub(crate) within_more_info: u64,
     /// Within jurisdiction, neither resolved nor withdrawn by the end of the year.
-    pub within_open: u64,
+    pub(crate) within_open: u64,
     /// Within jurisdiction, withdrawn by the complainant.
-    pub within_withdrawn: u64,
+    pub(crate) within_withdrawn: u64,
     /// Outside the unit's jurisdiction, not withdrawn.
-    pub outside_open: u64,
+    pub(crate) outside_open: u64,
     /// Outside jurisdiction, withdrawn by the complainant.
-    pub outside_withdrawn: u64,
+    pub(crate) outside_withdrawn: u64,
     /// Jurisdiction never decided, waiting for more information.
-    pub undecided_more_info: u64,
+    pub(crate) undecided_more_info: u64,
     /// Jurisdiction never decided, nothing further recorded.
-    pub undecided_open: u64,
+    pub(crate) undecided_open: u64,
 }
 
 impl Funnel {
@@ -128,19 +128,19 @@ enum Status {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Targets {
     /// Services delivered by the capital and provincial administrations.
-    pub delivered_provincial: u64,
+    pub(crate) delivered_provincial: u64,
     /// Services delivered by the municipal, district and khan administrations.
-    pub delivered_district: u64,
+    pub(crate) delivered_district: u64,
     /// Complaints at capital and provincial level, by class.
-    pub complaints_provincial: Funnel,
+    pub(crate) complaints_provincial: Funnel,
     /// Complaints at municipal, district and khan level, by class.
-    pub complaints_district: Funnel,
+    pub(crate) complaints_district: Funnel,
 }
 
 /// FACTS.md, 2021: 442,108 and 750,869 services; 1,417 / 885 / 779 / 33 and
 /// 11,909 / 305 / 218 / 11,386 complaints. Classes the articles do not give (outside vs
 /// undecided at provincial level, district resolutions, withdrawals) are stated here once.
-pub fn targets_2021() -> Targets {
+pub(crate) fn targets_2021() -> Targets {
     Targets {
         delivered_provincial: 442_108,
         delivered_district: 750_869,

@@ -17,7 +17,7 @@ pub fn run_main(name: &str, command: impl FnOnce() -> anyhow::Result<i32>) -> ! 
 }
 
 /// Whether `e` was caused by writing to a closed pipe.
-pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+pub(crate) fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
@@ -27,7 +27,7 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
 /// `println!` panics when standard output is a closed pipe (Rust ignores SIGPIPE, so the write
 /// fails with EPIPE instead of ending the process). This panic hook ends the process with
 /// status 0 and no message in that one case, and leaves every other panic to the default hook.
-pub fn quiet_on_broken_pipe() {
+pub(crate) fn quiet_on_broken_pipe() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let payload = info

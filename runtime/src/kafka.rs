@@ -107,7 +107,7 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 }
 
 /// Whether a librdkafka setting is one of [`GUARDED`].
-pub fn is_guarded(key: &str) -> bool {
+pub(crate) fn is_guarded(key: &str) -> bool {
     let key = key.trim().to_ascii_lowercase();
     GUARDED.iter().any(|g| {
         if g.ends_with('.') {

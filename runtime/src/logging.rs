@@ -24,7 +24,7 @@ pub struct LogArgs {
 /// The default filter: our own INFO events; libraries only when they warn. delta-rs and its
 /// kernel log every commit and snapshot load (whole log listings) at INFO, and librdkafka's
 /// connection chatter is noise unless something fails.
-pub const DEFAULT_FILTER: &str =
+pub(crate) const DEFAULT_FILTER: &str =
     "info,rdkafka=warn,buoyant_kernel=warn,delta_kernel=warn,deltalake_core=warn";
 
 /// Sends log events to standard error, in colour only when it is a terminal and `NO_COLOR` is

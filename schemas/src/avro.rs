@@ -84,7 +84,7 @@ pub enum DecodeError {
         /// The first two bytes of the message.
         found: [u8; 2],
     },
-    /// The fingerprint is not one of [`SCHEMA_FILES`]; from [`SchemaSet::decode_as`], also a
+    /// The fingerprint is not one of [`SCHEMA_FILES`]; from `SchemaSet::decode_as` (tests), also a
     /// reader version that does not exist.
     #[error("unknown writer schema: fingerprint {fingerprint} is not one of the schema versions in schemas/avro/")]
     UnknownSchema {
@@ -288,7 +288,12 @@ impl SchemaSet {
 
     /// Decodes with an explicit reader version, as an older consumer would. Builds a reader
     /// per call (slow) and, unlike [`SchemaSet::decode`], ignores bytes left over.
-    pub fn decode_as(&self, bytes: &[u8], reader_version: u32) -> Result<Event, DecodeError> {
+    #[cfg(test)]
+    pub(crate) fn decode_as(
+        &self,
+        bytes: &[u8],
+        reader_version: u32,
+    ) -> Result<Event, DecodeError> {
         let (fingerprint, mut body) = split_header(bytes)?;
         let (idx, _) =
             self.readers
@@ -355,7 +360,7 @@ pub fn parsing_canonical_form(schema: &Schema) -> String {
 }
 
 /// CRC-64-AVRO (the Rabin fingerprint of the Avro specification).
-pub fn crc64_avro(bytes: &[u8]) -> u64 {
+pub(crate) fn crc64_avro(bytes: &[u8]) -> u64 {
     const EMPTY: u64 = 0xc15d_213a_a4d7_a795;
     static TABLE: OnceLock<[u64; 256]> = OnceLock::new();
     let table = TABLE.get_or_init(|| {

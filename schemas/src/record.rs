@@ -53,15 +53,6 @@ impl RecordKind {
             RecordKind::UnitDay => crate::topics::UNIT_DAYS,
         }
     }
-
-    /// The Avro record's full name.
-    pub fn avro_name(self) -> &'static str {
-        match self {
-            RecordKind::Service => "kh.gov.moi.owsu.ServiceEvent",
-            RecordKind::Complaint => "kh.gov.moi.owsu.ComplaintEvent",
-            RecordKind::UnitDay => "kh.gov.moi.owsu.UnitDayClosed",
-        }
-    }
 }
 
 macro_rules! stage_enum {

@@ -153,7 +153,7 @@ pub struct Catalogue {
     pub version: String,
     /// Currency of the fees (`KHR`); empty when the file has none.
     #[serde(default)]
-    pub currency: String,
+    pub(crate) currency: String,
     /// Free text about the catalogue; empty when the file has none.
     #[serde(default)]
     pub note: String,
@@ -193,11 +193,11 @@ pub struct Holidays {
 
 impl Holidays {
     /// True when `d` is a listed public holiday.
-    pub fn is_holiday(&self, d: NaiveDate) -> bool {
+    pub(crate) fn is_holiday(&self, d: NaiveDate) -> bool {
         self.dates.contains_key(&d)
     }
     /// True when `d` is Monday to Friday and not a public holiday.
-    pub fn is_working_day(&self, d: NaiveDate) -> bool {
+    pub(crate) fn is_working_day(&self, d: NaiveDate) -> bool {
         !matches!(d.weekday(), Weekday::Sat | Weekday::Sun) && !self.is_holiday(d)
     }
     /// Working days in `[from, to]` (both ends included), in order; empty when `from > to`.
@@ -283,7 +283,7 @@ impl Reference {
 
     /// `reference/` beside the running binary, or `../share/owsu/reference/` from it (an
     /// installed layout), if it holds a registry.
-    pub fn beside_binary() -> Option<PathBuf> {
+    pub(crate) fn beside_binary() -> Option<PathBuf> {
         let exe = std::env::current_exe().ok()?;
         let bin = exe.parent()?;
         [bin.join("reference"), bin.join("../share/owsu/reference")]
@@ -306,7 +306,7 @@ impl Reference {
 
     /// Loads `units.csv`, `catalogue.json`, `holidays.csv` and `keys.csv` from `dir`.
     /// A missing `keys.csv` means no unit has a key; any other file missing is an error.
-    pub fn from_dir(dir: &Path) -> Result<Self, ReferenceError> {
+    pub(crate) fn from_dir(dir: &Path) -> Result<Self, ReferenceError> {
         let read = |f: &str| {
             let p = dir.join(f);
             std::fs::read_to_string(&p)

@@ -10,13 +10,13 @@ use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, TimeZone, Utc};
 pub type Millis = i64;
 
 /// Cambodia's fixed offset from UTC, in seconds (+07:00).
-pub const CAMBODIA_OFFSET_SECS: i32 = 7 * 3600;
+pub(crate) const CAMBODIA_OFFSET_SECS: i32 = 7 * 3600;
 const DAY_MS: i64 = 86_400_000;
 /// 1970-01-01 counted in chrono's days from 0001-01-01 (day 1).
 const EPOCH_DAYS_FROM_CE: i32 = 719_163;
 
 /// The fixed UTC+07:00 offset, for chrono.
-pub fn cambodia() -> FixedOffset {
+pub(crate) fn cambodia() -> FixedOffset {
     FixedOffset::east_opt(CAMBODIA_OFFSET_SECS).expect("UTC+7 is a valid offset")
 }
 
@@ -24,12 +24,6 @@ pub fn cambodia() -> FixedOffset {
 pub fn local_date(ms: Millis) -> NaiveDate {
     let days = (ms + CAMBODIA_OFFSET_SECS as i64 * 1000).div_euclid(DAY_MS);
     epoch_day_to_date(days as i32)
-}
-
-/// (year, month) in Cambodia time.
-pub fn local_month(ms: Millis) -> (i32, u32) {
-    let d = local_date(ms);
-    (d.year(), d.month())
 }
 
 /// Start of a Cambodia calendar day (00:00 at UTC+07:00) as an instant.

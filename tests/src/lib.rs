@@ -64,7 +64,7 @@ pub fn repo_root() -> PathBuf {
 
 /// Cache root shared with infra/kafka/kafka.sh and .ci/run: `$OWSU_CACHE`, else
 /// `$HOME/.cache/owsu` (`/tmp/.cache/owsu` without `HOME`).
-pub fn cache_dir() -> PathBuf {
+pub(crate) fn cache_dir() -> PathBuf {
     std::env::var_os("OWSU_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {

@@ -83,7 +83,7 @@ pub(crate) struct Tables<B: Backend> {
     pub events: [B::Events; 2],
     /// Requests' and complaints' events, by kind.
     pub owners: [B::Owners; 2],
-    pub roots: B::Roots,
+    pub(crate) roots: B::Roots,
     pub winners: B::Winners,
     pub pending: B::Pending,
     pub closes: B::Closes,
@@ -121,7 +121,7 @@ impl<'t> Backend for Disk<'t> {
 
 impl<'t> Tables<Disk<'t>> {
     /// Opens every table in `tx`.
-    pub fn open(tx: &'t redb::WriteTransaction) -> R<Self> {
+    pub(super) fn open(tx: &'t redb::WriteTransaction) -> R<Self> {
         Ok(Tables {
             events: [
                 tx.open_table(SERVICE_EVENTS)?,

@@ -10,12 +10,12 @@ use clap::Parser;
 
 /// `owsu-aggregator run --until-caught-up` in this process, on the shared broker, with the
 /// group `<prefix>agg`: what most tests run once the topics are filled.
-pub fn aggregate(prefix: &str, store: &Path) -> anyhow::Result<i32> {
+pub(crate) fn aggregate(prefix: &str, store: &Path) -> anyhow::Result<i32> {
     aggregate_with(prefix, store, &[])
 }
 
 /// [`aggregate`] with more arguments of `owsu-aggregator run`.
-pub fn aggregate_with(prefix: &str, store: &Path, extra: &[&str]) -> anyhow::Result<i32> {
+pub(crate) fn aggregate_with(prefix: &str, store: &Path, extra: &[&str]) -> anyhow::Result<i32> {
     let connection = [
         "--brokers",
         owsu_tests::bootstrap(),
@@ -31,7 +31,7 @@ pub fn aggregate_with(prefix: &str, store: &Path, extra: &[&str]) -> anyhow::Res
 }
 
 /// [`aggregate_with`] on a secure private broker as `user` (its topics, group `group`).
-pub fn aggregate_secure(
+pub(crate) fn aggregate_secure(
     broker: &owsu_tests::PrivateBroker,
     user: &str,
     group: &str,
@@ -64,14 +64,14 @@ fn aggregate_on(
 }
 
 /// `owsu-producer ARGS` in this process; its exit code.
-pub fn producer(args: &[&str]) -> i32 {
+pub(crate) fn producer(args: &[&str]) -> i32 {
     run_cli("owsu-producer", args, |v| {
         owsu_producer::cli::run(owsu_producer::cli::Cli::parse_from(v))
     })
 }
 
 /// `owsu-jobs ARGS` in this process; its exit code.
-pub fn jobs(args: &[&str]) -> i32 {
+pub(crate) fn jobs(args: &[&str]) -> i32 {
     run_cli("owsu-jobs", args, |v| {
         owsu_jobs::cli::run(owsu_jobs::cli::Cli::parse_from(v))
     })
@@ -84,7 +84,7 @@ fn run_cli(name: &str, args: &[&str], run: impl FnOnce(Vec<&str>) -> anyhow::Res
 }
 
 /// `owsu-producer simulate --year 2021 --scale SCALE --seed SEED --out OUT`, which must succeed.
-pub fn simulate_2021(out: &str, scale: &str, seed: &str) {
+pub(crate) fn simulate_2021(out: &str, scale: &str, seed: &str) {
     assert_eq!(
         producer(&["simulate", "--year", "2021", "--scale", scale, "--seed", seed, "--out", out,]),
         0,
@@ -94,7 +94,13 @@ pub fn simulate_2021(out: &str, scale: &str, seed: &str) {
 
 /// `owsu-producer publish --input INPUT` to the shared broker under `prefix`, with the id
 /// secret file `secret`, the outbox `outbox` and any `extra` arguments; its exit code.
-pub fn publish(prefix: &str, input: &str, secret: &str, outbox: &str, extra: &[&str]) -> i32 {
+pub(crate) fn publish(
+    prefix: &str,
+    input: &str,
+    secret: &str,
+    outbox: &str,
+    extra: &[&str],
+) -> i32 {
     let mut args = vec![
         "publish",
         "--input",
@@ -113,7 +119,7 @@ pub fn publish(prefix: &str, input: &str, secret: &str, outbox: &str, extra: &[&
 }
 
 /// [`publish`] to a secure private broker as `user` (its topics), with any `extra` arguments.
-pub fn publish_secure(
+pub(crate) fn publish_secure(
     broker: &owsu_tests::PrivateBroker,
     user: &str,
     input: &str,
