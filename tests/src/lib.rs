@@ -11,7 +11,10 @@
 //! Every function panics on failure, saying what went wrong: the harness is for tests only. Shared resources (broker, Python environment, S3 server binary) are set up
 //! under a file lock, so parallel test processes set each up once.
 
+pub mod cluster;
 pub mod oracle;
+
+pub use cluster::Cluster;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -427,22 +430,57 @@ impl Drop for PrivateBroker {
 
 /// Like [`create_topics`], on any broker.
 pub fn create_topics_on(bootstrap: &str, prefix: &str, partitions: i32) {
+    create_topics_replicated(bootstrap, prefix, partitions, 1)
+}
+
+/// The pipeline's topics and their settings, as `infra/kafka/topics.conf` (the one definition
+/// `kafka.sh` also reads) lists them: (name, [(config, value)]).
+pub fn topic_settings() -> Vec<(String, Vec<(String, String)>)> {
+    let path = repo_root().join("infra/kafka/topics.conf");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (name, configs) = l
+                .split_once('\t')
+                .unwrap_or_else(|| panic!("{}: no tab in {l:?}", path.display()));
+            let configs = configs
+                .split(',')
+                .filter(|c| !c.is_empty())
+                .map(|c| {
+                    let (k, v) = c
+                        .split_once('=')
+                        .unwrap_or_else(|| panic!("{}: {c:?} is not key=value", path.display()));
+                    (k.to_owned(), v.to_owned())
+                })
+                .collect();
+            (name.to_owned(), configs)
+        })
+        .collect()
+}
+
+/// Creates the four pipeline topics under `prefix` with `topics.conf`'s settings,
+/// `partitions` each and `replication` copies (3: `min.insync.replicas=2`, as `kafka.sh
+/// start --brokers 3` makes them). Panics if a topic exists.
+pub fn create_topics_replicated(bootstrap: &str, prefix: &str, partitions: i32, replication: i32) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
         .expect("admin client");
-    let names: Vec<String> = [
-        owsu_schemas::topics::SERVICE_EVENTS,
-        owsu_schemas::topics::COMPLAINT_EVENTS,
-        owsu_schemas::topics::UNIT_DAYS,
-        owsu_schemas::topics::DEAD_LETTER,
-    ]
-    .iter()
-    .map(|t| format!("{prefix}{t}"))
-    .collect();
+    let settings = topic_settings();
+    let names: Vec<String> = settings.iter().map(|(t, _)| format!("{prefix}{t}")).collect();
+    let min_isr = if replication >= 3 { "2" } else { "1" };
     let topics: Vec<NewTopic> = names
         .iter()
-        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+        .zip(&settings)
+        .map(|(n, (_, configs))| {
+            let mut t = NewTopic::new(n, partitions, TopicReplication::Fixed(replication))
+                .set("min.insync.replicas", min_isr);
+            for (k, v) in configs {
+                t = t.set(k, v);
+            }
+            t
+        })
         .collect();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -573,6 +611,14 @@ impl Drop for S3Server {
 
 #[cfg(test)]
 mod tests {
+    /// topics.conf (read by kafka.sh and the harness) names exactly the topics of the schemas.
+    #[test]
+    fn topics_conf_lists_the_schemas_topics() {
+        use owsu_schemas::topics::*;
+        let names: Vec<String> = super::topic_settings().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, [SERVICE_EVENTS, COMPLAINT_EVENTS, UNIT_DAYS, DEAD_LETTER]);
+    }
+
     /// Computed with Kafka's own `Utils.murmur2` (kafka-clients 4.1.1, in jshell), 12 partitions.
     #[test]
     fn java_partition_matches_kafka_clients() {

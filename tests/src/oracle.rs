@@ -408,58 +408,88 @@ pub fn add_frames(a: &mut Expected, services: &DataFrame, complaints: &DataFrame
     }
 }
 
+/// How the lake's figures differ from the oracle's.
+#[derive(Debug, Default)]
+pub struct Differences {
+    /// Cells (service or complaint) whose figures differ, or that only one side has.
+    pub cells: usize,
+    /// Requests received, services delivered and complaints received that the lake is short of.
+    pub missing: u64,
+    /// The same counts that the lake has too many of (counted twice).
+    pub surplus: u64,
+    /// The first 15 differing cells, readable.
+    pub first: Vec<String>,
+}
+
+impl Differences {
+    fn cell(&mut self, what: String, counts: &[(i64, i64)]) {
+        self.cells += 1;
+        for &(e, a) in counts {
+            if a > e {
+                self.surplus += (a - e) as u64;
+            } else {
+                self.missing += (e - a) as u64;
+            }
+        }
+        if self.first.len() < 15 {
+            self.first.push(what);
+        }
+    }
+}
+
+/// The lake's figures against the oracle's, cell by cell (services and complaints, not
+/// [`Expected::distinct`]).
+pub fn differences(expected: &Expected, actual: &Expected) -> Differences {
+    let mut d = Differences::default();
+    let zero_s = ServiceFigures::default();
+    for (k, e) in &expected.services {
+        let a = actual.services.get(k);
+        if a != Some(e) {
+            let a0 = a.unwrap_or(&zero_s);
+            d.cell(
+                format!("services {k:?}: expected {e:?}, got {a:?}"),
+                &[(e.received, a0.received), (e.delivered, a0.delivered)],
+            );
+        }
+    }
+    for (k, a) in &actual.services {
+        if !expected.services.contains_key(k) {
+            d.cell(
+                format!("services {k:?}: unexpected {a:?}"),
+                &[(0, a.received), (0, a.delivered)],
+            );
+        }
+    }
+    let zero_c = ComplaintFigures::default();
+    for (k, e) in &expected.complaints {
+        let a = actual.complaints.get(k);
+        if a != Some(e) {
+            let a0 = a.unwrap_or(&zero_c);
+            d.cell(
+                format!("complaints {k:?}: expected {e:?}, got {a:?}"),
+                &[(e.received, a0.received)],
+            );
+        }
+    }
+    for (k, a) in &actual.complaints {
+        if !expected.complaints.contains_key(k) {
+            d.cell(format!("complaints {k:?}: unexpected {a:?}"), &[(0, a.received)]);
+        }
+    }
+    d
+}
+
 /// Asserts the aggregator's figures equal the oracle's, cell by cell, with a readable diff (the
 /// first 15 differences). Compares services and complaints, not [`Expected::distinct`].
 pub fn assert_matches(expected: &Expected, actual: &Expected) {
-    let mut diffs = Vec::new();
-    for (k, e) in &expected.services {
-        if actual.services.get(k) != Some(e) {
-            diffs.push(format!(
-                "services {k:?}: expected {e:?}, got {:?}",
-                actual.services.get(k)
-            ));
-        }
-    }
-    for k in actual
-        .services
-        .keys()
-        .filter(|k| !expected.services.contains_key(*k))
-    {
-        diffs.push(format!(
-            "services {k:?}: unexpected {:?}",
-            actual.services[k]
-        ));
-    }
-    for (k, e) in &expected.complaints {
-        if actual.complaints.get(k) != Some(e) {
-            diffs.push(format!(
-                "complaints {k:?}: expected {e:?}, got {:?}",
-                actual.complaints.get(k)
-            ));
-        }
-    }
-    for k in actual
-        .complaints
-        .keys()
-        .filter(|k| !expected.complaints.contains_key(*k))
-    {
-        diffs.push(format!(
-            "complaints {k:?}: unexpected {:?}",
-            actual.complaints[k]
-        ));
-    }
+    let d = differences(expected, actual);
     assert!(
-        diffs.is_empty(),
+        d.cells == 0,
         "{} of {} service cells and {} complaint cells differ; first ones:\n{}",
-        diffs.len(),
+        d.cells,
         expected.services.len(),
         expected.complaints.len(),
-        diffs
-            .iter()
-            .take(15)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+        d.first.join("\n")
     );
 }
 

@@ -1,0 +1,709 @@
+//! The fault suite: faults injected into a three-node Kafka cluster (replication factor 3,
+//! `min.insync.replicas=2`) while the pipeline publishes and aggregates a simulated year. Every
+//! scenario ends by comparing the lake's summaries with the oracle computed from the published
+//! file: 0 events lost, 0 counted twice, and no Kafka offset in the raw tables twice.
+//!
+//! ```sh
+//! cargo test -p owsu-tests --test faults                 # every scenario (about 10 minutes)
+//! cargo test -p owsu-tests --test faults -- hung killed  # those whose name contains a word
+//! ```
+//!
+//! The report (scenario, events sent, landed, lost, doubled, time to recover) is printed and
+//! written as JSON to `$OWSU_CACHE/faults/last-run.json` (or `OWSU_FAULTS_REPORT`).
+//!
+//! This binary has its own `main` (`harness = false`): the scenarios share one cluster and run
+//! one after another, and the binary is also the aggregator process the scenarios kill
+//! (started again with `OWSU_FAULTS_AGGREGATOR` set to its arguments).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use owsu_tests::oracle::{self, Expected};
+use owsu_tests::Cluster;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+/// Set in a child: the JSON list of `owsu-aggregator` arguments it runs.
+const CHILD_ENV: &str = "OWSU_FAULTS_AGGREGATOR";
+/// Partitions of each topic: several per node, so a node's loss moves some leaders.
+const PARTITIONS: i32 = 6;
+
+fn main() {
+    if let Ok(args) = std::env::var(CHILD_ENV) {
+        let args: Vec<String> = serde_json::from_str(&args).expect("child arguments");
+        let code = match owsu_aggregator::cli::run(owsu_aggregator::cli::Cli::parse_from(args)) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("owsu-aggregator: {e:#}");
+                1
+            }
+        };
+        std::process::exit(code);
+    }
+    // libtest's own flags (`--nocapture`, `--test-threads`, ...) mean nothing here.
+    let words: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let chosen: Vec<&Scenario> = SCENARIOS
+        .iter()
+        .filter(|s| words.is_empty() || words.iter().any(|w| s.name.contains(w.as_str())))
+        .collect();
+    if chosen.is_empty() {
+        eprintln!("no scenario matches {words:?}; scenarios:");
+        for s in SCENARIOS {
+            eprintln!("  {}", s.name);
+        }
+        std::process::exit(2);
+    }
+    let started = Instant::now();
+    eprintln!("fault suite: starting a three-node cluster");
+    let suite = Suite::new();
+    let mut rows = Vec::new();
+    for s in chosen {
+        eprintln!("fault suite: {} ...", s.name);
+        let t = Instant::now();
+        let row = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| suite.run(s))) {
+            Ok(row) => row,
+            Err(e) => Row::failed(s.name, panic_text(&e)),
+        };
+        eprintln!(
+            "fault suite: {} {} in {:.0} s",
+            s.name,
+            if row.ok() { "passed" } else { "FAILED" },
+            t.elapsed().as_secs_f64()
+        );
+        rows.push(row);
+        // The next scenario starts from a whole cluster, whatever this one left.
+        suite.cluster.heal();
+    }
+    let report = print_and_keep(&rows, started.elapsed());
+    drop(suite);
+    let failed: Vec<&str> = rows.iter().filter(|r| !r.ok()).map(|r| r.scenario).collect();
+    if !failed.is_empty() {
+        eprintln!("fault suite: {} failed: {}", failed.len(), failed.join(", "));
+        for r in rows.iter().filter(|r| !r.ok()) {
+            eprintln!("--- {}:\n{}", r.scenario, r.error.as_deref().unwrap_or(""));
+        }
+        eprintln!("report: {}", report.display());
+        std::process::exit(1);
+    }
+}
+
+fn panic_text(e: &Box<dyn std::any::Any + Send>) -> String {
+    e.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "panic".into())
+}
+
+/// A named fault and how it is injected.
+struct Scenario {
+    name: &'static str,
+    run: fn(&Suite, &Run) -> Recovery,
+}
+
+/// What a scenario measured: from the fault to the pipeline's first progress after it.
+struct Recovery(Option<Duration>);
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "broker-killed-during-publish",
+        run: broker_killed_during_publish,
+    },
+    Scenario {
+        name: "controller-leader-killed-during-publish",
+        run: controller_killed_during_publish,
+    },
+    Scenario {
+        name: "broker-hung-during-publish",
+        run: broker_hung_during_publish,
+    },
+    Scenario {
+        name: "broker-killed-during-aggregation",
+        run: broker_killed_during_aggregation,
+    },
+    Scenario {
+        name: "broker-restarted-during-aggregation",
+        run: broker_restarted_during_aggregation,
+    },
+    Scenario {
+        name: "aggregator-killed-five-times",
+        run: aggregator_killed_five_times,
+    },
+    Scenario {
+        name: "aggregator-stalled-past-session-timeout",
+        run: aggregator_stalled,
+    },
+];
+
+/// What every scenario shares: the cluster and one simulated year with its oracle.
+struct Suite {
+    cluster: Cluster,
+    dir: tempfile::TempDir,
+    import: PathBuf,
+    secret: PathBuf,
+    expected: Expected,
+}
+
+/// One scenario's own topics, group, store and logs.
+struct Run {
+    prefix: String,
+    group: String,
+    store: PathBuf,
+    dir: PathBuf,
+}
+
+impl Suite {
+    fn new() -> Self {
+        let cluster = Cluster::start("faults");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let import = dir.path().join("year.jsonl");
+        common::simulate_2021(import.to_str().unwrap(), "0.02", "12");
+        let secret = dir.path().join("secret");
+        owsu_schemas::ids::write_secret_file(&secret, b"fault-suite-secret-0123456789").unwrap();
+        let expected = oracle::expected_from_import(&import);
+        Suite {
+            cluster,
+            dir,
+            import,
+            secret,
+            expected,
+        }
+    }
+
+    fn run(&self, s: &Scenario) -> Row {
+        let prefix = owsu_tests::random_prefix("faults");
+        self.cluster.create_topics(&prefix, PARTITIONS);
+        let dir = self.dir.path().join(s.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let run = Run {
+            group: format!("{prefix}agg"),
+            store: dir.join("store"),
+            prefix,
+            dir,
+        };
+        let recovery = (s.run)(self, &run);
+        Row::measured(s.name, &self.expected, &run.store, recovery)
+    }
+
+    /// `owsu-producer publish` of the year to the run's topics, in this process; its exit code.
+    fn publish(&self, run: &Run) -> i32 {
+        let outbox = run.dir.join("outbox");
+        common::producer(&[
+            "publish",
+            "--input",
+            self.import.to_str().unwrap(),
+            "--brokers",
+            &self.cluster.bootstrap(),
+            "--topic-prefix",
+            &run.prefix,
+            "--id-secret-file",
+            self.secret.to_str().unwrap(),
+            "--outbox",
+            outbox.to_str().unwrap(),
+        ])
+    }
+
+    /// Publishes on another thread, injects `fault` once the first records are in, and waits
+    /// for the publish to succeed; the recovery is the time from the fault to the topics' next
+    /// growth.
+    fn publish_with(&self, run: &Run, fault: impl FnOnce()) -> Recovery {
+        let before = self.end_offsets(run);
+        let recovery = std::thread::scope(|s| {
+            let publisher = s.spawn(|| self.publish(run));
+            wait_for(Duration::from_secs(60), "the first published records", || {
+                self.end_offsets(run) > before || publisher.is_finished()
+            });
+            let at_fault = self.end_offsets(run);
+            let t = Instant::now();
+            fault();
+            let mut recovered = None;
+            while !publisher.is_finished() {
+                if recovered.is_none() && self.end_offsets(run) > at_fault {
+                    recovered = Some(t.elapsed());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let code = publisher.join().expect("publisher thread");
+            assert_eq!(code, 0, "publish failed during the fault");
+            Recovery(recovered.or(Some(t.elapsed())))
+        });
+        self.cluster.heal();
+        recovery
+    }
+
+    /// Sum of the end offsets of the run's event topics (0 while the cluster cannot say).
+    fn end_offsets(&self, run: &Run) -> i64 {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let c: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", self.cluster.bootstrap())
+            .create()
+            .unwrap();
+        let mut sum = 0;
+        for k in owsu_schemas::RecordKind::ALL {
+            let topic = format!("{}{}", run.prefix, k.topic());
+            for p in 0..PARTITIONS {
+                match c.fetch_watermarks(&topic, p, Duration::from_secs(2)) {
+                    Ok((_, high)) => sum += high,
+                    Err(_) => return 0,
+                }
+            }
+        }
+        sum
+    }
+
+    /// `owsu-aggregator run` as a child process (this binary, see `main`), stderr to `log`.
+    fn spawn_aggregator(&self, run: &Run, until_caught_up: bool, log: &Path) -> Child {
+        let mut args: Vec<String> = [
+            "owsu-aggregator",
+            "run",
+            "--brokers",
+            &self.cluster.bootstrap(),
+            "--topic-prefix",
+            &run.prefix,
+            "--group",
+            &run.group,
+            "--store",
+            run.store.to_str().unwrap(),
+            "--state-dir",
+            log.with_extension("state").to_str().unwrap(),
+            "--snapshot-interval-s",
+            "2",
+            "--metrics-addr",
+            "",
+            "--max-batch",
+            "3000",
+            "--linger-ms",
+            "200",
+            "--session-timeout-ms",
+            "6000",
+        ]
+        .map(String::from)
+        .to_vec();
+        if until_caught_up {
+            args.push("--until-caught-up".into());
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        Command::new(std::env::current_exe().unwrap())
+            .env(CHILD_ENV, serde_json::to_string(&args).unwrap())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn the aggregator")
+    }
+
+    /// Publishes, runs one aggregator until caught up, and injects `fault` once its first
+    /// commit is in the lake; the recovery is the time from the fault to the next commit.
+    fn aggregate_with(&self, run: &Run, fault: impl FnOnce()) -> Recovery {
+        assert_eq!(self.publish(run), 0, "publish");
+        let log = run.dir.join("aggregator.log");
+        let mut child = self.spawn_aggregator(run, true, &log);
+        wait_for(Duration::from_secs(120), "the aggregator's first commit", || {
+            lake_commits(&run.store) > 0 || child.try_wait().unwrap().is_some()
+        });
+        let at_fault = lake_commits(&run.store);
+        let t = Instant::now();
+        fault();
+        let mut recovered = None;
+        let limit = Duration::from_secs(600);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if recovered.is_none() && lake_commits(&run.store) > at_fault {
+                recovered = Some(t.elapsed());
+            }
+            if t.elapsed() > limit {
+                let _ = child.kill();
+                panic!("the aggregator did not finish within {limit:?}; log: {}", log.display());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(
+            status.success(),
+            "the aggregator failed ({status}); its log:\n{}",
+            tail(&log)
+        );
+        Recovery(recovered.or(Some(t.elapsed())))
+    }
+}
+
+fn broker_killed_during_publish(suite: &Suite, run: &Run) -> Recovery {
+    let topic = format!("{}{}", run.prefix, owsu_schemas::topics::SERVICE_EVENTS);
+    let leader = suite.cluster.leader_of(&topic, 0);
+    let r = suite.publish_with(run, || suite.cluster.kill(leader));
+    aggregate_to_end(suite, run);
+    r
+}
+
+fn controller_killed_during_publish(suite: &Suite, run: &Run) -> Recovery {
+    let controller = suite.cluster.quorum_leader();
+    let r = suite.publish_with(run, || suite.cluster.kill(controller));
+    aggregate_to_end(suite, run);
+    r
+}
+
+/// A leader hung (SIGSTOP) for 35 s: longer than the client's request timeout (30 s) and the
+/// broker session timeout (9 s), so the controller moves its partitions while it hangs.
+fn broker_hung_during_publish(suite: &Suite, run: &Run) -> Recovery {
+    let topic = format!("{}{}", run.prefix, owsu_schemas::topics::SERVICE_EVENTS);
+    let leader = suite.cluster.leader_of(&topic, 0);
+    let r = suite.publish_with(run, || {
+        suite.cluster.signal(leader, "STOP");
+        std::thread::spawn({
+            let pid = suite.cluster.pid(leader).unwrap();
+            move || {
+                std::thread::sleep(Duration::from_secs(35));
+                let _ = Command::new("kill").arg("-CONT").arg(pid.to_string()).status();
+            }
+        });
+    });
+    aggregate_to_end(suite, run);
+    r
+}
+
+fn broker_killed_during_aggregation(suite: &Suite, run: &Run) -> Recovery {
+    let topic = format!("{}{}", run.prefix, owsu_schemas::topics::SERVICE_EVENTS);
+    let r = suite.aggregate_with(run, || suite.cluster.kill(suite.cluster.leader_of(&topic, 0)));
+    suite.cluster.heal();
+    r
+}
+
+/// A node stopped cleanly and started again while the aggregator runs.
+fn broker_restarted_during_aggregation(suite: &Suite, run: &Run) -> Recovery {
+    let topic = format!("{}{}", run.prefix, owsu_schemas::topics::SERVICE_EVENTS);
+    suite.aggregate_with(run, || {
+        let node = suite.cluster.leader_of(&topic, 1);
+        suite.cluster.signal(node, "TERM");
+        wait_for(Duration::from_secs(60), "the node to stop", || {
+            !pid_alive(suite.cluster.pid(node).unwrap())
+        });
+        suite.cluster.heal();
+    })
+}
+
+/// `kill -9` of the aggregator at five random moments of its catch-up, then a last run.
+fn aggregator_killed_five_times(suite: &Suite, run: &Run) -> Recovery {
+    assert_eq!(suite.publish(run), 0, "publish");
+    let log = run.dir.join("aggregator.log");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let mut killed_mid_run = 0;
+    for _ in 0..5 {
+        let mut child = suite.spawn_aggregator(run, true, &log);
+        std::thread::sleep(Duration::from_millis(rng.gen_range(2_000..6_000)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            killed_mid_run += 1;
+        }
+        child.wait().unwrap();
+    }
+    assert!(killed_mid_run >= 3, "only {killed_mid_run} kills landed mid-run");
+    let at_last = lake_commits(&run.store);
+    let t = Instant::now();
+    let mut last = suite.spawn_aggregator(run, true, &log);
+    let mut recovered = None;
+    let status = loop {
+        if let Some(s) = last.try_wait().unwrap() {
+            break s;
+        }
+        if recovered.is_none() && lake_commits(&run.store) > at_last {
+            recovered = Some(t.elapsed());
+        }
+        assert!(t.elapsed() < Duration::from_secs(600), "last run did not finish");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "last run failed; log:\n{}", tail(&log));
+    Recovery(recovered.or(Some(t.elapsed())))
+}
+
+/// Two instances; A hangs (SIGSTOP) past its session timeout while B takes its partitions,
+/// then resumes: its commits must be refused, B's and its own later ones must count once.
+fn aggregator_stalled(suite: &Suite, run: &Run) -> Recovery {
+    assert_eq!(suite.publish(run), 0, "publish");
+    let (log_a, log_b) = (run.dir.join("a.log"), run.dir.join("b.log"));
+    let mut a = suite.spawn_aggregator(run, false, &log_a);
+    wait_for(Duration::from_secs(120), "A's first commit", || {
+        lake_commits(&run.store) > 0
+    });
+    signal_child(&a, "STOP");
+    let t = Instant::now();
+    let at_fault = lake_commits(&run.store);
+    let mut b = suite.spawn_aggregator(run, false, &log_b);
+    let mut recovered = None;
+    while t.elapsed() < Duration::from_secs(15) {
+        if recovered.is_none() && lake_commits(&run.store) > at_fault {
+            recovered = Some(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    signal_child(&a, "CONT");
+    wait_for(Duration::from_secs(600), "the pair to finish", || {
+        suite.group_done(run)
+    });
+    signal_child(&a, "TERM");
+    signal_child(&b, "TERM");
+    for (c, log) in [(&mut a, &log_a), (&mut b, &log_b)] {
+        let s = c.wait().unwrap();
+        assert!(s.success(), "an instance failed ({s}); log:\n{}", tail(log));
+    }
+    Recovery(recovered)
+}
+
+impl Suite {
+    /// Whether the group's committed offsets reached the end of every event partition.
+    fn group_done(&self, run: &Run) -> bool {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+        let c: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", self.cluster.bootstrap())
+            .set("group.id", &run.group)
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        let mut highs = Vec::new();
+        for k in owsu_schemas::RecordKind::ALL {
+            let t = format!("{}{}", run.prefix, k.topic());
+            for p in 0..PARTITIONS {
+                let Ok((_, high)) = c.fetch_watermarks(&t, p, Duration::from_secs(5)) else {
+                    return false;
+                };
+                tpl.add_partition(&t, p);
+                highs.push(high);
+            }
+        }
+        let Ok(committed) = c.committed_offsets(tpl, Duration::from_secs(10)) else {
+            return false;
+        };
+        committed
+            .elements()
+            .iter()
+            .zip(highs)
+            .all(|(e, high)| match e.offset() {
+                Offset::Offset(o) => o >= high,
+                _ => high == 0,
+            })
+    }
+}
+
+/// The aggregator in this process until caught up (after a publish-side fault).
+fn aggregate_to_end(suite: &Suite, run: &Run) {
+    let args = [
+        "owsu-aggregator",
+        "run",
+        "--brokers",
+        &suite.cluster.bootstrap(),
+        "--topic-prefix",
+        &run.prefix,
+        "--group",
+        &run.group,
+        "--store",
+        run.store.to_str().unwrap(),
+        "--until-caught-up",
+        "--metrics-addr",
+        "",
+    ];
+    let code = owsu_aggregator::cli::run(owsu_aggregator::cli::Cli::parse_from(args))
+        .unwrap_or_else(|e| panic!("aggregate: {e:#}"));
+    assert_eq!(code, 0, "aggregate");
+}
+
+/// Commits in the lake's raw service table so far (its Delta log's entries).
+fn lake_commits(store: &Path) -> usize {
+    let log = store
+        .join(owsu_lake::tables::RAW_SERVICE_EVENTS.path)
+        .join("_delta_log");
+    std::fs::read_dir(log)
+        .map(|d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json"))
+            })
+            .count()
+        })
+        .unwrap_or(0)
+}
+
+fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !done() {
+        assert!(t.elapsed() < limit, "waited {limit:?} for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    Command::new("ps")
+        .args(["-o", "stat=", "-p", &pid.to_string()])
+        .output()
+        .is_ok_and(|o| {
+            let st = String::from_utf8_lossy(&o.stdout);
+            !st.trim().is_empty() && !st.trim_start().starts_with('Z')
+        })
+}
+
+fn signal_child(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {}", child.id());
+}
+
+/// The last 40 lines of a log, for a failure message.
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// One line of the report.
+struct Row {
+    scenario: &'static str,
+    /// Distinct service and complaint events in the published file.
+    sent: u64,
+    /// Distinct event ids in the lake's raw service and complaint tables.
+    landed: u64,
+    /// Events sent but not in the lake, plus request and complaint counts missing from the
+    /// summaries.
+    lost: u64,
+    /// Kafka offsets in the raw tables twice, plus counts the summaries have too many.
+    doubled: u64,
+    /// Summary cells that differ from the oracle's.
+    cells_differing: usize,
+    recovery: Option<Duration>,
+    error: Option<String>,
+}
+
+impl Row {
+    fn failed(scenario: &'static str, error: String) -> Self {
+        Row {
+            scenario,
+            sent: 0,
+            landed: 0,
+            lost: 0,
+            doubled: 0,
+            cells_differing: 0,
+            recovery: None,
+            error: Some(error),
+        }
+    }
+
+    fn ok(&self) -> bool {
+        self.error.is_none()
+    }
+
+    /// The lake against the oracle, after the scenario.
+    fn measured(
+        scenario: &'static str,
+        expected: &Expected,
+        store: &Path,
+        recovery: Recovery,
+    ) -> Self {
+        let actual = oracle::actual_from_store(store);
+        let d = oracle::differences(expected, &actual);
+        let sent = expected.distinct[0] + expected.distinct[1];
+        let landed = [
+            &owsu_lake::tables::RAW_SERVICE_EVENTS,
+            &owsu_lake::tables::RAW_COMPLAINT_EVENTS,
+        ]
+        .iter()
+        .map(|def| distinct(store, def.name, &["event_id"]))
+        .sum::<u64>();
+        let positions_twice: u64 = owsu_lake::tables::RAW
+            .iter()
+            .map(|def| {
+                oracle::read_table(store, def.name).height() as u64
+                    - distinct(store, def.name, &["kafka_partition", "kafka_offset"])
+            })
+            .sum();
+        let mut row = Row {
+            scenario,
+            sent,
+            landed,
+            lost: sent.saturating_sub(landed) + d.missing,
+            doubled: positions_twice + d.surplus,
+            cells_differing: d.cells,
+            recovery: recovery.0,
+            error: None,
+        };
+        if row.lost > 0 || row.doubled > 0 || row.cells_differing > 0 || landed != sent {
+            row.error = Some(format!(
+                "{} events sent, {} landed, {} lost, {} doubled, {} summary cells differ:\n{}",
+                row.sent,
+                row.landed,
+                row.lost,
+                row.doubled,
+                row.cells_differing,
+                d.first.join("\n")
+            ));
+        }
+        row
+    }
+}
+
+fn distinct(store: &Path, table: &str, columns: &[&str]) -> u64 {
+    oracle::read_table(store, table)
+        .select(columns.iter().copied())
+        .unwrap()
+        .unique_stable(None, polars::prelude::UniqueKeepStrategy::First, None)
+        .unwrap()
+        .height() as u64
+}
+
+/// Prints the report as a table and writes it as JSON; returns where.
+fn print_and_keep(rows: &[Row], took: Duration) -> PathBuf {
+    let path = std::env::var_os("OWSU_FAULTS_REPORT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("OWSU_CACHE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/owsu"))
+                .join("faults/last-run.json")
+        });
+    let secs = |d: Option<Duration>| d.map(|d| (d.as_secs_f64() * 10.0).round() / 10.0);
+    eprintln!(
+        "\n| scenario | sent | landed | lost | doubled | recovered after | result |\n| --- | ---: | ---: | ---: | ---: | ---: | --- |"
+    );
+    for r in rows {
+        eprintln!(
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            r.scenario,
+            r.sent,
+            r.landed,
+            r.lost,
+            r.doubled,
+            secs(r.recovery).map_or("-".into(), |s| format!("{s:.1} s")),
+            if r.ok() { "pass" } else { "FAIL" }
+        );
+    }
+    let json = json!({
+        "finished_at": chrono::Utc::now().to_rfc3339(),
+        "took_s": took.as_secs(),
+        "scenarios": rows.iter().map(|r| json!({
+            "scenario": r.scenario,
+            "events_sent": r.sent,
+            "events_landed": r.landed,
+            "lost": r.lost,
+            "doubled": r.doubled,
+            "summary_cells_differing": r.cells_differing,
+            "recovered_after_s": secs(r.recovery),
+            "passed": r.ok(),
+            "error": r.error,
+        })).collect::<Vec<_>>(),
+    });
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    eprintln!("\nreport: {} ({} s)", path.display(), took.as_secs());
+    path
+}
