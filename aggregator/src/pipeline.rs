@@ -453,6 +453,37 @@ pub(crate) struct Pipeline {
     rt: Handle,
 }
 
+/// How long a metadata or offsets request is retried before the run fails: longer than a
+/// leader election after a broker is lost (the broker session timeout, 9 s by default).
+const KAFKA_RETRY_FOR: Duration = Duration::from_secs(120);
+
+/// A request to Kafka that fails while a broker is down or a leader moves (`NotLeader...`,
+/// a destroyed broker handle, a timeout): retried with backoff (0.5 s doubling to 8 s) for
+/// up to [`KAFKA_RETRY_FOR`], each failure logged; the last error after that.
+fn retry_kafka<T>(
+    what: &str,
+    mut request: impl FnMut() -> rdkafka::error::KafkaResult<T>,
+) -> anyhow::Result<T> {
+    let started = Instant::now();
+    let mut wait = Duration::from_millis(500);
+    loop {
+        match request() {
+            Ok(v) => return Ok(v),
+            Err(e) if started.elapsed() + wait < KAFKA_RETRY_FOR => {
+                tracing::warn!(retry_in_ms = wait.as_millis() as u64, "{what}: {e}; retrying");
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(8));
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "{what} (retried for {} s)",
+                    started.elapsed().as_secs()
+                )))
+            }
+        }
+    }
+}
+
 /// Where the lake records the partition count of each event topic it was built from.
 const PARTITION_COUNTS: &str = "state/partitions.json";
 
@@ -467,9 +498,9 @@ fn check_partition_counts(
 ) -> anyhow::Result<()> {
     let mut counts = BTreeMap::new();
     for t in topics {
-        let md = consumer
-            .fetch_metadata(Some(t), Duration::from_secs(30))
-            .with_context(|| format!("metadata of {t}"))?;
+        let md = retry_kafka(&format!("metadata of {t}"), || {
+            consumer.fetch_metadata(Some(t), Duration::from_secs(30))
+        })?;
         if let Some(topic) = md
             .topics()
             .iter()
@@ -609,10 +640,10 @@ impl Pipeline {
     /// High watermarks of every partition now: "caught up" means processed up to these.
     fn record_targets(&mut self) -> anyhow::Result<()> {
         for t in &self.topics {
-            let md = self
-                .consumer
-                .fetch_metadata(Some(t), Duration::from_secs(30))
-                .with_context(|| format!("metadata of {t}"))?;
+            let md = retry_kafka(&format!("metadata of {t}"), || {
+                self.consumer
+                    .fetch_metadata(Some(t), Duration::from_secs(30))
+            })?;
             let topic = md
                 .topics()
                 .iter()
@@ -622,9 +653,10 @@ impl Pipeline {
                 anyhow::bail!("topic {t}: {e:?} (create it with infra/kafka/kafka.sh start, or check --topic-prefix)");
             }
             for p in topic.partitions() {
-                let (low, high) =
+                let (low, high) = retry_kafka(&format!("offsets of {t}/{}", p.id()), || {
                     self.consumer
-                        .fetch_watermarks(t, p.id(), Duration::from_secs(30))?;
+                        .fetch_watermarks(t, p.id(), Duration::from_secs(30))
+                })?;
                 self.targets.insert((t.clone(), p.id()), (low, high));
             }
         }

@@ -86,7 +86,9 @@ pub struct OutboxArgs {
     pub outbox: PathBuf,
 
     /// Seconds a message may wait for Kafka's acknowledgement before it stays in the outbox.
-    #[arg(long, env = "OWSU_DELIVERY_TIMEOUT_SECS", default_value_t = 30)]
+    /// Longer than a request's own timeout (30 s), as Kafka's Java default (120 s) is: a leader
+    /// that hangs holds its requests that long, and they are then retried on the new leader.
+    #[arg(long, env = "OWSU_DELIVERY_TIMEOUT_SECS", default_value_t = 120)]
     pub(crate) delivery_timeout_secs: u64,
 
     /// The office's signing key (`owsu-producer keygen`): every event sent is signed with it,

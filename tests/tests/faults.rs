@@ -307,8 +307,9 @@ impl Suite {
         assert_eq!(self.publish(run), 0, "publish");
         let log = run.dir.join("aggregator.log");
         let mut child = self.spawn_aggregator(run, true, &log);
-        wait_for(Duration::from_secs(120), "the aggregator's first commit", || {
-            lake_commits(&run.store) > 0 || child.try_wait().unwrap().is_some()
+        // Version 0 of the table is its creation: wait for two batches after it.
+        wait_for(Duration::from_secs(120), "the aggregator's first commits", || {
+            lake_commits(&run.store) > 2 || child.try_wait().unwrap().is_some()
         });
         let at_fault = lake_commits(&run.store);
         let t = Instant::now();
@@ -431,8 +432,8 @@ fn aggregator_stalled(suite: &Suite, run: &Run) -> Recovery {
     assert_eq!(suite.publish(run), 0, "publish");
     let (log_a, log_b) = (run.dir.join("a.log"), run.dir.join("b.log"));
     let mut a = suite.spawn_aggregator(run, false, &log_a);
-    wait_for(Duration::from_secs(120), "A's first commit", || {
-        lake_commits(&run.store) > 0
+    wait_for(Duration::from_secs(120), "A's first commits", || {
+        lake_commits(&run.store) > 2
     });
     signal_child(&a, "STOP");
     let t = Instant::now();
