@@ -44,6 +44,12 @@ pub(crate) struct Metrics {
     lag: Family<PartitionLabels, Gauge>,
     /// Topic partitions this instance holds (the three event topics count separately).
     assigned: Gauge,
+    /// 1 while the object store fails and consuming is stopped, else 0.
+    store_unavailable: Gauge,
+    /// Attempts to reach the store again after it failed.
+    store_retries: Counter,
+    /// Kafka requests (metadata, offsets) retried after a broker or leader failure.
+    kafka_retries: Counter,
     /// When the consume loop last went round (Unix milliseconds; 0: not yet), for liveness.
     heartbeat_ms: AtomicI64,
     /// Milliseconds from each message's Kafka timestamp (when its producer sent it) to the
@@ -135,9 +141,28 @@ impl Default for Metrics {
             "Topic partitions this instance holds",
             assigned.clone(),
         );
+        let store_unavailable = Gauge::default();
+        registry.register(
+            "store_unavailable",
+            "1 while the object store fails and consuming is stopped (the batch in hand is dropped and read again)",
+            store_unavailable.clone(),
+        );
+        let store_retries = counter(
+            &mut registry,
+            "store_retries",
+            "Attempts to reach the object store again after it failed",
+        );
+        let kafka_retries = counter(
+            &mut registry,
+            "kafka_request_retries",
+            "Kafka metadata and offset requests retried after a broker or leader failure",
+        );
         Metrics {
             registry,
             assigned,
+            store_unavailable,
+            store_retries,
+            kafka_retries,
             heartbeat_ms: AtomicI64::new(0),
             accepted,
             duplicates,
@@ -175,15 +200,30 @@ impl Metrics {
             .store(owsu_schemas::time::now_millis(), Ordering::Relaxed);
     }
 
+    /// The object store failed (`true`) or answers again (`false`).
+    pub(crate) fn set_store_unavailable(&self, unavailable: bool) {
+        self.store_unavailable.set(i64::from(unavailable));
+    }
+
+    /// One more attempt to reach the failed store.
+    pub(crate) fn store_retry(&self) {
+        self.store_retries.inc();
+    }
+
+    /// One more Kafka request retried.
+    pub(crate) fn kafka_retry(&self) {
+        self.kafka_retries.inc();
+    }
+
     /// Liveness and readiness: live while the consume loop went round within [`STALL`];
-    /// ready when live and holding partitions.
+    /// ready when live, holding partitions and the object store answers.
     pub(crate) fn health(&self) -> Health {
         let beat = self.heartbeat_ms.load(Ordering::Relaxed);
         let live = beat > 0
             && owsu_schemas::time::now_millis().saturating_sub(beat) < STALL.as_millis() as i64;
         Health {
             live,
-            ready: live && self.assigned.get() > 0,
+            ready: live && self.assigned.get() > 0 && self.store_unavailable.get() == 0,
         }
     }
 

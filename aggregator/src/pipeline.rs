@@ -453,6 +453,11 @@ pub(crate) struct Pipeline {
     rt: Handle,
 }
 
+/// Whether `e` is the object store failing to answer (see [`owsu_lake::is_unavailable`]).
+fn store_unavailable(e: &anyhow::Error) -> bool {
+    e.chain().any(owsu_lake::is_unavailable)
+}
+
 /// How long a metadata or offsets request is retried before the run fails: longer than a
 /// leader election after a broker is lost (the broker session timeout, 9 s by default).
 const KAFKA_RETRY_FOR: Duration = Duration::from_secs(120);
@@ -461,6 +466,7 @@ const KAFKA_RETRY_FOR: Duration = Duration::from_secs(120);
 /// a destroyed broker handle, a timeout): retried with backoff (0.5 s doubling to 8 s) for
 /// up to [`KAFKA_RETRY_FOR`], each failure logged; the last error after that.
 fn retry_kafka<T>(
+    metrics: &Metrics,
     what: &str,
     mut request: impl FnMut() -> rdkafka::error::KafkaResult<T>,
 ) -> anyhow::Result<T> {
@@ -471,6 +477,7 @@ fn retry_kafka<T>(
             Ok(v) => return Ok(v),
             Err(e) if started.elapsed() + wait < KAFKA_RETRY_FOR => {
                 tracing::warn!(retry_in_ms = wait.as_millis() as u64, "{what}: {e}; retrying");
+                metrics.kafka_retry();
                 std::thread::sleep(wait);
                 wait = (wait * 2).min(Duration::from_secs(8));
             }
@@ -498,7 +505,7 @@ fn check_partition_counts(
 ) -> anyhow::Result<()> {
     let mut counts = BTreeMap::new();
     for t in topics {
-        let md = retry_kafka(&format!("metadata of {t}"), || {
+        let md = retry_kafka(&consumer.context().metrics, &format!("metadata of {t}"), || {
             consumer.fetch_metadata(Some(t), Duration::from_secs(30))
         })?;
         if let Some(topic) = md
@@ -640,7 +647,7 @@ impl Pipeline {
     /// High watermarks of every partition now: "caught up" means processed up to these.
     fn record_targets(&mut self) -> anyhow::Result<()> {
         for t in &self.topics {
-            let md = retry_kafka(&format!("metadata of {t}"), || {
+            let md = retry_kafka(&self.metrics, &format!("metadata of {t}"), || {
                 self.consumer
                     .fetch_metadata(Some(t), Duration::from_secs(30))
             })?;
@@ -653,7 +660,8 @@ impl Pipeline {
                 anyhow::bail!("topic {t}: {e:?} (create it with infra/kafka/kafka.sh start, or check --topic-prefix)");
             }
             for p in topic.partitions() {
-                let (low, high) = retry_kafka(&format!("offsets of {t}/{}", p.id()), || {
+                let what = format!("offsets of {t}/{}", p.id());
+                let (low, high) = retry_kafka(&self.metrics, &what, || {
                     self.consumer
                         .fetch_watermarks(t, p.id(), Duration::from_secs(30))
                 })?;
@@ -751,7 +759,7 @@ impl Pipeline {
     /// [`flush`](Self::flush) outside a batch (`force`: everything pending); a commit refused
     /// because another instance owns a partition now drops what was pending and resumes at the
     /// lake's offsets, as a refused batch does.
-    fn flush_or_drop(&mut self, force: bool) -> anyhow::Result<u64> {
+    fn flush_or_drop(&mut self, force: bool, shutdown: &AtomicBool) -> anyhow::Result<u64> {
         match self.flush(force, true) {
             Ok(files) => Ok(files),
             Err(e) if e.downcast_ref::<Fenced>().is_some() => {
@@ -761,8 +769,55 @@ impl Pipeline {
                 self.reseek()?;
                 Ok(0)
             }
+            Err(e) if store_unavailable(&e) => {
+                self.wait_for_store(e, shutdown)?;
+                Ok(0)
+            }
             Err(e) => Err(e),
         }
+    }
+
+    /// The object store failed mid-batch: consuming stops, what was pending is dropped (none
+    /// of it is in the lake: the tables' offsets still say where it starts), and the store is
+    /// tried again with backoff (1 s doubling to 10 s), each failure logged and counted, until
+    /// it answers; then every partition resumes at the lake's offsets, as after a refused
+    /// commit. Returns early, without error, when shutdown is requested.
+    fn wait_for_store(&mut self, first: anyhow::Error, shutdown: &AtomicBool) -> anyhow::Result<()> {
+        self.metrics.set_store_unavailable(true);
+        self.pending.clear();
+        let started = Instant::now();
+        let mut wait = Duration::from_secs(1);
+        let mut error = first;
+        loop {
+            tracing::warn!(
+                down_for_s = started.elapsed().as_secs(),
+                retry_in_s = wait.as_secs(),
+                "object store unavailable, consuming stopped: {error:#}"
+            );
+            let until = Instant::now() + wait;
+            while Instant::now() < until {
+                if shutdown.load(Ordering::SeqCst) {
+                    return Ok(());
+                }
+                // Still alive (health), only waiting; the group may drop this member if the
+                // wait passes max.poll.interval.ms, and the next poll rejoins it.
+                self.metrics.beat();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            self.metrics.store_retry();
+            match self.reseek() {
+                Ok(()) => break,
+                Err(e) if store_unavailable(&e) => error = e,
+                Err(e) => return Err(e),
+            }
+            wait = (wait * 2).min(Duration::from_secs(10));
+        }
+        self.metrics.set_store_unavailable(false);
+        tracing::warn!(
+            down_for_s = started.elapsed().as_secs(),
+            "object store answers again: resuming at the offsets the lake holds"
+        );
+        Ok(())
     }
 
     /// Runs until shutdown is requested (or, with `until_caught_up`, until caught up).
@@ -792,7 +847,7 @@ impl Pipeline {
                 anyhow::bail!("{e}");
             }
             if shutdown.load(Ordering::SeqCst) {
-                self.flush_or_drop(true)?;
+                self.flush_or_drop(true, &shutdown)?;
                 tracing::info!("shutdown requested: last batch committed, leaving the group");
                 break;
             }
@@ -817,7 +872,7 @@ impl Pipeline {
             if batch.is_empty() {
                 // Kafka has nothing new: a batch run commits everything now (it stops once the
                 // lake holds all), a live run the raw rows that are old enough.
-                let files = self.flush_or_drop(self.config.until_caught_up)?;
+                let files = self.flush_or_drop(self.config.until_caught_up, &shutdown)?;
                 report.files += files;
                 if self.config.until_caught_up && self.caught_up() {
                     tracing::info!("caught up: everything present at start-up is in the lake");
@@ -830,6 +885,10 @@ impl Pipeline {
                 Err(e) if e.downcast_ref::<Fenced>().is_some() => {
                     tracing::warn!("{e}: another instance owns a partition of this batch; reading the lake's offsets again");
                     self.reseek()?;
+                    continue;
+                }
+                Err(e) if store_unavailable(&e) => {
+                    self.wait_for_store(e, &shutdown)?;
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -845,7 +904,14 @@ impl Pipeline {
             report.batches += 1;
             b.emit(&self.metrics);
             if self.last_snapshot.elapsed() >= self.config.state.snapshot_interval {
-                self.consumer.context().snapshot(None)?;
+                // A snapshot only shortens a new owner's start: one the store cannot take now
+                // is taken at the next interval.
+                match self.consumer.context().snapshot(None) {
+                    Err(e) if store_unavailable(&e) => {
+                        tracing::warn!("state snapshot not written, the store fails: {e:#}")
+                    }
+                    r => r?,
+                }
                 self.last_snapshot = Instant::now();
                 self.last_state_commit = Instant::now();
             } else if self.last_state_commit.elapsed() >= self.config.state.commit_interval {
@@ -864,7 +930,12 @@ impl Pipeline {
         }
         bar.finish_and_clear();
         // The next owner (or this one, restarted elsewhere) resumes from here.
-        self.consumer.context().snapshot(None)?;
+        match self.consumer.context().snapshot(None) {
+            Err(e) if store_unavailable(&e) => {
+                tracing::warn!("last state snapshot not written, the store fails: {e:#}")
+            }
+            r => r?,
+        }
         let f = self.metrics.freshness();
         tracing::info!(
             events = f.events,

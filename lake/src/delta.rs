@@ -54,7 +54,7 @@ pub enum DeltaError {
         // Boxed: object_store's error is large, and every Result of this module carries it.
         source: Box<object_store::Error>,
     },
-    /// Writing a data file of the table to the store failed.
+    /// The store failed: writing a data file of the table, or listing its log.
     #[error("table {table}: {source}")]
     Store {
         /// Short name of the table.
@@ -303,9 +303,9 @@ impl LakeTable {
         let log = store
             .list(&format!("{}/_delta_log/", def.path))
             .await
-            .map_err(|e| DeltaError::Delta {
+            .map_err(|e| DeltaError::Store {
                 table: def.name,
-                source: Box::new(DeltaTableError::Generic(e.to_string())),
+                source: Box::new(e),
             })?;
         if !log
             .iter()

@@ -20,4 +20,4 @@ pub mod tables;
 
 pub use delta::{app_id, CommitKind, DeltaError, EncodedFile, FileInfo, LakeTable};
 pub use snapshot::Snapshot;
-pub use store::{Store, StoreError};
+pub use store::{is_unavailable, Store, StoreError};

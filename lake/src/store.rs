@@ -98,6 +98,14 @@ impl Store {
             let s3 = object_store::aws::AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
                 .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch)
+                // A few quick retries of a failed request, then the error: the aggregator
+                // waits a longer outage out itself, saying so in its logs and metrics,
+                // instead of blocking silently for object_store's default three minutes.
+                .with_retry(object_store::RetryConfig {
+                    max_retries: 3,
+                    retry_timeout: std::time::Duration::from_secs(30),
+                    ..Default::default()
+                })
                 .build()
                 .map_err(|e| bad(e.to_string()))?;
             let s3: Arc<dyn ObjectStore> = Arc::new(s3);
@@ -350,4 +358,35 @@ impl Store {
             Err(e) => Err(self.obj_err(key)(e)),
         }
     }
+}
+
+/// Whether `error` (or an error it was caused by) is the object store failing to answer or to
+/// write (a network error, a server error after object_store's own retries, a file system that
+/// refuses writes) rather than an answer about the data (not found, already exists, a failed
+/// precondition). Such a failure is worth waiting out: the same request may succeed later.
+pub fn is_unavailable(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut e: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(err) = e {
+        // Errors that box object_store's (a large type) show the box in the chain.
+        let os = err.downcast_ref::<object_store::Error>().or_else(|| {
+            err.downcast_ref::<Box<object_store::Error>>()
+                .map(|b| &**b)
+        });
+        if let Some(os) = os {
+            return matches!(
+                os,
+                object_store::Error::Generic { .. }
+                    | object_store::Error::JoinError { .. }
+                    | object_store::Error::PermissionDenied { .. }
+            );
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return !matches!(
+                io.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::AlreadyExists
+            );
+        }
+        e = err.source();
+    }
+    false
 }

@@ -95,6 +95,7 @@ impl Cluster {
                 let _ = Command::new("kill")
                     .arg("-CONT")
                     .arg(self.pid(node).unwrap().to_string())
+                    .stderr(std::process::Stdio::null())
                     .status();
             }
         }
@@ -189,7 +190,11 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         for node in 1..=NODES {
             if let Some(pid) = self.pid(node) {
-                let _ = Command::new("kill").arg("-CONT").arg(pid.to_string()).status();
+                let _ = Command::new("kill")
+                    .arg("-CONT")
+                    .arg(pid.to_string())
+                    .stderr(std::process::Stdio::null())
+                    .status();
             }
         }
         let _ = self.sh(&["stop"]);

@@ -504,6 +504,8 @@ pub fn create_topics_replicated(bootstrap: &str, prefix: &str, partitions: i32, 
 /// when dropped.
 pub struct S3Server {
     child: std::process::Child,
+    bin: PathBuf,
+    port: u16,
     /// The server's URL, `http://127.0.0.1:<port>`.
     pub endpoint: String,
     /// The directory the server serves (one subdirectory per bucket); removed on drop.
@@ -556,7 +558,21 @@ impl S3Server {
         std::fs::create_dir_all(root.join(bucket)).expect("create the bucket directory");
         let port = free_port();
         let (access_key, secret_key) = ("owsutest", "owsu-test-secret-key");
-        let child = Command::new(&bin)
+        let child = Self::spawn(&bin, port, &root, access_key, secret_key);
+        S3Server {
+            child,
+            bin,
+            port,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            root,
+            access_key,
+            secret_key,
+        }
+    }
+
+    /// Starts the server binary on `port` serving `root`; waits up to 30 s for it to listen.
+    fn spawn(bin: &Path, port: u16, root: &Path, access_key: &str, secret_key: &str) -> std::process::Child {
+        let child = Command::new(bin)
             .args([
                 "--host",
                 "127.0.0.1",
@@ -567,7 +583,7 @@ impl S3Server {
                 "--secret-key",
                 secret_key,
             ])
-            .arg(&root)
+            .arg(root)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -580,13 +596,18 @@ impl S3Server {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        S3Server {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-            root,
-            access_key,
-            secret_key,
-        }
+        child
+    }
+
+    /// Kills the server (`kill -9`): the store stops answering; its data stays.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port and data, after [`S3Server::kill`].
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(&self.bin, self.port, &self.root, self.access_key, self.secret_key);
     }
 
     /// The `AWS_*` variables that point a client at this server.

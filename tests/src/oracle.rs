@@ -286,7 +286,7 @@ pub fn read_table(store_dir: &Path, table: &str) -> DataFrame {
 }
 
 /// Like [`read_table`], for a store given by URL (a directory or `s3://…`).
-pub(crate) fn read_table_at(store_url: &str, table: &str) -> DataFrame {
+pub fn read_table_at(store_url: &str, table: &str) -> DataFrame {
     let def = owsu_lake::tables::by_name(table).unwrap_or_else(|| panic!("no table {table}"));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

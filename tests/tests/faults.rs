@@ -35,7 +35,10 @@ const PARTITIONS: i32 = 6;
 fn main() {
     if let Ok(args) = std::env::var(CHILD_ENV) {
         let args: Vec<String> = serde_json::from_str(&args).expect("child arguments");
-        let code = match owsu_aggregator::cli::run(owsu_aggregator::cli::Cli::parse_from(args)) {
+        // As the real binary does: logs on standard error (the scenario's log file).
+        let cli = owsu_aggregator::cli::Cli::parse_from(args);
+        owsu_runtime::logging::init(cli.log.log_format);
+        let code = match owsu_aggregator::cli::run(cli) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("owsu-aggregator: {e:#}");
@@ -104,7 +107,7 @@ fn panic_text(e: &Box<dyn std::any::Any + Send>) -> String {
 /// A named fault and how it is injected.
 struct Scenario {
     name: &'static str,
-    run: fn(&Suite, &Run) -> Recovery,
+    run: fn(&Suite, &mut Run) -> Recovery,
 }
 
 /// What a scenario measured: from the fault to the pipeline's first progress after it.
@@ -132,6 +135,10 @@ const SCENARIOS: &[Scenario] = &[
         run: broker_restarted_during_aggregation,
     },
     Scenario {
+        name: "object-store-down-during-aggregation",
+        run: store_down_during_aggregation,
+    },
+    Scenario {
         name: "aggregator-killed-five-times",
         run: aggregator_killed_five_times,
     },
@@ -154,7 +161,14 @@ struct Suite {
 struct Run {
     prefix: String,
     group: String,
-    store: PathBuf,
+    /// The store as the aggregator is given it: a directory, or an `s3://` URL.
+    store: String,
+    /// Where the store's objects are on disk (the directory, or the S3 server's bucket).
+    store_dir: PathBuf,
+    /// `AWS_*` settings of an S3 store, for the aggregator processes.
+    env: Vec<(&'static str, String)>,
+    /// The S3 server of the run, if any: kept until the lake has been read.
+    s3: Option<owsu_tests::S3Server>,
     dir: PathBuf,
 }
 
@@ -181,13 +195,17 @@ impl Suite {
         self.cluster.create_topics(&prefix, PARTITIONS);
         let dir = self.dir.path().join(s.name);
         std::fs::create_dir_all(&dir).unwrap();
-        let run = Run {
+        let store_dir = dir.join("store");
+        let mut run = Run {
             group: format!("{prefix}agg"),
-            store: dir.join("store"),
+            store: store_dir.to_str().unwrap().to_owned(),
+            store_dir,
+            env: Vec::new(),
+            s3: None,
             prefix,
             dir,
         };
-        let recovery = (s.run)(self, &run);
+        let recovery = (s.run)(self, &mut run);
         Row::measured(s.name, &self.expected, &run.store, recovery)
     }
 
@@ -269,7 +287,7 @@ impl Suite {
             "--group",
             &run.group,
             "--store",
-            run.store.to_str().unwrap(),
+            &run.store,
             "--state-dir",
             log.with_extension("state").to_str().unwrap(),
             "--snapshot-interval-s",
@@ -295,6 +313,7 @@ impl Suite {
             .unwrap();
         Command::new(std::env::current_exe().unwrap())
             .env(CHILD_ENV, serde_json::to_string(&args).unwrap())
+            .envs(run.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -309,9 +328,9 @@ impl Suite {
         let mut child = self.spawn_aggregator(run, true, &log);
         // Version 0 of the table is its creation: wait for two batches after it.
         wait_for(Duration::from_secs(120), "the aggregator's first commits", || {
-            lake_commits(&run.store) > 2 || child.try_wait().unwrap().is_some()
+            lake_commits(&run.store_dir) > 2 || child.try_wait().unwrap().is_some()
         });
-        let at_fault = lake_commits(&run.store);
+        let at_fault = lake_commits(&run.store_dir);
         let t = Instant::now();
         fault();
         let mut recovered = None;
@@ -320,7 +339,7 @@ impl Suite {
             if let Some(s) = child.try_wait().unwrap() {
                 break s;
             }
-            if recovered.is_none() && lake_commits(&run.store) > at_fault {
+            if recovered.is_none() && lake_commits(&run.store_dir) > at_fault {
                 recovered = Some(t.elapsed());
             }
             if t.elapsed() > limit {
@@ -338,7 +357,7 @@ impl Suite {
     }
 }
 
-fn broker_killed_during_publish(suite: &Suite, run: &Run) -> Recovery {
+fn broker_killed_during_publish(suite: &Suite, run: &mut Run) -> Recovery {
     let topic = format!("{}{}", run.prefix, owsu_schemas::topics::SERVICE_EVENTS);
     let leader = suite.cluster.leader_of(&topic, 0);
     let r = suite.publish_with(run, || suite.cluster.kill(leader));
@@ -346,7 +365,7 @@ fn broker_killed_during_publish(suite: &Suite, run: &Run) -> Recovery {
     r
 }
 
-fn controller_killed_during_publish(suite: &Suite, run: &Run) -> Recovery {
+fn controller_killed_during_publish(suite: &Suite, run: &mut Run) -> Recovery {
     let controller = suite.cluster.quorum_leader();
     let r = suite.publish_with(run, || suite.cluster.kill(controller));
     aggregate_to_end(suite, run);
@@ -355,7 +374,7 @@ fn controller_killed_during_publish(suite: &Suite, run: &Run) -> Recovery {
 
 /// A leader hung (SIGSTOP) for 35 s: longer than the client's request timeout (30 s) and the
 /// broker session timeout (9 s), so the controller moves its partitions while it hangs.
-fn broker_hung_during_publish(suite: &Suite, run: &Run) -> Recovery {
+fn broker_hung_during_publish(suite: &Suite, run: &mut Run) -> Recovery {
     let topic = format!("{}{}", run.prefix, owsu_schemas::topics::SERVICE_EVENTS);
     let leader = suite.cluster.leader_of(&topic, 0);
     let r = suite.publish_with(run, || {
@@ -372,7 +391,7 @@ fn broker_hung_during_publish(suite: &Suite, run: &Run) -> Recovery {
     r
 }
 
-fn broker_killed_during_aggregation(suite: &Suite, run: &Run) -> Recovery {
+fn broker_killed_during_aggregation(suite: &Suite, run: &mut Run) -> Recovery {
     let topic = format!("{}{}", run.prefix, owsu_schemas::topics::SERVICE_EVENTS);
     let r = suite.aggregate_with(run, || suite.cluster.kill(suite.cluster.leader_of(&topic, 0)));
     suite.cluster.heal();
@@ -380,7 +399,7 @@ fn broker_killed_during_aggregation(suite: &Suite, run: &Run) -> Recovery {
 }
 
 /// A node stopped cleanly and started again while the aggregator runs.
-fn broker_restarted_during_aggregation(suite: &Suite, run: &Run) -> Recovery {
+fn broker_restarted_during_aggregation(suite: &Suite, run: &mut Run) -> Recovery {
     let topic = format!("{}{}", run.prefix, owsu_schemas::topics::SERVICE_EVENTS);
     suite.aggregate_with(run, || {
         let node = suite.cluster.leader_of(&topic, 1);
@@ -392,8 +411,77 @@ fn broker_restarted_during_aggregation(suite: &Suite, run: &Run) -> Recovery {
     })
 }
 
+/// The lake on a real S3-compatible server, killed for 45 s (longer than the client's own
+/// retries, 30 s) while the aggregator catches up, then started again on the same data: the
+/// aggregator must say so in its log, wait, and finish without loss. The recovery is the time
+/// from the store's return to the next commit.
+fn store_down_during_aggregation(suite: &Suite, run: &mut Run) -> Recovery {
+    let mut s3 = owsu_tests::S3Server::start("owsu-faults");
+    run.env = s3.env();
+    // This process reads the lake afterwards; nothing else reads the environment meanwhile.
+    for (k, v) in &run.env {
+        std::env::set_var(k, v);
+    }
+    run.store = "s3://owsu-faults/lake".into();
+    run.store_dir = s3.root.join("owsu-faults/lake");
+    assert_eq!(suite.publish(run), 0, "publish");
+    let log = run.dir.join("aggregator.log");
+    let mut child = suite.spawn_aggregator(run, true, &log);
+    wait_for(Duration::from_secs(120), "the aggregator's first commits", || {
+        lake_commits(&run.store_dir) > 2 || child.try_wait().unwrap().is_some()
+    });
+    if let Some(s) = child.try_wait().unwrap() {
+        panic!(
+            "the aggregator ended ({s}) before its third commit ({} in {}); its log:\n{}",
+            lake_commits(&run.store_dir),
+            run.store_dir.display(),
+            tail(&log)
+        );
+    }
+    s3.kill();
+    let down = Instant::now();
+    while down.elapsed() < Duration::from_secs(45) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the aggregator exited while the store was down; its log:\n{}",
+            tail(&log)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        said.contains("object store unavailable, consuming stopped"),
+        "the aggregator did not report the outage; its log:\n{}",
+        tail(&log)
+    );
+    let at_return = lake_commits(&run.store_dir);
+    s3.restart();
+    let back = Instant::now();
+    let mut recovered = None;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if recovered.is_none() && lake_commits(&run.store_dir) > at_return {
+            recovered = Some(back.elapsed());
+        }
+        assert!(back.elapsed() < Duration::from_secs(600), "no end after the store came back");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "the aggregator failed ({status}); its log:\n{}", tail(&log));
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("object store answers again"),
+        "the aggregator did not report the store's return"
+    );
+    // The server (and the lake in it) must outlive the measurement that follows.
+    run.s3 = Some(s3);
+    Recovery(recovered.or(Some(back.elapsed())))
+}
+
 /// `kill -9` of the aggregator at five random moments of its catch-up, then a last run.
-fn aggregator_killed_five_times(suite: &Suite, run: &Run) -> Recovery {
+fn aggregator_killed_five_times(suite: &Suite, run: &mut Run) -> Recovery {
     assert_eq!(suite.publish(run), 0, "publish");
     let log = run.dir.join("aggregator.log");
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
@@ -408,7 +496,7 @@ fn aggregator_killed_five_times(suite: &Suite, run: &Run) -> Recovery {
         child.wait().unwrap();
     }
     assert!(killed_mid_run >= 3, "only {killed_mid_run} kills landed mid-run");
-    let at_last = lake_commits(&run.store);
+    let at_last = lake_commits(&run.store_dir);
     let t = Instant::now();
     let mut last = suite.spawn_aggregator(run, true, &log);
     let mut recovered = None;
@@ -416,7 +504,7 @@ fn aggregator_killed_five_times(suite: &Suite, run: &Run) -> Recovery {
         if let Some(s) = last.try_wait().unwrap() {
             break s;
         }
-        if recovered.is_none() && lake_commits(&run.store) > at_last {
+        if recovered.is_none() && lake_commits(&run.store_dir) > at_last {
             recovered = Some(t.elapsed());
         }
         assert!(t.elapsed() < Duration::from_secs(600), "last run did not finish");
@@ -428,20 +516,20 @@ fn aggregator_killed_five_times(suite: &Suite, run: &Run) -> Recovery {
 
 /// Two instances; A hangs (SIGSTOP) past its session timeout while B takes its partitions,
 /// then resumes: its commits must be refused, B's and its own later ones must count once.
-fn aggregator_stalled(suite: &Suite, run: &Run) -> Recovery {
+fn aggregator_stalled(suite: &Suite, run: &mut Run) -> Recovery {
     assert_eq!(suite.publish(run), 0, "publish");
     let (log_a, log_b) = (run.dir.join("a.log"), run.dir.join("b.log"));
     let mut a = suite.spawn_aggregator(run, false, &log_a);
     wait_for(Duration::from_secs(120), "A's first commits", || {
-        lake_commits(&run.store) > 2
+        lake_commits(&run.store_dir) > 2
     });
     signal_child(&a, "STOP");
     let t = Instant::now();
-    let at_fault = lake_commits(&run.store);
+    let at_fault = lake_commits(&run.store_dir);
     let mut b = suite.spawn_aggregator(run, false, &log_b);
     let mut recovered = None;
     while t.elapsed() < Duration::from_secs(15) {
-        if recovered.is_none() && lake_commits(&run.store) > at_fault {
+        if recovered.is_none() && lake_commits(&run.store_dir) > at_fault {
             recovered = Some(t.elapsed());
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -507,7 +595,7 @@ fn aggregate_to_end(suite: &Suite, run: &Run) {
         "--group",
         &run.group,
         "--store",
-        run.store.to_str().unwrap(),
+        &run.store,
         "--until-caught-up",
         "--metrics-addr",
         "",
@@ -517,20 +605,24 @@ fn aggregate_to_end(suite: &Suite, run: &Run) {
     assert_eq!(code, 0, "aggregate");
 }
 
-/// Commits in the lake's raw service table so far (its Delta log's entries).
+/// Commits in the lake so far beyond the tables' creation: entries of every table's Delta log,
+/// less the one that created it (a table not created yet counts 0).
 fn lake_commits(store: &Path) -> usize {
-    let log = store
-        .join(owsu_lake::tables::RAW_SERVICE_EVENTS.path)
-        .join("_delta_log");
-    std::fs::read_dir(log)
-        .map(|d| {
-            d.filter(|e| {
-                e.as_ref()
-                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json"))
-            })
-            .count()
+    owsu_lake::tables::ALL
+        .iter()
+        .map(|def| {
+            std::fs::read_dir(store.join(def.path).join("_delta_log"))
+                .map(|d| {
+                    d.filter(|e| {
+                        e.as_ref()
+                            .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json"))
+                    })
+                    .count()
+                })
+                .unwrap_or(0)
+                .saturating_sub(1)
         })
-        .unwrap_or(0)
+        .sum()
 }
 
 fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
@@ -575,8 +667,7 @@ struct Row {
     sent: u64,
     /// Distinct event ids in the lake's raw service and complaint tables.
     landed: u64,
-    /// Events sent but not in the lake, plus request and complaint counts missing from the
-    /// summaries.
+    /// Events sent but not in the lake's raw tables.
     lost: u64,
     /// Kafka offsets in the raw tables twice, plus counts the summaries have too many.
     doubled: u64,
@@ -608,10 +699,10 @@ impl Row {
     fn measured(
         scenario: &'static str,
         expected: &Expected,
-        store: &Path,
+        store: &str,
         recovery: Recovery,
     ) -> Self {
-        let actual = oracle::actual_from_store(store);
+        let actual = oracle::actual_from_url(store);
         let d = oracle::differences(expected, &actual);
         let sent = expected.distinct[0] + expected.distinct[1];
         let landed = [
@@ -624,7 +715,7 @@ impl Row {
         let positions_twice: u64 = owsu_lake::tables::RAW
             .iter()
             .map(|def| {
-                oracle::read_table(store, def.name).height() as u64
+                oracle::read_table_at(store, def.name).height() as u64
                     - distinct(store, def.name, &["kafka_partition", "kafka_offset"])
             })
             .sum();
@@ -632,7 +723,7 @@ impl Row {
             scenario,
             sent,
             landed,
-            lost: sent.saturating_sub(landed) + d.missing,
+            lost: sent.saturating_sub(landed),
             doubled: positions_twice + d.surplus,
             cells_differing: d.cells,
             recovery: recovery.0,
@@ -653,8 +744,8 @@ impl Row {
     }
 }
 
-fn distinct(store: &Path, table: &str, columns: &[&str]) -> u64 {
-    oracle::read_table(store, table)
+fn distinct(store: &str, table: &str, columns: &[&str]) -> u64 {
+    oracle::read_table_at(store, table)
         .select(columns.iter().copied())
         .unwrap()
         .unique_stable(None, polars::prelude::UniqueKeepStrategy::First, None)
