@@ -476,7 +476,10 @@ fn retry_kafka<T>(
         match request() {
             Ok(v) => return Ok(v),
             Err(e) if started.elapsed() + wait < KAFKA_RETRY_FOR => {
-                tracing::warn!(retry_in_ms = wait.as_millis() as u64, "{what}: {e}; retrying");
+                tracing::warn!(
+                    retry_in_ms = wait.as_millis() as u64,
+                    "{what}: {e}; retrying"
+                );
                 metrics.kafka_retry();
                 std::thread::sleep(wait);
                 wait = (wait * 2).min(Duration::from_secs(8));
@@ -505,9 +508,11 @@ fn check_partition_counts(
 ) -> anyhow::Result<()> {
     let mut counts = BTreeMap::new();
     for t in topics {
-        let md = retry_kafka(&consumer.context().metrics, &format!("metadata of {t}"), || {
-            consumer.fetch_metadata(Some(t), Duration::from_secs(30))
-        })?;
+        let md = retry_kafka(
+            &consumer.context().metrics,
+            &format!("metadata of {t}"),
+            || consumer.fetch_metadata(Some(t), Duration::from_secs(30)),
+        )?;
         if let Some(topic) = md
             .topics()
             .iter()
@@ -782,7 +787,11 @@ impl Pipeline {
     /// tried again with backoff (1 s doubling to 10 s), each failure logged and counted, until
     /// it answers; then every partition resumes at the lake's offsets, as after a refused
     /// commit. Returns early, without error, when shutdown is requested.
-    fn wait_for_store(&mut self, first: anyhow::Error, shutdown: &AtomicBool) -> anyhow::Result<()> {
+    fn wait_for_store(
+        &mut self,
+        first: anyhow::Error,
+        shutdown: &AtomicBool,
+    ) -> anyhow::Result<()> {
         self.metrics.set_store_unavailable(true);
         self.pending.clear();
         let started = Instant::now();

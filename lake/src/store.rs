@@ -368,10 +368,9 @@ pub fn is_unavailable(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut e: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(err) = e {
         // Errors that box object_store's (a large type) show the box in the chain.
-        let os = err.downcast_ref::<object_store::Error>().or_else(|| {
-            err.downcast_ref::<Box<object_store::Error>>()
-                .map(|b| &**b)
-        });
+        let os = err
+            .downcast_ref::<object_store::Error>()
+            .or_else(|| err.downcast_ref::<Box<object_store::Error>>().map(|b| &**b));
         if let Some(os) = os {
             return matches!(
                 os,

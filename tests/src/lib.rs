@@ -468,7 +468,10 @@ pub fn create_topics_replicated(bootstrap: &str, prefix: &str, partitions: i32, 
         .create()
         .expect("admin client");
     let settings = topic_settings();
-    let names: Vec<String> = settings.iter().map(|(t, _)| format!("{prefix}{t}")).collect();
+    let names: Vec<String> = settings
+        .iter()
+        .map(|(t, _)| format!("{prefix}{t}"))
+        .collect();
     let min_isr = if replication >= 3 { "2" } else { "1" };
     let topics: Vec<NewTopic> = names
         .iter()
@@ -571,7 +574,13 @@ impl S3Server {
     }
 
     /// Starts the server binary on `port` serving `root`; waits up to 30 s for it to listen.
-    fn spawn(bin: &Path, port: u16, root: &Path, access_key: &str, secret_key: &str) -> std::process::Child {
+    fn spawn(
+        bin: &Path,
+        port: u16,
+        root: &Path,
+        access_key: &str,
+        secret_key: &str,
+    ) -> std::process::Child {
         let child = Command::new(bin)
             .args([
                 "--host",
@@ -607,7 +616,13 @@ impl S3Server {
 
     /// Starts the server again on the same port and data, after [`S3Server::kill`].
     pub fn restart(&mut self) {
-        self.child = Self::spawn(&self.bin, self.port, &self.root, self.access_key, self.secret_key);
+        self.child = Self::spawn(
+            &self.bin,
+            self.port,
+            &self.root,
+            self.access_key,
+            self.secret_key,
+        );
     }
 
     /// The `AWS_*` variables that point a client at this server.
@@ -636,8 +651,14 @@ mod tests {
     #[test]
     fn topics_conf_lists_the_schemas_topics() {
         use owsu_schemas::topics::*;
-        let names: Vec<String> = super::topic_settings().into_iter().map(|(n, _)| n).collect();
-        assert_eq!(names, [SERVICE_EVENTS, COMPLAINT_EVENTS, UNIT_DAYS, DEAD_LETTER]);
+        let names: Vec<String> = super::topic_settings()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(
+            names,
+            [SERVICE_EVENTS, COMPLAINT_EVENTS, UNIT_DAYS, DEAD_LETTER]
+        );
     }
 
     /// Computed with Kafka's own `Utils.murmur2` (kafka-clients 4.1.1, in jshell), 12 partitions.

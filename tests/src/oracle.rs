@@ -473,7 +473,10 @@ pub fn differences(expected: &Expected, actual: &Expected) -> Differences {
     }
     for (k, a) in &actual.complaints {
         if !expected.complaints.contains_key(k) {
-            d.cell(format!("complaints {k:?}: unexpected {a:?}"), &[(0, a.received)]);
+            d.cell(
+                format!("complaints {k:?}: unexpected {a:?}"),
+                &[(0, a.received)],
+            );
         }
     }
     d

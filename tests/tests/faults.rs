@@ -86,9 +86,17 @@ fn main() {
     }
     let report = print_and_keep(&rows, started.elapsed());
     drop(suite);
-    let failed: Vec<&str> = rows.iter().filter(|r| !r.ok()).map(|r| r.scenario).collect();
+    let failed: Vec<&str> = rows
+        .iter()
+        .filter(|r| !r.ok())
+        .map(|r| r.scenario)
+        .collect();
     if !failed.is_empty() {
-        eprintln!("fault suite: {} failed: {}", failed.len(), failed.join(", "));
+        eprintln!(
+            "fault suite: {} failed: {}",
+            failed.len(),
+            failed.join(", ")
+        );
         for r in rows.iter().filter(|r| !r.ok()) {
             eprintln!("--- {}:\n{}", r.scenario, r.error.as_deref().unwrap_or(""));
         }
@@ -234,9 +242,11 @@ impl Suite {
         let before = self.end_offsets(run);
         let recovery = std::thread::scope(|s| {
             let publisher = s.spawn(|| self.publish(run));
-            wait_for(Duration::from_secs(60), "the first published records", || {
-                self.end_offsets(run) > before || publisher.is_finished()
-            });
+            wait_for(
+                Duration::from_secs(60),
+                "the first published records",
+                || self.end_offsets(run) > before || publisher.is_finished(),
+            );
             let at_fault = self.end_offsets(run);
             let t = Instant::now();
             fault();
@@ -327,9 +337,11 @@ impl Suite {
         let log = run.dir.join("aggregator.log");
         let mut child = self.spawn_aggregator(run, true, &log);
         // Version 0 of the table is its creation: wait for two batches after it.
-        wait_for(Duration::from_secs(120), "the aggregator's first commits", || {
-            lake_commits(&run.store_dir) > 2 || child.try_wait().unwrap().is_some()
-        });
+        wait_for(
+            Duration::from_secs(120),
+            "the aggregator's first commits",
+            || lake_commits(&run.store_dir) > 2 || child.try_wait().unwrap().is_some(),
+        );
         let at_fault = lake_commits(&run.store_dir);
         let t = Instant::now();
         fault();
@@ -344,7 +356,10 @@ impl Suite {
             }
             if t.elapsed() > limit {
                 let _ = child.kill();
-                panic!("the aggregator did not finish within {limit:?}; log: {}", log.display());
+                panic!(
+                    "the aggregator did not finish within {limit:?}; log: {}",
+                    log.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         };
@@ -383,7 +398,10 @@ fn broker_hung_during_publish(suite: &Suite, run: &mut Run) -> Recovery {
             let pid = suite.cluster.pid(leader).unwrap();
             move || {
                 std::thread::sleep(Duration::from_secs(35));
-                let _ = Command::new("kill").arg("-CONT").arg(pid.to_string()).status();
+                let _ = Command::new("kill")
+                    .arg("-CONT")
+                    .arg(pid.to_string())
+                    .status();
             }
         });
     });
@@ -393,7 +411,9 @@ fn broker_hung_during_publish(suite: &Suite, run: &mut Run) -> Recovery {
 
 fn broker_killed_during_aggregation(suite: &Suite, run: &mut Run) -> Recovery {
     let topic = format!("{}{}", run.prefix, owsu_schemas::topics::SERVICE_EVENTS);
-    let r = suite.aggregate_with(run, || suite.cluster.kill(suite.cluster.leader_of(&topic, 0)));
+    let r = suite.aggregate_with(run, || {
+        suite.cluster.kill(suite.cluster.leader_of(&topic, 0))
+    });
     suite.cluster.heal();
     r
 }
@@ -427,9 +447,11 @@ fn store_down_during_aggregation(suite: &Suite, run: &mut Run) -> Recovery {
     assert_eq!(suite.publish(run), 0, "publish");
     let log = run.dir.join("aggregator.log");
     let mut child = suite.spawn_aggregator(run, true, &log);
-    wait_for(Duration::from_secs(120), "the aggregator's first commits", || {
-        lake_commits(&run.store_dir) > 2 || child.try_wait().unwrap().is_some()
-    });
+    wait_for(
+        Duration::from_secs(120),
+        "the aggregator's first commits",
+        || lake_commits(&run.store_dir) > 2 || child.try_wait().unwrap().is_some(),
+    );
     if let Some(s) = child.try_wait().unwrap() {
         panic!(
             "the aggregator ended ({s}) before its third commit ({} in {}); its log:\n{}",
@@ -465,10 +487,17 @@ fn store_down_during_aggregation(suite: &Suite, run: &mut Run) -> Recovery {
         if recovered.is_none() && lake_commits(&run.store_dir) > at_return {
             recovered = Some(back.elapsed());
         }
-        assert!(back.elapsed() < Duration::from_secs(600), "no end after the store came back");
+        assert!(
+            back.elapsed() < Duration::from_secs(600),
+            "no end after the store came back"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert!(status.success(), "the aggregator failed ({status}); its log:\n{}", tail(&log));
+    assert!(
+        status.success(),
+        "the aggregator failed ({status}); its log:\n{}",
+        tail(&log)
+    );
     assert!(
         std::fs::read_to_string(&log)
             .unwrap_or_default()
@@ -495,7 +524,10 @@ fn aggregator_killed_five_times(suite: &Suite, run: &mut Run) -> Recovery {
         }
         child.wait().unwrap();
     }
-    assert!(killed_mid_run >= 3, "only {killed_mid_run} kills landed mid-run");
+    assert!(
+        killed_mid_run >= 3,
+        "only {killed_mid_run} kills landed mid-run"
+    );
     let at_last = lake_commits(&run.store_dir);
     let t = Instant::now();
     let mut last = suite.spawn_aggregator(run, true, &log);
@@ -507,7 +539,10 @@ fn aggregator_killed_five_times(suite: &Suite, run: &mut Run) -> Recovery {
         if recovered.is_none() && lake_commits(&run.store_dir) > at_last {
             recovered = Some(t.elapsed());
         }
-        assert!(t.elapsed() < Duration::from_secs(600), "last run did not finish");
+        assert!(
+            t.elapsed() < Duration::from_secs(600),
+            "last run did not finish"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(status.success(), "last run failed; log:\n{}", tail(&log));
@@ -760,7 +795,9 @@ fn print_and_keep(rows: &[Row], took: Duration) -> PathBuf {
         .unwrap_or_else(|| {
             std::env::var_os("OWSU_CACHE")
                 .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/owsu"))
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/owsu")
+                })
                 .join("faults/last-run.json")
         });
     let secs = |d: Option<Duration>| d.map(|d| (d.as_secs_f64() * 10.0).round() / 10.0);
