@@ -246,6 +246,27 @@ impl LakeTable {
             })
     }
 
+    /// Appends the rows of `df` to the table `def` (created if it does not exist) as one new
+    /// file in one commit carrying no Kafka offsets: for the append-only audit tables, written
+    /// by an operator's command rather than by the pipeline. Returns the new version.
+    pub async fn append(
+        store: &Store,
+        def: &'static TableDef,
+        df: DataFrame,
+    ) -> Result<i64, DeltaError> {
+        let mut table = Self::open_or_create(store, def).await?;
+        let name = format!("part-{}.parquet", uuid::Uuid::new_v4());
+        let add = table.write_file(&name, df).await?;
+        table
+            .commit(
+                vec![Action::Add(add)],
+                &HashMap::new(),
+                &HashMap::new(),
+                CommitKind::Write,
+            )
+            .await
+    }
+
     /// Opens the table at its latest version, creating it (version 0, the defined schema) if it
     /// does not exist. An existing table is first brought up to its definition (checkpoint
     /// interval, missing nullable columns), one metadata commit per step.

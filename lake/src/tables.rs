@@ -97,6 +97,8 @@ pub enum Role {
     Raw,
     /// Figures derived from the raw tables (rebuilt from them when needed).
     Summary,
+    /// Append-only records of what operators decided (never rebuilt, compacted or vacuumed).
+    Audit,
 }
 
 /// A Delta table of the lake.
@@ -397,6 +399,75 @@ pub const PROCESSING_TIMES: TableDef = TableDef {
     stats: &["date", "unit_code"],
 };
 
+/// `audit/offset_gaps`: events Kafka deleted before the lake held them, accepted by an operator.
+///
+/// The aggregator refuses to resume a partition whose next offset Kafka no longer has (retention
+/// passed while no aggregator ran): resuming at the log start would skip those events silently.
+/// `owsu-aggregator run --accept-gaps-by NAME` resumes there and appends one row per gap here,
+/// so every report can say what the figures lack.
+pub const OFFSET_GAPS: TableDef = TableDef {
+    name: "offset_gaps",
+    path: "audit/offset_gaps",
+    role: Role::Audit,
+    doc: "Offsets Kafka deleted before the lake held them, and who accepted the loss.",
+    columns: &[
+        col("topic", String, "Kafka topic of the gap."),
+        KAFKA_PARTITION,
+        opt(
+            "lake_offset",
+            Long,
+            "Last offset of the partition the lake held (null: none).",
+        ),
+        col(
+            "log_start",
+            Long,
+            "First offset Kafka still had: the aggregator resumed here.",
+        ),
+        col(
+            "events_lost",
+            Long,
+            "Offsets in between, never counted (log_start - lake_offset - 1).",
+        ),
+        col(
+            "group_id",
+            String,
+            "Consumer group of the aggregator that accepted the gap.",
+        ),
+        col(
+            "accepted_by",
+            String,
+            "The operator who accepted it (--accept-gaps-by).",
+        ),
+        col("accepted_at", Timestamp, "When it was accepted (UTC)."),
+    ],
+    sort_by: &["topic", "kafka_partition", "log_start"],
+    stats: &["topic"],
+};
+
+/// `audit/approvals`: approvals of yearly reviews, append-only.
+///
+/// An approval fixes the table versions a review was computed from, so the approved review can
+/// be computed again, byte for byte, at any later time (Delta time travel), while late events
+/// and corrections for the year keep landing in the lake; a later approval supersedes it and
+/// both stay here.
+pub const APPROVALS: TableDef = TableDef {
+    name: "approvals",
+    path: "audit/approvals",
+    role: Role::Audit,
+    doc: "Approvals of yearly reviews: who, when, the table versions and a digest of the figures.",
+    columns: &[
+        col("year", Integer, "The year reviewed."),
+        opt("scope", String, "Province or unit code of a scoped review; null: national."),
+        col("approved_by", String, "Who approved it (owsu-jobs approve --by)."),
+        col("approved_at", Timestamp, "When (UTC)."),
+        col("table_versions", String, "The Delta version of each table the figures were computed from (JSON object: table name to version)."),
+        col("digest", String, "sha256 of the review's review.json at approval (sha256:<hex>)."),
+        opt("supersedes", String, "Digest of the approval of the same year and scope this one replaces; null: the first."),
+    ],
+    sort_by: &["year", "approved_at"],
+    stats: &["year"],
+};
+
 /// The raw tables, in `RecordKind` order (service, complaint, unit-day).
 pub const RAW: [&TableDef; 3] = [&RAW_SERVICE_EVENTS, &RAW_COMPLAINT_EVENTS, &RAW_UNIT_DAYS];
 
@@ -421,7 +492,9 @@ pub const ALL: [&TableDef; 7] = [
 
 /// A table by its short name ([`TableDef::name`]).
 pub fn by_name(name: &str) -> Option<&'static TableDef> {
-    ALL.into_iter().find(|t| t.name == name)
+    ALL.into_iter()
+        .chain([&OFFSET_GAPS, &APPROVALS])
+        .find(|t| t.name == name)
 }
 
 #[cfg(test)]
