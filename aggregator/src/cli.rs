@@ -95,6 +95,13 @@ pub struct RunArgs {
     #[arg(long)]
     pub until_caught_up: bool,
 
+    /// Accept, as NAME, that Kafka deleted events the lake never held (retention passed while
+    /// no aggregator ran): resume such partitions at the log start and record each gap in the
+    /// lake's audit/offset_gaps table. Without it such a partition stops the aggregator with
+    /// an error naming it, and nothing is skipped.
+    #[arg(long, value_name = "NAME")]
+    pub accept_gaps_by: Option<String>,
+
     /// Close a batch at this many messages.
     #[arg(long, default_value_t = defaults::MAX_BATCH)]
     pub(crate) max_batch: usize,
@@ -227,6 +234,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             config.compact_interval =
                 (a.compact_interval_s > 0).then(|| Duration::from_secs(a.compact_interval_s));
             config.signatures_required = a.signatures == Signatures::Required;
+            config.accept_gaps_by = a.accept_gaps_by;
             config.flush.raw_bytes = a.raw_flush_mib.max(1) << 20;
             config.flush.raw_interval = Duration::from_secs(a.raw_flush_s);
             config.flush.summary_interval = Duration::from_millis(a.summary_interval_ms);

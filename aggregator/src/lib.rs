@@ -5,6 +5,7 @@
 //!   says where to resume) and are fenced against a partition's previous owner;
 //! - `flush`: what batches leave for the lake, committed on size or time (raw files, summary
 //!   files), each commit fenced by the offsets the table holds;
+//! - `gaps`: offsets Kafka deleted before the lake held them: refused, or accepted and recorded;
 //! - `raw`: events as rows of the lake's raw tables;
 //! - [`state`]: per-partition state on disk (redb): events, corrections and the summary cells,
 //!   snapshotted to the lake's store so a new owner restores it without reading raw history;
@@ -16,6 +17,7 @@
 
 pub mod cli;
 mod flush;
+mod gaps;
 mod kafka;
 pub(crate) mod maintenance;
 mod metrics;

@@ -50,6 +50,8 @@ pub(crate) struct Metrics {
     store_retries: Counter,
     /// Kafka requests (metadata, offsets) retried after a broker or leader failure.
     kafka_retries: Counter,
+    /// Event topic partitions whose in-sync replicas are fewer than their replicas.
+    under_replicated: Gauge,
     /// When the consume loop last went round (Unix milliseconds; 0: not yet), for liveness.
     heartbeat_ms: AtomicI64,
     /// Milliseconds from each message's Kafka timestamp (when its producer sent it) to the
@@ -157,8 +159,15 @@ impl Default for Metrics {
             "kafka_request_retries",
             "Kafka metadata and offset requests retried after a broker or leader failure",
         );
+        let under_replicated = Gauge::default();
+        registry.register(
+            "under_replicated_partitions",
+            "Event topic partitions whose in-sync replicas are fewer than their replicas, in the metadata this client sees (every 30 s)",
+            under_replicated.clone(),
+        );
         Metrics {
             registry,
+            under_replicated,
             assigned,
             store_unavailable,
             store_retries,
@@ -208,6 +217,11 @@ impl Metrics {
     /// One more attempt to reach the failed store.
     pub(crate) fn store_retry(&self) {
         self.store_retries.inc();
+    }
+
+    /// Sets how many event topic partitions are under-replicated.
+    pub(crate) fn set_under_replicated(&self, partitions: usize) {
+        self.under_replicated.set(partitions as i64);
     }
 
     /// One more Kafka request retried.

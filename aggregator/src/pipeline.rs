@@ -40,6 +40,7 @@ use rdkafka::{ClientContext, Message};
 use tokio::runtime::Handle;
 
 use crate::flush::{self, Fenced, FlushConfig, LakeOffsets, Pending};
+use crate::gaps;
 use crate::kafka::KafkaArgs;
 use crate::metrics::{BatchCommitted, DeadLettered, Metrics};
 use crate::raw::{self, Landed};
@@ -107,6 +108,9 @@ pub struct PipelineConfig {
     pub flush: FlushConfig,
     /// Dead-letter service and complaint events without a valid signature of their unit.
     pub signatures_required: bool,
+    /// Resume a partition whose next offset Kafka deleted at its log start, recording the gap
+    /// with this name; `None` (the default): such a partition stops the aggregator.
+    pub accept_gaps_by: Option<String>,
 }
 
 impl PipelineConfig {
@@ -137,6 +141,7 @@ impl PipelineConfig {
                 summary_interval: Duration::from_millis(defaults::SUMMARY_INTERVAL_MS),
             },
             signatures_required: false,
+            accept_gaps_by: None,
         }
     }
 }
@@ -221,6 +226,9 @@ pub(crate) struct GroupContext {
     offsets: Mutex<LakeOffsets>,
     /// An assignment whose offsets could not be read: the loop stops with this error.
     failed: Mutex<Option<String>>,
+    /// An assignment not made because the store failed while preparing it, and that failure:
+    /// the loop waits for the store and makes it.
+    unassigned: Mutex<Option<(TopicPartitionList, anyhow::Error)>>,
     /// State of the partitions assigned, restored at assignment.
     states: Mutex<HashMap<i32, PartitionState>>,
     /// Partitions whose state changed since their last snapshot.
@@ -230,6 +238,10 @@ pub(crate) struct GroupContext {
     codes: Arc<Codes>,
     topics: [String; 3],
     store: Store,
+    /// Consumer group, recorded with an accepted gap.
+    group: String,
+    /// Who accepts offsets behind Kafka's log start (`None`: nobody; such a gap stops the run).
+    accept_gaps_by: Option<String>,
     rt: Handle,
 }
 
@@ -249,7 +261,14 @@ impl GroupContext {
     /// Restores the state of these topic partitions' partitions, reads the lake's offsets into
     /// `offsets`, and returns where each must resume: after the lowest offset that the state and
     /// every table of the partition hold (the start when one holds none).
-    fn prepare(&self, tps: &[(String, i32)]) -> anyhow::Result<Vec<Offset>> {
+    ///
+    /// A partition whose resume point Kafka no longer has (behind its log start) stops the
+    /// aggregator unless the operator accepted such gaps ([`gaps`]).
+    fn prepare(
+        &self,
+        consumer: &BaseConsumer<GroupContext>,
+        tps: &[(String, i32)],
+    ) -> anyhow::Result<Vec<Offset>> {
         self.rt.block_on(async {
             let partitions: Vec<i32> = tps
                 .iter()
@@ -285,6 +304,7 @@ impl GroupContext {
             }
             let offsets = lake_offsets(&self.store, tps).await?;
             let mut starts = Vec::with_capacity(tps.len());
+            let mut found = Vec::new();
             for (topic, p) in tps {
                 let kind = raw::kind_of_topic(topic)
                     .with_context(|| format!("topic {topic} carries no known record kind"))?;
@@ -302,10 +322,57 @@ impl GroupContext {
                     Some(o) => Offset::Offset(o + 1),
                     None => Offset::Beginning,
                 });
+                let (log_start, _) = retry_kafka(&self.metrics, "reading the log start", || {
+                    consumer.fetch_watermarks(topic, *p, Duration::from_secs(30))
+                })?;
+                if let Some(gap) = gaps::Gap::between(topic, *p, lowest, log_start) {
+                    found.push((starts.len() - 1, gap));
+                }
+            }
+            if !found.is_empty() {
+                let list: Vec<gaps::Gap> = found.iter().map(|(_, g)| g.clone()).collect();
+                let new = gaps::unaccepted(&self.store, list).await?;
+                if !new.is_empty() {
+                    let Some(by) = &self.accept_gaps_by else {
+                        anyhow::bail!("{}", gaps::Gap::refusal(&new));
+                    };
+                    gaps::record(&self.store, &new, &self.group, by).await?;
+                }
+                for (i, g) in &found {
+                    tracing::warn!(
+                        topic = %g.topic,
+                        partition = g.partition,
+                        events_lost = g.events_lost(),
+                        log_start = g.log_start,
+                        "resuming at Kafka's log start: an accepted gap (audit/offset_gaps)"
+                    );
+                    starts[*i] = Offset::Offset(g.log_start);
+                }
             }
             self.offsets.lock().expect("offsets lock").extend(offsets);
             anyhow::Ok(starts)
         })
+    }
+
+    /// Assigns `tps` (the elements of `tpl`) at `starts`, as [`Self::prepare`] gave them.
+    fn assign_at(
+        &self,
+        consumer: &BaseConsumer<GroupContext>,
+        tpl: &mut TopicPartitionList,
+        tps: &[(String, i32)],
+        starts: Vec<Offset>,
+    ) -> anyhow::Result<()> {
+        for ((t, p), o) in tps.iter().zip(starts) {
+            tpl.set_partition_offset(t, *p, o)
+                .with_context(|| format!("setting the start of {t}/{p}"))?;
+        }
+        consumer.assign(tpl).context("assigning")?;
+        let mut a = self.assigned.lock().expect("assignment lock");
+        a.extend(tps.iter().cloned());
+        self.metrics.set_assigned(a.len());
+        let parts: BTreeSet<i32> = tps.iter().map(|(_, p)| *p).collect();
+        tracing::info!(partitions = ?parts, "partitions assigned; resuming at the offsets the lake holds");
+        Ok(())
     }
 
     /// Commits every partition's open state transaction to its local file (all at once: each
@@ -370,31 +437,29 @@ impl ConsumerContext for GroupContext {
                     .iter()
                     .map(|e| (e.topic().to_owned(), e.partition()))
                     .collect();
-                match self.prepare(&tps) {
+                match self.prepare(consumer, &tps) {
                     Ok(starts) => {
-                        for ((t, p), o) in tps.iter().zip(starts) {
-                            if let Err(e) = tpl.set_partition_offset(t, *p, o) {
-                                *self.failed.lock().expect("lock") =
-                                    Some(format!("setting the start of {t}/{p}: {e}"));
-                            }
+                        if let Err(e) = self.assign_at(consumer, tpl, &tps, starts) {
+                            *self.failed.lock().expect("lock") = Some(format!("{e:#}"));
                         }
                     }
+                    // The store is down: the run loop waits for it and assigns then (nothing
+                    // of these partitions is read meanwhile).
+                    Err(e) if store_unavailable(&e) => {
+                        *self.unassigned.lock().expect("lock") = Some((tpl.clone(), e));
+                    }
                     Err(e) => {
+                        // Not assigned: no message of these partitions is read before the loop
+                        // stops with this error.
                         *self.failed.lock().expect("lock") =
-                            Some(format!("reading the lake's offsets at assignment: {e:#}"))
+                            Some(format!("preparing the partitions assigned: {e:#}"));
                     }
                 }
-                if let Err(e) = consumer.assign(tpl) {
-                    *self.failed.lock().expect("lock") = Some(format!("assigning: {e}"));
-                }
-                let mut a = self.assigned.lock().expect("assignment lock");
-                a.extend(tps.iter().cloned());
-                self.metrics.set_assigned(a.len());
-                let parts: BTreeSet<i32> = tps.iter().map(|(_, p)| *p).collect();
-                tracing::info!(partitions = ?parts, "partitions assigned; resuming at the offsets the lake holds");
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 self.generation.fetch_add(1, Ordering::SeqCst);
+                // An assignment still waiting for the store is taken back too.
+                self.unassigned.lock().expect("lock").take();
                 let revoked: HashSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 // The next owner restores from the snapshot: make it current.
                 if let Err(e) = self.snapshot(Some(&revoked)) {
@@ -609,6 +674,7 @@ impl Pipeline {
             metrics: metrics.clone(),
             offsets: Mutex::default(),
             failed: Mutex::default(),
+            unassigned: Mutex::default(),
             states: Mutex::default(),
             changed: Mutex::default(),
             state_cfg: config.state.clone(),
@@ -616,6 +682,8 @@ impl Pipeline {
             codes: codes.clone(),
             topics: topics.clone(),
             store,
+            group: config.group.clone(),
+            accept_gaps_by: config.accept_gaps_by.clone(),
             rt: rt.clone(),
         };
         let consumer: BaseConsumer<GroupContext> = c
@@ -690,6 +758,40 @@ impl Pipeline {
         v
     }
 
+    /// Counts the event topics' partitions whose in-sync replicas are fewer than their replicas
+    /// (a broker down or behind) into the metrics; a failed metadata request leaves the last
+    /// count, the next check tries again.
+    fn check_replication(&self) {
+        let mut under = 0;
+        for t in &self.topics {
+            match self
+                .consumer
+                .fetch_metadata(Some(t), Duration::from_secs(5))
+            {
+                Ok(md) => {
+                    for topic in md.topics().iter().filter(|m| m.name() == t) {
+                        under += topic
+                            .partitions()
+                            .iter()
+                            .filter(|p| p.isr().len() < p.replicas().len())
+                            .count();
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!("metadata of {t} for the replication check: {e}");
+                    return;
+                }
+            }
+        }
+        if under > 0 {
+            tracing::warn!(
+                partitions = under,
+                "under-replicated event topic partitions"
+            );
+        }
+        self.metrics.set_under_replicated(under);
+    }
+
     /// Caught up when every assigned partition's tables all hold its high watermark at start.
     fn caught_up(&mut self) -> bool {
         let assigned = self.assigned();
@@ -752,7 +854,7 @@ impl Pipeline {
         self.pending.clear();
         self.consumer.context().states.lock().expect("lock").clear();
         let tps = self.assigned();
-        let starts = self.consumer.context().prepare(&tps)?;
+        let starts = self.consumer.context().prepare(&self.consumer, &tps)?;
         for ((t, p), o) in tps.iter().zip(starts) {
             self.consumer
                 .seek(t, *p, o, Duration::from_secs(10))
@@ -792,8 +894,40 @@ impl Pipeline {
         first: anyhow::Error,
         shutdown: &AtomicBool,
     ) -> anyhow::Result<()> {
-        self.metrics.set_store_unavailable(true);
         self.pending.clear();
+        self.retry_while_store_down(first, shutdown, |p| p.reseek())
+    }
+
+    /// An assignment the store's failure held back ([`GroupContext::unassigned`]): prepared
+    /// and made once the store answers, consuming stopped until then.
+    fn assign_when_store_returns(
+        &mut self,
+        mut tpl: TopicPartitionList,
+        first: anyhow::Error,
+        shutdown: &AtomicBool,
+    ) -> anyhow::Result<()> {
+        let tps: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        self.retry_while_store_down(first, shutdown, |p| {
+            let ctx = p.consumer.context();
+            let starts = ctx.prepare(&p.consumer, &tps)?;
+            ctx.assign_at(&p.consumer, &mut tpl, &tps, starts)
+        })
+    }
+
+    /// Says the store is down (log, `owsu_store_unavailable`), then tries `attempt` with backoff
+    /// (1 s doubling to 10 s) until it succeeds, fails otherwise than by the store, or shutdown
+    /// is requested.
+    fn retry_while_store_down(
+        &mut self,
+        first: anyhow::Error,
+        shutdown: &AtomicBool,
+        mut attempt: impl FnMut(&mut Self) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        self.metrics.set_store_unavailable(true);
         let started = Instant::now();
         let mut wait = Duration::from_secs(1);
         let mut error = first;
@@ -814,7 +948,7 @@ impl Pipeline {
                 std::thread::sleep(Duration::from_millis(200));
             }
             self.metrics.store_retry();
-            match self.reseek() {
+            match attempt(self) {
                 Ok(()) => break,
                 Err(e) if store_unavailable(&e) => error = e,
                 Err(e) => return Err(e),
@@ -850,10 +984,25 @@ impl Pipeline {
             );
         }
         let mut last_progress = Instant::now();
+        let mut replication_checked: Option<Instant> = None;
         loop {
             self.metrics.beat();
+            if replication_checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+                self.check_replication();
+                replication_checked = Some(Instant::now());
+            }
             if let Some(e) = self.consumer.context().failed.lock().expect("lock").take() {
                 anyhow::bail!("{e}");
+            }
+            let held = self
+                .consumer
+                .context()
+                .unassigned
+                .lock()
+                .expect("lock")
+                .take();
+            if let Some((tpl, e)) = held {
+                self.assign_when_store_returns(tpl, e, &shutdown)?;
             }
             if shutdown.load(Ordering::SeqCst) {
                 self.flush_or_drop(true, &shutdown)?;
