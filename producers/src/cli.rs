@@ -14,6 +14,7 @@ use owsu_schemas::signing::{Keyring, OfficeKey};
 use crate::commands::{self, PublishJob, Published, SimDestination, Simulated, Tally};
 use crate::import::Format;
 use crate::kafka::KafkaArgs;
+use crate::outbox::OutboxStatus;
 use crate::publish::{DeliveryReport, Publisher, PublisherConfig};
 use crate::simulate::SimConfig;
 
@@ -108,6 +109,12 @@ pub struct OutboxArgs {
         conflicts_with = "signing_key_file"
     )]
     pub(crate) signing_key_dir: Option<PathBuf>,
+
+    /// At the end, write the outbox's depth to this file in the Prometheus text format, for
+    /// node_exporter's textfile collector: owsu_outbox_events, owsu_outbox_segments and
+    /// owsu_outbox_oldest_age_seconds (the alert rules in infra/prometheus watch the age).
+    #[arg(long, env = "OWSU_OUTBOX_METRICS_FILE", value_name = "FILE")]
+    pub(crate) metrics_file: Option<PathBuf>,
 }
 
 /// The deployment's secret for pseudonymous ids.
@@ -360,6 +367,16 @@ fn publish(reference: &Reference, a: PublishArgs) -> anyhow::Result<i32> {
 /// The exit code of a publishing command, saying on stderr what an operator must do about
 /// events left in the outbox.
 fn exit_code(tally: &Tally, report: &DeliveryReport, outbox: &OutboxArgs) -> i32 {
+    if let Some(file) = &outbox.metrics_file {
+        let written =
+            OutboxStatus::of(&outbox.outbox).and_then(|s| s.write_metrics(&outbox.outbox, file));
+        if let Err(e) = written {
+            eprintln!(
+                "warning: writing the outbox metrics to {}: {e}",
+                file.display()
+            );
+        }
+    }
     if report.pending > 0 {
         eprintln!(
             "{} events wait in {}: run `owsu-producer flush` when Kafka is reachable.",

@@ -218,6 +218,101 @@ impl Outbox {
     }
 }
 
+/// How full an outbox is: what an operator watches while an office is offline.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(crate) struct OutboxStatus {
+    /// Events waiting for Kafka's acknowledgement.
+    pub events: u64,
+    /// Segment files holding them.
+    pub segments: u64,
+    /// Age of the oldest segment, in seconds (0 when the outbox is empty).
+    pub oldest_age_seconds: f64,
+}
+
+impl OutboxStatus {
+    /// The outbox `dir` now (reads every segment; takes no lock, so a running producer's
+    /// outbox can be looked at).
+    pub(crate) fn of(dir: &Path) -> io::Result<OutboxStatus> {
+        let mut v: Vec<PathBuf> = match fs::read_dir(dir) {
+            Ok(r) => r
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+                .collect(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        v.sort();
+        let mut status = OutboxStatus {
+            segments: v.len() as u64,
+            ..OutboxStatus::default()
+        };
+        for s in &v {
+            status.events += Outbox::read(s)?.len() as u64;
+        }
+        if let Some(first) = v.first() {
+            // Segments are named by the wall-clock nanoseconds they were written at.
+            let written = first
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.split('-').next())
+                .and_then(|n| n.parse::<u128>().ok());
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos();
+            if let Some(w) = written {
+                status.oldest_age_seconds = now.saturating_sub(w) as f64 / 1e9;
+            }
+        }
+        Ok(status)
+    }
+
+    /// The status in the Prometheus text format, for node_exporter's textfile collector
+    /// (a batch command has no endpoint to scrape), labelled with the outbox directory.
+    pub(crate) fn prometheus_text(&self, dir: &Path) -> String {
+        use prometheus_client::encoding::EncodeLabelSet;
+        use prometheus_client::metrics::family::Family;
+        use prometheus_client::metrics::gauge::Gauge;
+        use std::sync::atomic::AtomicU64;
+
+        #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+        struct OutboxLabel {
+            outbox: String,
+        }
+        let label = OutboxLabel {
+            outbox: dir.display().to_string(),
+        };
+        let mut registry = prometheus_client::registry::Registry::with_prefix("owsu_outbox");
+        let mut gauge = |name: &str, help: &str, v: f64| {
+            let f = Family::<OutboxLabel, Gauge<f64, AtomicU64>>::default();
+            f.get_or_create(&label).set(v);
+            registry.register(name, help, f);
+        };
+        gauge(
+            "events",
+            "Events waiting in the outbox for Kafka's acknowledgement",
+            self.events as f64,
+        );
+        gauge("segments", "Outbox segment files", self.segments as f64);
+        gauge(
+            "oldest_age_seconds",
+            "Age of the oldest waiting segment (0: the outbox is empty)",
+            self.oldest_age_seconds,
+        );
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    /// Writes [`Self::prometheus_text`] to `file` atomically (a collector never reads half).
+    pub(crate) fn write_metrics(&self, dir: &Path, file: &Path) -> io::Result<()> {
+        let tmp = file.with_extension("prom.tmp");
+        fs::write(&tmp, self.prometheus_text(dir))?;
+        fs::rename(&tmp, file)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,6 +341,34 @@ mod tests {
         assert_eq!(Outbox::read(&seg).unwrap(), vec![rec(2)]);
         assert_eq!(ob.retain(&seg, vec![rec(2)], &[false]).unwrap(), 0);
         assert!(ob.segments().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_status_counts_what_waits_and_how_old_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            OutboxStatus::of(&dir.path().join("absent")).unwrap(),
+            OutboxStatus::default()
+        );
+        let ob = Outbox::open(dir.path()).unwrap();
+        ob.append(&[rec(1), rec(2)]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        ob.append(&[rec(3)]).unwrap();
+        let s = OutboxStatus::of(dir.path()).unwrap();
+        assert_eq!((s.events, s.segments), (3, 2));
+        assert!(
+            s.oldest_age_seconds >= 0.02 && s.oldest_age_seconds < 60.0,
+            "{s:?}"
+        );
+        let file = dir.path().join("outbox.prom");
+        s.write_metrics(dir.path(), &file).unwrap();
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.contains("owsu_outbox_events{outbox="), "{text}");
+        assert!(text.contains("} 3"), "{text}");
+        assert!(
+            text.contains("# TYPE owsu_outbox_oldest_age_seconds gauge"),
+            "{text}"
+        );
     }
 
     #[test]
