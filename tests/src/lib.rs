@@ -229,6 +229,47 @@ pub fn python() -> &'static Path {
     })
 }
 
+/// Runs `infra/validate` (a Go program: compose-go for compose files, BuildKit for Dockerfiles,
+/// Prometheus's rule parser for alert rules) on `args` in the repository root; returns
+/// (success, stdout and stderr). Built once per process by the machine's Go into
+/// `$OWSU_CACHE/bin`, with its modules from the Go module proxy cached under
+/// `$OWSU_CACHE/gomod` and `gobuild`.
+pub fn validate_deployment(args: &[&str]) -> (bool, String) {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let bin = BUILT.get_or_init(|| {
+        let cache = cache_dir();
+        let _lock = FileLock::acquire(&cache.join("gobuild.lock"));
+        let bin = cache.join("bin/owsu-validate");
+        let out = Command::new("go")
+            .args(["build", "-o"])
+            .arg(&bin)
+            .arg(".")
+            .current_dir(repo_root().join("infra/validate"))
+            .env("GOMODCACHE", cache.join("gomod"))
+            .env("GOCACHE", cache.join("gobuild"))
+            .env("GOFLAGS", "-mod=readonly")
+            .output()
+            .unwrap_or_else(|e| panic!("running `go build` in infra/validate: {e}. Fix: install Go 1.26 or newer (https://go.dev/dl) and put `go` on PATH."));
+        assert!(
+            out.status.success(),
+            "building infra/validate failed:\n{}\nFix: Go 1.26 or newer, with access to the Go module proxy (GOPROXY).",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        bin
+    });
+    let out = Command::new(bin)
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("run owsu-validate");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// Runs a Python script with the test environment; panics with its output on failure.
 ///
 /// A script that ran to its end leaves with `os._exit(0)` after flushing: the Python `deltalake`
