@@ -4,16 +4,18 @@
 //! file: 0 events lost, 0 counted twice, and no Kafka offset in the raw tables twice.
 //!
 //! ```sh
-//! cargo test -p owsu-tests --test faults                 # every scenario (about 10 minutes)
+//! cargo test -p owsu-tests --test faults                 # every scenario (about 5 minutes)
 //! cargo test -p owsu-tests --test faults -- hung killed  # those whose name contains a word
 //! ```
 //!
 //! The report (scenario, events sent, landed, lost, doubled, time to recover) is printed and
 //! written as JSON to `$OWSU_CACHE/faults/last-run.json` (or `OWSU_FAULTS_REPORT`).
 //!
-//! This binary has its own `main` (`harness = false`): the scenarios share one cluster and run
-//! one after another, and the binary is also the aggregator process the scenarios kill
-//! (started again with `OWSU_FAULTS_AGGREGATOR` set to its arguments).
+//! This binary has its own `main` (`harness = false`): the scenarios that kill, hang or restart
+//! a node share one cluster and run one after another; those that fault the pipeline's own
+//! processes and store run side by side on a second cluster meanwhile. The binary is also the
+//! aggregator (and producer) process the scenarios kill (started again with
+//! `OWSU_FAULTS_AGGREGATOR` set to its arguments).
 
 mod common;
 
@@ -27,7 +29,7 @@ use owsu_tests::Cluster;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-/// Set in a child: the JSON list of `owsu-aggregator` arguments it runs.
+/// Set in a child: the JSON list of `owsu-aggregator` (or `owsu-producer`) arguments it runs.
 const CHILD_ENV: &str = "OWSU_FAULTS_AGGREGATOR";
 /// Partitions of each topic: several per node, so a node's loss moves some leaders.
 const PARTITIONS: i32 = 6;
@@ -36,15 +38,19 @@ fn main() {
     if let Ok(args) = std::env::var(CHILD_ENV) {
         let args: Vec<String> = serde_json::from_str(&args).expect("child arguments");
         // As the real binary does: logs on standard error (the scenario's log file).
-        let cli = owsu_aggregator::cli::Cli::parse_from(args);
-        owsu_runtime::logging::init(cli.log.log_format);
-        let code = match owsu_aggregator::cli::run(cli) {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("owsu-aggregator: {e:#}");
-                1
-            }
+        let result = if args[0] == "owsu-producer" {
+            let cli = owsu_producer::cli::Cli::parse_from(&args);
+            owsu_runtime::logging::init(cli.log.log_format);
+            owsu_producer::cli::run(cli)
+        } else {
+            let cli = owsu_aggregator::cli::Cli::parse_from(&args);
+            owsu_runtime::logging::init(cli.log.log_format);
+            owsu_aggregator::cli::run(cli)
         };
+        let code = result.unwrap_or_else(|e| {
+            eprintln!("{}: {e:#}", args[0]);
+            1
+        });
         std::process::exit(code);
     }
     // libtest's own flags (`--nocapture`, `--test-threads`, ...) mean nothing here.
@@ -64,26 +70,37 @@ fn main() {
         std::process::exit(2);
     }
     let started = Instant::now();
-    eprintln!("fault suite: starting a three-node cluster");
+    eprintln!("fault suite: starting two three-node clusters");
     let suite = Suite::new();
-    let mut rows = Vec::new();
-    for s in chosen {
-        eprintln!("fault suite: {} ...", s.name);
-        let t = Instant::now();
-        let row = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| suite.run(s))) {
-            Ok(row) => row,
-            Err(e) => Row::failed(s.name, panic_text(&e)),
-        };
-        eprintln!(
-            "fault suite: {} {} in {:.0} s",
-            s.name,
-            if row.ok() { "passed" } else { "FAILED" },
-            t.elapsed().as_secs_f64()
+    // Two lanes side by side. On the first cluster, the faults of the cluster itself one at a
+    // time, each from a whole cluster. On the second, left whole, the faults of the pipeline's
+    // own processes and store, all at once (each has its topics, group and store), so that
+    // their waiting overlaps.
+    let (cluster_faults, process_faults): (Vec<&Scenario>, Vec<&Scenario>) =
+        chosen.into_iter().partition(|s| s.alone);
+    let shared = &suite;
+    let rows: Vec<Row> = std::thread::scope(|scope| {
+        let cluster_lane = scope.spawn(move || {
+            let mut rows = Vec::new();
+            for s in cluster_faults {
+                rows.push(shared.run_reported(s));
+                // The next scenario starts from a whole cluster, whatever this one left.
+                shared.cluster.heal();
+            }
+            rows
+        });
+        let process_lane: Vec<_> = process_faults
+            .into_iter()
+            .map(|s| scope.spawn(move || shared.run_reported(s)))
+            .collect();
+        let mut rows = cluster_lane.join().expect("cluster lane");
+        rows.extend(
+            process_lane
+                .into_iter()
+                .map(|h| h.join().expect("scenario thread")),
         );
-        rows.push(row);
-        // The next scenario starts from a whole cluster, whatever this one left.
-        suite.cluster.heal();
-    }
+        rows
+    });
     let report = print_and_keep(&rows, started.elapsed());
     drop(suite);
     let failed: Vec<&str> = rows
@@ -116,6 +133,9 @@ fn panic_text(e: &Box<dyn std::any::Any + Send>) -> String {
 struct Scenario {
     name: &'static str,
     run: fn(&Suite, &mut Run) -> Recovery,
+    /// Kills, hangs or restarts a node: runs alone on the first cluster, from a whole cluster.
+    /// The others run side by side on the second.
+    alone: bool,
 }
 
 /// What a scenario measured: from the fault to the pipeline's first progress after it.
@@ -125,40 +145,65 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "broker-killed-during-publish",
         run: broker_killed_during_publish,
+        alone: true,
     },
     Scenario {
         name: "controller-leader-killed-during-publish",
         run: controller_killed_during_publish,
+        alone: true,
     },
     Scenario {
         name: "broker-hung-during-publish",
         run: broker_hung_during_publish,
+        alone: true,
     },
     Scenario {
         name: "broker-killed-during-aggregation",
         run: broker_killed_during_aggregation,
+        alone: true,
     },
     Scenario {
         name: "broker-restarted-during-aggregation",
         run: broker_restarted_during_aggregation,
+        alone: true,
     },
     Scenario {
         name: "object-store-down-during-aggregation",
         run: store_down_during_aggregation,
+        alone: false,
     },
     Scenario {
         name: "aggregator-killed-five-times",
         run: aggregator_killed_five_times,
+        alone: false,
     },
     Scenario {
         name: "aggregator-stalled-past-session-timeout",
         run: aggregator_stalled,
+        alone: false,
+    },
+    Scenario {
+        name: "office-offline-a-week-then-reconnecting",
+        run: office_offline_a_week,
+        alone: false,
+    },
+    Scenario {
+        name: "producer-killed-mid-flush",
+        run: producer_killed_mid_flush,
+        alone: false,
     },
 ];
 
-/// What every scenario shares: the cluster and one simulated year with its oracle.
+/// What every scenario shares: the clusters and one simulated year with its oracle.
 struct Suite {
+    /// Where nodes are killed, hung and restarted, one scenario at a time.
     cluster: Cluster,
+    /// A second cluster, left whole, for the scenarios that fault the pipeline's own processes
+    /// and store, side by side while the first cluster takes its faults.
+    quiet: Cluster,
+    /// The S3 server of the store outage, started before any scenario thread: its `AWS_*`
+    /// settings go into this process's environment, which must not change while threads run.
+    s3: std::sync::Mutex<Option<owsu_tests::S3Server>>,
     dir: tempfile::TempDir,
     import: PathBuf,
     secret: PathBuf,
@@ -167,6 +212,8 @@ struct Suite {
 
 /// One scenario's own topics, group, store and logs.
 struct Run {
+    /// The cluster it runs on.
+    bootstrap: String,
     prefix: String,
     group: String,
     /// The store as the aggregator is given it: a directory, or an `s3://` URL.
@@ -183,14 +230,25 @@ struct Run {
 impl Suite {
     fn new() -> Self {
         let cluster = Cluster::start("faults");
+        // The second cluster starts while the year is simulated (the first one's ports are
+        // taken by now, so the two cannot pick the same ones).
+        let quiet = std::thread::spawn(|| Cluster::start("faults-quiet"));
         let dir = tempfile::tempdir().expect("temp dir");
         let import = dir.path().join("year.jsonl");
         common::simulate_2021(import.to_str().unwrap(), "0.02", "12");
         let secret = dir.path().join("secret");
         owsu_schemas::ids::write_secret_file(&secret, b"fault-suite-secret-0123456789").unwrap();
         let expected = oracle::expected_from_import(&import);
+        let quiet = quiet.join().expect("the second cluster");
+        let s3 = owsu_tests::S3Server::start("owsu-faults");
+        // Read by this process when it checks the lake on S3; set before any scenario thread.
+        for (k, v) in s3.env() {
+            std::env::set_var(k, v);
+        }
         Suite {
             cluster,
+            quiet,
+            s3: std::sync::Mutex::new(Some(s3)),
             dir,
             import,
             secret,
@@ -198,13 +256,32 @@ impl Suite {
         }
     }
 
+    /// [`Self::run`], a failure caught as a failed row, with its start and end on stderr.
+    fn run_reported(&self, s: &Scenario) -> Row {
+        eprintln!("fault suite: {} ...", s.name);
+        let t = Instant::now();
+        let row = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(s))) {
+            Ok(row) => row,
+            Err(e) => Row::failed(s.name, panic_text(&e)),
+        };
+        eprintln!(
+            "fault suite: {} {} in {:.0} s",
+            s.name,
+            if row.ok() { "passed" } else { "FAILED" },
+            t.elapsed().as_secs_f64()
+        );
+        row
+    }
+
     fn run(&self, s: &Scenario) -> Row {
         let prefix = owsu_tests::random_prefix("faults");
-        self.cluster.create_topics(&prefix, PARTITIONS);
+        let cluster = if s.alone { &self.cluster } else { &self.quiet };
+        cluster.create_topics(&prefix, PARTITIONS);
         let dir = self.dir.path().join(s.name);
         std::fs::create_dir_all(&dir).unwrap();
         let store_dir = dir.join("store");
         let mut run = Run {
+            bootstrap: cluster.bootstrap(),
             group: format!("{prefix}agg"),
             store: store_dir.to_str().unwrap().to_owned(),
             store_dir,
@@ -225,7 +302,7 @@ impl Suite {
             "--input",
             self.import.to_str().unwrap(),
             "--brokers",
-            &self.cluster.bootstrap(),
+            &run.bootstrap,
             "--topic-prefix",
             &run.prefix,
             "--id-secret-file",
@@ -269,7 +346,7 @@ impl Suite {
     fn end_offsets(&self, run: &Run) -> i64 {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         let c: BaseConsumer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", self.cluster.bootstrap())
+            .set("bootstrap.servers", &run.bootstrap)
             .create()
             .unwrap();
         let mut sum = 0;
@@ -291,7 +368,7 @@ impl Suite {
             "owsu-aggregator",
             "run",
             "--brokers",
-            &self.cluster.bootstrap(),
+            &run.bootstrap,
             "--topic-prefix",
             &run.prefix,
             "--group",
@@ -376,14 +453,14 @@ fn broker_killed_during_publish(suite: &Suite, run: &mut Run) -> Recovery {
     let topic = format!("{}{}", run.prefix, owsu_schemas::topics::SERVICE_EVENTS);
     let leader = suite.cluster.leader_of(&topic, 0);
     let r = suite.publish_with(run, || suite.cluster.kill(leader));
-    aggregate_to_end(suite, run);
+    aggregate_to_end(run);
     r
 }
 
 fn controller_killed_during_publish(suite: &Suite, run: &mut Run) -> Recovery {
     let controller = suite.cluster.quorum_leader();
     let r = suite.publish_with(run, || suite.cluster.kill(controller));
-    aggregate_to_end(suite, run);
+    aggregate_to_end(run);
     r
 }
 
@@ -405,7 +482,7 @@ fn broker_hung_during_publish(suite: &Suite, run: &mut Run) -> Recovery {
             }
         });
     });
-    aggregate_to_end(suite, run);
+    aggregate_to_end(run);
     r
 }
 
@@ -436,12 +513,13 @@ fn broker_restarted_during_aggregation(suite: &Suite, run: &mut Run) -> Recovery
 /// aggregator must say so in its log, wait, and finish without loss. The recovery is the time
 /// from the store's return to the next commit.
 fn store_down_during_aggregation(suite: &Suite, run: &mut Run) -> Recovery {
-    let mut s3 = owsu_tests::S3Server::start("owsu-faults");
+    let mut s3 = suite
+        .s3
+        .lock()
+        .expect("s3 lock")
+        .take()
+        .expect("the suite's S3 server, for one scenario");
     run.env = s3.env();
-    // This process reads the lake afterwards; nothing else reads the environment meanwhile.
-    for (k, v) in &run.env {
-        std::env::set_var(k, v);
-    }
     run.store = "s3://owsu-faults/lake".into();
     run.store_dir = s3.root.join("owsu-faults/lake");
     assert_eq!(suite.publish(run), 0, "publish");
@@ -582,13 +660,170 @@ fn aggregator_stalled(suite: &Suite, run: &mut Run) -> Recovery {
     Recovery(recovered)
 }
 
+/// A closed port on loopback: Kafka as an office sees it while its link is down.
+const UNREACHABLE: &str = "127.0.0.1:9";
+
+/// The year split into seven exports, published one "day" after another while the office
+/// cannot reach Kafka: every event must wait in the outbox (exit code 3 each day), the outbox
+/// metrics file must show it growing; then the link returns and `owsu-producer flush` delivers
+/// everything. The recovery is the flush's time.
+fn office_offline_a_week(suite: &Suite, run: &mut Run) -> Recovery {
+    let metrics = run.dir.join("outbox.prom");
+    let mut waiting = Vec::new();
+    for (day, file) in suite.week(run).iter().enumerate() {
+        let code = common::producer(&[
+            "publish",
+            "--input",
+            file.to_str().unwrap(),
+            "--brokers",
+            UNREACHABLE,
+            "--topic-prefix",
+            &run.prefix,
+            "--id-secret-file",
+            suite.secret.to_str().unwrap(),
+            "--outbox",
+            run.dir.join("outbox").to_str().unwrap(),
+            "--delivery-timeout-secs",
+            "1",
+            "--metrics-file",
+            metrics.to_str().unwrap(),
+        ]);
+        assert_eq!(
+            code, 3,
+            "day {day}: events wait in the outbox (exit code 3)"
+        );
+        waiting.push(outbox_events(&metrics));
+    }
+    assert!(
+        waiting.windows(2).all(|w| w[1] > w[0]),
+        "the outbox grows day by day: {waiting:?}"
+    );
+    assert_eq!(
+        suite.end_offsets(run),
+        0,
+        "nothing reached Kafka while offline"
+    );
+    let t = Instant::now();
+    assert_eq!(suite.flush(run, &metrics), 0, "flush once the link is back");
+    let took = t.elapsed();
+    assert_eq!(
+        outbox_events(&metrics),
+        0,
+        "the outbox is empty after the flush"
+    );
+    aggregate_to_end(run);
+    Recovery(Some(took))
+}
+
+/// The outbox full (offline), then `owsu-producer flush` killed with SIGKILL as soon as its
+/// first events reach Kafka, and run again: events acknowledged before the kill but still in
+/// the outbox are sent twice, and must be counted once.
+fn producer_killed_mid_flush(suite: &Suite, run: &mut Run) -> Recovery {
+    let metrics = run.dir.join("outbox.prom");
+    let code = common::producer(&[
+        "publish",
+        "--input",
+        suite.import.to_str().unwrap(),
+        "--brokers",
+        UNREACHABLE,
+        "--topic-prefix",
+        &run.prefix,
+        "--id-secret-file",
+        suite.secret.to_str().unwrap(),
+        "--outbox",
+        run.dir.join("outbox").to_str().unwrap(),
+        "--delivery-timeout-secs",
+        "1",
+        "--chunk",
+        "2000",
+    ]);
+    assert_eq!(code, 3, "the year waits in the outbox");
+    let args: Vec<String> = [
+        "owsu-producer",
+        "flush",
+        "--brokers",
+        &run.bootstrap,
+        "--topic-prefix",
+        &run.prefix,
+        "--outbox",
+        run.dir.join("outbox").to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let log = run.dir.join("flush.log");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env(CHILD_ENV, serde_json::to_string(&args).unwrap())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn the flush");
+    wait_for(Duration::from_secs(60), "the flush's first events", || {
+        suite.end_offsets(run) > 0
+    });
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the flush ended before it could be killed; log:\n{}",
+        tail(&log)
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let t = Instant::now();
+    assert_eq!(suite.flush(run, &metrics), 0, "the second flush");
+    let took = t.elapsed();
+    assert_eq!(outbox_events(&metrics), 0, "the outbox is empty");
+    aggregate_to_end(run);
+    Recovery(Some(took))
+}
+
+/// `owsu_outbox_events` of a metrics file written by `--metrics-file`.
+fn outbox_events(file: &Path) -> u64 {
+    let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    text.lines()
+        .find(|l| l.starts_with("owsu_outbox_events{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no owsu_outbox_events in {}:\n{text}", file.display()))
+        as u64
+}
+
 impl Suite {
+    /// The year as seven exports of consecutive lines, in the run's directory.
+    fn week(&self, run: &Run) -> Vec<PathBuf> {
+        let text = std::fs::read_to_string(&self.import).unwrap();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let per_day = lines.len().div_ceil(7);
+        lines
+            .chunks(per_day)
+            .enumerate()
+            .map(|(d, chunk)| {
+                let f = run.dir.join(format!("day-{d}.jsonl"));
+                std::fs::write(&f, chunk.join("\n") + "\n").unwrap();
+                f
+            })
+            .collect()
+    }
+
+    /// `owsu-producer flush` of the run's outbox to the cluster, in this process.
+    fn flush(&self, run: &Run, metrics: &Path) -> i32 {
+        common::producer(&[
+            "flush",
+            "--brokers",
+            &run.bootstrap,
+            "--topic-prefix",
+            &run.prefix,
+            "--outbox",
+            run.dir.join("outbox").to_str().unwrap(),
+            "--metrics-file",
+            metrics.to_str().unwrap(),
+        ])
+    }
+
     /// Whether the group's committed offsets reached the end of every event partition.
     fn group_done(&self, run: &Run) -> bool {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
         let c: BaseConsumer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", self.cluster.bootstrap())
+            .set("bootstrap.servers", &run.bootstrap)
             .set("group.id", &run.group)
             .create()
             .unwrap();
@@ -619,12 +854,12 @@ impl Suite {
 }
 
 /// The aggregator in this process until caught up (after a publish-side fault).
-fn aggregate_to_end(suite: &Suite, run: &Run) {
+fn aggregate_to_end(run: &Run) {
     let args = [
         "owsu-aggregator",
         "run",
         "--brokers",
-        &suite.cluster.bootstrap(),
+        &run.bootstrap,
         "--topic-prefix",
         &run.prefix,
         "--group",
