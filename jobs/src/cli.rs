@@ -27,6 +27,7 @@ pub const EXIT_FLAGGED: i32 = 10;
     about = "Turn the OWSU summaries into the yearly review, a research dataset and the oversight list.",
     long_about = "Turn the OWSU summaries into what people use:\n\
         - review:   the yearly review for the secretary-general (HTML, JSON, CSV), nationally or for one province;\n\
+        - approve, restatements, approvals: approved reviews that stay put, and what changed since;\n\
         - demand:   the sector-demand dataset for researchers (Parquet by year, CSV, data dictionary);\n\
         - inactive: the oversight list of silent and anomalous units (table, CSV, JSON; exit code 10 when any unit is flagged);\n\
         - quality:  the data-quality report: anomalous events per unit and rule, fees above the schedule (HTML, CSV, JSON)."
@@ -54,8 +55,35 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The yearly review: services, revenue and complaints by level, sector and province, with
-    /// year-on-year change, processing times and reporting completeness.
-    Review(YearReport),
+    /// year-on-year change, processing times and reporting completeness. An approved year shows
+    /// its approved figures (the same bytes as when approved) and the restatements pending.
+    Review(ReviewArgs),
+    /// Approve a year's review as it stands: records who, when, the table versions and a digest
+    /// of the figures in the lake's audit/approvals table. From then on `review` shows these
+    /// figures, whatever arrives later; a new approval supersedes this one.
+    Approve {
+        /// The year to approve.
+        #[arg(long)]
+        year: i32,
+        /// Only this province or unit's review.
+        #[arg(long)]
+        scope: Option<String>,
+        /// Who approves (recorded).
+        #[arg(long)]
+        by: String,
+    },
+    /// What changed since a year's approval: per unit and figure, approved and current value,
+    /// and the late events and corrections that explain them (CSV and JSON).
+    Restatements(YearReport),
+    /// Every approval of a year's review, oldest first (the last one holds).
+    Approvals {
+        /// The year.
+        #[arg(long)]
+        year: i32,
+        /// Only this province or unit's review.
+        #[arg(long)]
+        scope: Option<String>,
+    },
     /// Sector demand for researchers: month × province × unit × sector × service.
     Demand {
         /// First month, YYYY-MM.
@@ -106,6 +134,17 @@ pub struct YearReport {
     pub out: Option<PathBuf>,
 }
 
+/// `owsu-jobs review`.
+#[derive(Debug, clap::Args)]
+pub struct ReviewArgs {
+    /// Year, scope and output directory.
+    #[command(flatten)]
+    pub report: YearReport,
+    /// The current figures even when the year is approved (labelled as not approved).
+    #[arg(long)]
+    pub current: bool,
+}
+
 impl YearReport {
     /// `--out`, or the job's default directory.
     fn out_dir(&self, job: &str) -> PathBuf {
@@ -137,16 +176,30 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         .enable_all()
         .build()?;
     match cli.command {
-        Command::Review(a) => {
-            let (year, out) = (a.year, a.out_dir("review"));
-            let review = rt.block_on(crate::review::compute(
-                &store,
-                &reference,
-                year,
-                a.scope.as_deref(),
-            ))?;
-            let html = crate::review::write(&review, &out)?;
+        Command::Review(ReviewArgs { report: a, current }) => {
+            let (year, out, scope) = (a.year, a.out_dir("review"), a.scope.as_deref());
+            let (review, approval, pending) = rt.block_on(async {
+                let (review, approval) = if current {
+                    (
+                        crate::review::compute(&store, &reference, year, scope).await?,
+                        None,
+                    )
+                } else {
+                    crate::approval::review_as_approved(&store, &reference, year, scope).await?
+                };
+                let pending = match approval {
+                    Some(_) => crate::approval::restatements(&store, &reference, year, scope)
+                        .await?
+                        .restated
+                        .len(),
+                    None => 0,
+                };
+                anyhow::Ok((review, approval, pending))
+            })?;
+            let status = crate::approval::status_line(approval.as_ref(), pending, year);
+            let html = crate::review::write_with_status(&review, &out, Some(&status))?;
             print!("{}", crate::review::facts_table(&review));
+            println!("{status}");
             println!(
                 "{} events in these figures carry a business-rule anomaly: `owsu-jobs quality --year {year}` lists them.",
                 review.flagged_events
@@ -156,6 +209,51 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 html.display(),
                 out.display()
             );
+            Ok(0)
+        }
+        Command::Approve { year, scope, by } => {
+            let (a, review) = rt.block_on(crate::approval::approve(
+                &store,
+                &reference,
+                year,
+                scope.as_deref(),
+                &by,
+            ))?;
+            print!("{}", crate::review::facts_table(&review));
+            println!(
+                "approved the review of {year} ({}) as {by}: {}, from tables {}{}",
+                scope.as_deref().unwrap_or("national"),
+                a.digest,
+                a.table_versions,
+                a.supersedes
+                    .map(|d| format!("; supersedes {d}"))
+                    .unwrap_or_default()
+            );
+            Ok(0)
+        }
+        Command::Restatements(a) => {
+            let out = a.out_dir("restatements");
+            let r = rt.block_on(crate::approval::restatements(
+                &store,
+                &reference,
+                a.year,
+                a.scope.as_deref(),
+            ))?;
+            let csv = crate::approval::write(&r, &out)?;
+            print!("{}", crate::approval::table(&r));
+            println!(
+                "written: {} (and late_events.csv, restatements.json)",
+                csv.display()
+            );
+            Ok(0)
+        }
+        Command::Approvals { year, scope } => {
+            let list = rt.block_on(crate::approval::list(&store, year, scope.as_deref()))?;
+            anyhow::ensure!(
+                !list.is_empty(),
+                "the review of {year} has no approval yet (owsu-jobs approve --year {year} --by NAME)"
+            );
+            print!("{}", crate::approval::approvals_table(&list));
             Ok(0)
         }
         Command::Quality(a) => {

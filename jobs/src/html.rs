@@ -141,8 +141,9 @@ fn days(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "–".into())
 }
 
-/// The whole page.
-pub(crate) fn review_page(r: &Review) -> String {
+/// The whole page; `status` (the approval and pending restatements, or "not approved") is
+/// shown under the title.
+pub(crate) fn review_page(r: &Review, status: Option<&str>) -> String {
     let usd = |riel: i64| riel as f64 / r.riel_per_usd as f64;
     let total = r.facts.last().cloned().unwrap_or_default();
     let last_row = r.facts.len().saturating_sub(1);
@@ -162,6 +163,9 @@ pub(crate) fn review_page(r: &Review) -> String {
                     p class="sub" {
                         (r.scope_name) ". Ministry of Interior. Figures from the OWSU national pipeline; money in riel, US$ at "
                         (thousands(r.riel_per_usd)) " riel."
+                    }
+                    @if let Some(st) = status {
+                        p class="sub" { b { (st) } }
                     }
                 }
                 section class="kpis" {

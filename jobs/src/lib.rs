@@ -1,5 +1,7 @@
 //! Jobs for the three users, over the aggregator's summaries:
 //! - [`review`] (+ [`html`]): the yearly review for the secretary-general;
+//! - [`approval`]: approved reviews that stay put (Delta time travel) and the restatements
+//!   waiting against them;
 //! - [`demand`]: the sector-demand dataset for researchers;
 //! - [`inactive`]: the oversight list of inactive and anomalous units;
 //! - [`quality`]: the data-quality report (business-rule anomalies, possible overcharging);
@@ -11,6 +13,7 @@
 //! definitions): the summary tables are the aggregator's published contract. They depend on no
 //! other role's crate; `owsu demo` and `owsu bench` live in the umbrella crate `owsu/`.
 
+pub mod approval;
 pub mod cli;
 mod data;
 pub mod demand;

@@ -352,6 +352,18 @@ pub async fn compute(
     year: i32,
     scope: Option<&str>,
 ) -> anyhow::Result<Review> {
+    compute_at(store, reference, year, scope, None).await
+}
+
+/// [`compute`] from the tables at the versions `at` (an approved review computed again: Delta
+/// time travel), or at their latest when `None`.
+pub async fn compute_at(
+    store: &Store,
+    reference: &Reference,
+    year: i32,
+    scope: Option<&str>,
+    at: Option<&owsu_lake::snapshot::Versions>,
+) -> anyhow::Result<Review> {
     let mut ix = Ix::new(reference);
     if let Some(s) = scope {
         anyhow::ensure!(
@@ -359,7 +371,7 @@ pub async fn compute(
             "--scope {s}: not a unit or province code in the registry"
         );
     }
-    let (cur, prev) = load(store, &mut ix, year, scope).await?;
+    let (cur, prev) = load(store, &mut ix, year, scope, at).await?;
     let has_prev = !prev.services.is_empty();
     let mut facts_now = facts(&cur, &ix)?;
     if has_prev {
@@ -370,7 +382,7 @@ pub async fn compute(
         }
     }
     let (completeness, reporting_gaps) = completeness(reference, &cur, &ix, year, scope)?;
-    let (flagged_events, raw_versions) = flagged(store, reference, year, scope).await?;
+    let (flagged_events, raw_versions) = flagged(store, reference, year, scope, at).await?;
     let mut lake_versions = cur.versions.clone();
     lake_versions.0.extend(raw_versions.0);
     Ok(Review {
@@ -404,6 +416,7 @@ async fn load(
     ix: &mut Ix<'_>,
     year: i32,
     scope: Option<&str>,
+    at: Option<&owsu_lake::snapshot::Versions>,
 ) -> anyhow::Result<(Summaries, Summaries)> {
     let from = NaiveDate::from_ymd_opt(year, 1, 1).expect("year");
     let to = NaiveDate::from_ymd_opt(year, 12, 31).expect("year");
@@ -413,7 +426,7 @@ async fn load(
         unit_days: true,
         processing: true,
     };
-    let cur = data::load(store, ix, all, from, to, scope, None).await?;
+    let cur = data::load(store, ix, all, from, to, scope, at).await?;
     // An all-zero review of a year the lake knows nothing of would read as a year of no
     // activity: refuse it.
     anyhow::ensure!(
@@ -796,6 +809,7 @@ async fn flagged(
     reference: &Reference,
     year: i32,
     scope: Option<&str>,
+    at: Option<&owsu_lake::snapshot::Versions>,
 ) -> anyhow::Result<(u64, owsu_lake::snapshot::Versions)> {
     let raw = owsu_lake::Snapshot::open(
         store,
@@ -803,7 +817,7 @@ async fn flagged(
             &owsu_lake::tables::RAW_SERVICE_EVENTS,
             &owsu_lake::tables::RAW_COMPLAINT_EVENTS,
         ],
-        None,
+        at,
     )
     .await?;
     let flagged_events = crate::quality::flagged_events(&raw, reference, year, scope).await?;
@@ -813,9 +827,24 @@ async fn flagged(
 /// Writes review.html, review.json and one CSV per table into `dir`, each replaced whole.
 /// Returns the HTML path.
 pub fn write(review: &Review, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    write_with_status(review, dir, None)
+}
+
+/// The bytes of review.json: what an approval's digest is taken over.
+pub fn json(review: &Review) -> anyhow::Result<Vec<u8>> {
+    Ok(serde_json::to_vec_pretty(review)?)
+}
+
+/// [`write`], with the approval status line shown under the page's title (the figures files are
+/// the same bytes either way).
+pub fn write_with_status(
+    review: &Review,
+    dir: &Path,
+    status: Option<&str>,
+) -> anyhow::Result<std::path::PathBuf> {
     use crate::output::{write, write_csv};
     std::fs::create_dir_all(dir)?;
-    write(&dir.join("review.json"), serde_json::to_vec_pretty(review)?)?;
+    write(&dir.join("review.json"), json(review)?)?;
     write_csv(&dir.join("facts.csv"), &review.facts)?;
     write_csv(&dir.join("by_sector.csv"), &review.by_sector)?;
     write_csv(&dir.join("by_province.csv"), &review.by_province)?;
@@ -827,7 +856,7 @@ pub fn write(review: &Review, dir: &Path) -> anyhow::Result<std::path::PathBuf> 
     )?;
     write_csv(&dir.join("reporting_gaps.csv"), &review.reporting_gaps)?;
     let html = dir.join("review.html");
-    write(&html, crate::html::review_page(review))?;
+    write(&html, crate::html::review_page(review, status))?;
     Ok(html)
 }
 
