@@ -322,16 +322,20 @@ pub(crate) async fn compact(
     Ok(CompactReport { tables })
 }
 
-/// Deletes files that no table version younger than `retain` needs, in every table.
+/// Deletes files that no table version younger than `retain` needs, in every table, keeping
+/// those of the versions an approved review was computed from.
 pub(crate) async fn vacuum(
     store: &Store,
     retain: Duration,
 ) -> anyhow::Result<Vec<(&'static str, usize)>> {
     let retain = chrono::Duration::from_std(retain)?;
+    // Approved reviews are computed again from their versions: their files stay.
+    let keep = owsu_lake::audit::approved_versions(store).await?;
     let mut out = Vec::new();
     for def in owsu_lake::tables::ALL {
         if let Some(mut t) = LakeTable::open(store, def, None).await? {
-            out.push((def.name, t.vacuum(retain).await?));
+            let versions = keep.get(def.name).map(Vec::as_slice).unwrap_or_default();
+            out.push((def.name, t.vacuum(retain, versions).await?));
         }
     }
     Ok(out)

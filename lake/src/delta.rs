@@ -799,23 +799,35 @@ impl LakeTable {
         Ok(report)
     }
 
-    /// Deletes files no version younger than `retain` refers to (Delta VACUUM); time travel
-    /// to versions older than that is then no longer possible. Returns the number of files
+    /// Deletes files no version younger than `retain` refers to (Delta VACUUM), except those
+    /// the versions `keep_versions` hold (approved reviews read them); time travel to other
+    /// versions older than that is then no longer possible. Returns the number of files
     /// deleted. Any `retain` is accepted (Delta's 7-day minimum is not enforced). A commit
     /// conflict is tried again on the newer version, up to 10 attempts, 100 ms more wait each.
-    pub async fn vacuum(&mut self, retain: chrono::Duration) -> Result<usize, DeltaError> {
+    pub async fn vacuum(
+        &mut self,
+        retain: chrono::Duration,
+        keep_versions: &[i64],
+    ) -> Result<usize, DeltaError> {
         // Vacuum records itself in the log; a writer committing at the same moment makes that
         // commit conflict, and trying again on the newer version is all it takes.
         let mut attempt = 0;
         loop {
             self.refresh().await?;
-            let r = self
+            let mut builder = self
                 .table
                 .clone()
                 .vacuum()
                 .with_retention_period(retain)
-                .with_enforce_retention_duration(false)
-                .await;
+                .with_enforce_retention_duration(false);
+            if !keep_versions.is_empty() {
+                let keep: Vec<u64> = keep_versions
+                    .iter()
+                    .filter_map(|v| u64::try_from(*v).ok())
+                    .collect();
+                builder = builder.with_keep_versions(&keep);
+            }
+            let r = builder.await;
             match r {
                 Ok((table, metrics)) => {
                     self.table = table;

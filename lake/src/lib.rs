@@ -6,12 +6,14 @@
 //! - [`delta`]: one table: create, write files, commit them with their Kafka offsets (fenced),
 //!   list and read active files;
 //! - [`frame`]: frames conformed to a table, Parquet bytes, Delta file statistics;
-//! - [`snapshot`]: a reader's consistent view of every table at one version each.
+//! - [`snapshot`]: a reader's consistent view of every table at one version each;
+//! - [`audit`]: what the audit tables ask of maintenance (the versions approvals read).
 //!
 //! Layout under the store root: `raw/{service_events,complaint_events,unit_days}/` and
 //! `summaries/{services_daily,complaints_daily,unit_days,processing_times}/`, each a Delta table
 //! (`_delta_log/` plus Parquet files).
 
+pub mod audit;
 pub mod delta;
 pub mod frame;
 pub mod snapshot;

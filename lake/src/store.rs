@@ -367,10 +367,24 @@ impl Store {
 pub fn is_unavailable(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut e: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(err) = e {
-        // Errors that box object_store's (a large type) show the box in the chain.
+        // Errors that box object_store's (a large type) show the box in the chain; delta-rs's
+        // kernel holds one without exposing it as a source.
+        let kernel = err
+            .downcast_ref::<deltalake::DeltaTableError>()
+            .or_else(|| {
+                err.downcast_ref::<Box<deltalake::DeltaTableError>>()
+                    .map(|b| &**b)
+            })
+            .and_then(|d| match d {
+                deltalake::DeltaTableError::KernelError(buoyant_kernel::Error::ObjectStore(os)) => {
+                    Some(os)
+                }
+                _ => None,
+            });
         let os = err
             .downcast_ref::<object_store::Error>()
-            .or_else(|| err.downcast_ref::<Box<object_store::Error>>().map(|b| &**b));
+            .or_else(|| err.downcast_ref::<Box<object_store::Error>>().map(|b| &**b))
+            .or(kernel);
         if let Some(os) = os {
             return matches!(
                 os,
@@ -388,4 +402,33 @@ pub fn is_unavailable(error: &(dyn std::error::Error + 'static)) -> bool {
         e = err.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generic() -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source: "error sending request: connection refused".into(),
+        }
+    }
+
+    #[test]
+    fn a_store_failure_is_recognised_however_deep_delta_rs_holds_it() {
+        let direct = anyhow::Error::new(generic()).context("reading a file");
+        assert!(direct.chain().any(is_unavailable));
+        // The kernel's ObjectStore variant does not expose the error as its source.
+        let kernel = deltalake::DeltaTableError::KernelError(buoyant_kernel::Error::ObjectStore(
+            generic(),
+        ));
+        let wrapped = anyhow::Error::new(kernel).context("table services_daily");
+        assert!(wrapped.chain().any(is_unavailable));
+        let not_found = anyhow::Error::new(object_store::Error::NotFound {
+            path: "x".into(),
+            source: "gone".into(),
+        });
+        assert!(!not_found.chain().any(is_unavailable), "an answer about the data");
+    }
 }

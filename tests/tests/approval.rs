@@ -1,6 +1,6 @@
 //! Approved yearly figures stay put (issue 13, items 1 and 2): a year is approved, late events
 //! and a correction for it arrive and are aggregated, and the review of that year is still the
-//! approved one byte for byte; `restatements` lists exactly the late events and the figures they
+//! approved one byte for byte (after compaction and a vacuum keeping no history); `restatements` lists exactly the late events and the figures they
 //! move; a new approval supersedes the first, both stay readable, and the review moves to it.
 
 mod common;
@@ -138,6 +138,15 @@ fn an_approved_review_does_not_move_and_restatements_explain_what_would() {
     )
     .unwrap();
     publish("late.jsonl");
+    // Compaction and a vacuum that keeps no history must leave the approved versions readable.
+    for args in [
+        vec!["owsu-aggregator", "compact", "--store", &store],
+        vec!["owsu-aggregator", "vacuum", "--store", &store, "--retain-hours", "0"],
+    ] {
+        use clap::Parser;
+        let cli = owsu_aggregator::cli::Cli::parse_from(&args);
+        assert_eq!(owsu_aggregator::cli::run(cli).unwrap(), 0, "{args:?}");
+    }
 
     // The approved review is the same bytes, and says what waits.
     assert_eq!(jobs(&["review", "--year", "2021", "--out", &p("r2")]), 0);
