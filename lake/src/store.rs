@@ -420,15 +420,17 @@ mod tests {
         let direct = anyhow::Error::new(generic()).context("reading a file");
         assert!(direct.chain().any(is_unavailable));
         // The kernel's ObjectStore variant does not expose the error as its source.
-        let kernel = deltalake::DeltaTableError::KernelError(buoyant_kernel::Error::ObjectStore(
-            generic(),
-        ));
+        let kernel =
+            deltalake::DeltaTableError::KernelError(buoyant_kernel::Error::ObjectStore(generic()));
         let wrapped = anyhow::Error::new(kernel).context("table services_daily");
         assert!(wrapped.chain().any(is_unavailable));
         let not_found = anyhow::Error::new(object_store::Error::NotFound {
             path: "x".into(),
             source: "gone".into(),
         });
-        assert!(!not_found.chain().any(is_unavailable), "an answer about the data");
+        assert!(
+            !not_found.chain().any(is_unavailable),
+            "an answer about the data"
+        );
     }
 }

@@ -141,7 +141,14 @@ fn an_approved_review_does_not_move_and_restatements_explain_what_would() {
     // Compaction and a vacuum that keeps no history must leave the approved versions readable.
     for args in [
         vec!["owsu-aggregator", "compact", "--store", &store],
-        vec!["owsu-aggregator", "vacuum", "--store", &store, "--retain-hours", "0"],
+        vec![
+            "owsu-aggregator",
+            "vacuum",
+            "--store",
+            &store,
+            "--retain-hours",
+            "0",
+        ],
     ] {
         use clap::Parser;
         let cli = owsu_aggregator::cli::Cli::parse_from(&args);
