@@ -835,7 +835,7 @@ pub fn json(review: &Review) -> anyhow::Result<Vec<u8>> {
     Ok(serde_json::to_vec_pretty(review)?)
 }
 
-/// [`write`], with the approval status line shown under the page's title (the figures files are
+/// [`write()`], with the approval status line shown under the page's title (the figures files are
 /// the same bytes either way).
 pub fn write_with_status(
     review: &Review,
