@@ -127,8 +127,18 @@ fn kill_9_at_five_random_moments_loses_and_doubles_nothing() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     let mut killed_mid_run = 0;
     for _ in 0..5 {
+        // Killed at a random moment after this run's first commit: by then it has restored its
+        // state and is landing batches, however fast the machine.
+        let before = lake_commits(&store);
         let mut child = spawn(&prefix, &group, &store, true, &log);
-        std::thread::sleep(Duration::from_millis(rng.gen_range(2_000..7_000)));
+        let started = Instant::now();
+        while lake_commits(&store) == before
+            && child.try_wait().unwrap().is_none()
+            && started.elapsed() < Duration::from_secs(120)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(rng.gen_range(0..1_500)));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL: no chance to finish the batch or commit
             killed_mid_run += 1;
@@ -151,6 +161,24 @@ fn kill_9_at_five_random_moments_loses_and_doubles_nothing() {
         &oracle::actual_from_store(&store),
     );
     oracle::assert_no_offset_twice(&store);
+}
+
+/// Commits in the lake so far: entries of every table's Delta log.
+fn lake_commits(store: &Path) -> usize {
+    owsu_lake::tables::ALL
+        .iter()
+        .map(|def| {
+            std::fs::read_dir(store.join(def.path).join("_delta_log"))
+                .map(|d| {
+                    d.filter(|e| {
+                        e.as_ref()
+                            .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json"))
+                    })
+                    .count()
+                })
+                .unwrap_or(0)
+        })
+        .sum()
 }
 
 fn signal(child: &Child, sig: &str) {

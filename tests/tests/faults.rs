@@ -594,8 +594,17 @@ fn aggregator_killed_five_times(suite: &Suite, run: &mut Run) -> Recovery {
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let mut killed_mid_run = 0;
     for _ in 0..5 {
+        // At a random moment after this run's first commit, however fast the machine.
+        let before = lake_commits(&run.store_dir);
         let mut child = suite.spawn_aggregator(run, true, &log);
-        std::thread::sleep(Duration::from_millis(rng.gen_range(2_000..6_000)));
+        let started = Instant::now();
+        while lake_commits(&run.store_dir) == before
+            && child.try_wait().unwrap().is_none()
+            && started.elapsed() < Duration::from_secs(120)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(rng.gen_range(0..1_500)));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap();
             killed_mid_run += 1;
