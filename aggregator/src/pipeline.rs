@@ -963,6 +963,27 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Every `snapshot_interval`, copies the changed partitions' state to the store (which also
+    /// commits it); in between, every `commit_interval`, commits it to its local file.
+    fn snapshot_or_commit_state(&mut self) -> anyhow::Result<()> {
+        if self.last_snapshot.elapsed() >= self.config.state.snapshot_interval {
+            // A snapshot only shortens a new owner's start: one the store cannot take now is
+            // taken at the next interval.
+            match self.consumer.context().snapshot(None) {
+                Err(e) if store_unavailable(&e) => {
+                    tracing::warn!("state snapshot not written, the store fails: {e:#}")
+                }
+                r => r?,
+            }
+            self.last_snapshot = Instant::now();
+            self.last_state_commit = Instant::now();
+        } else if self.last_state_commit.elapsed() >= self.config.state.commit_interval {
+            self.consumer.context().commit_states()?;
+            self.last_state_commit = Instant::now();
+        }
+        Ok(())
+    }
+
     /// Runs until shutdown is requested (or, with `until_caught_up`, until caught up).
     pub(crate) fn run(mut self, shutdown: Arc<AtomicBool>) -> anyhow::Result<RunReport> {
         let started = Instant::now();
@@ -1032,6 +1053,9 @@ impl Pipeline {
                 // lake holds all), a live run the raw rows that are old enough.
                 let files = self.flush_or_drop(self.config.until_caught_up, &shutdown)?;
                 report.files += files;
+                // An idle instance snapshots what its last batches changed too: a new owner
+                // after a crash then replays nothing.
+                self.snapshot_or_commit_state()?;
                 if self.config.until_caught_up && self.caught_up() {
                     tracing::info!("caught up: everything present at start-up is in the lake");
                     break;
@@ -1061,21 +1085,7 @@ impl Pipeline {
             report.files += b.files;
             report.batches += 1;
             b.emit(&self.metrics);
-            if self.last_snapshot.elapsed() >= self.config.state.snapshot_interval {
-                // A snapshot only shortens a new owner's start: one the store cannot take now
-                // is taken at the next interval.
-                match self.consumer.context().snapshot(None) {
-                    Err(e) if store_unavailable(&e) => {
-                        tracing::warn!("state snapshot not written, the store fails: {e:#}")
-                    }
-                    r => r?,
-                }
-                self.last_snapshot = Instant::now();
-                self.last_state_commit = Instant::now();
-            } else if self.last_state_commit.elapsed() >= self.config.state.commit_interval {
-                self.consumer.context().commit_states()?;
-                self.last_state_commit = Instant::now();
-            }
+            self.snapshot_or_commit_state()?;
             if last_progress.elapsed() > Duration::from_secs(5) {
                 last_progress = Instant::now();
                 tracing::info!(
