@@ -138,7 +138,7 @@ fn kill_9_at_five_random_moments_loses_and_doubles_nothing() {
         {
             std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(Duration::from_millis(rng.gen_range(0..1_500)));
+        std::thread::sleep(Duration::from_millis(rng.gen_range(0..300)));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL: no chance to finish the batch or commit
             killed_mid_run += 1;

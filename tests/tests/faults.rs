@@ -604,7 +604,7 @@ fn aggregator_killed_five_times(suite: &Suite, run: &mut Run) -> Recovery {
         {
             std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(Duration::from_millis(rng.gen_range(0..1_500)));
+        std::thread::sleep(Duration::from_millis(rng.gen_range(0..300)));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap();
             killed_mid_run += 1;
