@@ -157,6 +157,11 @@ pub struct RunArgs {
     #[arg(long, default_value_t = defaults::COMPACT_INTERVAL_S)]
     pub(crate) compact_interval_s: u64,
 
+    /// Seconds between reads of the event topics' metadata for partitions with fewer in-sync
+    /// replicas than replicas (metric owsu_under_replicated_partitions; a broker down or behind).
+    #[arg(long, default_value_t = defaults::REPLICATION_CHECK_S)]
+    pub(crate) replication_check_s: u64,
+
     /// Serve metrics at http://ADDR/metrics (OpenMetrics, for Prometheus) and the probes
     /// http://ADDR/health/live and /health/ready (200 or 503); off when empty.
     #[arg(long, env = "OWSU_METRICS_ADDR", default_value = "127.0.0.1:9464")]
@@ -233,6 +238,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             config.write_concurrency = a.store.io_concurrency.max(1);
             config.compact_interval =
                 (a.compact_interval_s > 0).then(|| Duration::from_secs(a.compact_interval_s));
+            config.replication_check = Duration::from_secs(a.replication_check_s.max(1));
             config.signatures_required = a.signatures == Signatures::Required;
             config.accept_gaps_by = a.accept_gaps_by;
             config.flush.raw_bytes = a.raw_flush_mib.max(1) << 20;

@@ -68,6 +68,8 @@ pub mod defaults {
     pub(crate) const STATE_COMMIT_INTERVAL_S: u64 = 10;
     /// Seconds between compactions of the raw tables while running (0: never).
     pub(crate) const COMPACT_INTERVAL_S: u64 = 600;
+    /// Seconds between reads of the topics' metadata for under-replicated partitions.
+    pub(crate) const REPLICATION_CHECK_S: u64 = 30;
     /// Size of a compacted raw file, MiB.
     pub(crate) const COMPACT_TARGET_MIB: u64 = 128;
     /// Size a raw table's next file (encoded as batches come, held in memory) is written at, MiB.
@@ -104,6 +106,9 @@ pub struct PipelineConfig {
     pub(crate) compact_interval: Option<Duration>,
     /// Size of a compacted raw file.
     pub(crate) compact_target_bytes: i64,
+    /// How often the event topics' metadata is read for partitions with fewer in-sync
+    /// replicas than replicas (the `owsu_under_replicated_partitions` gauge).
+    pub(crate) replication_check: Duration,
     /// When raw rows and summaries are committed.
     pub flush: FlushConfig,
     /// Dead-letter service and complaint events without a valid signature of their unit.
@@ -135,6 +140,7 @@ impl PipelineConfig {
             },
             compact_interval: Some(secs(defaults::COMPACT_INTERVAL_S)),
             compact_target_bytes: (defaults::COMPACT_TARGET_MIB << 20) as i64,
+            replication_check: secs(defaults::REPLICATION_CHECK_S),
             flush: FlushConfig {
                 raw_bytes: defaults::RAW_FLUSH_MIB << 20,
                 raw_interval: secs(defaults::RAW_FLUSH_S),
@@ -1008,7 +1014,7 @@ impl Pipeline {
         let mut replication_checked: Option<Instant> = None;
         loop {
             self.metrics.beat();
-            if replication_checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+            if replication_checked.is_none_or(|t| t.elapsed() >= self.config.replication_check) {
                 self.check_replication();
                 replication_checked = Some(Instant::now());
             }

@@ -686,6 +686,66 @@ impl Drop for S3Server {
     }
 }
 
+/// Whether the consumer group `group` on `bootstrap` has committed, on every partition
+/// (`0..partitions`) of the event topics under `prefix`, the partition's current end: a live
+/// aggregator has landed everything published so far (it commits Kafka offsets after the lake).
+pub fn group_done(bootstrap: &str, group: &str, prefix: &str, partitions: i32) -> bool {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .expect("a consumer for the group's offsets");
+    let mut tpl = TopicPartitionList::new();
+    let mut highs = Vec::new();
+    for k in owsu_schemas::RecordKind::ALL {
+        let t = format!("{prefix}{}", k.topic());
+        for p in 0..partitions {
+            let Ok((_, high)) = c.fetch_watermarks(&t, p, Duration::from_secs(10)) else {
+                return false;
+            };
+            tpl.add_partition(&t, p);
+            highs.push(high);
+        }
+    }
+    let Ok(committed) = c.committed_offsets(tpl, Duration::from_secs(10)) else {
+        return false;
+    };
+    committed
+        .elements()
+        .iter()
+        .zip(highs)
+        .all(|(e, high)| match e.offset() {
+            Offset::Offset(o) => o >= high,
+            _ => high == 0,
+        })
+}
+
+/// The value of the metric `name` (a gauge or counter without labels) that the process
+/// serving `http://addr/metrics` reports now; `None` while it does not answer or lacks it.
+pub fn scrape(addr: &str, name: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        conn,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut body = String::new();
+    conn.read_to_string(&mut body).ok()?;
+    body.lines().find_map(|l| {
+        let (metric, value) = l.split_once(' ')?;
+        (metric == name).then(|| value.trim().parse().ok())?
+    })
+}
+
+/// A free loopback address (`127.0.0.1:PORT`) for a process's metrics endpoint.
+pub fn free_addr() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
 #[cfg(test)]
 mod tests {
     /// topics.conf (read by kafka.sh and the harness) names exactly the topics of the schemas.

@@ -528,3 +528,24 @@ pub fn files_on_disk(store_dir: &Path, table_path: &str) -> usize {
         })
         .count()
 }
+
+/// Commits in a local store so far: the entries of every table's Delta log, less each table's
+/// creation. A test that kills or faults a running aggregator waits for this to grow, whatever
+/// the machine's speed.
+pub fn lake_commits(store_dir: &Path) -> usize {
+    owsu_lake::tables::ALL
+        .iter()
+        .map(|def| {
+            std::fs::read_dir(store_dir.join(def.path).join("_delta_log"))
+                .map(|d| {
+                    d.filter(|e| {
+                        e.as_ref()
+                            .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json"))
+                    })
+                    .count()
+                })
+                .unwrap_or(0)
+                .saturating_sub(1)
+        })
+        .sum()
+}

@@ -15,7 +15,7 @@
 //! a node share one cluster and run one after another; those that fault the pipeline's own
 //! processes and store run side by side on a second cluster meanwhile. The binary is also the
 //! aggregator (and producer) process the scenarios kill (started again with
-//! `OWSU_FAULTS_AGGREGATOR` set to its arguments).
+//! `OWSU_TEST_CHILD` set to its arguments).
 
 mod common;
 
@@ -29,30 +29,11 @@ use owsu_tests::Cluster;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-/// Set in a child: the JSON list of `owsu-aggregator` (or `owsu-producer`) arguments it runs.
-const CHILD_ENV: &str = "OWSU_FAULTS_AGGREGATOR";
 /// Partitions of each topic: several per node, so a node's loss moves some leaders.
 const PARTITIONS: i32 = 6;
 
 fn main() {
-    if let Ok(args) = std::env::var(CHILD_ENV) {
-        let args: Vec<String> = serde_json::from_str(&args).expect("child arguments");
-        // As the real binary does: logs on standard error (the scenario's log file).
-        let result = if args[0] == "owsu-producer" {
-            let cli = owsu_producer::cli::Cli::parse_from(&args);
-            owsu_runtime::logging::init(cli.log.log_format);
-            owsu_producer::cli::run(cli)
-        } else {
-            let cli = owsu_aggregator::cli::Cli::parse_from(&args);
-            owsu_runtime::logging::init(cli.log.log_format);
-            owsu_aggregator::cli::run(cli)
-        };
-        let code = result.unwrap_or_else(|e| {
-            eprintln!("{}: {e:#}", args[0]);
-            1
-        });
-        std::process::exit(code);
-    }
+    common::run_as_child_if_asked();
     // libtest's own flags (`--nocapture`, `--test-threads`, ...) mean nothing here.
     let words: Vec<String> = std::env::args()
         .skip(1)
@@ -160,6 +141,11 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "broker-killed-during-aggregation",
         run: broker_killed_during_aggregation,
+        alone: true,
+    },
+    Scenario {
+        name: "broker-down-seen-as-under-replicated",
+        run: broker_down_seen_as_under_replicated,
         alone: true,
     },
     Scenario {
@@ -364,6 +350,17 @@ impl Suite {
 
     /// `owsu-aggregator run` as a child process (this binary, see `main`), stderr to `log`.
     fn spawn_aggregator(&self, run: &Run, until_caught_up: bool, log: &Path) -> Child {
+        self.spawn_aggregator_with(run, until_caught_up, log, &[])
+    }
+
+    /// [`Self::spawn_aggregator`] with more arguments of `owsu-aggregator run`.
+    fn spawn_aggregator_with(
+        &self,
+        run: &Run,
+        until_caught_up: bool,
+        log: &Path,
+        extra: &[&str],
+    ) -> Child {
         let mut args: Vec<String> = [
             "owsu-aggregator",
             "run",
@@ -379,8 +376,6 @@ impl Suite {
             log.with_extension("state").to_str().unwrap(),
             "--snapshot-interval-s",
             "2",
-            "--metrics-addr",
-            "",
             "--max-batch",
             "3000",
             "--linger-ms",
@@ -393,13 +388,16 @@ impl Suite {
         if until_caught_up {
             args.push("--until-caught-up".into());
         }
+        if !extra.contains(&"--metrics-addr") {
+            args.extend(["--metrics-addr".into(), String::new()]);
+        }
+        args.extend(extra.iter().map(|a| a.to_string()));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .unwrap();
-        Command::new(std::env::current_exe().unwrap())
-            .env(CHILD_ENV, serde_json::to_string(&args).unwrap())
+        common::child_process(&args)
             .envs(run.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
@@ -417,9 +415,9 @@ impl Suite {
         wait_for(
             Duration::from_secs(120),
             "the aggregator's first commits",
-            || lake_commits(&run.store_dir) > 2 || child.try_wait().unwrap().is_some(),
+            || oracle::lake_commits(&run.store_dir) > 2 || child.try_wait().unwrap().is_some(),
         );
-        let at_fault = lake_commits(&run.store_dir);
+        let at_fault = oracle::lake_commits(&run.store_dir);
         let t = Instant::now();
         fault();
         let mut recovered = None;
@@ -428,7 +426,7 @@ impl Suite {
             if let Some(s) = child.try_wait().unwrap() {
                 break s;
             }
-            if recovered.is_none() && lake_commits(&run.store_dir) > at_fault {
+            if recovered.is_none() && oracle::lake_commits(&run.store_dir) > at_fault {
                 recovered = Some(t.elapsed());
             }
             if t.elapsed() > limit {
@@ -495,6 +493,62 @@ fn broker_killed_during_aggregation(suite: &Suite, run: &mut Run) -> Recovery {
     r
 }
 
+/// A live aggregator's `owsu_under_replicated_partitions` (the metric the alert rule watches):
+/// 0 on a whole cluster, above 0 once a node is killed and the controller shrinks its
+/// partitions' in-sync replicas, 0 again once the node is back and has caught up. Meanwhile the
+/// aggregator goes on landing every event. The recovery is the time from the node's restart to
+/// the gauge's return to 0.
+fn broker_down_seen_as_under_replicated(suite: &Suite, run: &mut Run) -> Recovery {
+    const GAUGE: &str = "owsu_under_replicated_partitions";
+    assert_eq!(suite.publish(run), 0, "publish");
+    let log = run.dir.join("aggregator.log");
+    let addr = owsu_tests::free_addr();
+    let mut child = suite.spawn_aggregator_with(
+        run,
+        false,
+        &log,
+        &["--metrics-addr", &addr, "--replication-check-s", "1"],
+    );
+    let gauge = || owsu_tests::scrape(&addr, GAUGE);
+    wait_for(
+        Duration::from_secs(60),
+        "the gauge at 0 on a whole cluster",
+        || gauge() == Some(0.0) || child.try_wait().unwrap().is_some(),
+    );
+    if let Some(s) = child.try_wait().unwrap() {
+        panic!("the aggregator ended ({s}); its log:\n{}", tail(&log));
+    }
+    let topic = format!("{}{}", run.prefix, owsu_schemas::topics::SERVICE_EVENTS);
+    suite.cluster.kill(suite.cluster.leader_of(&topic, 0));
+    // The controller shrinks the in-sync replicas once the node's session (9 s) expires.
+    wait_for(
+        Duration::from_secs(90),
+        "the gauge above 0 with a node down",
+        || gauge().is_some_and(|v| v > 0.0),
+    );
+    let down = gauge().unwrap_or(0.0);
+    let healed = Instant::now();
+    suite.cluster.heal();
+    wait_for(Duration::from_secs(120), "the gauge back at 0", || {
+        gauge() == Some(0.0)
+    });
+    let recovered = healed.elapsed();
+    eprintln!("fault suite: {GAUGE} was {down} with a node down, 0 again after {recovered:?}");
+    wait_for(
+        Duration::from_secs(600),
+        "the aggregator to land every event",
+        || owsu_tests::group_done(&run.bootstrap, &run.group, &run.prefix, PARTITIONS),
+    );
+    signal_child(&child, "TERM");
+    let s = child.wait().unwrap();
+    assert!(
+        s.success(),
+        "the aggregator failed ({s}); log:\n{}",
+        tail(&log)
+    );
+    Recovery(Some(recovered))
+}
+
 /// A node stopped cleanly and started again while the aggregator runs.
 fn broker_restarted_during_aggregation(suite: &Suite, run: &mut Run) -> Recovery {
     let topic = format!("{}{}", run.prefix, owsu_schemas::topics::SERVICE_EVENTS);
@@ -528,12 +582,12 @@ fn store_down_during_aggregation(suite: &Suite, run: &mut Run) -> Recovery {
     wait_for(
         Duration::from_secs(120),
         "the aggregator's first commits",
-        || lake_commits(&run.store_dir) > 2 || child.try_wait().unwrap().is_some(),
+        || oracle::lake_commits(&run.store_dir) > 2 || child.try_wait().unwrap().is_some(),
     );
     if let Some(s) = child.try_wait().unwrap() {
         panic!(
             "the aggregator ended ({s}) before its third commit ({} in {}); its log:\n{}",
-            lake_commits(&run.store_dir),
+            oracle::lake_commits(&run.store_dir),
             run.store_dir.display(),
             tail(&log)
         );
@@ -554,7 +608,7 @@ fn store_down_during_aggregation(suite: &Suite, run: &mut Run) -> Recovery {
         "the aggregator did not report the outage; its log:\n{}",
         tail(&log)
     );
-    let at_return = lake_commits(&run.store_dir);
+    let at_return = oracle::lake_commits(&run.store_dir);
     s3.restart();
     let back = Instant::now();
     let mut recovered = None;
@@ -562,7 +616,7 @@ fn store_down_during_aggregation(suite: &Suite, run: &mut Run) -> Recovery {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        if recovered.is_none() && lake_commits(&run.store_dir) > at_return {
+        if recovered.is_none() && oracle::lake_commits(&run.store_dir) > at_return {
             recovered = Some(back.elapsed());
         }
         assert!(
@@ -595,10 +649,10 @@ fn aggregator_killed_five_times(suite: &Suite, run: &mut Run) -> Recovery {
     let mut killed_mid_run = 0;
     for _ in 0..5 {
         // At a random moment after this run's first commit, however fast the machine.
-        let before = lake_commits(&run.store_dir);
+        let before = oracle::lake_commits(&run.store_dir);
         let mut child = suite.spawn_aggregator(run, true, &log);
         let started = Instant::now();
-        while lake_commits(&run.store_dir) == before
+        while oracle::lake_commits(&run.store_dir) == before
             && child.try_wait().unwrap().is_none()
             && started.elapsed() < Duration::from_secs(120)
         {
@@ -615,7 +669,7 @@ fn aggregator_killed_five_times(suite: &Suite, run: &mut Run) -> Recovery {
         killed_mid_run >= 3,
         "only {killed_mid_run} kills landed mid-run"
     );
-    let at_last = lake_commits(&run.store_dir);
+    let at_last = oracle::lake_commits(&run.store_dir);
     let t = Instant::now();
     let mut last = suite.spawn_aggregator(run, true, &log);
     let mut recovered = None;
@@ -623,7 +677,7 @@ fn aggregator_killed_five_times(suite: &Suite, run: &mut Run) -> Recovery {
         if let Some(s) = last.try_wait().unwrap() {
             break s;
         }
-        if recovered.is_none() && lake_commits(&run.store_dir) > at_last {
+        if recovered.is_none() && oracle::lake_commits(&run.store_dir) > at_last {
             recovered = Some(t.elapsed());
         }
         assert!(
@@ -643,22 +697,22 @@ fn aggregator_stalled(suite: &Suite, run: &mut Run) -> Recovery {
     let (log_a, log_b) = (run.dir.join("a.log"), run.dir.join("b.log"));
     let mut a = suite.spawn_aggregator(run, false, &log_a);
     wait_for(Duration::from_secs(120), "A's first commits", || {
-        lake_commits(&run.store_dir) > 2
+        oracle::lake_commits(&run.store_dir) > 2
     });
     signal_child(&a, "STOP");
     let t = Instant::now();
-    let at_fault = lake_commits(&run.store_dir);
+    let at_fault = oracle::lake_commits(&run.store_dir);
     let mut b = suite.spawn_aggregator(run, false, &log_b);
     let mut recovered = None;
     while t.elapsed() < Duration::from_secs(15) {
-        if recovered.is_none() && lake_commits(&run.store_dir) > at_fault {
+        if recovered.is_none() && oracle::lake_commits(&run.store_dir) > at_fault {
             recovered = Some(t.elapsed());
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     signal_child(&a, "CONT");
     wait_for(Duration::from_secs(600), "the pair to finish", || {
-        suite.group_done(run)
+        owsu_tests::group_done(&run.bootstrap, &run.group, &run.prefix, PARTITIONS)
     });
     signal_child(&a, "TERM");
     signal_child(&b, "TERM");
@@ -760,8 +814,7 @@ fn producer_killed_mid_flush(suite: &Suite, run: &mut Run) -> Recovery {
     .map(String::from)
     .to_vec();
     let log = run.dir.join("flush.log");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .env(CHILD_ENV, serde_json::to_string(&args).unwrap())
+    let mut child = common::child_process(&args)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -826,40 +879,6 @@ impl Suite {
             metrics.to_str().unwrap(),
         ])
     }
-
-    /// Whether the group's committed offsets reached the end of every event partition.
-    fn group_done(&self, run: &Run) -> bool {
-        use rdkafka::consumer::{BaseConsumer, Consumer};
-        use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-        let c: BaseConsumer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &run.bootstrap)
-            .set("group.id", &run.group)
-            .create()
-            .unwrap();
-        let mut tpl = TopicPartitionList::new();
-        let mut highs = Vec::new();
-        for k in owsu_schemas::RecordKind::ALL {
-            let t = format!("{}{}", run.prefix, k.topic());
-            for p in 0..PARTITIONS {
-                let Ok((_, high)) = c.fetch_watermarks(&t, p, Duration::from_secs(5)) else {
-                    return false;
-                };
-                tpl.add_partition(&t, p);
-                highs.push(high);
-            }
-        }
-        let Ok(committed) = c.committed_offsets(tpl, Duration::from_secs(10)) else {
-            return false;
-        };
-        committed
-            .elements()
-            .iter()
-            .zip(highs)
-            .all(|(e, high)| match e.offset() {
-                Offset::Offset(o) => o >= high,
-                _ => high == 0,
-            })
-    }
 }
 
 /// The aggregator in this process until caught up (after a publish-side fault).
@@ -882,26 +901,6 @@ fn aggregate_to_end(run: &Run) {
     let code = owsu_aggregator::cli::run(owsu_aggregator::cli::Cli::parse_from(args))
         .unwrap_or_else(|e| panic!("aggregate: {e:#}"));
     assert_eq!(code, 0, "aggregate");
-}
-
-/// Commits in the lake so far beyond the tables' creation: entries of every table's Delta log,
-/// less the one that created it (a table not created yet counts 0).
-fn lake_commits(store: &Path) -> usize {
-    owsu_lake::tables::ALL
-        .iter()
-        .map(|def| {
-            std::fs::read_dir(store.join(def.path).join("_delta_log"))
-                .map(|d| {
-                    d.filter(|e| {
-                        e.as_ref()
-                            .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json"))
-                    })
-                    .count()
-                })
-                .unwrap_or(0)
-                .saturating_sub(1)
-        })
-        .sum()
 }
 
 fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {

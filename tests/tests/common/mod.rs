@@ -5,8 +5,48 @@
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::process::Command;
 
 use clap::Parser;
+
+/// Set in a child process of a test binary with its own `main` (the fault suite, the crash
+/// tests): the JSON list of `owsu-aggregator` (or `owsu-producer`) arguments it runs.
+const CHILD_ENV: &str = "OWSU_TEST_CHILD";
+
+/// This test binary started again as the process `args` names (`["owsu-aggregator", "run",
+/// …]`): a real process, with its own pid, that a test can kill, stop and resume. The binary's
+/// `main` must call [`run_as_child_if_asked`] first.
+pub(crate) fn child_process(args: &[String]) -> Command {
+    let mut c = Command::new(std::env::current_exe().expect("the test binary's path"));
+    c.env(
+        CHILD_ENV,
+        serde_json::to_string(args).expect("arguments as JSON"),
+    );
+    c
+}
+
+/// In a process [`child_process`] started: runs its command as the real binary does (logs on
+/// standard error) and exits with its status. Otherwise returns at once.
+pub(crate) fn run_as_child_if_asked() {
+    let Ok(args) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let args: Vec<String> = serde_json::from_str(&args).expect("child arguments");
+    let result = if args[0] == "owsu-producer" {
+        let cli = owsu_producer::cli::Cli::parse_from(&args);
+        owsu_runtime::logging::init(cli.log.log_format);
+        owsu_producer::cli::run(cli)
+    } else {
+        let cli = owsu_aggregator::cli::Cli::parse_from(&args);
+        owsu_runtime::logging::init(cli.log.log_format);
+        owsu_aggregator::cli::run(cli)
+    };
+    let code = result.unwrap_or_else(|e| {
+        eprintln!("{}: {e:#}", args[0]);
+        1
+    });
+    std::process::exit(code);
+}
 
 /// `owsu-aggregator run --until-caught-up` in this process, on the shared broker, with the
 /// group `<prefix>agg`: what most tests run once the topics are filled.

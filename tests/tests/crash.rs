@@ -2,17 +2,21 @@
 //! sharing the partitions with one killed halfway, and a zombie (an instance stopped past its
 //! session timeout, then resumed). Final summaries equal the oracle and no Kafka offset is in
 //! the raw tables twice.
+//!
+//! The binary has its own `main` (`harness = false`, with libtest-mimic's usual command line):
+//! it is also the aggregator process the tests kill, started again by
+//! [`common::child_process`].
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use owsu_tests::oracle;
+use libtest_mimic::{Arguments, Trial};
+use owsu_tests::oracle::{self, lake_commits};
 use rand::{Rng, SeedableRng};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::ClientConfig;
 
 /// Simulates a small year into an import file and publishes it; returns the file.
 fn publish_year(dir: &Path, prefix: &str, seed: &str) -> PathBuf {
@@ -61,8 +65,9 @@ fn publish_year(dir: &Path, prefix: &str, seed: &str) -> PathBuf {
 /// Starts an instance; its partition state goes to `log`'s name with `.state` (each instance
 /// has its own, as on separate machines; a restarted instance reuses its own).
 fn spawn(prefix: &str, group: &str, store: &Path, until_caught_up: bool, log: &Path) -> Child {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_owsu-aggregator"));
-    c.args([
+    let state = log.with_extension("state");
+    let mut args = [
+        "owsu-aggregator",
         "run",
         "--brokers",
         owsu_tests::bootstrap(),
@@ -71,11 +76,9 @@ fn spawn(prefix: &str, group: &str, store: &Path, until_caught_up: bool, log: &P
         "--group",
         group,
         "--store",
-    ])
-    .arg(store)
-    .arg("--state-dir")
-    .arg(log.with_extension("state"))
-    .args([
+        store.to_str().expect("utf-8 path"),
+        "--state-dir",
+        state.to_str().expect("utf-8 path"),
         "--snapshot-interval-s",
         "2",
         "--metrics-addr",
@@ -86,16 +89,19 @@ fn spawn(prefix: &str, group: &str, store: &Path, until_caught_up: bool, log: &P
         "200",
         "--session-timeout-ms",
         "6000",
-    ]);
+    ]
+    .map(String::from)
+    .to_vec();
     if until_caught_up {
-        c.arg("--until-caught-up");
+        args.push("--until-caught-up".into());
     }
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .unwrap();
-    c.stdout(Stdio::null())
+    common::child_process(&args)
+        .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .expect("spawn owsu-aggregator")
@@ -115,7 +121,6 @@ fn wait_with_timeout(child: &mut Child, limit: Duration) -> std::process::ExitSt
     }
 }
 
-#[test]
 fn kill_9_at_five_random_moments_loses_and_doubles_nothing() {
     let prefix = owsu_tests::random_prefix("kill9");
     owsu_tests::create_topics(&prefix, 6);
@@ -163,24 +168,6 @@ fn kill_9_at_five_random_moments_loses_and_doubles_nothing() {
     oracle::assert_no_offset_twice(&store);
 }
 
-/// Commits in the lake so far: entries of every table's Delta log.
-fn lake_commits(store: &Path) -> usize {
-    owsu_lake::tables::ALL
-        .iter()
-        .map(|def| {
-            std::fs::read_dir(store.join(def.path).join("_delta_log"))
-                .map(|d| {
-                    d.filter(|e| {
-                        e.as_ref()
-                            .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json"))
-                    })
-                    .count()
-                })
-                .unwrap_or(0)
-        })
-        .sum()
-}
-
 fn signal(child: &Child, sig: &str) {
     assert!(Command::new("kill")
         .arg(format!("-{sig}"))
@@ -190,7 +177,6 @@ fn signal(child: &Child, sig: &str) {
         .success());
 }
 
-#[test]
 fn a_stalled_instance_cannot_commit_over_the_new_owner() {
     let prefix = owsu_tests::random_prefix("zombie");
     owsu_tests::create_topics(&prefix, 6);
@@ -250,34 +236,11 @@ fn a_stalled_instance_cannot_commit_over_the_new_owner() {
     oracle::assert_no_offset_twice(&store);
 }
 
+/// [`owsu_tests::group_done`] on the shared broker's six partitions.
 fn group_done(group: &str, prefix: &str) -> bool {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", owsu_tests::bootstrap())
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    let mut highs = Vec::new();
-    for k in owsu_schemas::RecordKind::ALL {
-        let t = format!("{prefix}{}", k.topic());
-        for p in 0..6 {
-            let (_, high) = c.fetch_watermarks(&t, p, Duration::from_secs(10)).unwrap();
-            tpl.add_partition(&t, p);
-            highs.push(high);
-        }
-    }
-    let committed = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-    committed
-        .elements()
-        .iter()
-        .zip(highs)
-        .all(|(e, high)| match e.offset() {
-            Offset::Offset(o) => o >= high,
-            _ => high == 0,
-        })
+    owsu_tests::group_done(owsu_tests::bootstrap(), group, prefix, 6)
 }
 
-#[test]
 fn two_instances_share_the_work_and_survive_one_being_killed() {
     let prefix = owsu_tests::random_prefix("pair");
     owsu_tests::create_topics(&prefix, 6);
@@ -402,7 +365,6 @@ fn two_instances_share_the_work_and_survive_one_being_killed() {
 
 /// Compaction and vacuum while an aggregator is ingesting: the figures and the raw rows are
 /// those of a run without them, and the raw tables end with few files.
-#[test]
 fn compact_and_vacuum_during_a_live_run_change_no_figure() {
     let prefix = owsu_tests::random_prefix("compact");
     owsu_tests::create_topics(&prefix, 6);
@@ -477,4 +439,36 @@ fn strip_ansi(s: &str) -> String {
         }
     }
     out
+}
+
+fn main() {
+    common::run_as_child_if_asked();
+    let tests: [(&str, fn()); 4] = [
+        (
+            "kill_9_at_five_random_moments_loses_and_doubles_nothing",
+            kill_9_at_five_random_moments_loses_and_doubles_nothing,
+        ),
+        (
+            "a_stalled_instance_cannot_commit_over_the_new_owner",
+            a_stalled_instance_cannot_commit_over_the_new_owner,
+        ),
+        (
+            "two_instances_share_the_work_and_survive_one_being_killed",
+            two_instances_share_the_work_and_survive_one_being_killed,
+        ),
+        (
+            "compact_and_vacuum_during_a_live_run_change_no_figure",
+            compact_and_vacuum_during_a_live_run_change_no_figure,
+        ),
+    ];
+    let trials = tests
+        .into_iter()
+        .map(|(name, test)| {
+            Trial::test(name, move || {
+                test();
+                Ok(())
+            })
+        })
+        .collect();
+    libtest_mimic::run(&Arguments::from_args(), trials).exit();
 }
