@@ -84,6 +84,19 @@ pub enum Command {
         #[arg(long)]
         scope: Option<String>,
     },
+    /// Reporting completeness and timeliness per unit and month, as DHIS2 reports them: working
+    /// days expected (Monday to Friday less the public holidays of holidays.csv), unit-days
+    /// closed, closed on time and reconciled (own count equals what arrived); per month,
+    /// province and unit, with the least complete units first (CSV and JSON).
+    Completeness {
+        /// Year, scope and output directory (default reports/completeness-YEAR[-SCOPE]).
+        #[command(flatten)]
+        report: YearReport,
+        /// A close is on time when recorded before this hour (Cambodia time) of the next
+        /// working day.
+        #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(0..24))]
+        deadline_hour: u32,
+    },
     /// Sector demand for researchers: month × province × unit × sector × service.
     Demand {
         /// First month, YYYY-MM.
@@ -269,6 +282,28 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             println!(
                 "quality report written: {} (and quality.json, anomalies.csv, overcharging.csv, waiting_corrections.csv)",
                 html.display()
+            );
+            Ok(0)
+        }
+        Command::Completeness {
+            report: a,
+            deadline_hour,
+        } => {
+            let out = a.out_dir("completeness");
+            let r = rt.block_on(crate::completeness::run(
+                &store,
+                &reference,
+                a.year,
+                a.scope.as_deref(),
+                crate::completeness::Deadline {
+                    hour: deadline_hour,
+                },
+            ))?;
+            let csv = crate::completeness::write(&r, &out)?;
+            print!("{}", crate::completeness::table(&r));
+            println!(
+                "written: {} (and completeness_monthly.csv, completeness_by_province.csv, least_complete_units.csv, completeness.json)",
+                csv.display()
             );
             Ok(0)
         }

@@ -201,6 +201,18 @@ pub(crate) struct DayRow {
     pub status: String,
 }
 
+/// A row of `raw/unit_days`: one close of a unit's day as it arrived (a unit may close a day
+/// again with new counts).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CloseRow {
+    /// The day closed.
+    pub date: NaiveDate,
+    /// Unit index (see [`Ix::unit`]).
+    pub unit: u16,
+    /// When this close was recorded, ms since the epoch.
+    pub closed_at: owsu_schemas::time::Millis,
+}
+
 /// A row of `processing_times`: one delivered request.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct ProcRow {
@@ -225,6 +237,8 @@ pub(crate) struct Want {
     pub unit_days: bool,
     /// Load `processing_times`.
     pub processing: bool,
+    /// Load the closes of `raw/unit_days` (when each unit-day was closed).
+    pub closes: bool,
 }
 
 /// The rows [`load`] kept: in the date range, in scope, of units the registry knows. A table
@@ -241,6 +255,8 @@ pub(crate) struct Summaries {
     pub unit_days: Vec<DayRow>,
     /// Rows of `processing_times`.
     pub processing: Vec<ProcRow>,
+    /// Rows of `raw/unit_days`.
+    pub closes: Vec<CloseRow>,
 }
 
 impl Summaries {
@@ -276,6 +292,7 @@ pub(crate) async fn load(
         (&tables::COMPLAINTS_DAILY, want.complaints),
         (&tables::UNIT_DAYS, want.unit_days),
         (&tables::PROCESSING_TIMES, want.processing),
+        (&tables::RAW_UNIT_DAYS, want.closes),
     ]
     .into_iter()
     .filter(|(_, w)| *w)
@@ -450,6 +467,18 @@ fn read_frame(
                     services_gap: sg[i],
                     complaints_gap: cg[i],
                     status: status[i].clone(),
+                }));
+        }
+        "raw_unit_days" => {
+            let at = df.column("closed_at")?.datetime()?.physical().clone();
+            out.closes
+                .extend(keep.into_iter().flatten().filter_map(|(i, unit)| {
+                    Some(CloseRow {
+                        date: dates[i],
+                        unit,
+                        // The lake keeps timestamps in microseconds.
+                        closed_at: at.get(i)?.div_euclid(1000),
+                    })
                 }));
         }
         _ => {

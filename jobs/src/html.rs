@@ -143,6 +143,28 @@ fn days(v: Option<f64>) -> String {
 
 /// The whole page; `status` (the approval and pending restatements, or "not approved") is
 /// shown under the title.
+/// A completeness table: per row (a month, province or unit), the unit-days expected and the
+/// shares closed, on time and reconciled (the review's and the dashboard's).
+pub(crate) fn completeness_table(first: &str, rows: &[crate::completeness::Row]) -> Markup {
+    html! {
+        table {
+            thead { tr {
+                th { (first) } th class="num" { "Expected" } th class="num" { "Closed" }
+                th class="num" { "On time" } th class="num" { "Reconciled" }
+            } }
+            tbody { @for r in rows {
+                tr {
+                    td { (r.name) @if r.name != r.code { " " span class="note" { (r.code) } } }
+                    td class="num" { (thousands(r.expected as i64)) }
+                    td class="num" { (format!("{:.1}%", r.closed_pct)) }
+                    td class="num" { (format!("{:.1}%", r.on_time_pct)) }
+                    td class="num" { (format!("{:.1}%", r.reconciled_pct)) }
+                }
+            } }
+        }
+    }
+}
+
 pub(crate) fn review_page(r: &Review, status: Option<&str>) -> String {
     let usd = |riel: i64| riel as f64 / r.riel_per_usd as f64;
     let total = r.facts.last().cloned().unwrap_or_default();
@@ -330,14 +352,27 @@ pub(crate) fn review_page(r: &Review, status: Option<&str>) -> String {
                     "Processing time: from the request's receipt to its delivery, in calendar days (weekends and holidays included)."
                 }
 
-                @let c = &r.completeness;
-                h2 { "Reporting completeness" }
+                @let c = &r.reporting;
+                h2 { "Reporting completeness and timeliness" }
                 p {
-                    (thousands(c.closed_unit_days as i64)) " of " (thousands(c.expected_unit_days as i64))
-                    " expected unit-days were closed by their unit (" (format!("{:.1}", c.closed_pct)) "%): "
-                    (c.units) " units × " (c.working_days) " working days. "
-                    (c.units_with_gaps) " units had " (c.unit_days_with_gaps)
+                    (thousands(c.total.closed as i64)) " of " (thousands(c.total.expected as i64))
+                    " expected unit-days were closed by their unit (" (format!("{:.1}", c.total.closed_pct)) "%), "
+                    (thousands(c.total.on_time as i64)) " on time (" (format!("{:.1}", c.total.on_time_pct)) "%) and "
+                    (thousands(c.total.reconciled as i64)) " reconciled (" (format!("{:.1}", c.total.reconciled_pct)) "%)"
+                    @if let Some(t) = c.through { ", working days through " (t) } ". "
+                    "On time: " (c.deadline) ". Reconciled: the unit's own count equals the events that arrived. "
+                    (r.reporting_gaps.len()) " units had "
+                    (r.reporting_gaps.iter().map(|g| g.days_with_gaps).sum::<usize>())
                     " unit-days whose own closing count disagreed with the events that arrived."
+                }
+                (completeness_table("Month", &c.months))
+                @if c.provinces.len() > 1 {
+                    h3 { "By province" }
+                    (completeness_table("Province", &c.provinces))
+                }
+                @if !c.least_complete.is_empty() {
+                    h3 { "Least complete units" }
+                    (completeness_table("Unit", &c.least_complete))
                 }
                 @if !r.reporting_gaps.is_empty() {
                     table {

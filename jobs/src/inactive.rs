@@ -179,7 +179,7 @@ async fn load_window(
         services: true,
         complaints: true,
         unit_days: true,
-        processing: false,
+        ..Want::default()
     };
     let s = data::load(store, ix, want, start, as_of, scope, None).await?;
     let empty = |s: &data::Summaries| {

@@ -15,6 +15,7 @@
 
 pub mod approval;
 pub mod cli;
+pub mod completeness;
 mod data;
 pub mod demand;
 pub mod html;

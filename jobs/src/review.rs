@@ -15,6 +15,7 @@ use owsu_schemas::reference::{Level, Reference};
 use owsu_schemas::RIEL_PER_USD;
 use serde::Serialize;
 
+use crate::completeness::{self, Deadline, Reporting};
 use crate::data::{self, median_p90, Ix, Summaries, Want};
 use crate::sum::{add, Overflow};
 
@@ -130,25 +131,6 @@ pub struct ProcessingRow {
     pub(crate) p90_days: Option<f64>,
 }
 
-/// Reporting completeness of the scope's units over the year's working days.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Completeness {
-    /// Units in scope that have an OWSU.
-    pub units: usize,
-    /// Working days of the year in the holiday calendar.
-    pub working_days: usize,
-    /// `units` × `working_days`.
-    pub(crate) expected_unit_days: usize,
-    /// Working days that units in scope closed (a UnitDayClosed arrived).
-    pub(crate) closed_unit_days: usize,
-    /// `closed_unit_days` ÷ `expected_unit_days`, in percent (0 when none is expected).
-    pub(crate) closed_pct: f64,
-    /// Units with at least one unit-day whose own count disagreed with what arrived.
-    pub(crate) units_with_gaps: usize,
-    /// Those unit-days, over all units.
-    pub(crate) unit_days_with_gaps: usize,
-}
-
 /// A unit whose own closing count disagreed with the events that arrived on some day.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GapRow {
@@ -191,8 +173,9 @@ pub struct Review {
     pub monthly: Vec<MonthRow>,
     /// Processing times per sector, most deliveries first.
     pub processing: Vec<ProcessingRow>,
-    /// Unit-days closed against those expected.
-    pub completeness: Completeness,
+    /// Completeness and timeliness: unit-days expected, closed, on time and reconciled, in
+    /// total, per month and province, and the least complete units.
+    pub reporting: Reporting,
     /// Units with reporting gaps, most gap days first, then by unit code.
     pub reporting_gaps: Vec<GapRow>,
     /// The lake table versions the figures were computed from (reproducible by time travel):
@@ -381,7 +364,12 @@ pub async fn compute_at(
             f.complaints_yoy_pct = pct_change(f.complaints_received, p.complaints_received);
         }
     }
-    let (completeness, reporting_gaps) = completeness(reference, &cur, &ix, year, scope)?;
+    let reporting_gaps = reporting_gaps(reference, &cur, &ix, year)?;
+    let through = cur
+        .latest_day()
+        .unwrap_or_else(|| NaiveDate::from_ymd_opt(year, 12, 31).expect("year"));
+    let reporting =
+        completeness::compute(reference, &cur, year, scope, through, Deadline::default());
     let (flagged_events, raw_versions) = flagged(store, reference, year, scope, at).await?;
     let mut lake_versions = cur.versions.clone();
     lake_versions.0.extend(raw_versions.0);
@@ -401,7 +389,7 @@ pub async fn compute_at(
         by_province: by_province(reference, &cur, &prev, &ix, year, scope)?,
         monthly: monthly(&cur, year)?,
         processing: processing(&cur, &ix),
-        completeness,
+        reporting,
         reporting_gaps,
         latest_day: cur.latest_day(),
         lake_versions,
@@ -425,6 +413,7 @@ async fn load(
         complaints: true,
         unit_days: true,
         processing: true,
+        closes: true,
     };
     let cur = data::load(store, ix, all, from, to, scope, at).await?;
     // An all-zero review of a year the lake knows nothing of would read as a year of no
@@ -705,24 +694,17 @@ fn processing(cur: &Summaries, ix: &Ix<'_>) -> Vec<ProcessingRow> {
     processing
 }
 
-/// Reporting completeness: unit-days closed against working days of the units in scope, and
-/// the units whose own closing counts disagreed with the events that arrived (most gaps first).
-fn completeness(
+/// The units whose own closing counts disagreed with the events that arrived on some working
+/// day of the year (most gap days first, then by code).
+fn reporting_gaps(
     reference: &Reference,
     cur: &Summaries,
     ix: &Ix<'_>,
     year: i32,
-    scope: Option<&str>,
-) -> anyhow::Result<(Completeness, Vec<GapRow>)> {
+) -> anyhow::Result<Vec<GapRow>> {
     let from = NaiveDate::from_ymd_opt(year, 1, 1).expect("year");
     let to = NaiveDate::from_ymd_opt(year, 12, 31).expect("year");
     let working = reference.holidays.working_days(from, to);
-    let units: Vec<&owsu_schemas::Unit> = reference
-        .registry
-        .units
-        .iter()
-        .filter(|u| u.has_owsu && scope.is_none_or(|s| u.province_code == s || u.code == s))
-        .collect();
     let mut per_unit: BTreeMap<u16, (usize, usize, i64, Option<NaiveDate>)> = BTreeMap::new();
     let working_set: std::collections::HashSet<NaiveDate> = working.iter().copied().collect();
     for d in &cur.unit_days {
@@ -748,8 +730,6 @@ fn completeness(
             e.3 = Some(e.3.map_or(d.date, |f: NaiveDate| f.min(d.date)));
         }
     }
-    let closed: usize = per_unit.values().map(|v| v.0).sum();
-    let expected = working.len() * units.len();
     let mut gaps: Vec<GapRow> = per_unit
         .iter()
         .filter(|(_, v)| v.1 > 0)
@@ -768,21 +748,7 @@ fn completeness(
             .cmp(&a.days_with_gaps)
             .then(a.unit_code.cmp(&b.unit_code))
     });
-    let completeness = Completeness {
-        units: units.len(),
-        working_days: working.len(),
-        expected_unit_days: expected,
-        closed_unit_days: closed,
-        closed_pct: if expected > 0 {
-            closed as f64 * 100.0 / expected as f64
-        } else {
-            0.0
-        },
-        units_with_gaps: gaps.len(),
-        unit_days_with_gaps: gaps.iter().map(|g| g.days_with_gaps).sum(),
-    };
-
-    Ok((completeness, gaps))
+    Ok(gaps)
 }
 
 /// The scope as the page's subtitle names it.
@@ -852,7 +818,19 @@ pub fn write_with_status(
     write_csv(&dir.join("processing_times.csv"), &review.processing)?;
     write_csv(
         &dir.join("completeness.csv"),
-        std::slice::from_ref(&review.completeness),
+        std::slice::from_ref(&review.reporting.total),
+    )?;
+    write_csv(
+        &dir.join("completeness_monthly.csv"),
+        &review.reporting.months,
+    )?;
+    write_csv(
+        &dir.join("completeness_by_province.csv"),
+        &review.reporting.provinces,
+    )?;
+    write_csv(
+        &dir.join("least_complete_units.csv"),
+        &review.reporting.least_complete,
     )?;
     write_csv(&dir.join("reporting_gaps.csv"), &review.reporting_gaps)?;
     let html = dir.join("review.html");

@@ -4,7 +4,10 @@
 //! and pipes).
 
 use comfy_table::presets::NOTHING;
-use comfy_table::{CellAlignment, ContentArrangement, Table};
+use comfy_table::{CellAlignment, ContentArrangement};
+
+/// The table type [`new`] gives (comfy-table's), for callers that fill one in a helper.
+pub use comfy_table::Table;
 
 /// A table with `header`, whose columns at the positions in `right` are right-aligned.
 pub fn new(header: &[&str], right: &[usize]) -> Table {
