@@ -9,7 +9,7 @@
 //! aggregator stopped again before its first commit past it) is not asked about twice.
 
 use owsu_lake::tables::OFFSET_GAPS;
-use owsu_lake::{LakeTable, Store};
+use owsu_lake::{LakeTable, Snapshot, Store};
 use polars::prelude::*;
 
 /// Events of one partition that Kafka no longer has and the lake never held.
@@ -77,28 +77,22 @@ impl Gap {
 /// recorded before (retention deleted more since) starts where that one ended, so no lost event
 /// is recorded twice.
 pub(crate) async fn unaccepted(store: &Store, gaps: Vec<Gap>) -> anyhow::Result<Vec<Gap>> {
-    let Some(table) = LakeTable::open(store, &OFFSET_GAPS, None).await? else {
-        return Ok(gaps);
-    };
-    let files = table.files().await?;
-    let df = table.read(&files, 4).await?;
-    let topic = df.column("topic")?.str()?.clone();
-    let partition = df.column("kafka_partition")?.i32()?.clone();
-    let lake_offset = df.column("lake_offset")?.i64()?.clone();
-    let log_start = df.column("log_start")?.i64()?.clone();
+    let snapshot = Snapshot::open(store, &[&OFFSET_GAPS], None).await?;
+    let recorded = owsu_lake::audit::offset_gaps(&snapshot).await?;
     Ok(gaps
         .into_iter()
         .filter_map(|g| {
             // The furthest log start accepted by a recorded gap that spans the lake's next
             // offset (it began at or before it and ended after it).
             let held = g.lake_offset.unwrap_or(-1);
-            let accepted = (0..df.height())
-                .filter(|&i| {
-                    topic.get(i) == Some(g.topic.as_str())
-                        && partition.get(i) == Some(g.partition)
-                        && lake_offset.get(i).unwrap_or(-1) <= held
+            let accepted = recorded
+                .iter()
+                .filter(|r| {
+                    r.topic == g.topic
+                        && r.partition == g.partition
+                        && r.lake_offset.unwrap_or(-1) <= held
                 })
-                .filter_map(|i| log_start.get(i))
+                .map(|r| r.log_start)
                 .filter(|&s| s > held + 1)
                 .max();
             match accepted {

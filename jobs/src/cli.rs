@@ -217,6 +217,14 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 "{} events in these figures carry a business-rule anomaly: `owsu-jobs quality --year {year}` lists them.",
                 review.flagged_events
             );
+            if !review.lost_events.is_none() {
+                println!(
+                    "{} events are in no figure: Kafka deleted them before the lake held them ({} gaps accepted by {}; audit/offset_gaps).",
+                    review.lost_events.events,
+                    review.lost_events.gaps,
+                    review.lost_events.accepted_by.join(", ")
+                );
+            }
             println!(
                 "review written: {} (and review.json, one CSV per table, in {})",
                 html.display(),

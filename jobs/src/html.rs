@@ -209,6 +209,13 @@ pub(crate) fn review_page(r: &Review, status: Option<&str>) -> String {
                     a href=(r.quality_report) { "The data-quality report" }
                     " (" code { "owsu-jobs quality --year " (r.year) } ") lists them."
                 }
+                @if !r.lost_events.is_none() {
+                    p class="sub" { b {
+                        (thousands(r.lost_events.events)) " events are in no figure: Kafka deleted them (retention)                          before the lake held them, in " (r.lost_events.gaps) " gap(s) accepted by "
+                        (r.lost_events.accepted_by.join(", "))
+                        " (the lake's audit/offset_gaps table). Which units and days they were of is not known."
+                    } }
+                }
                 // The table as FACTS.md reads it: services and revenue, then complaints on their two axes.
                 h2 { "The year at a glance" }
                 table {

@@ -150,6 +150,26 @@ pub struct GapRow {
     pub(crate) first_gap: Option<NaiveDate>,
 }
 
+/// Events Kafka deleted (retention) before the lake held them, whose loss an operator accepted
+/// (`audit/offset_gaps`): they are in no figure, and which units and days they were of is not
+/// known.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct LostEvents {
+    /// Accepted gaps (one per partition and outage).
+    pub gaps: usize,
+    /// Events in them.
+    pub events: i64,
+    /// Who accepted them, each once, in the order of the table.
+    pub accepted_by: Vec<String>,
+}
+
+impl LostEvents {
+    /// Nothing lost: the review's JSON leaves the field out.
+    pub fn is_none(&self) -> bool {
+        self.gaps == 0
+    }
+}
+
 /// Everything the review shows.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Review {
@@ -186,6 +206,9 @@ pub struct Review {
     /// Events of the year in scope, counted in these figures, that carry a business-rule
     /// anomaly (a fee above the schedule, a complaint at a unit without an Ombudsman office…).
     pub flagged_events: u64,
+    /// Events of unknown unit and day that no figure holds (accepted offset gaps).
+    #[serde(skip_serializing_if = "LostEvents::is_none")]
+    pub lost_events: LostEvents,
     /// Where the data-quality report that lists them is written by default (relative to the
     /// review's directory when the review is in its default place).
     pub(crate) quality_report: String,
@@ -371,10 +394,13 @@ pub async fn compute_at(
     let reporting =
         completeness::compute(reference, &cur, year, scope, through, Deadline::default());
     let (flagged_events, raw_versions) = flagged(store, reference, year, scope, at).await?;
+    let (lost_events, gap_versions) = lost_events(store, at).await?;
     let mut lake_versions = cur.versions.clone();
     lake_versions.0.extend(raw_versions.0);
+    lake_versions.0.extend(gap_versions.0);
     Ok(Review {
         flagged_events,
+        lost_events,
         quality_report: format!(
             "../{}/quality.html",
             crate::cli::report_dir("quality", year, scope).trim_start_matches("reports/")
@@ -788,6 +814,34 @@ async fn flagged(
     .await?;
     let flagged_events = crate::quality::flagged_events(&raw, reference, year, scope).await?;
     Ok((flagged_events, raw.versions()))
+}
+
+/// The accepted offset gaps of `audit/offset_gaps` (at `at`, or its latest version) and the
+/// version read. A review approved before any gap was recorded names no version of the table:
+/// the gaps recorded since are not part of it (its restatements are).
+async fn lost_events(
+    store: &Store,
+    at: Option<&owsu_lake::snapshot::Versions>,
+) -> anyhow::Result<(LostEvents, owsu_lake::snapshot::Versions)> {
+    let table = &owsu_lake::tables::OFFSET_GAPS;
+    if at.is_some_and(|v| !v.0.contains_key(table.name)) {
+        return Ok(Default::default());
+    }
+    let snapshot = owsu_lake::Snapshot::open(store, &[table], at).await?;
+    let gaps = owsu_lake::audit::offset_gaps(&snapshot).await?;
+    let mut lost = LostEvents {
+        gaps: gaps.len(),
+        ..LostEvents::default()
+    };
+    for g in gaps {
+        lost.events = lost.events.checked_add(g.events_lost).ok_or_else(|| {
+            anyhow::anyhow!("audit/offset_gaps: the events lost do not fit in i64")
+        })?;
+        if !lost.accepted_by.contains(&g.accepted_by) {
+            lost.accepted_by.push(g.accepted_by);
+        }
+    }
+    Ok((lost, snapshot.versions()))
 }
 
 /// Writes review.html, review.json and one CSV per table into `dir`, each replaced whole.

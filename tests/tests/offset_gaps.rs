@@ -155,6 +155,36 @@ fn offsets_behind_the_log_start_stop_the_aggregator_until_an_operator_accepts_th
         .to_owned();
     assert_eq!(topic, services);
 
+    // The review says what its figures lack, and who accepted it.
+    let review_dir = p("review");
+    assert_eq!(
+        common::jobs(&[
+            "--store",
+            &store,
+            "review",
+            "--year",
+            "2021",
+            "--out",
+            &review_dir
+        ]),
+        0
+    );
+    let review: Value =
+        serde_json::from_slice(&std::fs::read(Path::new(&review_dir).join("review.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        review["lost_events"],
+        serde_json::json!({"gaps": 1, "events": published - counted, "accepted_by": ["Sok Dara"]})
+    );
+    let html = std::fs::read_to_string(Path::new(&review_dir).join("review.html")).unwrap();
+    assert!(
+        html.contains(&format!(
+            "{} events are in no figure",
+            owsu_jobs::html::thousands(published - counted)
+        )) && html.contains("Sok Dara"),
+        "the review page states the loss"
+    );
+
     // Past the gap, a plain run goes on without asking again, and records nothing more.
     assert_eq!(common::aggregate(&prefix, Path::new(&store)).unwrap(), 0);
     assert_eq!(
