@@ -116,6 +116,20 @@ pub enum Command {
     /// monthly trends and examples, and fees above the legal schedule ranked by unit. Anomalous
     /// events are counted in every figure; this report says which they are.
     Quality(YearReport),
+    /// The live oversight dashboard: national figures of the day and the year to date, the
+    /// provinces, inactive units, completeness and anomalies, per province (/p/KH-PP) and unit
+    /// (/u/KH-PPDD), in English or Khmer (?lang=km). Server-rendered HTML, no script.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: std::net::SocketAddr,
+        /// Seconds between loads of the board from the lake.
+        #[arg(long, default_value_t = 60)]
+        refresh_s: u64,
+        /// The day to show (default: the latest day with figures, at every refresh).
+        #[arg(long)]
+        as_of: Option<NaiveDate>,
+    },
     /// Inactive and anomalous units, for oversight. Exit code 10 when any unit is flagged.
     Inactive {
         /// The day to judge from (YYYY-MM-DD); only data up to it is used.
@@ -291,6 +305,26 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 "quality report written: {} (and quality.json, anomalies.csv, overcharging.csv, waiting_corrections.csv)",
                 html.display()
             );
+            Ok(0)
+        }
+        Command::Serve {
+            addr,
+            refresh_s,
+            as_of,
+        } => {
+            rt.block_on(async {
+                let listener = tokio::net::TcpListener::bind(addr).await?;
+                crate::serve::serve(
+                    store,
+                    reference,
+                    crate::serve::ServeConfig {
+                        refresh: std::time::Duration::from_secs(refresh_s.max(1)),
+                        as_of,
+                    },
+                    listener,
+                )
+                .await
+            })?;
             Ok(0)
         }
         Command::Completeness {

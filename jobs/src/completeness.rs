@@ -274,15 +274,7 @@ pub(crate) fn compute(
             .unwrap_or_default()
     };
     let mut least = per_unit;
-    least.sort_by(|a, b| {
-        a.closed_pct
-            .total_cmp(&b.closed_pct)
-            .then(a.on_time_pct.total_cmp(&b.on_time_pct))
-            .then(a.reconciled_pct.total_cmp(&b.reconciled_pct))
-            .then(a.code.cmp(&b.code))
-    });
-    least.retain(|r| r.closed < r.expected || r.on_time < r.expected || r.reconciled < r.closed);
-    least.truncate(LEAST_COMPLETE_SHOWN);
+    rank_least_complete(&mut least);
     Reporting {
         deadline: deadline.describe(),
         through: (!working.is_empty()).then_some(to),
@@ -402,6 +394,33 @@ pub fn table(r: &Reporting) -> String {
         out.push_str(&owsu_runtime::table::render(&u));
     }
     out
+}
+
+/// Sorts `rows` least complete first (lowest closed share, then on time, then reconciled, then
+/// code), leaves out the complete ones and keeps the first [`LEAST_COMPLETE_SHOWN`].
+pub(crate) fn rank_least_complete(rows: &mut Vec<Row>) {
+    rows.sort_by(|a, b| {
+        a.closed_pct
+            .total_cmp(&b.closed_pct)
+            .then(a.on_time_pct.total_cmp(&b.on_time_pct))
+            .then(a.reconciled_pct.total_cmp(&b.reconciled_pct))
+            .then(a.code.cmp(&b.code))
+    });
+    rows.retain(|r| r.closed < r.expected || r.on_time < r.expected || r.reconciled < r.closed);
+    rows.truncate(LEAST_COMPLETE_SHOWN);
+}
+
+/// One row summing `months` (of any units and months), named `code` and `name`.
+pub(crate) fn row_of<'a>(
+    code: String,
+    name: String,
+    months: impl IntoIterator<Item = &'a UnitMonth>,
+) -> Row {
+    let mut c = Counts::default();
+    for m in months {
+        c.add(m.counts());
+    }
+    Row::new(code, name, c)
 }
 
 /// `2021-03` as `March 2021`.

@@ -77,6 +77,7 @@ impl<'r> Ix<'r> {
                 self.extra_sectors.push(owsu_schemas::reference::Sector {
                     code: code.to_owned(),
                     name: format!("{code} (not in the catalogue)"),
+                    name_km: None,
                     services: Vec::new(),
                 });
                 self.extra_sectors.len() - 1

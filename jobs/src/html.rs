@@ -79,7 +79,7 @@ fn bar_chart(title: &str, rows: &[(String, f64)], unit: &str) -> Markup {
 }
 
 /// Monthly columns with a value label on each.
-fn month_chart(title: &str, rows: &[(String, f64)]) -> Markup {
+pub(crate) fn month_chart(title: &str, rows: &[(String, f64)]) -> Markup {
     let max = rows.iter().map(|r| r.1).fold(0.0, f64::max).max(1.0);
     let (width, height, left, bottom) = (760.0, 260.0, 20.0, 40.0);
     let col_w = (width - 2.0 * left) / rows.len().max(1) as f64;
@@ -104,7 +104,8 @@ fn month_chart(title: &str, rows: &[(String, f64)]) -> Markup {
     }
 }
 
-const STYLE: &str = r#"
+/// The stylesheet of every page (the review's and the dashboard's).
+pub(crate) const STYLE: &str = r#"
 :root { --ink:#1d2733; --muted:#5b6775; --line:#d9dee4; --accent:#1f5f8b; --up:#17702f; --down:#a3261b; }
 * { box-sizing: border-box; }
 body { font: 14px/1.45 "Segoe UI", Roboto, "Noto Sans", "Noto Sans Khmer", Arial, sans-serif; color: var(--ink); margin: 0; background: #f6f7f9; }
@@ -146,11 +147,23 @@ fn days(v: Option<f64>) -> String {
 /// A completeness table: per row (a month, province or unit), the unit-days expected and the
 /// shares closed, on time and reconciled (the review's and the dashboard's).
 pub(crate) fn completeness_table(first: &str, rows: &[crate::completeness::Row]) -> Markup {
+    completeness_table_in(
+        [first, "Expected", "Closed", "On time", "Reconciled"],
+        rows,
+    )
+}
+
+/// [`completeness_table`] with the five column headings given (another language's).
+pub(crate) fn completeness_table_in(
+    headings: [&str; 5],
+    rows: &[crate::completeness::Row],
+) -> Markup {
+    let [first, expected, closed, on_time, reconciled] = headings;
     html! {
         table {
             thead { tr {
-                th { (first) } th class="num" { "Expected" } th class="num" { "Closed" }
-                th class="num" { "On time" } th class="num" { "Reconciled" }
+                th { (first) } th class="num" { (expected) } th class="num" { (closed) }
+                th class="num" { (on_time) } th class="num" { (reconciled) }
             } }
             tbody { @for r in rows {
                 tr {

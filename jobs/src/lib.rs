@@ -16,6 +16,7 @@
 pub mod approval;
 pub mod cli;
 pub mod completeness;
+pub mod dashboard;
 mod data;
 pub mod demand;
 pub mod html;
@@ -23,4 +24,5 @@ pub mod inactive;
 mod output;
 pub mod quality;
 pub mod review;
+pub mod serve;
 mod sum;

@@ -93,6 +93,20 @@ impl Snapshot {
             .collect())
     }
 
+    /// The latest day in a table's `date` (or `event_date`) statistics: its last day with rows,
+    /// read from the Delta log alone. `None` for an empty or absent table, or one without them.
+    pub async fn latest_date(&self, def: &'static TableDef) -> Result<Option<NaiveDate>, DeltaError> {
+        let Some(col) = ["date", "event_date"].into_iter().find(|c| def.stats.contains(c)) else {
+            return Ok(None);
+        };
+        Ok(self
+            .files(def, None, None)
+            .await?
+            .iter()
+            .filter_map(|f| f.range(col).and_then(|(_, hi)| date_of(hi)))
+            .max())
+    }
+
     /// Rows of a table from the files overlapping `[from, to]` (filter rows yourself: a file
     /// holds a range of days).
     pub async fn read(

@@ -76,6 +76,9 @@ pub struct Unit {
     pub has_ombudsman: bool,
     /// The unit's province is on the national border.
     pub border_province: bool,
+    /// The unit's name in Khmer (`name_km`, optional: the dashboard's Khmer pages fall back to
+    /// `name`).
+    pub name_km: Option<String>,
 }
 
 /// All reporting units, by code.
@@ -112,6 +115,9 @@ pub struct Service {
     pub code: String,
     /// Name of the service.
     pub name: String,
+    /// Its name in Khmer, where the catalogue gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_km: Option<String>,
     /// Levels whose units offer this service.
     pub levels: Vec<Level>,
     /// Lowest fee of the legal schedule, in riel (0 or more).
@@ -139,6 +145,10 @@ pub struct Sector {
     pub code: String,
     /// Name of the sector.
     pub name: String,
+    /// Its name in Khmer, where the catalogue gives one (the dashboard's Khmer pages fall back
+    /// to `name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_km: Option<String>,
     /// The sector's services, in file order.
     pub services: Vec<Service>,
 }
@@ -495,6 +505,7 @@ fn parse_units(file: &Path, text: &str) -> Result<Registry, ReferenceError> {
             has_owsu: parse_bool(file, line, "has_owsu", &get(6))?,
             has_ombudsman: parse_bool(file, line, "has_ombudsman", &get(7))?,
             border_province: parse_bool(file, line, "border_province", &get(8))?,
+            name_km: Some(get(9)).filter(|n| !n.is_empty()),
         };
         if !code.starts_with(&unit.province_code) {
             return Err(ReferenceError::Line {

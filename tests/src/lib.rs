@@ -270,6 +270,86 @@ pub fn validate_deployment(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// Headless Chromium from Debian (`chromium`) with a Khmer font (`fonts-noto-core`): the real
+/// browser the dashboard is tested in. Found on `PATH`, or installed once with `apt-get` (the
+/// tests run as root in CI); otherwise the test fails and says how to install it.
+pub fn chromium() -> &'static Path {
+    static BROWSER: OnceLock<PathBuf> = OnceLock::new();
+    BROWSER.get_or_init(|| {
+        let _lock = FileLock::acquire(&cache_dir().join("chromium.lock"));
+        let find = || {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join("chromium"))
+                    .find(|p| p.is_file())
+            })
+        };
+        let khmer_font = || {
+            Command::new("fc-list")
+                .arg(":lang=km")
+                .output()
+                .is_ok_and(|o| !o.stdout.is_empty())
+        };
+        if find().is_none() || !khmer_font() {
+            let fix = "Fix: apt-get install chromium fonts-noto-core (Debian), as root";
+            let run = |args: &[&str]| {
+                let out = Command::new("apt-get")
+                    .args(args)
+                    .env("DEBIAN_FRONTEND", "noninteractive")
+                    .output()
+                    .unwrap_or_else(|e| panic!("apt-get: {e}. {fix}"));
+                assert!(
+                    out.status.success(),
+                    "apt-get {} failed:\n{}\n{fix}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            };
+            run(&["update", "-qq"]);
+            run(&["install", "-y", "-qq", "--no-install-recommends", "chromium", "fonts-noto-core"]);
+        }
+        assert!(khmer_font(), "no Khmer font after installing fonts-noto-core");
+        find().expect("chromium on PATH after apt-get install chromium")
+    })
+}
+
+/// Runs headless Chromium on `url` with `args` (`--dump-dom`, `--screenshot=FILE`, …) and a
+/// profile of its own, without network access beyond the page; its standard output. Fails
+/// after 90 s.
+pub fn browse(url: &str, args: &[&str]) -> String {
+    let profile = std::env::temp_dir().join(format!("owsu-chromium-{}", uuid::Uuid::new_v4()));
+    let mut child = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .arg(url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start chromium");
+    let start = std::time::Instant::now();
+    while child.try_wait().expect("chromium").is_none() {
+        if start.elapsed() > Duration::from_secs(90) {
+            let _ = child.kill();
+            panic!("chromium did not finish {url} within 90 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("chromium output");
+    let _ = std::fs::remove_dir_all(&profile);
+    assert!(out.status.success(), "chromium failed on {url}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Runs a Python script with the test environment; panics with its output on failure.
 ///
 /// A script that ran to its end leaves with `os._exit(0)` after flushing: the Python `deltalake`
@@ -722,19 +802,27 @@ pub fn group_done(bootstrap: &str, group: &str, prefix: &str, partitions: i32) -
         })
 }
 
+/// `GET http://addr/path`: the status code and the whole response (headers and body); `None`
+/// while nothing answers.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, text))
+}
+
 /// The value of the metric `name` (a gauge or counter without labels) that the process
 /// serving `http://addr/metrics` reports now; `None` while it does not answer or lacks it.
 pub fn scrape(addr: &str, name: &str) -> Option<f64> {
-    use std::io::{Read, Write};
-    let mut conn = std::net::TcpStream::connect(addr).ok()?;
-    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        conn,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut body = String::new();
-    conn.read_to_string(&mut body).ok()?;
+    let (_, body) = http_get(addr, "/metrics")?;
     body.lines().find_map(|l| {
         let (metric, value) = l.split_once(' ')?;
         (metric == name).then(|| value.trim().parse().ok())?
