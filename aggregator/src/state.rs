@@ -53,8 +53,9 @@ const SERVICE_CELLS: TableDefinition<(i32, u16, u16), &[u8]> =
 /// (day, unit, sector or NO_SECTOR) → complaints_daily figures.
 const COMPLAINT_CELLS: TableDefinition<(i32, u16, u16), &[u8]> =
     TableDefinition::new("complaint_cells");
-/// (day delivered, unit, service, request) → processing seconds.
-const PROCESSING: TableDefinition<(i32, u16, u16, u128), i64> = TableDefinition::new("processing");
+/// (day delivered, unit, service, request) → (processing seconds, day received).
+const PROCESSING: TableDefinition<(i32, u16, u16, u128), (i64, i32)> =
+    TableDefinition::new("processing");
 /// First event of a correction chain (the original) → the correction that wins for it so far:
 /// (recorded_at, event id). Of all corrections in one chain (a correction of a correction
 /// belongs to its target's chain), the one recorded last wins (ties: the larger event id), so
@@ -91,7 +92,7 @@ const REJECTED: u8 = 3;
 
 /// Layout of the file: a file of another format is not read (its partition is restored from
 /// the lake's snapshot or raw tables instead).
-const FORMAT: &str = "4";
+const FORMAT: &str = "5";
 
 /// Why a partition state cannot be opened, read or written.
 #[derive(Debug, thiserror::Error)]
@@ -300,7 +301,7 @@ fn cmp_agg(v: [i64; 9]) -> ComplaintAgg {
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Contribution {
     services: BTreeMap<(i32, u16, u16), [i64; 9]>,
-    processing: BTreeMap<(i32, u16, u16, u128), i64>,
+    processing: BTreeMap<(i32, u16, u16, u128), (i64, i32)>,
     complaints: BTreeMap<(i32, u16, u16), [i64; 9]>,
     /// A sum left i64's range (only a forged stream can do this: money is bounded per event).
     overflow: bool,
@@ -903,7 +904,8 @@ fn request_contribution(r: u128, entries: &[Entry], c: &mut Contribution) {
                     if secs >= 0 {
                         cell[7] += secs;
                         cell[8] += 1;
-                        c.processing.insert((key.0, key.1, key.2, r), secs);
+                        c.processing
+                            .insert((key.0, key.1, key.2, r), (secs, day_of(rcv.occurred)));
                     }
                 }
             }
@@ -1666,7 +1668,7 @@ fn period_rows<B: Backend>(t: &Tables<B>, lo: i32, hi: i32) -> Result<PeriodRows
             cmp_agg(v),
         );
     }
-    for ((day, unit, service, _), seconds) in t
+    for ((day, unit, service, _), (seconds, received_day)) in t
         .processing
         .range((lo, 0, 0, 0), (hi, u16::MAX, u16::MAX, u128::MAX))?
     {
@@ -1675,6 +1677,7 @@ fn period_rows<B: Backend>(t: &Tables<B>, lo: i32, hi: i32) -> Result<PeriodRows
             unit,
             service,
             seconds,
+            received_day,
         });
     }
     rows.processing

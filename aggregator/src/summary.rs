@@ -254,6 +254,9 @@ pub struct ProcessingRow {
     pub service: u16,
     /// First DELIVERED − first RECEIVED, in whole seconds (never negative).
     pub seconds: i64,
+    /// Cambodia date of its first RECEIVED, as days since 1970-01-01 (working days between the
+    /// two are what a legal time limit counts).
+    pub received_day: i32,
 }
 
 /// One row of `unit_days`: a unit's own close of a day against the events that arrived.
@@ -461,6 +464,10 @@ impl PeriodRows {
                             .collect::<Vec<_>>(),
                     ),
                 ]);
+                cols.push(date_col(
+                    "received_date",
+                    p.iter().map(|r| r.received_day).collect(),
+                )?);
                 DataFrame::new_infer_height(cols)
             }
             Table::ComplaintsDaily => {

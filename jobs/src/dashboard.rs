@@ -48,6 +48,8 @@ pub struct Board {
     flags: Vec<Flag>,
     /// Anomalies per unit and rule of the year.
     anomalies: Vec<UnitRule>,
+    /// Service standards of the year to date per unit and sector.
+    standards: Vec<crate::standards::StandardRow>,
 }
 
 /// Loads the board: the year of `as_of` (default: the latest day with figures in the lake) up
@@ -63,7 +65,7 @@ pub async fn load(
         complaints: true,
         unit_days: true,
         closes: true,
-        ..Want::default()
+        processing: true,
     };
     let as_of = match as_of {
         Some(d) => d,
@@ -91,8 +93,8 @@ pub async fn load(
         d.complaints = d.complaints.saturating_add(r.received);
         d.resolved = d.resolved.saturating_add(r.resolved);
     }
-    let reporting =
-        completeness::compute(reference, &s, year, None, as_of, Deadline::default());
+    let reporting = completeness::compute(reference, &s, year, None, as_of, Deadline::default());
+    let standards = crate::standards::compute(reference, &s, &ix).by_unit;
     let flags = inactive::run(store, reference, as_of, None, &Rules::default())
         .await?
         .flags;
@@ -105,6 +107,7 @@ pub async fn load(
         deadline: Deadline::default(),
         flags,
         anomalies: quality.by_unit,
+        standards,
     })
 }
 
@@ -112,12 +115,18 @@ pub async fn load(
 /// (no row is read).
 async fn latest_day(store: &Store) -> anyhow::Result<NaiveDate> {
     use owsu_lake::tables::{COMPLAINTS_DAILY, SERVICES_DAILY};
-    let snapshot = owsu_lake::Snapshot::open(store, &[&SERVICES_DAILY, &COMPLAINTS_DAILY], None).await?;
+    let snapshot =
+        owsu_lake::Snapshot::open(store, &[&SERVICES_DAILY, &COMPLAINTS_DAILY], None).await?;
     let mut latest = None;
     for def in [&SERVICES_DAILY, &COMPLAINTS_DAILY] {
         latest = latest.max(snapshot.latest_date(def).await?);
     }
-    latest.ok_or_else(|| anyhow::anyhow!("the lake {} holds no figures yet: run the aggregator first", store.url()))
+    latest.ok_or_else(|| {
+        anyhow::anyhow!(
+            "the lake {} holds no figures yet: run the aggregator first",
+            store.url()
+        )
+    })
 }
 
 /// The page's language: English, or Khmer (`?lang=km`).
@@ -207,6 +216,10 @@ struct Labels {
     month: &'static str,
     least_complete: &'static str,
     anomalies: &'static str,
+    standards: &'static str,
+    sector: &'static str,
+    delivered: &'static str,
+    within: &'static str,
     rule: &'static str,
     count: &'static str,
     other_language: &'static str,
@@ -239,6 +252,10 @@ const EN: Labels = Labels {
     month: "Month",
     least_complete: "Least complete units",
     anomalies: "Anomalies in the records (counted in the figures)",
+    standards: "Service standards: delivered within the legal time",
+    sector: "Sector",
+    delivered: "Delivered",
+    within: "Within the legal time",
     rule: "Rule",
     count: "Count",
     other_language: "ភាសាខ្មែរ",
@@ -271,6 +288,10 @@ const KM: Labels = Labels {
     month: "ខែ",
     least_complete: "អង្គភាពរាយការណ៍មិនពេញលេញបំផុត",
     anomalies: "ភាពមិនប្រក្រតីក្នុងកំណត់ត្រា (រាប់បញ្ចូលក្នុងតួលេខ)",
+    standards: "ស្តង់ដារសេវា៖ ផ្តល់ជូនក្នុងរយៈពេលកំណត់ដោយច្បាប់",
+    sector: "វិស័យ",
+    delivered: "បានផ្តល់",
+    within: "ក្នុងរយៈពេលកំណត់",
     rule: "ច្បាប់",
     count: "ចំនួន",
     other_language: "English",
@@ -343,7 +364,10 @@ pub fn page(board: &Board, reference: &Reference, scope: Scope<'_>, lang: Lang) 
     let scope_name = match scope {
         Scope::Nation => l.nation.to_owned(),
         Scope::Province(code) => {
-            let u = reference.registry.get(code).filter(|u| u.code == u.province_code)?;
+            let u = reference
+                .registry
+                .get(code)
+                .filter(|u| u.code == u.province_code)?;
             lang.province_name(reference, u).to_owned()
         }
         Scope::Unit(code) => lang.unit_name(reference.registry.get(code)?).to_owned(),
@@ -377,7 +401,11 @@ pub fn page(board: &Board, reference: &Reference, scope: Scope<'_>, lang: Lang) 
             .map(|p| (p, Scope::Province(&p.code)))
             .map(|(p, s)| {
                 let name = lang.province_name(reference, p).to_owned();
-                (p, totals_of(board, reference, s), completeness_of(board, reference, s, p, name))
+                (
+                    p,
+                    totals_of(board, reference, s),
+                    completeness_of(board, reference, s, p, name),
+                )
             })
             .collect(),
         Scope::Province(_) => units
@@ -385,7 +413,11 @@ pub fn page(board: &Board, reference: &Reference, scope: Scope<'_>, lang: Lang) 
             .map(|u| {
                 let s = Scope::Unit(&u.code);
                 let name = lang.unit_name(u).to_owned();
-                (*u, totals_of(board, reference, s), completeness_of(board, reference, s, u, name))
+                (
+                    *u,
+                    totals_of(board, reference, s),
+                    completeness_of(board, reference, s, u, name),
+                )
             })
             .collect(),
         Scope::Unit(_) => Vec::new(),
@@ -487,6 +519,18 @@ pub fn page(board: &Board, reference: &Reference, scope: Scope<'_>, lang: Lang) 
                     h3 { (l.least_complete) }
                     (completeness_table_in([l.units, l.expected, l.closed, l.on_time, l.reconciled], &least))
                 }
+                h2 { (l.standards) }
+                @let standards = crate::standards::by_sector_of(&board.standards, |c| scope.holds_code(reference, c));
+                table {
+                    thead { tr { th { (l.sector) } th class="num" { (l.delivered) } th class="num" { (l.within) } } }
+                    tbody { @for r in &standards {
+                        tr {
+                            td { (sector_name(reference, lang, &r.sector_code, &r.sector_name)) }
+                            td class="num" { (thousands(r.delivered as i64)) }
+                            td class="num" { (format!("{:.1}%", r.within_pct)) }
+                        }
+                    } }
+                }
                 h2 { (l.anomalies) }
                 @if anomalies.is_empty() { p { (l.none) } } @else {
                     table {
@@ -502,6 +546,20 @@ pub fn page(board: &Board, reference: &Reference, scope: Scope<'_>, lang: Lang) 
     let mut out = markup.into_string();
     out.push('\n');
     Some(out)
+}
+
+/// A sector's name in `lang` (Khmer from the catalogue, else `name`).
+fn sector_name<'a>(reference: &'a Reference, lang: Lang, code: &str, name: &'a str) -> &'a str {
+    match lang {
+        Lang::Km => reference
+            .catalogue
+            .sectors
+            .iter()
+            .find(|s| s.code == code)
+            .and_then(|s| s.name_km.as_deref())
+            .unwrap_or(name),
+        Lang::En => name,
+    }
 }
 
 fn totals_of(board: &Board, reference: &Reference, scope: Scope<'_>) -> Totals {

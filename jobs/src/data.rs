@@ -225,6 +225,8 @@ pub(crate) struct ProcRow {
     pub service: u16,
     /// First DELIVERED − first RECEIVED, in calendar days with fractions (null reads as 0).
     pub days: f64,
+    /// Day of the first RECEIVED, Cambodia time (`None` in rows an older aggregator wrote).
+    pub received: Option<NaiveDate>,
 }
 
 /// Which tables to load.
@@ -490,12 +492,20 @@ fn read_frame(
                 .iter()
                 .map(|v| v.unwrap_or(0.0))
                 .collect();
+            let received: Vec<Option<NaiveDate>> = df
+                .column("received_date")?
+                .date()?
+                .physical()
+                .iter()
+                .map(|d| d.map(epoch_day_to_date))
+                .collect();
             out.processing
                 .extend(keep.into_iter().flatten().map(|(i, unit)| ProcRow {
                     date: dates[i],
                     unit,
                     service: sv[i],
                     days: days[i],
+                    received: received[i],
                 }));
         }
     }

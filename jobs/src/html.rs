@@ -147,10 +147,7 @@ fn days(v: Option<f64>) -> String {
 /// A completeness table: per row (a month, province or unit), the unit-days expected and the
 /// shares closed, on time and reconciled (the review's and the dashboard's).
 pub(crate) fn completeness_table(first: &str, rows: &[crate::completeness::Row]) -> Markup {
-    completeness_table_in(
-        [first, "Expected", "Closed", "On time", "Reconciled"],
-        rows,
-    )
+    completeness_table_in([first, "Expected", "Closed", "On time", "Reconciled"], rows)
 }
 
 /// [`completeness_table`] with the five column headings given (another language's).
@@ -172,6 +169,31 @@ pub(crate) fn completeness_table_in(
                     td class="num" { (format!("{:.1}%", r.closed_pct)) }
                     td class="num" { (format!("{:.1}%", r.on_time_pct)) }
                     td class="num" { (format!("{:.1}%", r.reconciled_pct)) }
+                }
+            } }
+        }
+    }
+}
+
+/// A service-standards table: per row (a sector, or a unit and sector), requests delivered with
+/// a legal limit and the share within it.
+pub(crate) fn standards_table(
+    first: &str,
+    rows: &[crate::standards::StandardRow],
+    units: bool,
+) -> Markup {
+    html! {
+        table {
+            thead { tr {
+                th { (first) } @if units { th { "Sector" } }
+                th class="num" { "Delivered" } th class="num" { "Within the legal time" }
+            } }
+            tbody { @for r in rows {
+                tr {
+                    @if units { td { (r.unit_name) " " span class="note" { (r.unit_code) } } }
+                    td { (r.sector_name) }
+                    td class="num" { (thousands(r.delivered as i64)) }
+                    td class="num" { (format!("{:.1}%", r.within_pct)) }
                 }
             } }
         }
@@ -370,6 +392,17 @@ pub(crate) fn review_page(r: &Review, status: Option<&str>) -> String {
                 }
                 p class="note" {
                     "Processing time: from the request's receipt to its delivery, in calendar days (weekends and holidays included)."
+                }
+
+                h2 { "Service standards" }
+                p {
+                    "The share of requests delivered within their service's legal time limit (working days from receipt \
+                     to delivery; " (r.standards.services_with_limit) " services of the catalogue state one)."
+                }
+                (standards_table("Sector", &r.standards.by_sector, false))
+                @if !r.standards.lowest.is_empty() {
+                    h3 { "Lowest units" }
+                    (standards_table("Unit", &r.standards.lowest, true))
                 }
 
                 @let c = &r.reporting;

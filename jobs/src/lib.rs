@@ -25,4 +25,5 @@ mod output;
 pub mod quality;
 pub mod review;
 pub mod serve;
+pub mod standards;
 mod sum;

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::completeness::{self, Deadline, Reporting};
 use crate::data::{self, median_p90, Ix, Summaries, Want};
+use crate::standards::{self, Standards};
 use crate::sum::{add, Overflow};
 
 /// FACTS.md's yearly table: one row per level, then one for all units.
@@ -193,6 +194,9 @@ pub struct Review {
     pub monthly: Vec<MonthRow>,
     /// Processing times per sector, most deliveries first.
     pub processing: Vec<ProcessingRow>,
+    /// Service standards: the share of requests delivered within their service's legal time
+    /// limit, per sector, and the lowest units.
+    pub standards: Standards,
     /// Completeness and timeliness: unit-days expected, closed, on time and reconciled, in
     /// total, per month and province, and the least complete units.
     pub reporting: Reporting,
@@ -415,6 +419,7 @@ pub async fn compute_at(
         by_province: by_province(reference, &cur, &prev, &ix, year, scope)?,
         monthly: monthly(&cur, year)?,
         processing: processing(&cur, &ix),
+        standards: standards::compute(reference, &cur, &ix),
         reporting,
         reporting_gaps,
         latest_day: cur.latest_day(),
@@ -870,6 +875,14 @@ pub fn write_with_status(
     write_csv(&dir.join("by_province.csv"), &review.by_province)?;
     write_csv(&dir.join("monthly.csv"), &review.monthly)?;
     write_csv(&dir.join("processing_times.csv"), &review.processing)?;
+    write_csv(
+        &dir.join("service_standards_by_sector.csv"),
+        &review.standards.by_sector,
+    )?;
+    write_csv(
+        &dir.join("service_standards.csv"),
+        &review.standards.by_unit,
+    )?;
     write_csv(
         &dir.join("completeness.csv"),
         std::slice::from_ref(&review.reporting.total),

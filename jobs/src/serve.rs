@@ -80,7 +80,11 @@ pub async fn serve(
 fn refresh(handle: &tokio::runtime::Handle, app: &App) {
     loop {
         std::thread::sleep(app.config.refresh);
-        match handle.block_on(dashboard::load(&app.store, &app.reference, app.config.as_of)) {
+        match handle.block_on(dashboard::load(
+            &app.store,
+            &app.reference,
+            app.config.as_of,
+        )) {
             Ok(b) => *app.board.write().expect("board lock") = Arc::new(b),
             Err(e) => tracing::warn!("dashboard refresh failed, showing the last board: {e:#}"),
         }

@@ -435,11 +435,15 @@ mod tests {
             "province_code" => ["KH-01", "KH-01"],
             "unit_code" => ["KH-0101", "KH-0101"],
             "date" => [18_700i32, 18_700],
+            "received_date" => [18_698i32, 18_699],
         )
         .unwrap();
         let df = df
             .lazy()
-            .with_column(col("date").cast(DataType::Date))
+            .with_columns([
+                col("date").cast(DataType::Date),
+                col("received_date").cast(DataType::Date),
+            ])
             .collect()
             .unwrap();
         let out = conform(&PROCESSING_TIMES, df.clone()).unwrap();

@@ -95,8 +95,14 @@ impl Snapshot {
 
     /// The latest day in a table's `date` (or `event_date`) statistics: its last day with rows,
     /// read from the Delta log alone. `None` for an empty or absent table, or one without them.
-    pub async fn latest_date(&self, def: &'static TableDef) -> Result<Option<NaiveDate>, DeltaError> {
-        let Some(col) = ["date", "event_date"].into_iter().find(|c| def.stats.contains(c)) else {
+    pub async fn latest_date(
+        &self,
+        def: &'static TableDef,
+    ) -> Result<Option<NaiveDate>, DeltaError> {
+        let Some(col) = ["date", "event_date"]
+            .into_iter()
+            .find(|c| def.stats.contains(c))
+        else {
             return Ok(None);
         };
         Ok(self

@@ -394,6 +394,11 @@ pub const PROCESSING_TIMES: TableDef = TableDef {
         col("service_code", String, "Service type."),
         col("processing_seconds", Long, "DELIVERED - RECEIVED, seconds."),
         col("processing_days", Double, "The same in days."),
+        opt(
+            "received_date",
+            Date,
+            "Day of its first RECEIVED, Cambodia time (null in rows an older aggregator wrote).",
+        ),
     ],
     sort_by: &["date", "unit_code", "service_code", "processing_seconds"],
     stats: &["date", "unit_code"],

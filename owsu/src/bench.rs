@@ -18,7 +18,10 @@
 //!    into a running aggregator; p50/p99 from Kafka timestamp to summary commit;
 //! 9. history: `--history-years` simulated years (2021 on) aggregated one run per year on one
 //!    store, peak RSS of each, then takeover of every partition by an instance with no local
-//!    state (snapshots downloaded, nothing replayed from raw).
+//!    state (snapshots downloaded, nothing replayed from raw);
+//! 10. the dashboard over the clean run's lake (between 7 and 8): its board's load time, and
+//!     p50/p99 of each kind of page over HTTP (`--dashboard-only STORE` measures only this,
+//!     over any lake).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -64,6 +67,10 @@ pub struct BenchArgs {
     /// aggregator run per year on one store; 0 skips them).
     #[arg(long, default_value_t = 5)]
     pub(crate) history_years: i32,
+    /// Only measure the dashboard (`owsu-jobs serve`) over this existing lake, e.g. one holding
+    /// a national year, and skip every other stage.
+    #[arg(long, value_name = "STORE")]
+    pub(crate) dashboard_only: Option<String>,
 }
 
 fn say(figures: &mut Vec<(String, String)>, k: &str, v: String) {
@@ -330,6 +337,12 @@ fn publish(
 /// clean run's, fails).
 pub(crate) fn run(a: BenchArgs) -> anyhow::Result<i32> {
     let reference = Reference::load(None)?;
+    if let Some(store) = &a.dashboard_only {
+        let mut figures = Vec::new();
+        println!("owsu bench: the dashboard over {store}");
+        dashboard(&reference, store, &mut figures)?;
+        return Ok(0);
+    }
     if a.data_dir.exists() {
         std::fs::remove_dir_all(&a.data_dir)?;
     }
@@ -897,6 +910,13 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<i32> {
         ),
     );
 
+    // The dashboard over the clean run's lake.
+    dashboard(
+        &reference,
+        clean_store.to_str().context("utf-8 store path")?,
+        &mut figures,
+    )?;
+
     // Live freshness: the time-ordered year replayed at 10× the national peak rate into a live
     // aggregator; each message's Kafka timestamp to the commit that put it in the summaries.
     if a.live_secs > 0 {
@@ -1096,6 +1116,94 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<i32> {
     );
     clean_up(&brokers, &prefix, &a.data_dir)?;
     Ok(if equal { 0 } else { 1 })
+}
+
+/// Requests per dashboard page measured.
+const DASHBOARD_REQUESTS: usize = 50;
+
+/// The dashboard (issue 13): the time to load its board from the lake (what each background
+/// refresh costs), then `owsu-jobs serve` on a loopback port and [`DASHBOARD_REQUESTS`] HTTP
+/// requests of each kind of page, one after another: p50, p99 and the slowest, whole response.
+fn dashboard(
+    reference: &Reference,
+    store_url: &str,
+    figures: &mut Vec<(String, String)>,
+) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let store = owsu_lake::Store::open_existing(store_url)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let t = Instant::now();
+    let board = rt.block_on(owsu_jobs::dashboard::load(&store, reference, None))?;
+    say(
+        figures,
+        "dashboard: board loaded from the lake (s)",
+        format!("{:.2} (as of {})", t.elapsed().as_secs_f64(), board.as_of),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    let served = reference.clone();
+    // The server lives until the bench ends (its refresh would not come within the bench).
+    std::thread::spawn(move || {
+        let config = owsu_jobs::serve::ServeConfig {
+            refresh: Duration::from_secs(24 * 3600),
+            as_of: None,
+        };
+        let result = rt.block_on(async {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            owsu_jobs::serve::serve(store, served, config, listener).await
+        });
+        if let Err(e) = result {
+            eprintln!("dashboard server: {e:#}");
+        }
+    });
+    let get = |path: &str| -> anyhow::Result<(Duration, usize)> {
+        let t = Instant::now();
+        let mut c = std::net::TcpStream::connect(addr)?;
+        write!(
+            c,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut body = Vec::new();
+        c.read_to_end(&mut body)?;
+        anyhow::ensure!(body.starts_with(b"HTTP/1.1 200"), "GET {path}: not 200");
+        Ok((t.elapsed(), body.len()))
+    };
+    let started = Instant::now();
+    while get("/health/ready").is_err() {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "the dashboard did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for path in ["/", "/?lang=km", "/p/KH-12", "/u/KH-1201"] {
+        let mut times = Vec::with_capacity(DASHBOARD_REQUESTS);
+        let mut bytes = 0;
+        for _ in 0..DASHBOARD_REQUESTS {
+            let (t, n) = get(path)?;
+            times.push(t.as_secs_f64() * 1000.0);
+            bytes = n;
+        }
+        times.sort_by(f64::total_cmp);
+        let at =
+            |q: f64| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1];
+        say(
+            figures,
+            &format!("dashboard GET {path} (ms)"),
+            format!(
+                "p50 {:.1}, p99 {:.1}, max {:.1} ({} kB)",
+                at(0.5),
+                at(0.99),
+                times[times.len() - 1],
+                bytes / 1000
+            ),
+        );
+    }
+    Ok(())
 }
 
 /// A run leaves several GB behind (five years of history, stores, import files, topics): only

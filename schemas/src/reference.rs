@@ -126,6 +126,10 @@ pub struct Service {
     pub fee_max_riel: i64,
     /// Usual working days from request to delivery.
     pub typical_days: u32,
+    /// The legal time limit, in working days from receipt to delivery, where the schedule
+    /// states one: the service standard the review and the dashboard measure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legal_days: Option<u32>,
     /// A border pass: must be issued inside the OWSU and recorded (FACTS.md, article 004).
     #[serde(default)]
     pub border_pass: bool,

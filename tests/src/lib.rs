@@ -306,9 +306,19 @@ pub fn chromium() -> &'static Path {
                 );
             };
             run(&["update", "-qq"]);
-            run(&["install", "-y", "-qq", "--no-install-recommends", "chromium", "fonts-noto-core"]);
+            run(&[
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+                "chromium",
+                "fonts-noto-core",
+            ]);
         }
-        assert!(khmer_font(), "no Khmer font after installing fonts-noto-core");
+        assert!(
+            khmer_font(),
+            "no Khmer font after installing fonts-noto-core"
+        );
         find().expect("chromium on PATH after apt-get install chromium")
     })
 }

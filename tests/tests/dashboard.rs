@@ -8,7 +8,6 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use owsu_producer::simulate::Truth;
 use owsu_schemas::Reference;
 
 #[test]
@@ -17,37 +16,26 @@ fn the_dashboard_shows_the_year_in_english_and_khmer_and_scopes_by_province() {
     owsu_tests::create_topics(&prefix, 3);
     let dir = tempfile::tempdir().unwrap();
     let p = |f: &str| dir.path().join(f).to_str().unwrap().to_owned();
-    owsu_schemas::ids::write_secret_file(&dir.path().join("secret"), b"dashboard-test-0123456789")
-        .unwrap();
+    let truth = common::simulate_and_publish(&prefix, "2021", "0.005", dir.path());
     assert_eq!(
-        common::producer(&[
-            "simulate",
-            "--year",
-            "2021",
-            "--scale",
-            "0.005",
-            "--brokers",
-            owsu_tests::bootstrap(),
-            "--topic-prefix",
-            &prefix,
-            "--id-secret-file",
-            &p("secret"),
-            "--outbox",
-            &p("outbox"),
-            "--truth",
-            &p("truth.json"),
-        ]),
+        common::aggregate(&prefix, Path::new(&p("store"))).unwrap(),
         0
     );
-    assert_eq!(common::aggregate(&prefix, Path::new(&p("store"))).unwrap(), 0);
-    let truth: Truth = serde_json::from_slice(&std::fs::read(p("truth.json")).unwrap()).unwrap();
 
     // The server, as a user starts it, on a free port.
     let addr = owsu_tests::free_addr();
     {
         let (store, addr) = (p("store"), addr.clone());
         std::thread::spawn(move || {
-            common::jobs(&["--store", &store, "serve", "--addr", &addr, "--refresh-s", "3600"])
+            common::jobs(&[
+                "--store",
+                &store,
+                "serve",
+                "--addr",
+                &addr,
+                "--refresh-s",
+                "3600",
+            ])
         });
     }
     let start = Instant::now();
@@ -99,8 +87,14 @@ fn the_dashboard_shows_the_year_in_english_and_khmer_and_scopes_by_province() {
     assert!(!siem_reap.contains("Battambang"));
     let unit = dom("/u/KH-1701");
     assert!(unit.contains("Angkor Chum"), "the unit's drill-down");
-    assert_eq!(owsu_tests::http_get(&addr, "/p/KH-99").map(|r| r.0), Some(404));
-    assert_eq!(owsu_tests::http_get(&addr, "/p/KH-1701").map(|r| r.0), Some(404));
+    assert_eq!(
+        owsu_tests::http_get(&addr, "/p/KH-99").map(|r| r.0),
+        Some(404)
+    );
+    assert_eq!(
+        owsu_tests::http_get(&addr, "/p/KH-1701").map(|r| r.0),
+        Some(404)
+    );
 
     // Screenshots: the pages render (the Khmer one with the Khmer font installed).
     for (path, png) in [("/", "dashboard.png"), ("/?lang=km", "dashboard-km.png")] {

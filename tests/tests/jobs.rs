@@ -8,7 +8,6 @@ mod common;
 use std::path::Path;
 
 use clap::Parser;
-use owsu_producer::simulate::Truth;
 
 fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
@@ -31,37 +30,20 @@ fn review_demand_and_oversight_over_a_real_pipeline() {
     owsu_tests::create_topics(&prefix, 6);
     let dir = tempfile::tempdir().unwrap();
     let p = |f: &str| dir.path().join(f).to_str().unwrap().to_owned();
-    owsu_schemas::ids::write_secret_file(
-        &dir.path().join("secret"),
-        b"jobs-test-secret-0123456789",
-    )
-    .unwrap();
+    let mut truth = None;
     for (year, scale) in [("2020", "0.01"), ("2021", "0.05")] {
-        let code = common::producer(&[
-            "simulate",
-            "--year",
-            year,
-            "--scale",
-            scale,
-            "--brokers",
-            owsu_tests::bootstrap(),
-            "--topic-prefix",
+        truth = Some(common::simulate_and_publish(
             &prefix,
-            "--id-secret-file",
-            &p("secret"),
-            "--outbox",
-            &p("outbox"),
-            "--truth",
-            &p(&format!("truth-{year}.json")),
-        ]);
-        assert_eq!(code, 0);
+            year,
+            scale,
+            dir.path(),
+        ));
     }
+    let truth = truth.expect("2021 simulated");
     assert_eq!(
         common::aggregate(&prefix, Path::new(&p("store"))).unwrap(),
         0
     );
-    let truth: Truth =
-        serde_json::from_slice(&std::fs::read(p("truth-2021.json")).unwrap()).unwrap();
 
     // The review equals what was generated, level by level, and shows the change on 2020.
     assert_eq!(

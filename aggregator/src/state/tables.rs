@@ -71,7 +71,7 @@ pub(crate) trait Backend {
     type Closes: Ranged<(i32, u16), (i64, i32, i32)>;
     type Arrived: Ranged<(i32, u16), (i64, i64)>;
     type Cells: Ranged<(i32, u16, u16), [i64; 9]>;
-    type Processing: Ranged<(i32, u16, u16, u128), i64>;
+    type Processing: Ranged<(i32, u16, u16, u128), (i64, i32)>;
     type Names: Names;
     type Offsets: Offsets;
     type Months: Ranged<(i32, u32), ()>;
@@ -110,7 +110,7 @@ impl<'t> Backend for Disk<'t> {
     type Closes = redb::Table<'t, (i32, u16), (i64, i32, i32)>;
     type Arrived = redb::Table<'t, (i32, u16), (i64, i64)>;
     type Cells = redb::Table<'t, (i32, u16, u16), &'static [u8]>;
-    type Processing = redb::Table<'t, (i32, u16, u16, u128), i64>;
+    type Processing = redb::Table<'t, (i32, u16, u16, u128), (i64, i32)>;
     type Names = (
         redb::Table<'t, (u8, &'static str), u16>,
         redb::Table<'t, (u8, u16), (&'static str, &'static str)>,
@@ -181,7 +181,7 @@ plain_redb!(u128, u128);
 plain_redb!(u128, (i64, u128));
 plain_redb!((i32, u16), (i64, i32, i32), ranged);
 plain_redb!((i32, u16), (i64, i64), ranged);
-plain_redb!((i32, u16, u16, u128), i64, ranged);
+plain_redb!((i32, u16, u16, u128), (i64, i32), ranged);
 plain_redb!((i32, u32), (), ranged);
 
 impl Tab<u128, Vec<u8>> for redb::Table<'_, u128, &'static [u8]> {
@@ -301,7 +301,7 @@ impl Backend for Mem {
     type Closes = BTreeMap<(i32, u16), (i64, i32, i32)>;
     type Arrived = BTreeMap<(i32, u16), (i64, i64)>;
     type Cells = BTreeMap<(i32, u16, u16), [i64; 9]>;
-    type Processing = BTreeMap<(i32, u16, u16, u128), i64>;
+    type Processing = BTreeMap<(i32, u16, u16, u128), (i64, i32)>;
     type Names = MemNames;
     type Offsets = HashMap<String, i64>;
     type Months = BTreeMap<(i32, u32), ()>;

@@ -132,6 +132,45 @@ pub(crate) fn simulate_2021(out: &str, scale: &str, seed: &str) {
     );
 }
 
+/// `owsu-producer simulate --year YEAR --scale SCALE` straight to the shared broker under
+/// `prefix`, with the id secret, outbox and `truth-YEAR.json` in `dir` (the secret is written
+/// if missing); the simulator's truth of the year.
+pub(crate) fn simulate_and_publish(
+    prefix: &str,
+    year: &str,
+    scale: &str,
+    dir: &Path,
+) -> owsu_producer::simulate::Truth {
+    let p = |f: &str| dir.join(f).to_str().expect("utf-8 path").to_owned();
+    if !dir.join("secret").exists() {
+        owsu_schemas::ids::write_secret_file(&dir.join("secret"), b"simulated-year-0123456789")
+            .expect("secret file");
+    }
+    let truth = p(&format!("truth-{year}.json"));
+    assert_eq!(
+        producer(&[
+            "simulate",
+            "--year",
+            year,
+            "--scale",
+            scale,
+            "--brokers",
+            owsu_tests::bootstrap(),
+            "--topic-prefix",
+            prefix,
+            "--id-secret-file",
+            &p("secret"),
+            "--outbox",
+            &p("outbox"),
+            "--truth",
+            &truth,
+        ]),
+        0,
+        "simulating and publishing {year}"
+    );
+    serde_json::from_slice(&std::fs::read(&truth).expect("truth file")).expect("truth JSON")
+}
+
 /// `owsu-producer publish --input INPUT` to the shared broker under `prefix`, with the id
 /// secret file `secret`, the outbox `outbox` and any `extra` arguments; its exit code.
 pub(crate) fn publish(
