@@ -18,10 +18,14 @@ fn rows(unit: &str, secs: &[i64]) -> DataFrame {
         "service_code" => vec!["COM-TRADE-LIC"; n],
         "processing_seconds" => secs.to_vec(),
         "processing_days" => secs.iter().map(|s| *s as f64 / 86_400.0).collect::<Vec<_>>(),
+        "received_date" => vec![18_699i32; n],
     )
     .unwrap();
     df.lazy()
-        .with_column(col("date").cast(DataType::Date))
+        .with_columns([
+            col("date").cast(DataType::Date),
+            col("received_date").cast(DataType::Date),
+        ])
         .collect()
         .unwrap()
 }

@@ -71,6 +71,19 @@ pub struct BenchArgs {
     /// a national year, and skip every other stage.
     #[arg(long, value_name = "STORE")]
     pub(crate) dashboard_only: Option<String>,
+    /// Simulated years (seeds 1 to N, each its own topics and lake) for the oversight rules'
+    /// precision and recall against the problems the simulator planted (0 skips them).
+    #[arg(long, default_value_t = 10)]
+    pub(crate) detection_seeds: u64,
+    /// Scale of each of those years (1.0: national volume).
+    #[arg(long, default_value_t = 0.05)]
+    pub(crate) detection_scale: f64,
+    /// Only measure the oversight rules' precision and recall, and skip every other stage.
+    #[arg(long)]
+    pub(crate) detection_only: bool,
+    /// The oversight rules' thresholds those runs judge with (`owsu-jobs inactive`'s flags).
+    #[command(flatten)]
+    pub(crate) rules: owsu_jobs::inactive::Rules,
 }
 
 fn say(figures: &mut Vec<(String, String)>, k: &str, v: String) {
@@ -337,6 +350,14 @@ fn publish(
 /// clean run's, fails).
 pub(crate) fn run(a: BenchArgs) -> anyhow::Result<i32> {
     let reference = Reference::load(None)?;
+    if a.detection_only {
+        let prefix = format!("bench-det-{}.", std::process::id());
+        let brokers = crate::demo::kafka(a.brokers.as_deref(), &prefix, a.partitions)?;
+        std::fs::create_dir_all(&a.data_dir)?;
+        let mut figures = Vec::new();
+        detection(&reference, &brokers, &prefix, &a, &mut figures)?;
+        return Ok(0);
+    }
     if let Some(store) = &a.dashboard_only {
         let mut figures = Vec::new();
         println!("owsu bench: the dashboard over {store}");
@@ -917,6 +938,9 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<i32> {
         &mut figures,
     )?;
 
+    // The oversight rules against the simulator's planted problems, over several seeds.
+    detection(&reference, &brokers, &prefix, &a, &mut figures)?;
+
     // Live freshness: the time-ordered year replayed at 10× the national peak rate into a live
     // aggregator; each message's Kafka timestamp to the commit that put it in the summaries.
     if a.live_secs > 0 {
@@ -1116,6 +1140,124 @@ pub(crate) fn run(a: BenchArgs) -> anyhow::Result<i32> {
     );
     clean_up(&brokers, &prefix, &a.data_dir)?;
     Ok(if equal { 0 } else { 1 })
+}
+
+/// The oversight rules (issue 13): for seeds 1 to `--detection-seeds`, a 2021 at
+/// `--detection-scale` simulated with its planted problems (units falling silent, a volume
+/// collapse, a border pass no longer recorded, unit-days losing events: at random units and
+/// dates per seed), published to topics of its own, aggregated into a lake of its own, and
+/// `owsu-jobs inactive --as-of 2021-12-31` held against what was planted: per rule, recall
+/// (planted problems found) and precision (flags a planted problem explains).
+fn detection(
+    reference: &Reference,
+    brokers: &str,
+    prefix: &str,
+    a: &BenchArgs,
+    figures: &mut Vec<(String, String)>,
+) -> anyhow::Result<()> {
+    use crate::truth::{score, RuleScore, RULES};
+    use owsu_producer::commands::Pace;
+    if a.detection_seeds == 0 {
+        return Ok(());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let secret = a.data_dir.join("detection-secret");
+    owsu_schemas::ids::write_secret_file(&secret, b"bench-detection-0123456789abcdef")?;
+    let hasher = IdHasher::new(&owsu_schemas::ids::read_secret_file(&secret)?)?;
+    let mut totals: Vec<(&str, RuleScore)> =
+        RULES.iter().map(|r| (*r, RuleScore::default())).collect();
+    let t = Instant::now();
+    for seed in 1..=a.detection_seeds {
+        let topics = format!("{prefix}det{seed}.");
+        crate::demo::ensure_topics(brokers, &topics, a.partitions)?;
+        let mut publisher = Publisher::new(PublisherConfig {
+            kafka: KafkaArgs::local(brokers, &topics),
+            outbox_dir: a.data_dir.join(format!("outbox-det{seed}")),
+            delivery_timeout: Duration::from_secs(30),
+            segment_records: 200_000,
+            signing: None,
+        })?;
+        let config = SimConfig {
+            scale: a.detection_scale,
+            ..SimConfig::new(2021, seed)
+        };
+        let sim = commands::simulate(
+            reference,
+            config,
+            SimDestination::Kafka {
+                hasher: &hasher,
+                publisher: &mut publisher,
+                pace: Pace::Max { chunk: 200_000 },
+            },
+        )?;
+        drop(publisher);
+        anyhow::ensure!(
+            sim.report.pending == 0,
+            "seed {seed}: events left in the outbox"
+        );
+        let store_dir = a.data_dir.join(format!("store-det{seed}"));
+        let store = owsu_lake::Store::open(store_dir.to_str().context("utf-8 path")?)?;
+        let mut pipeline = owsu_aggregator::pipeline::PipelineConfig::new(
+            KafkaArgs::local(brokers, &topics),
+            &format!("{topics}agg"),
+            store.url(),
+        );
+        pipeline.until_caught_up = true;
+        owsu_aggregator::service::run(&rt, pipeline, store.clone(), reference.clone(), None)?;
+        let as_of = chrono::NaiveDate::from_ymd_opt(2021, 12, 31).expect("date");
+        let report = rt.block_on(owsu_jobs::inactive::run(
+            &store, reference, as_of, None, &a.rules,
+        ))?;
+        for ((_, total), (_, s)) in totals.iter_mut().zip(score(&report, &sim.truth.planted)) {
+            total.add(s);
+        }
+        // The flags no planted problem explains, with their evidence: what a false positive is.
+        for f in report
+            .flags
+            .iter()
+            .filter(|f| !sim.truth.planted.iter().any(|p| crate::truth::finds(f, p)))
+        {
+            println!(
+                "  seed {seed}: unplanted {} at {} since {}: {}",
+                f.reason,
+                f.unit_code,
+                f.since,
+                f.evidence()
+            );
+        }
+        std::fs::remove_dir_all(&store_dir).ok();
+        std::fs::remove_dir_all(a.data_dir.join(format!("outbox-det{seed}"))).ok();
+    }
+    let ratio = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.2}"));
+    say(
+        figures,
+        "oversight rules: seeds × scale (s)",
+        format!(
+            "{} × {} ({:.0} s)",
+            a.detection_seeds,
+            a.detection_scale,
+            t.elapsed().as_secs_f64()
+        ),
+    );
+    for (rule, s) in totals {
+        say(
+            figures,
+            &format!("rule {rule}: recall, precision"),
+            format!(
+                "{} ({}/{}), {} ({}/{})",
+                ratio(s.recall()),
+                s.found,
+                s.planted,
+                ratio(s.precision()),
+                s.true_flags,
+                s.flags
+            ),
+        );
+    }
+    Ok(())
 }
 
 /// Requests per dashboard page measured.

@@ -243,6 +243,17 @@ pub enum Planted {
         /// First working day without it.
         since: NaiveDate,
     },
+    /// Complaints within the unit's jurisdiction left unanswered (no resolution, no request for
+    /// information) from `since` on: moved to this unit from others of its level, so every
+    /// level's complaint figures stay what they were.
+    OverdueComplaints {
+        /// The unit (a capital or provincial administration).
+        unit_code: String,
+        /// The day the first of them was received.
+        since: NaiveDate,
+        /// How many (3 or 4).
+        complaints: u32,
+    },
     /// On `date` the unit recorded `missing` service events more than arrived.
     ReconciliationGap {
         /// The unit whose events were lost.
@@ -562,6 +573,10 @@ impl<'r> Simulator<'r> {
             }
         }
 
+        if self.config.plant_problems {
+            self.plant_overdue_complaints(&units, &working, &mut complaints_by_day, &mut truth);
+        }
+
         // Walk the year.
         let mut buckets: BTreeMap<NaiveDate, Vec<(usize, Event)>> = BTreeMap::new();
         let sectors: Vec<String> = self
@@ -797,6 +812,73 @@ impl<'r> Simulator<'r> {
                 missing: 0,
             });
         }
+    }
+
+    /// Plants overdue complaints at one provincial administration that no other problem was
+    /// planted at: up to four complaints within jurisdiction and left open, received between
+    /// March and mid-September (so more than 90 days old by the year's end), move to it from
+    /// other provincial administrations. Nothing is planted when fewer than three exist (a
+    /// small simulation). A generator of its own (from the seed) leaves every other draw as it
+    /// was.
+    fn plant_overdue_complaints(
+        &self,
+        units: &[UnitPlan],
+        working: &[NaiveDate],
+        complaints_by_day: &mut [Vec<(usize, Jurisdiction, Status)>],
+        truth: &mut Truth,
+    ) {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed ^ 0x0ec0_4d0e_c0de_0001);
+        let year = self.config.year;
+        let planted: std::collections::HashSet<&str> = truth
+            .planted
+            .iter()
+            .map(|p| match p {
+                Planted::Silent { unit_code, .. }
+                | Planted::Collapse { unit_code, .. }
+                | Planted::StoppedService { unit_code, .. }
+                | Planted::OverdueComplaints { unit_code, .. }
+                | Planted::ReconciliationGap { unit_code, .. } => unit_code.as_str(),
+            })
+            .collect();
+        let candidates: Vec<usize> = units
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| u.level == Level::Provincial && !planted.contains(u.code.as_str()))
+            .map(|(i, _)| i)
+            .collect();
+        let Some(&target) = candidates.choose(&mut rng) else {
+            return;
+        };
+        let from = NaiveDate::from_ymd_opt(year, 3, 1).expect("date");
+        let to = NaiveDate::from_ymd_opt(year, 9, 15).expect("date");
+        let mut open: Vec<(usize, usize)> = Vec::new();
+        for (di, day) in working.iter().enumerate() {
+            if *day < from || *day > to || *day > units[target].last_day {
+                continue;
+            }
+            for (k, (ui, j, st)) in complaints_by_day[di].iter().enumerate() {
+                if *j == Jurisdiction::Within
+                    && *st == Status::Open
+                    && units[*ui].level == Level::Provincial
+                {
+                    open.push((di, k));
+                }
+            }
+        }
+        if open.len() < 3 {
+            return;
+        }
+        open.shuffle(&mut rng);
+        open.truncate(4);
+        open.sort();
+        for &(di, k) in &open {
+            complaints_by_day[di][k].0 = target;
+        }
+        truth.planted.push(Planted::OverdueComplaints {
+            unit_code: units[target].code.clone(),
+            since: working[open[0].0],
+            complaints: open.len() as u32,
+        });
     }
 
     #[allow(clippy::too_many_arguments)]
