@@ -324,6 +324,11 @@ fn broker_stopped_mid_publish_then_flush_delivers_every_event_once() {
                 input.to_str().unwrap().into(),
                 "--chunk".into(),
                 "5000".into(),
+                // At most 25,000 events a second: the 100,000 take 4 s, so the broker stopped
+                // after 1.5 s always stops mid-publish, however fast the machine (at full speed
+                // a run once finished first).
+                "--rate".into(),
+                "25000".into(),
             ]);
         }
         v.extend([
