@@ -50,6 +50,8 @@ pub struct Board {
     anomalies: Vec<UnitRule>,
     /// Service standards of the year to date per unit and sector.
     standards: Vec<crate::standards::StandardRow>,
+    /// Per unit code, services delivered in the year to date per service code.
+    by_service: BTreeMap<String, BTreeMap<String, i64>>,
 }
 
 /// Loads the board: the year of `as_of` (default: the latest day with figures in the lake) up
@@ -75,7 +77,14 @@ pub async fn load(
     let from = NaiveDate::from_ymd_opt(year, 1, 1).expect("year");
     let s = data::load(store, &mut ix, want, from, as_of, None, None).await?;
     let mut days: BTreeMap<String, BTreeMap<NaiveDate, DayFigures>> = BTreeMap::new();
+    let mut by_service: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
     for r in &s.services {
+        let n = by_service
+            .entry(ix.unit(r.unit).code.clone())
+            .or_default()
+            .entry(ix.service_code(r.service).to_owned())
+            .or_default();
+        *n = n.saturating_add(r.delivered);
         let d = days
             .entry(ix.unit(r.unit).code.clone())
             .or_default()
@@ -108,6 +117,7 @@ pub async fn load(
         flags,
         anomalies: quality.by_unit,
         standards,
+        by_service,
     })
 }
 
@@ -184,6 +194,37 @@ impl Lang {
         }
     }
 
+    /// An oversight rule's name (`owsu-jobs inactive`'s reason codes) in this language; an
+    /// unknown code as it is.
+    fn rule(self, code: &str) -> &str {
+        let names: &[(&str, &str, &str)] = &[
+            ("silent", "silent", "ស្ងាត់ (គ្មានសកម្មភាព)"),
+            ("volume_collapse", "volume collapse", "ចំនួនសេវាធ្លាក់ចុះខ្លាំង"),
+            (
+                "stopped_service",
+                "stopped recording a service",
+                "ឈប់កត់ត្រាសេវា",
+            ),
+            (
+                "reconciliation_gap",
+                "reconciliation gap",
+                "ចំនួនបិទថ្ងៃមិនត្រូវនឹងកំណត់ត្រា",
+            ),
+            (
+                "complaints_open",
+                "complaints left open",
+                "ពាក្យបណ្តឹងមិនទាន់ដោះស្រាយហួសកំណត់",
+            ),
+        ];
+        match names.iter().find(|(c, _, _)| *c == code) {
+            Some((_, en, km)) => match self {
+                Lang::En => en,
+                Lang::Km => km,
+            },
+            None => code,
+        }
+    }
+
     /// The on-time rule in this language.
     fn deadline(self, d: Deadline) -> String {
         match self {
@@ -217,6 +258,8 @@ struct Labels {
     least_complete: &'static str,
     anomalies: &'static str,
     standards: &'static str,
+    by_service: &'static str,
+    service: &'static str,
     sector: &'static str,
     delivered: &'static str,
     within: &'static str,
@@ -253,6 +296,8 @@ const EN: Labels = Labels {
     least_complete: "Least complete units",
     anomalies: "Anomalies in the records (counted in the figures)",
     standards: "Service standards: delivered within the legal time",
+    by_service: "Services provided by type, year to date",
+    service: "Service",
     sector: "Sector",
     delivered: "Delivered",
     within: "Within the legal time",
@@ -289,6 +334,8 @@ const KM: Labels = Labels {
     least_complete: "អង្គភាពរាយការណ៍មិនពេញលេញបំផុត",
     anomalies: "ភាពមិនប្រក្រតីក្នុងកំណត់ត្រា (រាប់បញ្ចូលក្នុងតួលេខ)",
     standards: "ស្តង់ដារសេវា៖ ផ្តល់ជូនក្នុងរយៈពេលកំណត់ដោយច្បាប់",
+    by_service: "សេវាបានផ្តល់តាមប្រភេទ ពីដើមឆ្នាំ",
+    service: "សេវា",
     sector: "វិស័យ",
     delivered: "បានផ្តល់",
     within: "ក្នុងរយៈពេលកំណត់",
@@ -504,7 +551,7 @@ pub fn page(board: &Board, reference: &Reference, scope: Scope<'_>, lang: Lang) 
                                 td { a href=(link(format!("/u/{}", f.unit_code))) {
                                     (reference.registry.get(&f.unit_code).map(|u| lang.unit_name(u)).unwrap_or(&f.unit_code))
                                 } " " span class="note" { (f.unit_code) } }
-                                td { (f.reason) @if let Some(s) = &f.service_code { " " span class="note" { (s) } } }
+                                td { (lang.rule(&f.reason)) @if let Some(s) = &f.service_code { ": " (service_name(reference, lang, s)) " " span class="note" { (s) } } }
                                 td { (f.since) }
                                 td class="note" { (f.evidence) }
                             }
@@ -530,6 +577,20 @@ pub fn page(board: &Board, reference: &Reference, scope: Scope<'_>, lang: Lang) 
                             td class="num" { (format!("{:.1}%", r.within_pct)) }
                         }
                     } }
+                }
+                h2 { (l.by_service) }
+                @let services = services_of(board, reference, scope);
+                @if services.is_empty() { p { (l.none) } } @else {
+                    table {
+                        thead { tr { th { (l.service) } th { (l.sector) } th class="num" { (l.delivered) } } }
+                        tbody { @for (code, n) in services.iter().take(if matches!(scope, Scope::Unit(_)) { usize::MAX } else { SERVICES_SHOWN }) {
+                            tr {
+                                td { (service_name(reference, lang, code)) " " span class="note" { (code) } }
+                                td { @if let Some((sector, _)) = reference.catalogue.service(code) { (sector_name(reference, lang, &sector.code, &sector.name)) } }
+                                td class="num" { (thousands(*n)) }
+                            }
+                        } }
+                    }
                 }
                 h2 { (l.anomalies) }
                 @if anomalies.is_empty() { p { (l.none) } } @else {
@@ -560,6 +621,43 @@ fn sector_name<'a>(reference: &'a Reference, lang: Lang, code: &str, name: &'a s
             .unwrap_or(name),
         Lang::En => name,
     }
+}
+
+/// A service's name in `lang` (Khmer from the catalogue, else its English name; the code when
+/// the catalogue does not know it).
+fn service_name<'a>(reference: &'a Reference, lang: Lang, code: &'a str) -> &'a str {
+    match reference.catalogue.service(code) {
+        Some((_, s)) => match (lang, &s.name_km) {
+            (Lang::Km, Some(km)) => km,
+            _ => &s.name,
+        },
+        None => code,
+    }
+}
+
+/// Services listed on a province's or the nation's page (a unit's page lists all it provided).
+const SERVICES_SHOWN: usize = 10;
+
+/// Services delivered in the year to date by the units in `scope`, most delivered first (ties
+/// by code).
+fn services_of(board: &Board, reference: &Reference, scope: Scope<'_>) -> Vec<(String, i64)> {
+    let mut sum: BTreeMap<&str, i64> = BTreeMap::new();
+    for (unit, services) in &board.by_service {
+        if scope.holds_code(reference, unit) {
+            for (code, n) in services {
+                let t = sum.entry(code).or_default();
+                *t = t.saturating_add(*n);
+            }
+        }
+    }
+    let mut v: Vec<(String, i64)> = sum
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(c, n)| (c.to_owned(), n))
+        .collect();
+    // Stable: ties stay in code order.
+    v.sort_by_key(|b| std::cmp::Reverse(b.1));
+    v
 }
 
 fn totals_of(board: &Board, reference: &Reference, scope: Scope<'_>) -> Totals {

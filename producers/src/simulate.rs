@@ -817,8 +817,9 @@ impl<'r> Simulator<'r> {
     /// Plants overdue complaints at one provincial administration that no other problem was
     /// planted at: up to four complaints within jurisdiction and left open, received between
     /// March and mid-September (so more than 90 days old by the year's end), move to it from
-    /// other provincial administrations. Nothing is planted when fewer than three exist (a
-    /// small simulation). A generator of its own (from the seed) leaves every other draw as it
+    /// other provincial administrations (in a small simulation, with fewer than three received
+    /// in that window, some received outside it move into it too). Nothing is planted when the
+    /// year holds fewer than three. A generator of its own (from the seed) leaves every other draw as it
     /// was.
     fn plant_overdue_complaints(
         &self,
@@ -851,25 +852,49 @@ impl<'r> Simulator<'r> {
         };
         let from = NaiveDate::from_ymd_opt(year, 3, 1).expect("date");
         let to = NaiveDate::from_ymd_opt(year, 9, 15).expect("date");
-        let mut open: Vec<(usize, usize)> = Vec::new();
-        for (di, day) in working.iter().enumerate() {
-            if *day < from || *day > to || *day > units[target].last_day {
-                continue;
-            }
-            for (k, (ui, j, st)) in complaints_by_day[di].iter().enumerate() {
-                if *j == Jurisdiction::Within
-                    && *st == Status::Open
-                    && units[*ui].level == Level::Provincial
-                {
-                    open.push((di, k));
-                }
-            }
-        }
-        if open.len() < 3 {
+        let window: Vec<usize> = (0..working.len())
+            .filter(|&di| {
+                working[di] >= from && working[di] <= to && working[di] <= units[target].last_day
+            })
+            .collect();
+        let (Some(&first), Some(&last)) = (window.first(), window.last()) else {
+            return;
+        };
+        // Open complaints within jurisdiction at provincial administrations, (day, index): those
+        // received in the window first, the rest of the year after them.
+        type At = Vec<(usize, usize)>;
+        let (mut open, mut elsewhere): (At, At) = (0..working.len())
+            .flat_map(|di| (0..complaints_by_day[di].len()).map(move |k| (di, k)))
+            .filter(|&(di, k)| {
+                let (ui, j, st) = complaints_by_day[di][k];
+                j == Jurisdiction::Within
+                    && st == Status::Open
+                    && units[ui].level == Level::Provincial
+            })
+            .partition(|&(di, _)| di >= first && di <= last);
+        if open.len() + elsewhere.len() < 3 {
             return;
         }
         open.shuffle(&mut rng);
         open.truncate(4);
+        // A small simulation may hold fewer than three in the window: bring some received
+        // outside it into it (on a day of the window). Each level's figures for the year stay
+        // what they were; only their receipt days move.
+        if open.len() < 3 {
+            elsewhere.shuffle(&mut rng);
+            let mut moved: Vec<(usize, usize)> = elsewhere[..3 - open.len()].to_vec();
+            // Remove from the highest index down so the other indices stay valid.
+            moved.sort_by(|a, b| b.cmp(a));
+            for (di, k) in moved {
+                let c = complaints_by_day[di].remove(k);
+                for o in open.iter_mut().filter(|o| o.0 == di && o.1 > k) {
+                    o.1 -= 1;
+                }
+                let to_day = window[rng.gen_range(0..window.len())];
+                complaints_by_day[to_day].push(c);
+                open.push((to_day, complaints_by_day[to_day].len() - 1));
+            }
+        }
         open.sort();
         for &(di, k) in &open {
             complaints_by_day[di][k].0 = target;
@@ -1314,5 +1339,44 @@ mod tests {
             .planted
             .iter()
             .any(|p| matches!(p, Planted::Silent { .. })));
+    }
+
+    #[test]
+    fn a_small_year_still_plants_overdue_complaints() {
+        // At 5 % of national volume the year holds three open complaints within jurisdiction
+        // at provincial administrations, seldom three in the planting window: some move into
+        // it, and every level's figures stay exact.
+        let reference = Reference::builtin();
+        for seed in 1..=3 {
+            let sim = Simulator::new(
+                &reference,
+                SimConfig {
+                    scale: 0.05,
+                    ..SimConfig::new(2021, seed)
+                },
+            );
+            let truth = sim.run(|_| Ok(())).unwrap();
+            let planted: Vec<_> = truth
+                .planted
+                .iter()
+                .filter_map(|p| match p {
+                    Planted::OverdueComplaints {
+                        since, complaints, ..
+                    } => Some((*since, *complaints)),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(planted.len(), 1, "seed {seed}: {:?}", truth.planted);
+            let (since, n) = planted[0];
+            assert!((3..=4).contains(&n), "seed {seed}: {n} complaints");
+            assert!(
+                since >= NaiveDate::from_ymd_opt(2021, 3, 1).unwrap()
+                    && since <= NaiveDate::from_ymd_opt(2021, 9, 15).unwrap(),
+                "seed {seed}: since {since}"
+            );
+            let target = targets_for(2021, 0.05);
+            assert_eq!(truth.provincial.complaints, target.complaints_provincial);
+            assert_eq!(truth.district.complaints, target.complaints_district);
+        }
     }
 }

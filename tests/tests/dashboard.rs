@@ -85,8 +85,35 @@ fn the_dashboard_shows_the_year_in_english_and_khmer_and_scopes_by_province() {
         }
     }
     assert!(!siem_reap.contains("Battambang"));
+    // In Khmer, every one of its districts by its Khmer name from the registry.
+    let siem_reap_km = dom("/p/KH-17?lang=km");
+    for u in reference.registry.in_scope("KH-17").filter(|u| u.has_owsu) {
+        let km = u
+            .name_km
+            .as_deref()
+            .unwrap_or_else(|| panic!("{} has no Khmer name", u.code));
+        assert!(
+            siem_reap_km.contains(km),
+            "{} ({km}) on Siem Reap's Khmer page",
+            u.code
+        );
+    }
+    assert!(siem_reap_km.contains("ស្រុកអង្គរជុំ"), "Angkor Chum in Khmer");
     let unit = dom("/u/KH-1701");
     assert!(unit.contains("Angkor Chum"), "the unit's drill-down");
+    assert!(unit.contains("Services provided by type"));
+    // Its services by type, named in Khmer on its Khmer page.
+    let unit_km = dom("/u/KH-1701?lang=km");
+    let named: Vec<&str> = reference
+        .catalogue
+        .services()
+        .filter_map(|(_, s)| s.name_km.as_deref())
+        .filter(|km| unit_km.contains(km))
+        .collect();
+    assert!(
+        !named.is_empty(),
+        "a service by its Khmer name on the unit's Khmer page"
+    );
     assert_eq!(
         owsu_tests::http_get(&addr, "/p/KH-99").map(|r| r.0),
         Some(404)
