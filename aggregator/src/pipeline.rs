@@ -59,8 +59,10 @@ pub mod defaults {
     pub(crate) const SESSION_TIMEOUT_MS: u64 = 10_000;
     /// Object reads and writes in flight at once.
     pub(crate) const IO_CONCURRENCY: usize = 16;
-    /// Page cache of each partition's state file, MiB.
-    pub(crate) const STATE_CACHE_MIB: usize = 8;
+    /// Page cache of each partition's state file, MiB. Small on purpose: the operating
+    /// system's page cache already holds the file, and 2 MiB caught up a national year (5 M
+    /// events, time-ordered or shuffled) as fast as 8 did with 70 to 90 MiB less peak RSS.
+    pub(crate) const STATE_CACHE_MIB: usize = 2;
     /// Seconds between snapshots of changed partitions' state to the store.
     pub(crate) const SNAPSHOT_INTERVAL_S: u64 = 300;
     /// Seconds between commits of the partition state's open write transaction (a crash
