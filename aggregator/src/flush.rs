@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use deltalake::kernel::Action;
+use futures::{StreamExt, TryStreamExt};
 use owsu_lake::frame::FileParts;
 use owsu_lake::tables::TableDef;
 use owsu_lake::{app_id, CommitKind, DeltaError, FileInfo, LakeTable};
@@ -291,18 +292,22 @@ pub(crate) fn commit_summary(
                 actions.push(LakeTable::remove(&f, true));
             }
             if !rows.is_empty(t) {
-                writes.push((summary::file_name(*q, *p), rows.frame(t, codes)?));
+                writes.push((summary::file_name(*q, *p), rows));
             }
         }
         let n = writes.len() as u64;
         let table_ref = &*table;
-        let adds = futures::future::try_join_all(
-            writes
-                .into_iter()
-                .map(|(name, df)| async move { table_ref.write_file(&name, df).await }),
-        )
-        .await
-        .map_err(fence)?;
+        // Each file's frame is built, encoded and stored, then dropped, with a few in flight:
+        // building every frame of the commit first held them all at once (the largest part of
+        // a catch-up's peak memory after librdkafka's buffers).
+        let adds: Vec<_> =
+            futures::stream::iter(writes.into_iter().map(|(name, rows)| async move {
+                let df = rows.frame(t, codes)?;
+                table_ref.write_file(&name, df).await.map_err(fence)
+            }))
+            .buffered(SUMMARY_WRITES_IN_FLIGHT)
+            .try_collect()
+            .await?;
         actions.extend(adds.into_iter().map(Action::Add));
         table
             .commit(actions, &offsets, &expected, CommitKind::Write)
@@ -312,6 +317,11 @@ pub(crate) fn commit_summary(
     })?;
     Ok((name, offsets, n))
 }
+
+/// Summary files of one table encoded and stored at once within a commit: enough to overlap
+/// one file's upload with the next one's encoding, few enough that memory does not grow with
+/// the number of files a commit replaces.
+const SUMMARY_WRITES_IN_FLIGHT: usize = 2;
 
 /// Takes the pending summaries (their timestamps for the freshness figure).
 pub(crate) fn take_summary(pending: &mut SummaryPending) -> (Last, Vec<i64>) {
