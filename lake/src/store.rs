@@ -377,10 +377,22 @@ pub fn is_unavailable(error: &(dyn std::error::Error + 'static)) -> bool {
             })
             .and_then(|d| match d {
                 deltalake::DeltaTableError::KernelError(buoyant_kernel::Error::ObjectStore(os)) => {
-                    Some(os)
+                    Some(Err(os))
                 }
+                // Some of delta-rs's paths (a snapshot's update among them) keep only the text
+                // of the kernel's error: a store that failed to answer reads "Error interacting
+                // with object store: Generic <store> error: …", an answer about the data (not
+                // found) does not say "Generic".
+                deltalake::DeltaTableError::Generic(text) => Some(Ok(text
+                    .strip_prefix("Error interacting with object store: ")
+                    .is_some_and(|rest| rest.starts_with("Generic ")))),
                 _ => None,
             });
+        let kernel = match kernel {
+            Some(Ok(flattened)) => return flattened,
+            Some(Err(os)) => Some(os),
+            None => None,
+        };
         let os = err
             .downcast_ref::<object_store::Error>()
             .or_else(|| err.downcast_ref::<Box<object_store::Error>>().map(|b| &**b))
@@ -424,6 +436,22 @@ mod tests {
             deltalake::DeltaTableError::KernelError(buoyant_kernel::Error::ObjectStore(generic()));
         let wrapped = anyhow::Error::new(kernel).context("table services_daily");
         assert!(wrapped.chain().any(is_unavailable));
+        // Flattened to text by delta-rs (seen when an S3 server was down during a rebalance).
+        let flattened = deltalake::DeltaTableError::Generic(format!(
+            "{}",
+            buoyant_kernel::Error::ObjectStore(generic())
+        ));
+        assert!(anyhow::Error::new(flattened).chain().any(is_unavailable));
+        let not_found_text = deltalake::DeltaTableError::Generic(format!(
+            "{}",
+            buoyant_kernel::Error::ObjectStore(object_store::Error::NotFound {
+                path: "x".into(),
+                source: "gone".into(),
+            })
+        ));
+        assert!(!anyhow::Error::new(not_found_text)
+            .chain()
+            .any(is_unavailable));
         let not_found = anyhow::Error::new(object_store::Error::NotFound {
             path: "x".into(),
             source: "gone".into(),
