@@ -79,14 +79,15 @@ pub async fn load(
     let mut days: BTreeMap<String, BTreeMap<NaiveDate, DayFigures>> = BTreeMap::new();
     let mut by_service: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
     for r in &s.services {
+        let unit = &ix.unit(r.unit).code;
         let n = by_service
-            .entry(ix.unit(r.unit).code.clone())
+            .entry(unit.clone())
             .or_default()
             .entry(ix.service_code(r.service).to_owned())
             .or_default();
         *n = n.saturating_add(r.delivered);
         let d = days
-            .entry(ix.unit(r.unit).code.clone())
+            .entry(unit.clone())
             .or_default()
             .entry(r.date)
             .or_default();

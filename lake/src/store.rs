@@ -369,29 +369,26 @@ pub fn is_unavailable(error: &(dyn std::error::Error + 'static)) -> bool {
     while let Some(err) = e {
         // Errors that box object_store's (a large type) show the box in the chain; delta-rs's
         // kernel holds one without exposing it as a source.
-        let kernel = err
+        let delta = err
             .downcast_ref::<deltalake::DeltaTableError>()
             .or_else(|| {
                 err.downcast_ref::<Box<deltalake::DeltaTableError>>()
                     .map(|b| &**b)
-            })
-            .and_then(|d| match d {
-                deltalake::DeltaTableError::KernelError(buoyant_kernel::Error::ObjectStore(os)) => {
-                    Some(Err(os))
-                }
-                // Some of delta-rs's paths (a snapshot's update among them) keep only the text
-                // of the kernel's error: a store that failed to answer reads "Error interacting
-                // with object store: Generic <store> error: …", an answer about the data (not
-                // found) does not say "Generic".
-                deltalake::DeltaTableError::Generic(text) => Some(Ok(text
-                    .strip_prefix("Error interacting with object store: ")
-                    .is_some_and(|rest| rest.starts_with("Generic ")))),
-                _ => None,
             });
-        let kernel = match kernel {
-            Some(Ok(flattened)) => return flattened,
-            Some(Err(os)) => Some(os),
-            None => None,
+        // Some of delta-rs's paths (a snapshot's update among them) keep only the text of the
+        // kernel's error, with no source: a store that failed to answer reads "Error interacting
+        // with object store: Generic <store> error: …", an answer about the data (not found)
+        // does not say "Generic".
+        if let Some(deltalake::DeltaTableError::Generic(text)) = delta {
+            return text
+                .strip_prefix("Error interacting with object store: ")
+                .is_some_and(|rest| rest.starts_with("Generic "));
+        }
+        let kernel = match delta {
+            Some(deltalake::DeltaTableError::KernelError(buoyant_kernel::Error::ObjectStore(
+                os,
+            ))) => Some(os),
+            _ => None,
         };
         let os = err
             .downcast_ref::<object_store::Error>()

@@ -819,8 +819,8 @@ impl<'r> Simulator<'r> {
     /// March and mid-September (so more than 90 days old by the year's end), move to it from
     /// other provincial administrations (in a small simulation, with fewer than three received
     /// in that window, some received outside it move into it too). Nothing is planted when the
-    /// year holds fewer than three. A generator of its own (from the seed) leaves every other draw as it
-    /// was.
+    /// year holds fewer than three. A generator of its own (from the seed) leaves every other
+    /// draw as it was.
     fn plant_overdue_complaints(
         &self,
         units: &[UnitPlan],
@@ -886,10 +886,9 @@ impl<'r> Simulator<'r> {
             // Remove from the highest index down so the other indices stay valid.
             moved.sort_by(|a, b| b.cmp(a));
             for (di, k) in moved {
+                // `open` holds only days of the window, which `moved` (from outside it) never
+                // shares, so no index in `open` shifts.
                 let c = complaints_by_day[di].remove(k);
-                for o in open.iter_mut().filter(|o| o.0 == di && o.1 > k) {
-                    o.1 -= 1;
-                }
                 let to_day = window[rng.gen_range(0..window.len())];
                 complaints_by_day[to_day].push(c);
                 open.push((to_day, complaints_by_day[to_day].len() - 1));
