@@ -24,6 +24,8 @@ use crate::record::{
 };
 use crate::time::{date_to_epoch_day, epoch_day_to_date};
 
+mod wire;
+
 /// Marker of Avro single-object encoding.
 pub const MAGIC: [u8; 2] = [0xC3, 0x01];
 const HEADER_LEN: usize = 10;
@@ -152,7 +154,9 @@ pub struct KnownSchema {
 pub struct SchemaSet {
     /// Every schema of [`SCHEMA_FILES`], in that order.
     pub known: Vec<KnownSchema>,
-    readers: HashMap<[u8; 8], (usize, GenericDatumReader<'static>)>,
+    /// By fingerprint: the schema's index in `known`, its reader, and whether it is the
+    /// latest of its kind (read straight into the record by serde, [`wire`]).
+    readers: HashMap<[u8; 8], (usize, GenericDatumReader<'static>, bool)>,
     writers: Vec<GenericDatumWriter<'static>>,
 }
 
@@ -192,7 +196,7 @@ impl SchemaSet {
                         k.file.file_name
                     )
                 });
-            let previous = readers.insert(k.fingerprint, (i, reader));
+            let previous = readers.insert(k.fingerprint, (i, reader, resolve_to.is_none()));
             assert!(
                 previous.is_none(),
                 "two schema files share a fingerprint: {}",
@@ -245,16 +249,19 @@ impl SchemaSet {
     pub fn encode_version(&self, event: &Event, version: u32) -> Result<Vec<u8>, EncodeError> {
         let kind = event.kind();
         let idx = self.index_of(kind, version)?;
-        let value = to_value(event, version);
         let mut out = Vec::with_capacity(160);
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&self.known[idx].fingerprint);
-        self.writers[idx]
-            .write_value_ref(&mut out, &value)
-            .map_err(|e| EncodeError::Avro {
-                kind: kind.as_str(),
-                detail: e.to_string(),
-            })?;
+        let writer = &self.writers[idx];
+        let written = if version == self.latest(kind).file.version {
+            write_latest(writer, &mut out, event)
+        } else {
+            writer.write_value_ref(&mut out, &to_value(event, version))
+        };
+        written.map_err(|e| EncodeError::Avro {
+            kind: kind.as_str(),
+            detail: e.to_string(),
+        })?;
         Ok(out)
     }
 
@@ -262,13 +269,23 @@ impl SchemaSet {
     /// the record are an error.
     pub fn decode(&self, bytes: &[u8]) -> Result<Event, DecodeError> {
         let (fingerprint, mut body) = split_header(bytes)?;
-        let (idx, reader) =
+        let (idx, reader, latest) =
             self.readers
                 .get(&fingerprint)
                 .ok_or_else(|| DecodeError::UnknownSchema {
                     fingerprint: hex::encode(fingerprint),
                 })?;
         let file = self.known[*idx].file;
+        if *latest {
+            let mut fast = body;
+            // A body that does not read this way is read again the generic way below, whose
+            // errors name the field (apache-avro's serde errors print the whole schema).
+            if let Ok(event) = read_latest(reader, file.kind, &mut fast) {
+                if fast.is_empty() {
+                    return event;
+                }
+            }
+        }
         let value = reader
             .read_value(&mut body)
             .map_err(|e| DecodeError::Body {
@@ -295,7 +312,7 @@ impl SchemaSet {
         reader_version: u32,
     ) -> Result<Event, DecodeError> {
         let (fingerprint, mut body) = split_header(bytes)?;
-        let (idx, _) =
+        let (idx, _, _) =
             self.readers
                 .get(&fingerprint)
                 .ok_or_else(|| DecodeError::UnknownSchema {
@@ -393,6 +410,133 @@ pub fn encode(event: &Event) -> Result<Vec<u8>, EncodeError> {
 /// Decodes a single-object-encoded message of any known schema version.
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     schema_set().decode(bytes)
+}
+
+/// Writes `event` with the latest schema of its kind through serde ([`wire`]).
+fn write_latest(
+    writer: &GenericDatumWriter<'static>,
+    out: &mut Vec<u8>,
+    event: &Event,
+) -> apache_avro::AvroResult<usize> {
+    match event {
+        Event::Service(e) => {
+            let id = wire::UuidText::new(&e.event_id);
+            let supersedes = e.supersedes_event_id.as_ref().map(wire::UuidText::new);
+            writer.write_ser(
+                out,
+                &wire::ServiceOut {
+                    event_id: id.as_str(),
+                    unit_code: &e.unit_code,
+                    request_id: &e.request_id,
+                    sector_code: &e.sector_code,
+                    service_code: &e.service_code,
+                    stage: e.stage,
+                    fee_riel: e.fee_riel,
+                    channel: &e.channel,
+                    occurred_at: e.occurred_at,
+                    recorded_at: e.recorded_at,
+                    supersedes_event_id: supersedes.as_ref().map(wire::UuidText::as_str),
+                    window_no: e.window_no,
+                },
+            )
+        }
+        Event::Complaint(e) => {
+            let id = wire::UuidText::new(&e.event_id);
+            let supersedes = e.supersedes_event_id.as_ref().map(wire::UuidText::new);
+            writer.write_ser(
+                out,
+                &wire::ComplaintOut {
+                    event_id: id.as_str(),
+                    unit_code: &e.unit_code,
+                    complaint_id: &e.complaint_id,
+                    sector_code: e.sector_code.as_deref(),
+                    stage: e.stage,
+                    occurred_at: e.occurred_at,
+                    recorded_at: e.recorded_at,
+                    supersedes_event_id: supersedes.as_ref().map(wire::UuidText::as_str),
+                },
+            )
+        }
+        Event::UnitDay(e) => writer.write_ser(
+            out,
+            &wire::UnitDay {
+                unit_code: e.unit_code.as_str(),
+                date: date_to_epoch_day(e.date),
+                services_recorded: e.services_recorded,
+                complaints_recorded: e.complaints_recorded,
+                closed_at: e.closed_at,
+            },
+        ),
+    }
+}
+
+fn parse_uuid(field: &'static str, s: &str) -> Result<Uuid, DecodeError> {
+    Uuid::parse_str(s).map_err(|e| DecodeError::Field {
+        field,
+        problem: format!("{s:?} is not a UUID: {e}"),
+    })
+}
+
+/// Reads a body written with the latest schema of `kind` through serde ([`wire`]). The outer
+/// error is apache-avro's (the caller reads the body again the generic way for a message that
+/// names the field); the inner one a field the record type cannot take.
+fn read_latest(
+    reader: &GenericDatumReader<'static>,
+    kind: RecordKind,
+    body: &mut &[u8],
+) -> apache_avro::AvroResult<Result<Event, DecodeError>> {
+    Ok(match kind {
+        RecordKind::Service => {
+            let w: wire::ServiceIn = reader.read_deser(body)?;
+            (|| {
+                Ok(Event::Service(ServiceEvent {
+                    event_id: parse_uuid("event_id", &w.event_id)?,
+                    unit_code: w.unit_code,
+                    request_id: w.request_id,
+                    sector_code: w.sector_code,
+                    service_code: w.service_code,
+                    stage: w.stage,
+                    fee_riel: w.fee_riel,
+                    channel: w.channel,
+                    occurred_at: w.occurred_at,
+                    recorded_at: w.recorded_at,
+                    supersedes_event_id: w
+                        .supersedes_event_id
+                        .map(|s| parse_uuid("supersedes_event_id", &s))
+                        .transpose()?,
+                    window_no: w.window_no,
+                }))
+            })()
+        }
+        RecordKind::Complaint => {
+            let w: wire::ComplaintIn = reader.read_deser(body)?;
+            (|| {
+                Ok(Event::Complaint(ComplaintEvent {
+                    event_id: parse_uuid("event_id", &w.event_id)?,
+                    unit_code: w.unit_code,
+                    complaint_id: w.complaint_id,
+                    sector_code: w.sector_code,
+                    stage: w.stage,
+                    occurred_at: w.occurred_at,
+                    recorded_at: w.recorded_at,
+                    supersedes_event_id: w
+                        .supersedes_event_id
+                        .map(|s| parse_uuid("supersedes_event_id", &s))
+                        .transpose()?,
+                }))
+            })()
+        }
+        RecordKind::UnitDay => {
+            let w: wire::UnitDay<String> = reader.read_deser(body)?;
+            Ok(Event::UnitDay(UnitDayClosed {
+                unit_code: w.unit_code,
+                date: epoch_day_to_date(w.date),
+                services_recorded: w.services_recorded,
+                complaints_recorded: w.complaints_recorded,
+                closed_at: w.closed_at,
+            }))
+        }
+    })
 }
 
 fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> Value) -> Value {
@@ -497,23 +641,13 @@ impl Fields {
     }
 
     fn uuid(&mut self, name: &'static str) -> Result<Uuid, DecodeError> {
-        let s = self.string(name)?;
-        Uuid::parse_str(&s).map_err(|e| DecodeError::Field {
-            field: name,
-            problem: format!("{s:?} is not a UUID: {e}"),
-        })
+        parse_uuid(name, &self.string(name)?)
     }
 
     fn opt_uuid(&mut self, name: &'static str) -> Result<Option<Uuid>, DecodeError> {
-        match self.opt_string(name)? {
-            None => Ok(None),
-            Some(s) => Uuid::parse_str(&s)
-                .map(Some)
-                .map_err(|e| DecodeError::Field {
-                    field: name,
-                    problem: format!("{s:?} is not a UUID: {e}"),
-                }),
-        }
+        self.opt_string(name)?
+            .map(|s| parse_uuid(name, &s))
+            .transpose()
     }
 
     fn long(&mut self, name: &'static str) -> Result<i64, DecodeError> {
@@ -678,6 +812,96 @@ mod tests {
             assert_eq!(&bytes[..2], &MAGIC);
             assert_eq!(decode(&bytes).unwrap(), e);
         }
+    }
+
+    /// Every kind, with its optional fields set and unset.
+    fn variety() -> Vec<Event> {
+        let mut bare = service();
+        bare.fee_riel = None;
+        bare.supersedes_event_id = None;
+        bare.window_no = None;
+        bare.stage = ServiceStage::Cancelled;
+        let complaint = ComplaintEvent {
+            event_id: Uuid::from_u128(9),
+            unit_code: "KH-12".into(),
+            complaint_id: "c1".into(),
+            sector_code: Some("LMC".into()),
+            stage: ComplaintStage::Withdrawn,
+            occurred_at: -5,
+            recorded_at: i64::MAX,
+            supersedes_event_id: Some(Uuid::from_u128(u128::MAX)),
+        };
+        let bare_complaint = ComplaintEvent {
+            sector_code: None,
+            supersedes_event_id: None,
+            stage: ComplaintStage::Received,
+            ..complaint.clone()
+        };
+        vec![
+            Event::Service(service()),
+            Event::Service(bare),
+            Event::Complaint(complaint),
+            Event::Complaint(bare_complaint),
+            Event::UnitDay(UnitDayClosed {
+                unit_code: "KH-1201".into(),
+                date: NaiveDate::from_ymd_opt(1969, 12, 31).unwrap(),
+                services_recorded: i32::MAX,
+                complaints_recorded: -1,
+                closed_at: 0,
+            }),
+        ]
+    }
+
+    #[test]
+    fn the_serde_path_writes_and_reads_what_the_generic_path_does() {
+        let set = schema_set();
+        for e in variety() {
+            let latest = set.latest(e.kind());
+            let idx = set.index_of(e.kind(), latest.file.version).unwrap();
+            let fast = encode(&e).unwrap();
+            let mut generic = Vec::from(MAGIC);
+            generic.extend_from_slice(&latest.fingerprint);
+            set.writers[idx]
+                .write_value_ref(&mut generic, &to_value(&e, latest.file.version))
+                .unwrap();
+            assert_eq!(fast, generic, "{e:?}");
+            let (_, reader, serde) = &set.readers[&latest.fingerprint];
+            assert!(*serde, "the latest version is read through serde");
+            let mut body = &fast[HEADER_LEN..];
+            let read = read_latest(reader, e.kind(), &mut body).unwrap().unwrap();
+            assert!(body.is_empty());
+            let mut body = &fast[HEADER_LEN..];
+            let value = reader.read_value(&mut body).unwrap();
+            assert_eq!(read, from_value(e.kind(), value).unwrap());
+            assert_eq!(read, e);
+        }
+    }
+
+    #[test]
+    fn a_bad_uuid_or_left_over_bytes_are_named_on_the_serde_path_too() {
+        let set = schema_set();
+        let latest = set.latest(RecordKind::Service);
+        let idx = set
+            .index_of(RecordKind::Service, latest.file.version)
+            .unwrap();
+        let mut value = to_value(&Event::Service(service()), latest.file.version);
+        if let Value::Record(fields) = &mut value {
+            fields[0].1 = Value::String("not-a-uuid".into());
+        }
+        let mut bytes = Vec::from(MAGIC);
+        bytes.extend_from_slice(&latest.fingerprint);
+        set.writers[idx]
+            .write_value_ref(&mut bytes, &value)
+            .unwrap();
+        let err = decode(&bytes).unwrap_err();
+        assert!(
+            matches!(&err, DecodeError::Field { field: "event_id", problem } if problem.contains("not-a-uuid")),
+            "{err}"
+        );
+        let mut longer = encode(&Event::Service(service())).unwrap();
+        longer.push(0);
+        let err = decode(&longer).unwrap_err();
+        assert!(err.to_string().contains("1 bytes left over"), "{err}");
     }
 
     #[test]
