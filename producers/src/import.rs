@@ -239,6 +239,194 @@ pub fn parse_object(
     })
 }
 
+/// The common case of a JSON line read without a `serde_json::Value` tree: a record whose
+/// fields are each of their plain JSON type (strings non-empty, integers as numbers) and all
+/// allowed for its kind, read straight into borrowed fields. Anything else — a null, an empty
+/// string, a number given as text, an unknown or repeated field, a value that does not parse —
+/// gives `None`, and the line is read again by [`parse_object`], which decides and words every
+/// error: both paths give the same event for the lines this one takes (tested), and this one
+/// never refuses a line. About twice as fast as building the `Value` (which, with
+/// `preserve_order` on through other crates, hashes every key into an index map).
+mod fast {
+    use owsu_schemas::record::{ComplaintEvent, Event, RecordKind, ServiceEvent, UnitDayClosed};
+    use owsu_schemas::time::parse_rfc3339;
+    use owsu_schemas::validate::{complaint_stage, service_stage};
+    use serde::Deserialize;
+    use uuid::Uuid;
+
+    /// Borrowed from the line: a string with a backslash escape does not borrow, and goes to
+    /// the slow path like any other surprise.
+    type Text<'a> = Option<&'a str>;
+
+    /// Every field of the three kinds: `None` when absent. A field present with `null` does
+    /// not deserialize ([`present`]), so the line goes to [`super::parse_object`], for which a
+    /// present field counts against the kind's allowed fields even when null.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Record<'a> {
+        #[serde(borrow, default, deserialize_with = "present")]
+        kind: Text<'a>,
+        #[serde(borrow, default, deserialize_with = "present")]
+        event_id: Text<'a>,
+        #[serde(borrow, default, deserialize_with = "present")]
+        unit_code: Text<'a>,
+        #[serde(borrow, default, deserialize_with = "present")]
+        request_id: Text<'a>,
+        #[serde(borrow, default, deserialize_with = "present")]
+        complaint_id: Text<'a>,
+        #[serde(borrow, default, deserialize_with = "present")]
+        sector_code: Text<'a>,
+        #[serde(borrow, default, deserialize_with = "present")]
+        service_code: Text<'a>,
+        #[serde(borrow, default, deserialize_with = "present")]
+        stage: Text<'a>,
+        #[serde(default, deserialize_with = "present")]
+        fee_riel: Option<i64>,
+        #[serde(borrow, default, deserialize_with = "present")]
+        channel: Text<'a>,
+        #[serde(borrow, default, deserialize_with = "present")]
+        occurred_at: Text<'a>,
+        #[serde(borrow, default, deserialize_with = "present")]
+        recorded_at: Text<'a>,
+        #[serde(borrow, default, deserialize_with = "present")]
+        supersedes_event_id: Text<'a>,
+        #[serde(default, deserialize_with = "present")]
+        window_no: Option<i64>,
+        #[serde(borrow, default, deserialize_with = "present")]
+        date: Text<'a>,
+        #[serde(default, deserialize_with = "present")]
+        services_recorded: Option<i64>,
+        #[serde(default, deserialize_with = "present")]
+        complaints_recorded: Option<i64>,
+        #[serde(borrow, default, deserialize_with = "present")]
+        closed_at: Text<'a>,
+    }
+
+    /// A field that is there: its value, which must not be null.
+    fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
+        T::deserialize(d).map(Some)
+    }
+
+    /// A present, non-empty text (an empty one is "absent" to [`super::parse_object`]).
+    fn text<'b>(t: &Text<'b>) -> Option<Option<&'b str>> {
+        match *t {
+            Some("") => None,
+            other => Some(other),
+        }
+    }
+
+    fn required<'b>(t: &Text<'b>) -> Option<&'b str> {
+        text(t)?
+    }
+
+    fn time(t: &Text<'_>) -> Option<i64> {
+        parse_rfc3339(required(t)?).ok()
+    }
+
+    fn uuid(t: &Text<'_>) -> Option<Option<Uuid>> {
+        match text(t)? {
+            None => Some(None),
+            Some(s) => Uuid::parse_str(s).ok().map(Some),
+        }
+    }
+
+    /// The event of `line`, or `None` when [`super::parse_object`] must read it.
+    pub(super) fn parse(line: &str, default_kind: Option<RecordKind>) -> Option<Event> {
+        let r: Record<'_> = serde_json::from_str(line).ok()?;
+        let kind = match text(&r.kind)? {
+            Some(k) => RecordKind::parse(k)?,
+            None => default_kind?,
+        };
+        // Fields of another kind: `parse_object` names the first.
+        let foreign = match kind {
+            RecordKind::Service => {
+                r.complaint_id.is_some()
+                    || r.date.is_some()
+                    || r.services_recorded.is_some()
+                    || r.complaints_recorded.is_some()
+                    || r.closed_at.is_some()
+            }
+            RecordKind::Complaint => {
+                r.request_id.is_some()
+                    || r.service_code.is_some()
+                    || r.fee_riel.is_some()
+                    || r.channel.is_some()
+                    || r.window_no.is_some()
+                    || r.date.is_some()
+                    || r.services_recorded.is_some()
+                    || r.complaints_recorded.is_some()
+                    || r.closed_at.is_some()
+            }
+            RecordKind::UnitDay => {
+                r.event_id.is_some()
+                    || r.request_id.is_some()
+                    || r.complaint_id.is_some()
+                    || r.sector_code.is_some()
+                    || r.service_code.is_some()
+                    || r.stage.is_some()
+                    || r.fee_riel.is_some()
+                    || r.channel.is_some()
+                    || r.occurred_at.is_some()
+                    || r.recorded_at.is_some()
+                    || r.supersedes_event_id.is_some()
+                    || r.window_no.is_some()
+            }
+        };
+        if foreign {
+            return None;
+        }
+        Some(match kind {
+            RecordKind::Service => {
+                let occurred_at = time(&r.occurred_at)?;
+                Event::Service(ServiceEvent {
+                    event_id: uuid(&r.event_id)?.unwrap_or_default(),
+                    unit_code: required(&r.unit_code)?.to_owned(),
+                    request_id: required(&r.request_id)?.to_owned(),
+                    sector_code: required(&r.sector_code)?.to_owned(),
+                    service_code: required(&r.service_code)?.to_owned(),
+                    stage: service_stage(required(&r.stage)?).ok()?,
+                    fee_riel: r.fee_riel,
+                    channel: text(&r.channel)?.unwrap_or("counter").to_owned(),
+                    occurred_at,
+                    recorded_at: match text(&r.recorded_at)? {
+                        Some(_) => time(&r.recorded_at)?,
+                        None => occurred_at,
+                    },
+                    supersedes_event_id: uuid(&r.supersedes_event_id)?,
+                    window_no: r.window_no.map(|v| v as i32),
+                })
+            }
+            RecordKind::Complaint => {
+                let occurred_at = time(&r.occurred_at)?;
+                Event::Complaint(ComplaintEvent {
+                    event_id: uuid(&r.event_id)?.unwrap_or_default(),
+                    unit_code: required(&r.unit_code)?.to_owned(),
+                    complaint_id: required(&r.complaint_id)?.to_owned(),
+                    sector_code: text(&r.sector_code)?.map(str::to_owned),
+                    stage: complaint_stage(required(&r.stage)?).ok()?,
+                    occurred_at,
+                    recorded_at: match text(&r.recorded_at)? {
+                        Some(_) => time(&r.recorded_at)?,
+                        None => occurred_at,
+                    },
+                    supersedes_event_id: uuid(&r.supersedes_event_id)?,
+                })
+            }
+            RecordKind::UnitDay => Event::UnitDay(UnitDayClosed {
+                unit_code: required(&r.unit_code)?.to_owned(),
+                date: chrono::NaiveDate::parse_from_str(required(&r.date)?, "%Y-%m-%d").ok()?,
+                services_recorded: i32::try_from(r.services_recorded?).ok()?,
+                complaints_recorded: i32::try_from(r.complaints_recorded?).ok()?,
+                closed_at: time(&r.closed_at)?,
+            }),
+        })
+    }
+}
+
 /// Fields of an office's record that identify a citizen's case and never leave the office in
 /// clear (Kafka carries their keyed hash, see [`pseudonymise`]).
 pub(crate) const CASE_NUMBER_FIELDS: [&str; 2] = ["request_id", "complaint_id"];
@@ -566,6 +754,13 @@ pub(crate) fn parse_json_line(
     if text.trim().is_empty() {
         return None;
     }
+    if let Some(event) = fast::parse(&text, kind) {
+        return Some(Line {
+            number,
+            text,
+            parsed: Ok(event),
+        });
+    }
     let parsed = match serde_json::from_str::<Value>(&text) {
         Ok(Value::Object(map)) => parse_object(&map, kind).map_err(|(f, r)| err(f, r)),
         Ok(_) => Err(err(None, "not a JSON object".into())),
@@ -733,6 +928,67 @@ mod tests {
             .as_ref()
             .expect("the BOM is not part of the column name");
         assert_eq!(e.unit_code(), "KH-01");
+    }
+
+    /// The slow path's reading of a line, for comparison with the fast one.
+    fn slow(line: &str, kind: Option<RecordKind>) -> FieldResult<Event> {
+        match serde_json::from_str::<Value>(line) {
+            Ok(Value::Object(map)) => parse_object(&map, kind),
+            _ => Err((None, "not a JSON object".into())),
+        }
+    }
+
+    #[test]
+    fn the_fast_path_reads_what_parse_object_reads_and_leaves_it_every_doubt() {
+        let service = r#""kind":"service","event_id":"0b1e3f9a-7f6c-4d2e-9b8a-1c2d3e4f5a6b","unit_code":"KH-0101","request_id":"R-77","sector_code":"COM","service_code":"COM-TRADE-LIC","stage":"FEE_PAID","fee_riel":100000,"channel":"online","occurred_at":"2021-03-04T09:00:00+07:00","recorded_at":"2021-03-04T09:01:00+07:00","window_no":4"#;
+        let taken = [
+            format!("{{{service}}}"),
+            // Optional fields absent: channel, recorded_at, window_no, fee, event id.
+            r#"{"kind":"service","unit_code":"KH-0101","request_id":"R","sector_code":"COM","service_code":"COM-TRADE-LIC","stage":"RECEIVED","occurred_at":"2021-03-04T09:00:00Z"}"#.into(),
+            r#"{"kind":"complaint","event_id":"0b1e3f9a-7f6c-4d2e-9b8a-1c2d3e4f5a6c","unit_code":"KH-12","complaint_id":"C-1","sector_code":"LMC","stage":"RESOLVED","occurred_at":"2021-03-04T09:00:00+07:00","supersedes_event_id":"0b1e3f9a-7f6c-4d2e-9b8a-1c2d3e4f5a6b"}"#.into(),
+            r#"{"kind":"complaint","unit_code":"KH-12","complaint_id":"C-1","stage":"RECEIVED","occurred_at":"2021-03-04T09:00:00+07:00"}"#.into(),
+            r#"{"kind":"unit_day","unit_code":"KH-12","date":"2021-03-04","services_recorded":17,"complaints_recorded":0,"closed_at":"2021-03-04T17:00:00+07:00"}"#.into(),
+            // Key order does not matter, nor spaces.
+            r#"{ "stage" : "DELIVERED", "occurred_at":"2021-03-04T09:00:00+07:00","kind":"service","unit_code":"KH-0101","request_id":"R","sector_code":"COM","service_code":"COM-TRADE-LIC" }"#.into(),
+        ];
+        for line in &taken {
+            let fast = fast::parse(line, None).unwrap_or_else(|| panic!("not taken: {line}"));
+            assert_eq!(Ok(fast), slow(line, None), "{line}");
+        }
+        // A CSV-like record without `kind` takes the file's.
+        let no_kind = r#"{"unit_code":"KH-12","complaint_id":"C-1","stage":"RECEIVED","occurred_at":"2021-03-04T09:00:00+07:00"}"#;
+        assert_eq!(
+            fast::parse(no_kind, Some(RecordKind::Complaint)).map(Ok),
+            Some(slow(no_kind, Some(RecordKind::Complaint)))
+        );
+        // Surprises the slow path accepts, in its own way (a number as text, an empty or null
+        // channel, an escape, a repeated field: the last one holds)...
+        let odd = [
+            format!("{{{}}}", service.replace("100000", r#""100000""#)),
+            format!("{{{}}}", service.replace(r#""online""#, r#""""#)),
+            format!("{{{}}}", service.replace(r#""online""#, "null")),
+            format!("{{{}}}", service.replace("R-77", r#"R-\u0037"#)),
+            format!(r#"{{{service},"stage":"RECEIVED"}}"#),
+        ];
+        // ...and what it refuses, naming the field.
+        let bad = [
+            format!(r#"{{{service},"complaint_id":null}}"#),
+            format!(r#"{{{service},"colour":"red"}}"#),
+            format!("{{{}}}", service.replace("FEE_PAID", "PAID")),
+            format!("{{{}}}", service.replace("2021-03-04T09:00:00+07:00", "2021-03-04 09:00")),
+            format!("{{{}}}", service.replace("\"kind\":\"service\",", "")),
+            r#"{"kind":"unit_day","unit_code":"KH-12","date":"2021-03-04","services_recorded":3000000000,"complaints_recorded":0,"closed_at":"2021-03-04T17:00:00+07:00"}"#.into(),
+            "[1, 2]".into(),
+            "{".into(),
+        ];
+        for line in &odd {
+            assert_eq!(fast::parse(line, None), None, "taken: {line}");
+            assert!(slow(line, None).is_ok(), "{line}");
+        }
+        for line in &bad {
+            assert_eq!(fast::parse(line, None), None, "taken: {line}");
+            assert!(slow(line, None).is_err(), "{line}");
+        }
     }
 
     #[test]
