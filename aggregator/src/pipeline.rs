@@ -225,6 +225,23 @@ fn in_lake(offsets: &LakeOffsets, topic: &str, p: i32, high: i64) -> bool {
     })
 }
 
+/// Whether `m` is its partition's last message before its target (the high watermark recorded at
+/// start-up), remembered in `read`.
+fn reaches_target(
+    targets: &HashMap<(String, i32), (i64, i64)>,
+    read: &mut HashSet<(String, i32)>,
+    m: &impl Message,
+) -> bool {
+    let key = (m.topic().to_owned(), m.partition());
+    match targets.get(&key) {
+        Some((_, high)) if m.offset() + 1 >= *high => {
+            read.insert(key);
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Rebalance bookkeeping shared with librdkafka's callbacks.
 pub(crate) struct GroupContext {
     assigned: Mutex<HashSet<(String, i32)>>,
@@ -402,6 +419,12 @@ impl GroupContext {
             .copied()
             .filter(|p| only.is_none_or(|o| o.contains(p)) && states.contains_key(p))
             .collect();
+        // The open transactions are committed first, on all cores (each commit flushes and
+        // fsyncs its file), rather than one at a time inside the uploads below.
+        {
+            use rayon::prelude::*;
+            todo.par_iter().try_for_each(|p| states[p].commit())?;
+        }
         // Several at once: each is mostly waiting on the store.
         let states = &*states;
         let results = self.rt.block_on(async {
@@ -411,7 +434,7 @@ impl GroupContext {
                 (*p, r, started.elapsed())
             });
             futures::stream::iter(jobs)
-                .buffer_unordered(4)
+                .buffer_unordered(8)
                 .collect::<Vec<_>>()
                 .await
         });
@@ -520,6 +543,15 @@ pub(crate) struct Pipeline {
     /// When the partitions' state transactions were last committed.
     last_state_commit: Instant,
     targets: HashMap<(String, i32), (i64, i64)>,
+    /// With `--until-caught-up`: the partitions whose last message before their target (the
+    /// high watermark at start-up) has been read since the last assignment or reseek. Once every
+    /// assigned partition is in it (or in the lake already), the batch in hand is the last one:
+    /// it closes at once instead of lingering ([`Pipeline::collect`]).
+    targets_read: HashSet<(String, i32)>,
+    /// The last batch closed because every target was read: the next collect returns at once,
+    /// empty, so the run commits and stops without an idle poll first (once: after that,
+    /// collect polls as usual, which serves rebalances while other members finish).
+    closed_at_targets: bool,
     /// When the lake was last asked about partitions this instance does not hold.
     others_checked: Option<Instant>,
     metrics: Arc<Metrics>,
@@ -719,6 +751,8 @@ impl Pipeline {
             last_snapshot: Instant::now(),
             last_state_commit: Instant::now(),
             targets: HashMap::new(),
+            targets_read: HashSet::new(),
+            closed_at_targets: false,
             others_checked: None,
             metrics,
             rt,
@@ -860,6 +894,7 @@ impl Pipeline {
     /// After a refused commit: forget the state, read the lake's offsets again and resume there.
     fn reseek(&mut self) -> anyhow::Result<()> {
         self.pending.clear();
+        self.targets_read.clear();
         self.consumer.context().states.lock().expect("lock").clear();
         let tps = self.assigned();
         let starts = self.consumer.context().prepare(&self.consumer, &tps)?;
@@ -1054,6 +1089,8 @@ impl Pipeline {
                     tracing::info!(messages = batch.len(), "rebalance: batch and pending rows dropped uncommitted, they will be read again");
                 }
                 self.pending.clear();
+                self.targets_read.clear();
+                self.closed_at_targets = false;
                 continue;
             }
             if batch.is_empty() {
@@ -1124,9 +1161,13 @@ impl Pipeline {
         Ok(report)
     }
 
-    fn collect(&self, shutdown: &AtomicBool) -> anyhow::Result<Vec<OwnedMessage>> {
+    fn collect(&mut self, shutdown: &AtomicBool) -> anyhow::Result<Vec<OwnedMessage>> {
         let mut batch = Vec::new();
         let mut first_at: Option<Instant> = None;
+        if std::mem::take(&mut self.closed_at_targets) {
+            // Everything there was to read was read: what is left is committing it.
+            return Ok(batch);
+        }
         loop {
             let wait = match first_at {
                 None => Duration::from_millis(200),
@@ -1138,7 +1179,13 @@ impl Pipeline {
             match self.consumer.poll(wait.min(Duration::from_millis(200))) {
                 Some(Ok(m)) => {
                     first_at.get_or_insert_with(Instant::now);
+                    let last = self.config.until_caught_up
+                        && reaches_target(&self.targets, &mut self.targets_read, &m);
                     batch.push(m.detach());
+                    if last && self.all_targets_read() {
+                        self.closed_at_targets = true;
+                        break;
+                    }
                     if batch.len() >= self.config.max_batch {
                         break;
                     }
@@ -1155,6 +1202,20 @@ impl Pipeline {
             }
         }
         Ok(batch)
+    }
+
+    /// Whether every assigned partition has nothing left to read before its target: its last
+    /// message was read (`targets_read`), or the lake holds it already, or it was empty.
+    fn all_targets_read(&self) -> bool {
+        let assigned = self.assigned();
+        if assigned.is_empty() {
+            return false;
+        }
+        let offsets = self.consumer.context().offsets.lock().expect("lock");
+        assigned.iter().all(|tp| {
+            let (low, high) = self.targets.get(tp).copied().unwrap_or((0, 0));
+            high <= low || self.targets_read.contains(tp) || in_lake(&offsets, &tp.0, tp.1, high)
+        })
     }
 
     /// Sends `letters` to the dead-letter topic (with the message itself when there is one) and
