@@ -225,20 +225,20 @@ fn in_lake(offsets: &LakeOffsets, topic: &str, p: i32, high: i64) -> bool {
     })
 }
 
-/// Whether `m` is its partition's last message before its target (the high watermark recorded at
-/// start-up), remembered in `read`.
+/// Whether `m` is its partition's last message before its target (`highs`: topic → partition →
+/// high watermark recorded at start-up), remembered in `read`. Looked up by the borrowed topic
+/// name: this runs for every message.
 fn reaches_target(
-    targets: &HashMap<(String, i32), (i64, i64)>,
+    highs: &HashMap<String, HashMap<i32, i64>>,
     read: &mut HashSet<(String, i32)>,
     m: &impl Message,
 ) -> bool {
-    let key = (m.topic().to_owned(), m.partition());
-    match targets.get(&key) {
-        Some((_, high)) if m.offset() + 1 >= *high => {
-            read.insert(key);
-            true
-        }
-        _ => false,
+    let high = highs.get(m.topic()).and_then(|h| h.get(&m.partition()));
+    if high.is_some_and(|high| m.offset() + 1 >= *high) {
+        read.insert((m.topic().to_owned(), m.partition()));
+        true
+    } else {
+        false
     }
 }
 
@@ -543,6 +543,8 @@ pub(crate) struct Pipeline {
     /// When the partitions' state transactions were last committed.
     last_state_commit: Instant,
     targets: HashMap<(String, i32), (i64, i64)>,
+    /// The high watermarks of `targets` by topic name, then partition.
+    highs: HashMap<String, HashMap<i32, i64>>,
     /// With `--until-caught-up`: the partitions whose last message before their target (the
     /// high watermark at start-up) has been read since the last assignment or reseek. Once every
     /// assigned partition is in it (or in the lake already), the batch in hand is the last one:
@@ -751,6 +753,7 @@ impl Pipeline {
             last_snapshot: Instant::now(),
             last_state_commit: Instant::now(),
             targets: HashMap::new(),
+            highs: HashMap::new(),
             targets_read: HashSet::new(),
             closed_at_targets: false,
             others_checked: None,
@@ -781,6 +784,10 @@ impl Pipeline {
                         .fetch_watermarks(t, p.id(), Duration::from_secs(30))
                 })?;
                 self.targets.insert((t.clone(), p.id()), (low, high));
+                self.highs
+                    .entry(t.clone())
+                    .or_default()
+                    .insert(p.id(), high);
             }
         }
         Ok(())
@@ -1180,7 +1187,7 @@ impl Pipeline {
                 Some(Ok(m)) => {
                     first_at.get_or_insert_with(Instant::now);
                     let last = self.config.until_caught_up
-                        && reaches_target(&self.targets, &mut self.targets_read, &m);
+                        && reaches_target(&self.highs, &mut self.targets_read, &m);
                     batch.push(m.detach());
                     if last && self.all_targets_read() {
                         self.closed_at_targets = true;
