@@ -254,6 +254,7 @@ fn stage_chunks(
 ) -> anyhow::Result<Tally> {
     let mut tally = Tally::default();
     let mut rejects = Rejects::new(&job.rejects);
+    let topics = RecordKind::ALL.map(|k| kafka.topic(k.topic()));
     let mut chunk: Vec<OutboxRecord> = Vec::with_capacity(job.chunk.min(1 << 20));
     for (text, checked) in lines {
         match checked {
@@ -261,7 +262,7 @@ fn stage_chunks(
                 tally.add(&e);
                 tally.flag(flags);
                 chunk.push(OutboxRecord {
-                    topic: kafka.topic(e.kind().topic()),
+                    topic: topics[e.kind() as usize].clone(),
                     key: e.unit_code().to_owned(),
                     payload,
                 });
