@@ -65,6 +65,23 @@ fn publish_year(dir: &Path, prefix: &str, seed: &str) -> PathBuf {
 /// Starts an instance; its partition state goes to `log`'s name with `.state` (each instance
 /// has its own, as on separate machines; a restarted instance reuses its own).
 fn spawn(prefix: &str, group: &str, store: &Path, until_caught_up: bool, log: &Path) -> Child {
+    spawn_with(prefix, group, store, until_caught_up, log, &[])
+}
+
+/// Summary commits every 200 ms while catching up (2 s by default): a run killed a moment after
+/// its first commit is then killed mid-run however fast the machine catches up, and each run
+/// gets only part of the way before the next kill.
+const COMMIT_OFTEN: [&str; 2] = ["--summary-interval-ms", "200"];
+
+/// [`spawn`] with more arguments of `owsu-aggregator run`.
+fn spawn_with(
+    prefix: &str,
+    group: &str,
+    store: &Path,
+    until_caught_up: bool,
+    log: &Path,
+    extra: &[&str],
+) -> Child {
     let state = log.with_extension("state");
     let mut args = [
         "owsu-aggregator",
@@ -95,6 +112,7 @@ fn spawn(prefix: &str, group: &str, store: &Path, until_caught_up: bool, log: &P
     if until_caught_up {
         args.push("--until-caught-up".into());
     }
+    args.extend(extra.iter().map(|a| a.to_string()));
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -135,7 +153,7 @@ fn kill_9_at_five_random_moments_loses_and_doubles_nothing() {
         // Killed at a random moment after this run's first commit: by then it has restored its
         // state and is landing batches, however fast the machine.
         let before = lake_commits(&store);
-        let mut child = spawn(&prefix, &group, &store, true, &log);
+        let mut child = spawn_with(&prefix, &group, &store, true, &log, &COMMIT_OFTEN);
         let started = Instant::now();
         while lake_commits(&store) == before
             && child.try_wait().unwrap().is_none()

@@ -650,7 +650,10 @@ fn aggregator_killed_five_times(suite: &Suite, run: &mut Run) -> Recovery {
     for _ in 0..5 {
         // At a random moment after this run's first commit, however fast the machine.
         let before = oracle::lake_commits(&run.store_dir);
-        let mut child = suite.spawn_aggregator(run, true, &log);
+        // Summary commits every 200 ms (2 s by default): killed a moment after its first
+        // commit, a run is killed mid-run however fast the machine catches up.
+        let mut child =
+            suite.spawn_aggregator_with(run, true, &log, &["--summary-interval-ms", "200"]);
         let started = Instant::now();
         while oracle::lake_commits(&run.store_dir) == before
             && child.try_wait().unwrap().is_none()
