@@ -187,8 +187,10 @@ impl SchemaSet {
             // as written. Resolving anyway (apache-avro resolves a value against the reader
             // schema field by field) was half the decoding time of the aggregator.
             let resolve_to = (k.fingerprint != latest.fingerprint).then_some(latest.schema);
+            // Human-readable serde: a UUID is its text, as the schemas' `string` fields hold it.
             let reader = GenericDatumReader::builder(k.schema)
                 .maybe_reader_schema(resolve_to)
+                .human_readable(true)
                 .build()
                 .unwrap_or_else(|e| {
                     panic!(
@@ -204,6 +206,7 @@ impl SchemaSet {
             );
             writers.push(
                 GenericDatumWriter::builder(k.schema)
+                    .human_readable(true)
                     .build()
                     .unwrap_or_else(|e| panic!("{}: {e}", k.file.file_name)),
             );
@@ -282,7 +285,7 @@ impl SchemaSet {
             // errors name the field (apache-avro's serde errors print the whole schema).
             if let Ok(event) = read_latest(reader, file.kind, &mut fast) {
                 if fast.is_empty() {
-                    return event;
+                    return Ok(event);
                 }
             }
         }
@@ -412,51 +415,18 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     schema_set().decode(bytes)
 }
 
-/// Writes `event` with the latest schema of its kind through serde ([`wire`]).
+/// Writes `event` with the latest schema of its kind through serde: the service and complaint
+/// records are their own wire types (the schemas' record names, fields and order; a UUID as its
+/// hyphenated text, the writers being human-readable), a day closure goes through
+/// [`wire::UnitDay`].
 fn write_latest(
     writer: &GenericDatumWriter<'static>,
     out: &mut Vec<u8>,
     event: &Event,
 ) -> apache_avro::AvroResult<usize> {
     match event {
-        Event::Service(e) => {
-            let id = wire::UuidText::new(&e.event_id);
-            let supersedes = e.supersedes_event_id.as_ref().map(wire::UuidText::new);
-            writer.write_ser(
-                out,
-                &wire::ServiceOut {
-                    event_id: id.as_str(),
-                    unit_code: &e.unit_code,
-                    request_id: &e.request_id,
-                    sector_code: &e.sector_code,
-                    service_code: &e.service_code,
-                    stage: e.stage,
-                    fee_riel: e.fee_riel,
-                    channel: &e.channel,
-                    occurred_at: e.occurred_at,
-                    recorded_at: e.recorded_at,
-                    supersedes_event_id: supersedes.as_ref().map(wire::UuidText::as_str),
-                    window_no: e.window_no,
-                },
-            )
-        }
-        Event::Complaint(e) => {
-            let id = wire::UuidText::new(&e.event_id);
-            let supersedes = e.supersedes_event_id.as_ref().map(wire::UuidText::new);
-            writer.write_ser(
-                out,
-                &wire::ComplaintOut {
-                    event_id: id.as_str(),
-                    unit_code: &e.unit_code,
-                    complaint_id: &e.complaint_id,
-                    sector_code: e.sector_code.as_deref(),
-                    stage: e.stage,
-                    occurred_at: e.occurred_at,
-                    recorded_at: e.recorded_at,
-                    supersedes_event_id: supersedes.as_ref().map(wire::UuidText::as_str),
-                },
-            )
-        }
+        Event::Service(e) => writer.write_ser(out, e),
+        Event::Complaint(e) => writer.write_ser(out, e),
         Event::UnitDay(e) => writer.write_ser(
             out,
             &wire::UnitDay {
@@ -470,72 +440,34 @@ fn write_latest(
     }
 }
 
-fn parse_uuid(field: &'static str, s: &str) -> Result<Uuid, DecodeError> {
-    Uuid::parse_str(s).map_err(|e| DecodeError::Field {
-        field,
-        problem: format!("{s:?} is not a UUID: {e}"),
-    })
-}
-
-/// Reads a body written with the latest schema of `kind` through serde ([`wire`]). The outer
-/// error is apache-avro's (the caller reads the body again the generic way for a message that
-/// names the field); the inner one a field the record type cannot take.
+/// Reads a body written with the latest schema of `kind` through serde, as [`write_latest`]
+/// writes it. An error is apache-avro's (a text that is not a UUID included): the caller reads
+/// the body again the generic way, whose error names the field.
 fn read_latest(
     reader: &GenericDatumReader<'static>,
     kind: RecordKind,
     body: &mut &[u8],
-) -> apache_avro::AvroResult<Result<Event, DecodeError>> {
+) -> apache_avro::AvroResult<Event> {
     Ok(match kind {
-        RecordKind::Service => {
-            let w: wire::ServiceIn = reader.read_deser(body)?;
-            (|| {
-                Ok(Event::Service(ServiceEvent {
-                    event_id: parse_uuid("event_id", &w.event_id)?,
-                    unit_code: w.unit_code,
-                    request_id: w.request_id,
-                    sector_code: w.sector_code,
-                    service_code: w.service_code,
-                    stage: w.stage,
-                    fee_riel: w.fee_riel,
-                    channel: w.channel,
-                    occurred_at: w.occurred_at,
-                    recorded_at: w.recorded_at,
-                    supersedes_event_id: w
-                        .supersedes_event_id
-                        .map(|s| parse_uuid("supersedes_event_id", &s))
-                        .transpose()?,
-                    window_no: w.window_no,
-                }))
-            })()
-        }
-        RecordKind::Complaint => {
-            let w: wire::ComplaintIn = reader.read_deser(body)?;
-            (|| {
-                Ok(Event::Complaint(ComplaintEvent {
-                    event_id: parse_uuid("event_id", &w.event_id)?,
-                    unit_code: w.unit_code,
-                    complaint_id: w.complaint_id,
-                    sector_code: w.sector_code,
-                    stage: w.stage,
-                    occurred_at: w.occurred_at,
-                    recorded_at: w.recorded_at,
-                    supersedes_event_id: w
-                        .supersedes_event_id
-                        .map(|s| parse_uuid("supersedes_event_id", &s))
-                        .transpose()?,
-                }))
-            })()
-        }
+        RecordKind::Service => Event::Service(reader.read_deser(body)?),
+        RecordKind::Complaint => Event::Complaint(reader.read_deser(body)?),
         RecordKind::UnitDay => {
             let w: wire::UnitDay<String> = reader.read_deser(body)?;
-            Ok(Event::UnitDay(UnitDayClosed {
+            Event::UnitDay(UnitDayClosed {
                 unit_code: w.unit_code,
                 date: epoch_day_to_date(w.date),
                 services_recorded: w.services_recorded,
                 complaints_recorded: w.complaints_recorded,
                 closed_at: w.closed_at,
-            }))
+            })
         }
+    })
+}
+
+fn parse_uuid(field: &'static str, s: &str) -> Result<Uuid, DecodeError> {
+    Uuid::parse_str(s).map_err(|e| DecodeError::Field {
+        field,
+        problem: format!("{s:?} is not a UUID: {e}"),
     })
 }
 
@@ -868,7 +800,7 @@ mod tests {
             let (_, reader, serde) = &set.readers[&latest.fingerprint];
             assert!(*serde, "the latest version is read through serde");
             let mut body = &fast[HEADER_LEN..];
-            let read = read_latest(reader, e.kind(), &mut body).unwrap().unwrap();
+            let read = read_latest(reader, e.kind(), &mut body).unwrap();
             assert!(body.is_empty());
             let mut body = &fast[HEADER_LEN..];
             let value = reader.read_value(&mut body).unwrap();
