@@ -57,9 +57,14 @@ pub fn java_partition(key: &[u8], partitions: i32) -> i32 {
     ((h & 0x7fff_ffff) % partitions as u32) as i32
 }
 
-/// The repository root (for scripts and reference data).
+/// The repository root (for scripts and reference data). Cargo names the package directory
+/// to the test process at run time; that wins over the one compiled in, because cargo does not
+/// rebuild an unchanged crate for a new checkout path: with a target directory shared between
+/// clones (CI's cache), the compiled-in path can be another clone's, or gone.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
         .expect("tests/ is inside the repository")
         .to_path_buf()
