@@ -241,7 +241,6 @@ async fn apply_raw(
         conflicts: Vec::new(),
         inverted: BTreeSet::new(),
     };
-    use rayon::prelude::*;
     let none = FirstArrivals::new();
     for (kind, def) in RecordKind::ALL.into_iter().zip(RAW) {
         let Some(table) = LakeTable::open(store, def, None).await? else {
@@ -251,39 +250,23 @@ async fn apply_raw(
         pass.raw_files += files.len();
         for f in files {
             let df = table.read(std::slice::from_ref(&f), concurrency).await?;
-            // A compacted file holds millions of rows: turn them into events a slice at a time.
-            let mut offset = 0;
-            while offset < df.height() {
-                let slice = df.slice(offset as i64, REBUILD_SLICE);
-                offset += REBUILD_SLICE;
-                let landed = raw::from_frame(&f.path, kind, &slice)?;
-                let mut by_partition: BTreeMap<i32, Vec<(&str, i64, &owsu_schemas::Event)>> =
-                    BTreeMap::new();
-                for l in &landed {
-                    if first.is_empty() || first.contains_key(&l.partition) {
-                        by_partition
-                            .entry(l.partition)
-                            .or_default()
-                            .push((def.name, l.offset, &l.event));
-                    }
-                }
-                for p in by_partition.keys() {
-                    scratch
-                        .states
-                        .entry(*p)
-                        .or_insert_with(|| Scratch::Mem(Box::default()));
-                }
-                // Partitions are independent: applied on all cores.
-                let states = &scratch.states;
-                let applied: Vec<(i32, u64, Applied)> = by_partition
-                    .into_par_iter()
-                    .map(|(p, evs)| {
-                        let first = first.get(&p).unwrap_or(&none);
-                        let applied = states[&p].state().apply_with(&evs, codes, first)?;
-                        anyhow::Ok((p, evs.len() as u64, applied))
-                    })
-                    .collect::<anyhow::Result<_>>()?;
-                for (p, n, a) in applied {
+            // A compacted file holds millions of rows: turn them into events a slice at a time,
+            // the next slice while the current one is applied (converting is one task; applying
+            // is one per partition, so the two together keep both cores busy).
+            let slices = df.height().div_ceil(REBUILD_SLICE);
+            let convert = |i: usize| {
+                let slice = df.slice((i * REBUILD_SLICE) as i64, REBUILD_SLICE);
+                raw::from_frame(&f.path, kind, &slice)
+            };
+            let mut next = (slices > 0).then(|| convert(0)).transpose()?;
+            for i in 0..slices {
+                let landed = next.take().expect("the slice converted");
+                let (applied, converted) = rayon::join(
+                    || apply_slice(&landed, def.name, first, &none, codes, &mut scratch.states),
+                    || (i + 1 < slices).then(|| convert(i + 1)).transpose(),
+                );
+                next = converted?;
+                for (p, n, a) in applied? {
                     pass.events += n;
                     *pass.per_partition.entry(p).or_default() += n;
                     pass.conflicts
@@ -297,6 +280,43 @@ async fn apply_raw(
         }
     }
     Ok(pass)
+}
+
+/// Applies one slice of a raw table's rows to the partitions' states (a state in memory is made
+/// for each partition met that has none), partitions on all cores. With `first` non-empty, only
+/// its partitions are applied, with those first arrivals decided.
+fn apply_slice(
+    landed: &[raw::Landed],
+    table: &str,
+    first: &BTreeMap<i32, FirstArrivals>,
+    none: &FirstArrivals,
+    codes: &Codes,
+    states: &mut BTreeMap<i32, Scratch>,
+) -> anyhow::Result<Vec<(i32, u64, Applied)>> {
+    use rayon::prelude::*;
+    let mut by_partition: BTreeMap<i32, Vec<(&str, i64, &owsu_schemas::Event)>> = BTreeMap::new();
+    for l in landed {
+        if first.is_empty() || first.contains_key(&l.partition) {
+            by_partition
+                .entry(l.partition)
+                .or_default()
+                .push((table, l.offset, &l.event));
+        }
+    }
+    for p in by_partition.keys() {
+        states
+            .entry(*p)
+            .or_insert_with(|| Scratch::Mem(Box::default()));
+    }
+    let states = &*states;
+    by_partition
+        .into_par_iter()
+        .map(|(p, evs)| {
+            let first = first.get(&p).unwrap_or(none);
+            let applied = states[&p].state().apply_with(&evs, codes, first)?;
+            anyhow::Ok((p, evs.len() as u64, applied))
+        })
+        .collect()
 }
 
 /// Per table: files before → after.

@@ -1456,10 +1456,13 @@ impl Pipeline {
         };
         let mut landed: Vec<(RecordKind, Landed)> = Vec::with_capacity(batch.len());
         let mut letters = Vec::new();
-        let mut last: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        // Keyed by the borrowed topic name, owned only once per partition below: this loop
+        // runs on one core for every message of the batch.
+        let mut last_of: HashMap<(&str, i32), i64> = HashMap::new();
         let mut reasons = Vec::new();
         for (m, checked) in batch.iter().zip(checked) {
-            last.entry((m.topic().to_owned(), m.partition()))
+            last_of
+                .entry((m.topic(), m.partition()))
                 .and_modify(|o| *o = (*o).max(m.offset()))
                 .or_insert(m.offset());
             match checked {
@@ -1487,6 +1490,10 @@ impl Pipeline {
         }
         self.dead_letter(&letters)?;
 
+        let last: BTreeMap<(String, i32), i64> = last_of
+            .into_iter()
+            .map(|((t, p), o)| ((t.to_owned(), p), o))
+            .collect();
         let partitions: BTreeSet<i32> = last.keys().map(|(_, p)| *p).collect();
         let states = self.consumer.context().states.lock().expect("states lock");
         if let Some(p) = partitions.iter().find(|p| !states.contains_key(p)) {

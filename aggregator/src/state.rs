@@ -92,7 +92,7 @@ const REJECTED: u8 = 3;
 
 /// Layout of the file: a file of another format is not read (its partition is restored from
 /// the lake's snapshot or raw tables instead).
-const FORMAT: &str = "5";
+const FORMAT: &str = "6";
 
 /// Why a partition state cannot be opened, read or written.
 #[derive(Debug, thiserror::Error)]
@@ -1064,17 +1064,17 @@ fn write_cells(
     Ok(())
 }
 
-/// 64-bit FNV-1a digest of an event's content, every field but its id: what tells a replay
-/// (same content) from a conflicting duplicate (same id, other content). Strings are length-
-/// prefixed so that no two contents share a byte sequence.
+/// 64-bit digest of an event's content, every field but its id: what tells a replay (same
+/// content) from a conflicting duplicate (same id, other content). The fields are laid out as
+/// bytes (strings length-prefixed, optional fields tagged, so that no two contents share a byte
+/// sequence) and hashed at once with XXH3, whose output the algorithm's specification fixes:
+/// digests stored in a state file stay valid across releases. (FNV-1a, before format 6, took a
+/// multiply per byte: 6% of a rebuild.)
 fn content_digest(e: &Event) -> u64 {
-    struct H(u64);
+    struct H(Vec<u8>);
     impl H {
         fn bytes(&mut self, b: &[u8]) {
-            for x in b {
-                self.0 ^= u64::from(*x);
-                self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-            }
+            self.0.extend_from_slice(b);
         }
         fn str(&mut self, s: &str) {
             self.bytes(&(s.len() as u64).to_le_bytes());
@@ -1089,8 +1089,17 @@ fn content_digest(e: &Event) -> u64 {
                 None => self.bytes(&[0]),
             }
         }
+        fn opt_str(&mut self, v: Option<&str>) {
+            match v {
+                Some(s) => {
+                    self.bytes(&[1]);
+                    self.str(s);
+                }
+                None => self.bytes(&[0]),
+            }
+        }
     }
-    let mut h = H(0xcbf2_9ce4_8422_2325);
+    let mut h = H(Vec::with_capacity(192));
     match e {
         Event::Service(s) => {
             h.bytes(&[0]);
@@ -1110,10 +1119,7 @@ fn content_digest(e: &Event) -> u64 {
             h.bytes(&[1]);
             h.str(&c.unit_code);
             h.str(&c.complaint_id);
-            h.opt(None);
-            if let Some(sector) = &c.sector_code {
-                h.str(sector);
-            }
+            h.opt_str(c.sector_code.as_deref());
             h.bytes(&[c.stage.index() as u8]);
             h.bytes(&c.occurred_at.to_le_bytes());
             h.bytes(&c.recorded_at.to_le_bytes());
@@ -1121,7 +1127,7 @@ fn content_digest(e: &Event) -> u64 {
         }
         Event::UnitDay(_) => {}
     }
-    h.0
+    xxhash_rust::xxh3::xxh3_64(&h.0)
 }
 
 /// The number of a service (`what` 0) or sector (1) code: its catalogue position, or the number
@@ -1314,7 +1320,9 @@ fn apply_in<B: Backend>(
 ) -> Result<Applied, redb::Error> {
     let mut out = Applied::default();
     let mut arrived_delta: FastMap<(i32, u16), (i64, i64)> = FastMap::default();
-    let mut last: HashMap<&str, i64> = HashMap::new();
+    // The last offset per topic: three topics at most, so a list (a SipHash map was 1.4% of a
+    // rebuild).
+    let mut last: Vec<(&str, i64)> = Vec::with_capacity(3);
     let any_pending = t.pending.any()?;
     let mut chains = Chains {
         t,
@@ -1335,9 +1343,10 @@ fn apply_in<B: Backend>(
             ),
         };
         for (topic, offset, e) in events {
-            last.entry(topic)
-                .and_modify(|o| *o = (*o).max(*offset))
-                .or_insert(*offset);
+            match last.iter_mut().find(|(t, _)| t == topic) {
+                Some((_, o)) => *o = (*o).max(*offset),
+                None => last.push((topic, *offset)),
+            }
             let (stored, id, supersedes, recorded) = match e {
                 Event::Service(s) => {
                     let Some(unit) = codes.unit(&s.unit_code) else {
