@@ -102,8 +102,8 @@ pub(crate) struct Tables<B: Backend> {
 pub(crate) struct Disk<'t>(std::marker::PhantomData<&'t ()>);
 
 impl<'t> Backend for Disk<'t> {
-    type Events = redb::Table<'t, u128, EventRow>;
-    type Owners = redb::Table<'t, u128, &'static [u8]>;
+    type Events = Buffered<'t, EventRow, EventRow>;
+    type Owners = Buffered<'t, &'static [u8], Vec<u8>>;
     type Roots = redb::Table<'t, u128, u128>;
     type Winners = redb::Table<'t, u128, (i64, u128)>;
     type Pending = redb::MultimapTable<'t, u128, Waiter>;
@@ -120,14 +120,43 @@ impl<'t> Backend for Disk<'t> {
 }
 
 impl<'t> Tables<Disk<'t>> {
-    /// Opens every table in `tx`.
-    pub(super) fn open(tx: &'t redb::WriteTransaction) -> R<Self> {
+    /// Opens every table in `tx`, the id-keyed ones through `back` and `ids`.
+    pub(super) fn open(
+        tx: &'t redb::WriteTransaction,
+        back: &'t mut WriteBack,
+        ids: &'t Ids,
+    ) -> R<Self> {
+        let WriteBack {
+            events: [service, complaint],
+            owners: [requests, complaints],
+        } = back;
+        let buffered = |def, rows, table| -> R<_> {
+            Ok(Buffered {
+                table: tx.open_table(def)?,
+                rows,
+                ids,
+                table_no: table,
+            })
+        };
         Ok(Tables {
             events: [
-                tx.open_table(SERVICE_EVENTS)?,
-                tx.open_table(COMPLAINT_EVENTS)?,
+                buffered(SERVICE_EVENTS, service, 0)?,
+                buffered(COMPLAINT_EVENTS, complaint, 1)?,
             ],
-            owners: [tx.open_table(REQUESTS)?, tx.open_table(COMPLAINTS)?],
+            owners: [
+                Buffered {
+                    table: tx.open_table(REQUESTS)?,
+                    rows: requests,
+                    ids,
+                    table_no: 2,
+                },
+                Buffered {
+                    table: tx.open_table(COMPLAINTS)?,
+                    rows: complaints,
+                    ids,
+                    table_no: 3,
+                },
+            ],
             roots: tx.open_table(ROOTS)?,
             winners: tx.open_table(WINNERS)?,
             pending: tx.open_multimap_table(PENDING)?,
@@ -142,6 +171,178 @@ impl<'t> Tables<Disk<'t>> {
             offsets: tx.open_table(OFFSETS)?,
             months: tx.open_table(MONTHS)?,
         })
+    }
+}
+
+/// Rows of the id-keyed tables (events and requests' or complaints' events, by kind) written
+/// since they were last moved into the transaction: nearly every event adds a row under a random
+/// 128-bit id, and written straight into the B-tree each dirtied a random leaf, which the small
+/// page cache evicted (written out) and read back mid-transaction. Held here, a request's later
+/// events find its row in memory, and [`WriteBack::write`] inserts the rows in key order: each
+/// leaf is written once, in file order.
+#[derive(Default)]
+pub(crate) struct WriteBack {
+    events: [FastMap<u128, EventRow>; 2],
+    owners: [FastMap<u128, Vec<u8>>; 2],
+}
+
+impl WriteBack {
+    /// Rows held.
+    pub(crate) fn len(&self) -> usize {
+        self.events.iter().map(HashMap::len).sum::<usize>()
+            + self.owners.iter().map(HashMap::len).sum::<usize>()
+    }
+
+    /// Inserts every row held into `tx`'s tables, in key order, and empties this.
+    pub(crate) fn write(&mut self, tx: &redb::WriteTransaction) -> R<()> {
+        for (rows, def) in self
+            .events
+            .iter_mut()
+            .zip([SERVICE_EVENTS, COMPLAINT_EVENTS])
+        {
+            let mut table = tx.open_table(def)?;
+            let mut rows: Vec<_> = rows.drain().collect();
+            rows.sort_unstable_by_key(|(k, _)| *k);
+            for (k, v) in rows {
+                table.insert(k, v)?;
+            }
+        }
+        for (rows, def) in self.owners.iter_mut().zip([REQUESTS, COMPLAINTS]) {
+            let mut table = tx.open_table(def)?;
+            let mut rows: Vec<_> = rows.drain().collect();
+            rows.sort_unstable_by_key(|(k, _)| *k);
+            for (k, v) in rows {
+                table.insert(k, v.as_slice())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which ids the id-keyed tables may hold: a Bloom filter of fixed size over every id in them
+/// (and in the [`WriteBack`]), so that a new id, which is nearly every event's and every new
+/// request's, is known absent without reading the B-tree. A false "may hold" costs a read; there
+/// are no false "absent". Its size does not grow with history: past about a tenth of its bits
+/// in ids the false positives rise, and lookups fall back to reads as before it.
+pub(crate) struct Ids {
+    bits: Box<[std::sync::atomic::AtomicU64]>,
+}
+
+impl Ids {
+    /// Bits set per id, all in one 512-bit block (one cache line): split-block Bloom filter,
+    /// as Parquet's, a little less exact than one spread over the whole filter but one memory
+    /// access per lookup.
+    const PROBES: u32 = 8;
+
+    /// An empty filter of `bytes` (rounded up to a power of two, at least 4 KiB).
+    pub(crate) fn new(bytes: usize) -> Self {
+        let words = (bytes.max(4096) / 8).next_power_of_two();
+        Ids {
+            bits: (0..words).map(|_| Default::default()).collect(),
+        }
+    }
+
+    /// The first word of `id`'s block in table number `table`, and one bit in each of the
+    /// block's 8 words. The ids are hashes already (HMACs and FNV digests), but a hand-made
+    /// message could use any: mixed again so that no id pattern crowds a few blocks.
+    fn probes(&self, table: u8, id: u128) -> (usize, [u64; Self::PROBES as usize]) {
+        fn mix(mut x: u64) -> u64 {
+            // splitmix64's finaliser.
+            x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            x ^ (x >> 31)
+        }
+        // Both halves of the id and the table number go through the mixer before the block is
+        // chosen: XORing the table into the id's low bits made (table 3, id 5) the same as
+        // (table 0, id 6) for sequential ids.
+        let high = mix((id >> 64) as u64 ^ (u64::from(table) << 56) ^ 0x243f_6a88_85a3_08d3);
+        let h1 = mix(id as u64 ^ high);
+        let h2 = mix(h1 ^ 0x1319_8a2e_0370_7344);
+        let blocks = self.bits.len() / 8;
+        let block = (h1 as usize) & (blocks - 1);
+        let mut masks = [0u64; Self::PROBES as usize];
+        for (i, m) in masks.iter_mut().enumerate() {
+            *m = 1 << ((h2 >> (6 * i)) & 63);
+        }
+        (block * 8, masks)
+    }
+
+    pub(crate) fn insert(&self, table: u8, id: u128) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (first, masks) = self.probes(table, id);
+        for (w, m) in self.bits[first..first + 8].iter().zip(masks) {
+            if w.load(Relaxed) & m == 0 {
+                w.fetch_or(m, Relaxed);
+            }
+        }
+    }
+
+    pub(crate) fn may_hold(&self, table: u8, id: u128) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (first, masks) = self.probes(table, id);
+        self.bits[first..first + 8]
+            .iter()
+            .zip(masks)
+            .all(|(w, m)| w.load(Relaxed) & m != 0)
+    }
+}
+
+/// An id-keyed table of the write transaction: rows written since the last
+/// [`WriteBack::write`] in `rows`, the others in `table`; `ids` says which ids it may hold.
+pub(crate) struct Buffered<'t, S: redb::Value + 'static, V> {
+    table: redb::Table<'t, u128, S>,
+    rows: &'t mut FastMap<u128, V>,
+    ids: &'t Ids,
+    /// Which of the four tables, for `ids`.
+    table_no: u8,
+}
+
+/// How a buffered table's values are stored in redb.
+pub(crate) trait StoredAs<S: redb::Value> {
+    fn from_stored(v: S::SelfType<'_>) -> Self;
+}
+
+impl StoredAs<EventRow> for EventRow {
+    fn from_stored(v: EventRow) -> Self {
+        v
+    }
+}
+
+impl StoredAs<&'static [u8]> for Vec<u8> {
+    fn from_stored(v: &[u8]) -> Self {
+        v.to_vec()
+    }
+}
+
+impl<S: redb::Value + 'static, V: Clone + StoredAs<S>> Buffered<'_, S, V> {
+    /// What the B-tree holds under `k`, unless the filter says it holds nothing.
+    fn stored(&self, k: u128) -> R<Option<V>> {
+        if !self.ids.may_hold(self.table_no, k) {
+            return Ok(None);
+        }
+        Ok(ReadableTable::get(&self.table, k)?.map(|v| V::from_stored(v.value())))
+    }
+}
+
+impl<S: redb::Value + 'static, V: Clone + StoredAs<S>> Tab<u128, V> for Buffered<'_, S, V> {
+    fn get(&self, k: u128) -> R<Option<V>> {
+        match self.rows.get(&k) {
+            Some(v) => Ok(Some(v.clone())),
+            None => self.stored(k),
+        }
+    }
+    fn put(&mut self, k: u128, v: V) -> R<Option<V>> {
+        let old = match self.rows.insert(k, v) {
+            Some(old) => Some(old),
+            None => self.stored(k)?,
+        };
+        self.ids.insert(self.table_no, k);
+        Ok(old)
+    }
+    fn del(&mut self, k: u128) -> R<()> {
+        self.rows.remove(&k);
+        self.table.remove(k)?;
+        Ok(())
     }
 }
 
@@ -176,26 +377,12 @@ macro_rules! plain_redb {
     };
 }
 
-plain_redb!(u128, EventRow);
 plain_redb!(u128, u128);
 plain_redb!(u128, (i64, u128));
 plain_redb!((i32, u16), (i64, i32, i32), ranged);
 plain_redb!((i32, u16), (i64, i64), ranged);
 plain_redb!((i32, u16, u16, u128), (i64, i32), ranged);
 plain_redb!((i32, u32), (), ranged);
-
-impl Tab<u128, Vec<u8>> for redb::Table<'_, u128, &'static [u8]> {
-    fn get(&self, k: u128) -> R<Option<Vec<u8>>> {
-        Ok(ReadableTable::get(self, k)?.map(|v| v.value().to_vec()))
-    }
-    fn put(&mut self, k: u128, v: Vec<u8>) -> R<Option<Vec<u8>>> {
-        Ok(self.insert(k, v.as_slice())?.map(|v| v.value().to_vec()))
-    }
-    fn del(&mut self, k: u128) -> R<()> {
-        self.remove(k)?;
-        Ok(())
-    }
-}
 
 impl Tab<(i32, u16, u16), [i64; 9]> for redb::Table<'_, (i32, u16, u16), &'static [u8]> {
     fn get(&self, k: (i32, u16, u16)) -> R<Option<[i64; 9]>> {
@@ -414,5 +601,35 @@ impl Offsets for HashMap<String, i64> {
     fn set_offset(&mut self, topic: &str, o: i64) -> R<()> {
         self.insert(topic.to_owned(), o);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Ids;
+
+    #[test]
+    fn the_id_filter_never_forgets_an_id_and_rarely_invents_one() {
+        let ids = Ids::new(1 << 20);
+        // Sequential ids (a hand-made stream) and hashed-looking ones, in two tables.
+        let held: Vec<(u8, u128)> = (0..300_000u128)
+            .map(|i| ((i % 2) as u8, i))
+            .chain(
+                (0..300_000u128)
+                    .map(|i| (2, i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835))),
+            )
+            .collect();
+        for (t, id) in &held {
+            ids.insert(*t, *id);
+        }
+        assert!(held.iter().all(|(t, id)| ids.may_hold(*t, *id)));
+        // The same ids under another table number, and ids never inserted.
+        let false_positives = (0..100_000u128)
+            .filter(|i| ids.may_hold(3, *i) || ids.may_hold(0, 1_000_000 + i))
+            .count();
+        assert!(
+            false_positives < 2_000,
+            "{false_positives} false positives in 200,000 lookups"
+        );
     }
 }
