@@ -277,7 +277,20 @@ impl Suite {
             dir,
         };
         let recovery = (s.run)(self, &mut run);
-        Row::measured(s.name, &self.expected, &run.store, recovery)
+        let mut row = Row::measured(s.name, &self.expected, &run.store, recovery);
+        if let Some(e) = &mut row.error {
+            // The run's directory goes with the suite: what its processes logged goes into the
+            // report.
+            let mut logs: Vec<PathBuf> = std::fs::read_dir(&run.dir)
+                .map(|d| d.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            logs.retain(|p| p.extension().is_some_and(|x| x == "log"));
+            logs.sort();
+            for log in logs {
+                e.push_str(&format!("\n--- {}:\n{}", log.display(), tail(&log)));
+            }
+        }
+        row
     }
 
     /// `owsu-producer publish` of the year to the run's topics, in this process; its exit code.
