@@ -384,8 +384,9 @@ pub struct PartitionState {
     path: PathBuf,
     /// The write transaction batches are applied in, until the next commit.
     open: std::sync::Mutex<Open>,
-    /// Which ids the id-keyed tables may hold (built when the file is opened).
-    ids: Ids,
+    /// Which ids the id-keyed tables may hold: filled from the file on first use, not at
+    /// opening, since a restore opens a local file only to read its offsets and may drop it.
+    ids: std::sync::OnceLock<Ids>,
 }
 
 /// Size of each partition's filter of the ids its state holds ([`Ids`]): 1 MiB keeps false
@@ -486,7 +487,7 @@ impl PartitionState {
             db,
             path: path.to_owned(),
             open: Default::default(),
-            ids: Ids::new(ID_FILTER_BYTES),
+            ids: std::sync::OnceLock::new(),
         };
         // Create every table so readers never meet a missing one.
         let other = s.write(|tx| {
@@ -530,28 +531,30 @@ impl PartitionState {
                 problem: format!("state format {f}, this build reads format {FORMAT}"),
             });
         }
-        s.fill_ids()?;
         Ok(s)
     }
 
-    /// Puts every id of the id-keyed tables into the filter (numbered as [`Tables::open`]
-    /// numbers them).
-    fn fill_ids(&self) -> Result<(), StateError> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let fill = || -> Result<(), redb::Error> {
-            for (no, def) in [(0, SERVICE_EVENTS), (1, COMPLAINT_EVENTS)] {
-                for row in r.open_table(def)?.iter()? {
-                    self.ids.insert(no, row?.0.value());
-                }
+    /// The filter of the ids the id-keyed tables hold, filled from their committed rows the
+    /// first time (numbered as [`Tables::open`] numbers them). Called before any row of those
+    /// tables is written, so the committed rows are all there are; every later write adds its
+    /// id.
+    fn ids(&self) -> Result<&Ids, redb::Error> {
+        if let Some(ids) = self.ids.get() {
+            return Ok(ids);
+        }
+        let ids = Ids::new(ID_FILTER_BYTES);
+        let r = self.db.begin_read()?;
+        for (no, def) in [(0, SERVICE_EVENTS), (1, COMPLAINT_EVENTS)] {
+            for row in r.open_table(def)?.iter()? {
+                ids.insert(no, row?.0.value());
             }
-            for (no, def) in [(2, REQUESTS), (3, COMPLAINTS)] {
-                for row in r.open_table(def)?.iter()? {
-                    self.ids.insert(no, row?.0.value());
-                }
+        }
+        for (no, def) in [(2, REQUESTS), (3, COMPLAINTS)] {
+            for row in r.open_table(def)?.iter()? {
+                ids.insert(no, row?.0.value());
             }
-            Ok(())
-        };
-        fill().map_err(|e| self.err(e))
+        }
+        Ok(self.ids.get_or_init(|| ids))
     }
 
     /// The state file.
@@ -707,7 +710,7 @@ impl PartitionState {
     ) -> Result<T, StateError> {
         self.pending(|txn| {
             let Txn { tx, back } = txn;
-            let out = f(&mut Tables::open(tx, back, &self.ids)?)?;
+            let out = f(&mut Tables::open(tx, back, self.ids()?)?)?;
             if back.len() >= WRITE_BACK_ROWS {
                 back.write(tx)?;
             }

@@ -89,6 +89,15 @@ const UNIT_DAY_FIELDS: &[&str] = &[
     "closed_at",
 ];
 
+/// The fields a record of `kind` may have.
+fn fields_of(kind: RecordKind) -> &'static [&'static str] {
+    match kind {
+        RecordKind::Service => SERVICE_FIELDS,
+        RecordKind::Complaint => COMPLAINT_FIELDS,
+        RecordKind::UnitDay => UNIT_DAY_FIELDS,
+    }
+}
+
 /// Field reader over one record (a JSON object, or a CSV row turned into one with string values).
 struct Obj<'a> {
     map: &'a Map<String, Value>,
@@ -172,11 +181,7 @@ pub fn parse_object(
             "is required (or pass --kind for a CSV file)".to_string(),
         ))?,
     };
-    let allowed = match kind {
-        RecordKind::Service => SERVICE_FIELDS,
-        RecordKind::Complaint => COMPLAINT_FIELDS,
-        RecordKind::UnitDay => UNIT_DAY_FIELDS,
-    };
+    let allowed = fields_of(kind);
     if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err((
             None,
@@ -302,6 +307,75 @@ mod fast {
         closed_at: Text<'a>,
     }
 
+    /// [`Record`]'s fields by name, in the order of [`Record::present`]'s bits.
+    const NAMES: [&str; 18] = [
+        "kind",
+        "event_id",
+        "unit_code",
+        "request_id",
+        "complaint_id",
+        "sector_code",
+        "service_code",
+        "stage",
+        "fee_riel",
+        "channel",
+        "occurred_at",
+        "recorded_at",
+        "supersedes_event_id",
+        "window_no",
+        "date",
+        "services_recorded",
+        "complaints_recorded",
+        "closed_at",
+    ];
+
+    impl Record<'_> {
+        /// A bit per field present, in the order of [`NAMES`].
+        fn present(&self) -> u32 {
+            [
+                self.kind.is_some(),
+                self.event_id.is_some(),
+                self.unit_code.is_some(),
+                self.request_id.is_some(),
+                self.complaint_id.is_some(),
+                self.sector_code.is_some(),
+                self.service_code.is_some(),
+                self.stage.is_some(),
+                self.fee_riel.is_some(),
+                self.channel.is_some(),
+                self.occurred_at.is_some(),
+                self.recorded_at.is_some(),
+                self.supersedes_event_id.is_some(),
+                self.window_no.is_some(),
+                self.date.is_some(),
+                self.services_recorded.is_some(),
+                self.complaints_recorded.is_some(),
+                self.closed_at.is_some(),
+            ]
+            .iter()
+            .enumerate()
+            .fold(0, |bits, (i, there)| bits | (u32::from(*there) << i))
+        }
+    }
+
+    /// The bits of [`NAMES`] that a record of `kind` may have, from the kind's field list
+    /// (one definition for both paths), worked out once.
+    fn allowed(kind: RecordKind) -> u32 {
+        static MASKS: std::sync::OnceLock<[u32; 3]> = std::sync::OnceLock::new();
+        let masks = MASKS.get_or_init(|| {
+            RecordKind::ALL.map(|k| {
+                super::fields_of(k).iter().fold(0, |bits, f| {
+                    let i = NAMES
+                        .iter()
+                        .position(|n| n == f)
+                        .expect("a field of Record");
+                    bits | 1 << i
+                })
+            })
+        });
+        masks[kind as usize]
+    }
+
     /// A field that is there: its value, which must not be null.
     fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
     where
@@ -342,40 +416,7 @@ mod fast {
             None => default_kind?,
         };
         // Fields of another kind: `parse_object` names the first.
-        let foreign = match kind {
-            RecordKind::Service => {
-                r.complaint_id.is_some()
-                    || r.date.is_some()
-                    || r.services_recorded.is_some()
-                    || r.complaints_recorded.is_some()
-                    || r.closed_at.is_some()
-            }
-            RecordKind::Complaint => {
-                r.request_id.is_some()
-                    || r.service_code.is_some()
-                    || r.fee_riel.is_some()
-                    || r.channel.is_some()
-                    || r.window_no.is_some()
-                    || r.date.is_some()
-                    || r.services_recorded.is_some()
-                    || r.complaints_recorded.is_some()
-                    || r.closed_at.is_some()
-            }
-            RecordKind::UnitDay => {
-                r.event_id.is_some()
-                    || r.request_id.is_some()
-                    || r.complaint_id.is_some()
-                    || r.sector_code.is_some()
-                    || r.service_code.is_some()
-                    || r.stage.is_some()
-                    || r.fee_riel.is_some()
-                    || r.channel.is_some()
-                    || r.occurred_at.is_some()
-                    || r.recorded_at.is_some()
-                    || r.supersedes_event_id.is_some()
-                    || r.window_no.is_some()
-            }
-        };
+        let foreign = r.present() & !allowed(kind) != 0;
         if foreign {
             return None;
         }

@@ -130,32 +130,14 @@ impl<'t> Tables<Disk<'t>> {
             events: [service, complaint],
             owners: [requests, complaints],
         } = back;
-        let buffered = |def, rows, table| -> R<_> {
-            Ok(Buffered {
-                table: tx.open_table(def)?,
-                rows,
-                ids,
-                table_no: table,
-            })
-        };
         Ok(Tables {
             events: [
-                buffered(SERVICE_EVENTS, service, 0)?,
-                buffered(COMPLAINT_EVENTS, complaint, 1)?,
+                Buffered::open(tx, SERVICE_EVENTS, service, ids, 0)?,
+                Buffered::open(tx, COMPLAINT_EVENTS, complaint, ids, 1)?,
             ],
             owners: [
-                Buffered {
-                    table: tx.open_table(REQUESTS)?,
-                    rows: requests,
-                    ids,
-                    table_no: 2,
-                },
-                Buffered {
-                    table: tx.open_table(COMPLAINTS)?,
-                    rows: complaints,
-                    ids,
-                    table_no: 3,
-                },
+                Buffered::open(tx, REQUESTS, requests, ids, 2)?,
+                Buffered::open(tx, COMPLAINTS, complaints, ids, 3)?,
             ],
             roots: tx.open_table(ROOTS)?,
             winners: tx.open_table(WINNERS)?,
@@ -314,7 +296,23 @@ impl StoredAs<&'static [u8]> for Vec<u8> {
     }
 }
 
-impl<S: redb::Value + 'static, V: Clone + StoredAs<S>> Buffered<'_, S, V> {
+impl<'t, S: redb::Value + 'static, V: Clone + StoredAs<S>> Buffered<'t, S, V> {
+    /// Table `def` of `tx`, its rows not yet inserted in `rows`; `table_no` numbers it in `ids`.
+    fn open(
+        tx: &'t redb::WriteTransaction,
+        def: redb::TableDefinition<'static, u128, S>,
+        rows: &'t mut FastMap<u128, V>,
+        ids: &'t Ids,
+        table_no: u8,
+    ) -> R<Self> {
+        Ok(Buffered {
+            table: tx.open_table(def)?,
+            rows,
+            ids,
+            table_no,
+        })
+    }
+
     /// What the B-tree holds under `k`, unless the filter says it holds nothing.
     fn stored(&self, k: u128) -> R<Option<V>> {
         if !self.ids.may_hold(self.table_no, k) {
