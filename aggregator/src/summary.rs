@@ -105,11 +105,15 @@ pub(crate) fn parse_file_name(path: &str) -> Option<(Quarter, i32)> {
     Some(((year, quarter), partition))
 }
 
+/// Code → index.
+type CodeMap = HashMap<String, u16, foldhash::fast::RandomState>;
+
 /// Codes interned to small integers (the registry and catalogue positions).
 pub struct Codes {
-    units: HashMap<String, u16>,
-    services: HashMap<String, u16>,
-    sectors: HashMap<String, u16>,
+    // Looked up for every event: foldhash, not SipHash (the keys are the reference data's).
+    units: CodeMap,
+    services: CodeMap,
+    sectors: CodeMap,
     /// Unit index → unit code (registry order).
     pub unit_code: Vec<String>,
     /// Unit index → the unit's province code.
@@ -147,7 +151,7 @@ impl Codes {
             .enumerate()
             .map(|(i, u)| (u.code.clone(), i as u16))
             .collect();
-        let sectors: HashMap<String, u16> = r
+        let sectors: CodeMap = r
             .catalogue
             .sectors
             .iter()

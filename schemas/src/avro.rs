@@ -156,7 +156,8 @@ pub struct SchemaSet {
     pub known: Vec<KnownSchema>,
     /// By fingerprint: the schema's index in `known`, its reader, and whether it is the
     /// latest of its kind (read straight into the record by serde, [`wire`]).
-    readers: HashMap<[u8; 8], (usize, GenericDatumReader<'static>, bool)>,
+    readers:
+        HashMap<[u8; 8], (usize, GenericDatumReader<'static>, bool), foldhash::fast::RandomState>,
     writers: Vec<GenericDatumWriter<'static>>,
 }
 
@@ -179,7 +180,7 @@ impl SchemaSet {
                 }
             })
             .collect();
-        let mut readers = HashMap::new();
+        let mut readers = HashMap::default();
         let mut writers = Vec::new();
         for (i, k) in known.iter().enumerate() {
             let latest = Self::latest_in(&known, k.file.kind);

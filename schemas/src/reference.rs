@@ -86,7 +86,9 @@ pub struct Unit {
 pub struct Registry {
     /// Every unit, in file order; codes are unique.
     pub units: Vec<Unit>,
-    by_code: HashMap<String, usize>,
+    /// Looked up for every event: foldhash, not SipHash (its keys come from the reference
+    /// files, never from events, so no event can crowd a bucket).
+    by_code: HashMap<String, usize, foldhash::fast::RandomState>,
 }
 
 impl Registry {
@@ -174,7 +176,7 @@ pub struct Catalogue {
     /// The sectors, in file order.
     pub sectors: Vec<Sector>,
     #[serde(skip)]
-    services: HashMap<String, (usize, usize)>,
+    services: HashMap<String, (usize, usize), foldhash::fast::RandomState>,
 }
 
 impl Catalogue {
@@ -469,7 +471,7 @@ fn parse_bool(file: &Path, line: u64, field: &str, v: &str) -> Result<bool, Refe
 fn parse_units(file: &Path, text: &str) -> Result<Registry, ReferenceError> {
     let mut rdr = csv::Reader::from_reader(text.as_bytes());
     let mut units = Vec::new();
-    let mut by_code = HashMap::new();
+    let mut by_code = HashMap::default();
     for (i, rec) in rdr.records().enumerate() {
         let line = i as u64 + 2;
         let rec = rec.map_err(|e| ReferenceError::Line {
