@@ -1167,30 +1167,37 @@ impl Pipeline {
             }
         }
         bar.finish_and_clear();
-        // The next owner (or this one, restarted elsewhere) resumes from here.
-        match self.consumer.context().snapshot(None) {
-            Err(e) if store_unavailable(&e) => {
-                tracing::warn!("last state snapshot not written, the store fails: {e:#}")
-            }
-            r => r?,
-        }
-        let f = self.metrics.freshness();
-        tracing::info!(
-            events = f.events,
-            p50_ms = f.p50_ms,
-            p99_ms = f.p99_ms,
-            max_ms = f.max_ms,
-            "freshness: from Kafka timestamp to summary commit"
-        );
-        report.elapsed = started.elapsed();
-        // Closing the consumer (it leaves the group) and the dead-letter producer each wait
-        // about 100 ms for librdkafka's threads to end: side by side, not one after the other.
         drop(consumer);
-        let Pipeline { consumer, dlq, .. } = self;
+        let Pipeline {
+            consumer,
+            dlq,
+            metrics,
+            ..
+        } = self;
+        // Closing the dead-letter producer waits about 100 ms for librdkafka's threads to end,
+        // and so does closing the consumer (it leaves the group): the producer closes while the
+        // last snapshot is taken, the consumer after it.
         std::thread::scope(|s| {
             s.spawn(move || drop(dlq));
+            // The next owner (or this one, restarted elsewhere) resumes from here.
+            match consumer.context().snapshot(None) {
+                Err(e) if store_unavailable(&e) => {
+                    tracing::warn!("last state snapshot not written, the store fails: {e:#}")
+                }
+                r => r?,
+            }
+            let f = metrics.freshness();
+            tracing::info!(
+                events = f.events,
+                p50_ms = f.p50_ms,
+                p99_ms = f.p99_ms,
+                max_ms = f.max_ms,
+                "freshness: from Kafka timestamp to summary commit"
+            );
+            report.elapsed = started.elapsed();
             drop(consumer);
-        });
+            anyhow::Ok(())
+        })?;
         Ok(report)
     }
 

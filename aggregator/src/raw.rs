@@ -58,6 +58,19 @@ fn dates(name: &str, v: Vec<i32>) -> PolarsResult<Column> {
         .map(Column::from)
 }
 
+/// A column of ids in their text form, written into one buffer: a `String` per row was
+/// an allocation and a formatter call for every event.
+fn uuids(name: &str, ids: impl ExactSizeIterator<Item = uuid::Uuid>) -> Column {
+    const LEN: usize = uuid::fmt::Hyphenated::LENGTH;
+    let n = ids.len();
+    let mut buf = String::with_capacity(n * LEN);
+    for id in ids {
+        buf.push_str(id.hyphenated().encode_lower(&mut [0; LEN]));
+    }
+    let rows: Vec<&str> = (0..n).map(|i| &buf[i * LEN..(i + 1) * LEN]).collect();
+    col(name, rows)
+}
+
 fn col<T, V>(name: &str, v: V) -> Column
 where
     Series: NamedFrom<V, T>,
@@ -87,12 +100,7 @@ pub(crate) fn to_frame(kind: RecordKind, rows: &[&Landed]) -> PolarsResult<DataF
                 })
                 .collect();
             DataFrame::new_infer_height(vec![
-                col(
-                    "event_id",
-                    ev.iter()
-                        .map(|e| e.event_id.to_string())
-                        .collect::<Vec<_>>(),
-                ),
+                uuids("event_id", ev.iter().map(|e| e.event_id)),
                 col(
                     "unit_code",
                     ev.iter().map(|e| e.unit_code.as_str()).collect::<Vec<_>>(),
@@ -159,12 +167,7 @@ pub(crate) fn to_frame(kind: RecordKind, rows: &[&Landed]) -> PolarsResult<DataF
                 })
                 .collect();
             DataFrame::new_infer_height(vec![
-                col(
-                    "event_id",
-                    ev.iter()
-                        .map(|e| e.event_id.to_string())
-                        .collect::<Vec<_>>(),
-                ),
+                uuids("event_id", ev.iter().map(|e| e.event_id)),
                 col(
                     "unit_code",
                     ev.iter().map(|e| e.unit_code.as_str()).collect::<Vec<_>>(),
