@@ -45,7 +45,7 @@ use crate::kafka::KafkaArgs;
 use crate::metrics::{BatchCommitted, DeadLettered, Metrics};
 use crate::raw::{self, Landed};
 use crate::restore::{self, StateConfig};
-use crate::state::{PartitionState, Rejected};
+use crate::state::{FastMap, PartitionState, Rejected};
 use crate::summary::{self, Codes, Quarter, Table};
 
 /// The defaults of `owsu-aggregator run`, defined once for its flags and [`PipelineConfig::new`].
@@ -1495,8 +1495,7 @@ impl Pipeline {
         let mut letters = Vec::new();
         // Keyed by the borrowed topic name, owned only once per partition below: this loop
         // runs on one core for every message of the batch.
-        let mut last_of: HashMap<(&str, i32), i64, foldhash::fast::RandomState> =
-            HashMap::default();
+        let mut last_of: FastMap<(&str, i32), i64> = FastMap::default();
         let mut reasons = Vec::new();
         for (m, checked) in batch.iter().zip(checked) {
             last_of

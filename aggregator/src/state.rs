@@ -26,9 +26,8 @@ use crate::summary::{Codes, DayClose, ExtraCodes, EXTRA_BASE};
 use crate::summary::{ServiceAgg, UnitDayRow};
 
 mod tables;
-use tables::{
-    Backend, Disk, FastMap, Ids, Mem, Names, Offsets, Ranged, Tab, Tables, Waiting, WriteBack,
-};
+pub(crate) use tables::FastMap;
+use tables::{Backend, Disk, Ids, Mem, Names, Offsets, Ranged, Tab, Tables, Waiting, WriteBack};
 
 /// Facts about the file: `lake_id`, the lake it belongs to.
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");

@@ -20,7 +20,7 @@
 //! - a unit-day compares the unit's own latest `UnitDayClosed` counts with the distinct events
 //!   that arrived recorded on that day.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use owsu_schemas::reference::Reference;
 use owsu_schemas::time::Millis;
@@ -106,11 +106,10 @@ pub(crate) fn parse_file_name(path: &str) -> Option<(Quarter, i32)> {
 }
 
 /// Code → index.
-type CodeMap = HashMap<String, u16, foldhash::fast::RandomState>;
+type CodeMap = crate::state::FastMap<String, u16>;
 
 /// Codes interned to small integers (the registry and catalogue positions).
 pub struct Codes {
-    // Looked up for every event: foldhash, not SipHash (the keys are the reference data's).
     units: CodeMap,
     services: CodeMap,
     sectors: CodeMap,

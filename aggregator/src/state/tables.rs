@@ -471,7 +471,9 @@ impl Offsets for redb::Table<'_, &'static str, i64> {
 
 // ---- memory --------------------------------------------------------------------------------
 
-/// A hash map with a fast, fixed hash (the state's keys are ids already spread by hashing).
+/// A hash map with a fast, fixed hash, for maps read for every event: the state's (keys are ids
+/// already spread by hashing) and the code and partition lookups of a batch (keys come from the
+/// reference data and the assignment, never from an event, so no event can crowd a bucket).
 pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
 /// Plain maps in memory.
