@@ -27,9 +27,14 @@ const FAILED: u8 = 2;
 
 /// Records delivery results of the segments in flight. A message's opaque is
 /// `slot << 32 | index`: its segment's slot and its index in the segment.
+///
+/// Every acknowledged message passes through [`AckContext::delivery`] on librdkafka's polling
+/// thread, so the slot lookup is made cheap: foldhash rather than SipHash (a slot is a counter
+/// of ours, not input), and the status stored under the lock rather than after cloning the
+/// segment's `Arc`.
 #[derive(Default)]
 pub(crate) struct AckContext {
-    slots: Mutex<HashMap<usize, Arc<Vec<AtomicU8>>>>,
+    slots: Mutex<HashMap<usize, Arc<Vec<AtomicU8>>, foldhash::fast::RandomState>>,
     last_error: Mutex<Option<String>>,
     acked_total: AtomicU64,
     failed_total: AtomicU64,
@@ -42,7 +47,8 @@ impl ProducerContext for AckContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
         let (slot, index) = (opaque >> 32, opaque & 0xffff_ffff);
-        let Some(statuses) = self.slots.lock().expect("ack lock").get(&slot).cloned() else {
+        let slots = self.slots.lock().expect("ack lock");
+        let Some(statuses) = slots.get(&slot) else {
             return; // a segment given up on (delivery timeout): it stays in the outbox
         };
         match result {
@@ -105,7 +111,7 @@ pub struct Publisher {
 
 impl Publisher {
     /// Creates the producer (idempotent, `acks=all`, murmur2 partitioner as Kafka's Java client,
-    /// zstd, `message.timeout.ms` = the delivery timeout; `-X` overrides applied last) and opens
+    /// zstd level 1, `message.timeout.ms` = the delivery timeout; `-X` overrides applied last) and opens
     /// the outbox. Fails on a refused `-X` override, an unreadable SASL password, or an outbox
     /// another producer holds.
     pub fn new(config: PublisherConfig) -> anyhow::Result<Self> {
@@ -117,6 +123,10 @@ impl Publisher {
             // partition (its state lives there), so use the Java client's hash.
             .set("partitioner", "murmur2_random")
             .set("compression.type", "zstd")
+            // Level 1, not zstd's default 3: compressing was a tenth of publish's CPU at level
+            // 3. A year's service events take 49.7 MB on the broker at level 1 against 46.8 MB
+            // at 3 (lz4: 79 MB), and catch-up reads either as fast.
+            .set("compression.level", "1")
             .set("linger.ms", "20")
             .set("batch.num.messages", "10000")
             .set("queue.buffering.max.messages", "200000")
