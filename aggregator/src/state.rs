@@ -748,12 +748,12 @@ impl MemState {
         disk.with_tables(|d| {
             for (m, d) in mem.events.into_iter().zip(d.events.iter_mut()) {
                 for (id, row) in m {
-                    d.put(id, row)?;
+                    d.set(id, row)?;
                 }
             }
             for (m, d) in mem.owners.into_iter().zip(d.owners.iter_mut()) {
                 for (id, entries) in m {
-                    d.put(id, entries)?;
+                    d.set(id, entries)?;
                 }
             }
             for (k, v) in mem.roots {
@@ -1282,7 +1282,7 @@ impl<B: Backend> Chains<'_, B> {
 
     fn set_status(&mut self, k: usize, id: u128, status: u8) -> Result<(), redb::Error> {
         let (owner, unit, digest, _, offset) = self.entry(k, id)?;
-        self.t.events[k].put(id, (owner, unit, digest, status, offset))?;
+        self.t.events[k].set(id, (owner, unit, digest, status, offset))?;
         Ok(())
     }
 
@@ -1532,7 +1532,7 @@ fn apply_in<B: Backend>(
                     out.duplicates += 1;
                     let (o, u, d, st, at) = known.expect("kept");
                     if *offset < at {
-                        chains.t.events[k].put(id, (o, u, d, st, *offset))?;
+                        chains.t.events[k].set(id, (o, u, d, st, *offset))?;
                     }
                     if st == REFUSED {
                         // A replay (say after a crash before its dead letter was acknowledged):
@@ -1584,7 +1584,7 @@ fn apply_in<B: Backend>(
                 Some(Verdict::Refuse(_)) => REFUSED,
             };
             if !inserted {
-                chains.t.events[k].put(id, (owner, unit, digest, status, *offset))?;
+                chains.t.events[k].set(id, (owner, unit, digest, status, *offset))?;
             }
             let state = match (verdict, target) {
                 (Some(Verdict::Join), Some(t)) => chains.join(k, id, recorded, t)?,
@@ -1669,7 +1669,7 @@ fn apply_in<B: Backend>(
             if before.overflow || after.overflow {
                 return Err(overflow(format_args!("request {owner:032x}")));
             }
-            table.put(owner, encode_entries(&entries))?;
+            table.set(owner, encode_entries(&entries))?;
             let ok = add_to(&mut services, &before.services, -1, &mut out.months)
                 & add_to(&mut services, &after.services, 1, &mut out.months)
                 & add_to(&mut complaints, &before.complaints, -1, &mut out.months)

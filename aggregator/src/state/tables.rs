@@ -25,6 +25,12 @@ pub(crate) trait Tab<K, V> {
     fn get(&self, k: K) -> R<Option<V>>;
     /// Writes `v` under `k`; returns what was there.
     fn put(&mut self, k: K, v: V) -> R<Option<V>>;
+    /// Writes `v` under `k` when what was there does not matter: a [`Buffered`] table then does
+    /// not read its B-tree for the old row (a request's row is read once per batch, by `get`,
+    /// before it is rewritten).
+    fn set(&mut self, k: K, v: V) -> R<()> {
+        self.put(k, v).map(drop)
+    }
     fn del(&mut self, k: K) -> R<()>;
 }
 
@@ -336,6 +342,11 @@ impl<S: redb::Value + 'static, V: Clone + StoredAs<S>> Tab<u128, V> for Buffered
         };
         self.ids.insert(self.table_no, k);
         Ok(old)
+    }
+    fn set(&mut self, k: u128, v: V) -> R<()> {
+        self.rows.insert(k, v);
+        self.ids.insert(self.table_no, k);
+        Ok(())
     }
     fn del(&mut self, k: u128) -> R<()> {
         self.rows.remove(&k);
