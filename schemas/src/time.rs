@@ -34,7 +34,11 @@ pub fn day_start(date: NaiveDate) -> Millis {
 /// The date `days` days after 1970-01-01 (Avro `date`; negative is earlier).
 /// A day chrono cannot represent gives `NaiveDate::MAX`.
 pub fn epoch_day_to_date(days: i32) -> NaiveDate {
-    NaiveDate::from_num_days_from_ce_opt(days + EPOCH_DAYS_FROM_CE).unwrap_or(NaiveDate::MAX)
+    // A day number from the wire may be any i32: past chrono's range (or i32's, once shifted)
+    // it reads as the last date, which validation then refuses.
+    days.checked_add(EPOCH_DAYS_FROM_CE)
+        .and_then(NaiveDate::from_num_days_from_ce_opt)
+        .unwrap_or(NaiveDate::MAX)
 }
 
 /// Days from 1970-01-01 to `date` (Avro `date`); the inverse of [`epoch_day_to_date`].
@@ -68,6 +72,13 @@ pub fn now_millis() -> Millis {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_day_number_from_the_wire_gives_a_date() {
+        assert_eq!(epoch_day_to_date(i32::MAX), NaiveDate::MAX);
+        assert_eq!(epoch_day_to_date(i32::MIN), NaiveDate::MAX);
+        assert_eq!(epoch_day_to_date(-1), NaiveDate::from_ymd_opt(1969, 12, 31).unwrap());
+    }
 
     #[test]
     fn cambodia_midnight_belongs_to_the_new_day() {

@@ -1,44 +1,28 @@
-//! The latest schema versions on the wire without apache-avro's generic `Value` tree: written
-//! by hand ([`write`]), read through apache-avro's schema-aware serde reader (`read_deser`),
-//! which reads the datum directly. Measured on one core (service event, release build):
-//! decoding 0.90 M → 1.79 M events/s through serde.
+//! The latest schema versions on the wire, written and read by hand, without apache-avro.
 //!
-//! Writing: apache-avro's serde writer (`write_ser`) took encoding from 0.62 M to 1.72 M events/s
-//! but still looked each field's name up in a SipHash map and probed a second map for fields
-//! received out of order, per field: 12 % of `publish`'s CPU. The body of these records is a
-//! handful of Avro primitives (zig-zag varints, length-prefixed strings, union branch numbers),
-//! so [`write`] writes them directly for the versions in [`WRITTEN_FOR`]; the tests compare its
-//! bytes with apache-avro's generic writer for every kind, optional fields set and unset, and
-//! fail when a newer schema version is added without it. Any other version goes through the
-//! generic writer.
+//! apache-avro's generic path builds a `Value` tree of owned field names and boxed unions; its
+//! schema-aware serde path (`write_ser`, `read_deser`, used here before) still looks every field
+//! up by name in a SipHash map, and matched field names by string comparison when reading:
+//! encoding was 12 % of `publish`'s CPU and decoding 6 % of a catch-up's. The bodies of these
+//! records are a handful of Avro primitives (zig-zag varints, length-prefixed strings, enum
+//! indexes, union branch numbers), so [`write`] and [`read`] handle them directly for the
+//! versions in [`WRITTEN_FOR`].
 //!
-//! [`ServiceEvent`](crate::record::ServiceEvent) and
-//! [`ComplaintEvent`](crate::record::ComplaintEvent) are their own wire types: their serde form
-//! has the schemas' record names, fields and order, and (the writers and readers being
-//! human-readable) a UUID as its hyphenated text; the tests compare the bytes with the generic
-//! path's. A day closure's date is an Avro `date` (days since 1970-01-01) on the wire and a
-//! calendar date in Rust, hence [`UnitDay`]. Older versions keep the generic path
-//! (`to_value`/`from_value`), which resolves them to the latest.
+//! The tests compare [`write`]'s bytes with apache-avro's generic writer and [`read`]'s events
+//! with its generic reader, for every kind, optional fields set and unset, two-byte lengths,
+//! non-ASCII text and integer extremes, and fail when a newer schema version is added without
+//! these following it. Any other version goes through apache-avro. [`read`] gives up (`None`)
+//! on anything it does not expect, and the caller reads the body again with apache-avro, whose
+//! error names the field.
 
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::record::{Event, RecordKind};
-use crate::time::date_to_epoch_day;
+use crate::record::{ComplaintEvent, ComplaintStage, Event, RecordKind, ServiceEvent};
+use crate::record::{ServiceStage, UnitDayClosed};
+use crate::time::{date_to_epoch_day, epoch_day_to_date};
 
-/// `UnitDayClosed` v1 (`date`: days since 1970-01-01), as read.
-#[derive(Serialize, Deserialize)]
-#[serde(rename = "UnitDayClosed")]
-pub(super) struct UnitDay<S> {
-    pub unit_code: S,
-    pub date: i32,
-    pub services_recorded: i32,
-    pub complaints_recorded: i32,
-    pub closed_at: i64,
-}
-
-/// The schema version of each kind that [`write`] writes: the latest of each (a test fails
-/// when a newer one is added, until `write` follows it).
+/// The schema version of each kind that [`write`] writes and [`read`] reads: the latest of each
+/// (a test fails when a newer one is added, until both follow it).
 pub(super) const WRITTEN_FOR: [(RecordKind, u32); 3] = [
     (RecordKind::Service, 2),
     (RecordKind::Complaint, 1),
@@ -132,5 +116,93 @@ fn optional_uuid(out: &mut Vec<u8>, id: Option<&Uuid>) {
             long(out, 1);
             uuid(out, id);
         }
+    }
+}
+
+/// Reads a body of the [`WRITTEN_FOR`] version of `kind`'s schema from the front of `body`,
+/// advancing it; `None` on anything else (a truncated body, a bad branch, enum index, UTF-8 or
+/// UUID, an `int` out of range).
+pub(super) fn read(kind: RecordKind, body: &mut &[u8]) -> Option<Event> {
+    let r = body;
+    Some(match kind {
+        RecordKind::Service => Event::Service(ServiceEvent {
+            event_id: read_uuid(r)?,
+            unit_code: read_string(r)?,
+            request_id: read_string(r)?,
+            sector_code: read_string(r)?,
+            service_code: read_string(r)?,
+            stage: *ServiceStage::ALL.get(usize::try_from(read_long(r)?).ok()?)?,
+            fee_riel: optional(r, read_long)?,
+            channel: read_string(r)?,
+            occurred_at: read_long(r)?,
+            recorded_at: read_long(r)?,
+            supersedes_event_id: optional(r, read_uuid)?,
+            window_no: optional(r, read_int)?,
+        }),
+        RecordKind::Complaint => Event::Complaint(ComplaintEvent {
+            event_id: read_uuid(r)?,
+            unit_code: read_string(r)?,
+            complaint_id: read_string(r)?,
+            sector_code: optional(r, read_string)?,
+            stage: *ComplaintStage::ALL.get(usize::try_from(read_long(r)?).ok()?)?,
+            occurred_at: read_long(r)?,
+            recorded_at: read_long(r)?,
+            supersedes_event_id: optional(r, read_uuid)?,
+        }),
+        RecordKind::UnitDay => Event::UnitDay(UnitDayClosed {
+            unit_code: read_string(r)?,
+            date: epoch_day_to_date(read_int(r)?),
+            services_recorded: read_int(r)?,
+            complaints_recorded: read_int(r)?,
+            closed_at: read_long(r)?,
+        }),
+    })
+}
+
+/// An Avro `long`: at most ten bytes of 7 bits, low bits first, then zig-zag.
+fn read_long(r: &mut &[u8]) -> Option<i64> {
+    let mut z: u64 = 0;
+    for shift in (0..70).step_by(7) {
+        let (&b, rest) = r.split_first()?;
+        *r = rest;
+        z |= u64::from(b & 0x7f).checked_shl(shift)?;
+        if b & 0x80 == 0 {
+            return Some((z >> 1) as i64 ^ -((z & 1) as i64));
+        }
+    }
+    None
+}
+
+/// An Avro `int`: a `long` in the 32-bit range.
+fn read_int(r: &mut &[u8]) -> Option<i32> {
+    i32::try_from(read_long(r)?).ok()
+}
+
+/// The bytes of an Avro `string` or `bytes`.
+fn read_bytes<'a>(r: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let len = usize::try_from(read_long(r)?).ok()?;
+    if len > r.len() {
+        return None;
+    }
+    let (bytes, rest) = r.split_at(len);
+    *r = rest;
+    Some(bytes)
+}
+
+fn read_string(r: &mut &[u8]) -> Option<String> {
+    std::str::from_utf8(read_bytes(r)?).ok().map(str::to_owned)
+}
+
+/// A UUID's text in any form the `uuid` crate parses (as apache-avro's reader accepts).
+fn read_uuid(r: &mut &[u8]) -> Option<Uuid> {
+    Uuid::try_parse_ascii(read_bytes(r)?).ok()
+}
+
+/// A `["null", T]` union.
+fn optional<T>(r: &mut &[u8], read: fn(&mut &[u8]) -> Option<T>) -> Option<Option<T>> {
+    match read_long(r)? {
+        0 => Some(None),
+        1 => read(r).map(Some),
+        _ => None,
     }
 }
