@@ -137,7 +137,12 @@ impl IdHasher {
         mac.update(unit_code.as_bytes());
         mac.update(&[0x1f]);
         mac.update(office_id.as_bytes());
-        hex::encode(&mac.finalize().into_bytes()[..16])
+        // Into a buffer, not `hex::encode`, which builds its String a char at a time: this runs
+        // once or twice for every published event.
+        let mut text = [0u8; 32];
+        hex::encode_to_slice(&mac.finalize().into_bytes()[..16], &mut text)
+            .expect("32 digits for 16 bytes");
+        std::str::from_utf8(&text).expect("hex digits").to_owned()
     }
 }
 
