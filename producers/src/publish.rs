@@ -58,6 +58,7 @@ impl ProducerContext for AckContext {
             }
             Err((e, _)) => {
                 statuses[index].store(FAILED, Ordering::Release);
+                drop(slots); // never held with the error's lock
                 self.failed_total.fetch_add(1, Ordering::Relaxed);
                 *self.last_error.lock().expect("error lock") = Some(e.to_string());
             }

@@ -77,7 +77,10 @@ mod tests {
     fn any_day_number_from_the_wire_gives_a_date() {
         assert_eq!(epoch_day_to_date(i32::MAX), NaiveDate::MAX);
         assert_eq!(epoch_day_to_date(i32::MIN), NaiveDate::MAX);
-        assert_eq!(epoch_day_to_date(-1), NaiveDate::from_ymd_opt(1969, 12, 31).unwrap());
+        assert_eq!(
+            epoch_day_to_date(-1),
+            NaiveDate::from_ymd_opt(1969, 12, 31).unwrap()
+        );
     }
 
     #[test]

@@ -40,40 +40,22 @@ pub(super) fn write(out: &mut Vec<u8>, event: &Event) {
             string(out, &e.sector_code);
             string(out, &e.service_code);
             long(out, e.stage.index().into());
-            match e.fee_riel {
-                None => long(out, 0),
-                Some(fee) => {
-                    long(out, 1);
-                    long(out, fee);
-                }
-            }
+            put_optional(out, e.fee_riel, long);
             string(out, &e.channel);
             long(out, e.occurred_at);
             long(out, e.recorded_at);
-            optional_uuid(out, e.supersedes_event_id.as_ref());
-            match e.window_no {
-                None => long(out, 0),
-                Some(w) => {
-                    long(out, 1);
-                    long(out, w.into());
-                }
-            }
+            put_optional(out, e.supersedes_event_id.as_ref(), uuid);
+            put_optional(out, e.window_no.map(i64::from), long);
         }
         Event::Complaint(e) => {
             uuid(out, &e.event_id);
             string(out, &e.unit_code);
             string(out, &e.complaint_id);
-            match &e.sector_code {
-                None => long(out, 0),
-                Some(s) => {
-                    long(out, 1);
-                    string(out, s);
-                }
-            }
+            put_optional(out, e.sector_code.as_deref(), string);
             long(out, e.stage.index().into());
             long(out, e.occurred_at);
             long(out, e.recorded_at);
-            optional_uuid(out, e.supersedes_event_id.as_ref());
+            put_optional(out, e.supersedes_event_id.as_ref(), uuid);
         }
         Event::UnitDay(e) => {
             string(out, &e.unit_code);
@@ -108,13 +90,13 @@ fn uuid(out: &mut Vec<u8>, id: &Uuid) {
     string(out, id.hyphenated().encode_lower(&mut text));
 }
 
-/// A `["null", "string"]` union holding a UUID or nothing.
-fn optional_uuid(out: &mut Vec<u8>, id: Option<&Uuid>) {
-    match id {
+/// A `["null", T]` union: branch 0 and nothing, or branch 1 and the value.
+fn put_optional<T>(out: &mut Vec<u8>, v: Option<T>, put: fn(&mut Vec<u8>, T)) {
+    match v {
         None => long(out, 0),
-        Some(id) => {
+        Some(v) => {
             long(out, 1);
-            uuid(out, id);
+            put(out, v);
         }
     }
 }
