@@ -1100,7 +1100,7 @@ impl Pipeline {
             }
             let generation = self.consumer.context().generation.load(Ordering::SeqCst);
             let collecting = Instant::now();
-            let batch = self.collect(&consumer, &shutdown)?;
+            let batch = self.collect(&consumer, &shutdown, generation)?;
             tracing::debug!(
                 messages = batch.len(),
                 took_ms = collecting.elapsed().as_millis() as u64,
@@ -1201,10 +1201,19 @@ impl Pipeline {
         Ok(report)
     }
 
+    /// Polls a batch: until `max_batch` messages, the linger after the first, the targets of a
+    /// catch-up, or a rebalance.
+    ///
+    /// A rebalance is served inside a poll (which then returns nothing) and moves
+    /// `generation`: the batch ends there. The run loop drops what it holds, and the partitions
+    /// assigned are read again from the lake's offsets, where the assignment put them. Polling
+    /// on would add messages of the new assignment to a batch the run loop then drops, and the
+    /// consumer, already past them, would never read them again.
     fn collect<'c>(
         &mut self,
         consumer: &'c BaseConsumer<GroupContext>,
         shutdown: &AtomicBool,
+        generation: u64,
     ) -> anyhow::Result<Vec<BorrowedMessage<'c>>> {
         let mut batch = Vec::new();
         let mut first_at: Option<Instant> = None;
@@ -1212,7 +1221,11 @@ impl Pipeline {
             // Everything there was to read was read: what is left is committing it.
             return Ok(batch);
         }
+        let rebalanced = || consumer.context().generation.load(Ordering::SeqCst) != generation;
         loop {
+            if rebalanced() {
+                break;
+            }
             let wait = match first_at {
                 None => Duration::from_millis(200),
                 Some(t) => self.config.linger.saturating_sub(t.elapsed()),
