@@ -30,6 +30,7 @@ use owsu_lake::{app_id, LakeTable, Store};
 use owsu_schemas::record::RecordKind;
 use owsu_schemas::reference::Reference;
 use owsu_schemas::time::now_millis;
+use owsu_schemas::FastMap;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -45,7 +46,7 @@ use crate::kafka::KafkaArgs;
 use crate::metrics::{BatchCommitted, DeadLettered, Metrics};
 use crate::raw::{self, Landed};
 use crate::restore::{self, StateConfig};
-use crate::state::{FastMap, PartitionState, Rejected};
+use crate::state::{PartitionState, Rejected};
 use crate::summary::{self, Codes, Quarter, Table};
 
 /// The defaults of `owsu-aggregator run`, defined once for its flags and [`PipelineConfig::new`].

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use owsu_schemas::record::{ComplaintStage, Event, RecordKind, ServiceStage};
 use owsu_schemas::time::{date_to_epoch_day, epoch_day_to_date, local_date, Millis};
+use owsu_schemas::FastMap;
 use redb::{MultimapTableDefinition, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::summary::{quarter_months, ComplaintAgg, Month, PeriodRows, ProcessingRow, Quarter};
@@ -26,7 +27,6 @@ use crate::summary::{Codes, DayClose, ExtraCodes, EXTRA_BASE};
 use crate::summary::{ServiceAgg, UnitDayRow};
 
 mod tables;
-pub(crate) use tables::FastMap;
 use tables::{Backend, Disk, Ids, Mem, Names, Offsets, Ranged, Tab, Tables, Waiting, WriteBack};
 
 /// Facts about the file: `lake_id`, the lake it belongs to.

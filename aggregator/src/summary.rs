@@ -106,7 +106,7 @@ pub(crate) fn parse_file_name(path: &str) -> Option<(Quarter, i32)> {
 }
 
 /// Code → index.
-type CodeMap = crate::state::FastMap<String, u16>;
+type CodeMap = owsu_schemas::FastMap<String, u16>;
 
 /// Codes interned to small integers (the registry and catalogue positions).
 pub struct Codes {

@@ -4,7 +4,7 @@
 //! message, and an acknowledgement means every in-sync replica has it. Key = unit code, so a
 //! unit's events keep their order on one partition.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use owsu_schemas::record::Event;
+use owsu_schemas::FastMap;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -29,12 +30,11 @@ const FAILED: u8 = 2;
 /// `slot << 32 | index`: its segment's slot and its index in the segment.
 ///
 /// Every acknowledged message passes through [`AckContext::delivery`] on librdkafka's polling
-/// thread, so the slot lookup is made cheap: foldhash rather than SipHash (a slot is a counter
-/// of ours, not input), and the status stored under the lock rather than after cloning the
-/// segment's `Arc`.
+/// thread, so the slot lookup is made cheap: a [`FastMap`] (a slot is a counter of ours), and the
+/// status stored under the lock rather than after cloning the segment's `Arc`.
 #[derive(Default)]
 pub(crate) struct AckContext {
-    slots: Mutex<HashMap<usize, Arc<Vec<AtomicU8>>, foldhash::fast::RandomState>>,
+    slots: Mutex<FastMap<usize, Arc<Vec<AtomicU8>>>>,
     last_error: Mutex<Option<String>>,
     acked_total: AtomicU64,
     failed_total: AtomicU64,

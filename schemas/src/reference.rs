@@ -14,11 +14,13 @@
 //! code listed twice, a fee range with a negative minimum or a minimum above the maximum, or a
 //! key of a unit not in the registry.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use chrono::{Datelike, NaiveDate, Weekday};
 use serde::{Deserialize, Serialize};
+
+use crate::FastMap;
 
 /// Administrative level of a reporting unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -86,9 +88,8 @@ pub struct Unit {
 pub struct Registry {
     /// Every unit, in file order; codes are unique.
     pub units: Vec<Unit>,
-    /// Looked up for every event: foldhash, not SipHash (its keys come from the reference
-    /// files, never from events, so no event can crowd a bucket).
-    by_code: HashMap<String, usize, foldhash::fast::RandomState>,
+    /// Looked up for every event.
+    by_code: FastMap<String, usize>,
 }
 
 impl Registry {
@@ -176,7 +177,7 @@ pub struct Catalogue {
     /// The sectors, in file order.
     pub sectors: Vec<Sector>,
     #[serde(skip)]
-    services: HashMap<String, (usize, usize), foldhash::fast::RandomState>,
+    services: FastMap<String, (usize, usize)>,
 }
 
 impl Catalogue {
@@ -471,7 +472,7 @@ fn parse_bool(file: &Path, line: u64, field: &str, v: &str) -> Result<bool, Refe
 fn parse_units(file: &Path, text: &str) -> Result<Registry, ReferenceError> {
     let mut rdr = csv::Reader::from_reader(text.as_bytes());
     let mut units = Vec::new();
-    let mut by_code = HashMap::default();
+    let mut by_code = FastMap::default();
     for (i, rec) in rdr.records().enumerate() {
         let line = i as u64 + 2;
         let rec = rec.map_err(|e| ReferenceError::Line {

@@ -18,47 +18,51 @@ use libtest_mimic::{Arguments, Trial};
 use owsu_tests::oracle::{self, lake_commits};
 use rand::{Rng, SeedableRng};
 
-/// Simulates a small year into an import file and publishes it; returns the file.
-fn publish_year(dir: &Path, prefix: &str, seed: &str) -> PathBuf {
+/// Runs `owsu-producer` with `args` in this process; returns its exit code.
+fn producer(args: &[&str]) -> i32 {
+    let mut v = vec!["owsu-producer"];
+    v.extend_from_slice(args);
+    owsu_producer::cli::run(owsu_producer::cli::Cli::parse_from(v)).unwrap()
+}
+
+/// Simulates a year at `scale` of national volume into an import file in `dir`; returns it.
+fn simulate_year(dir: &Path, seed: &str, scale: &str) -> PathBuf {
     let import = dir.join("year.jsonl");
+    let out = import.to_str().unwrap();
+    let args = [
+        "simulate", "--year", "2021", "--scale", scale, "--seed", seed, "--out", out,
+    ];
+    assert_eq!(producer(&args), 0);
+    import
+}
+
+/// Publishes `import` to the topics of `prefix` (the secret and outbox in `dir`), with `extra`
+/// arguments of `owsu-producer publish`.
+fn publish(dir: &Path, prefix: &str, import: &Path, extra: &[&str]) {
     let secret = dir.join("secret");
     owsu_schemas::ids::write_secret_file(&secret, b"crash-test-secret-0123456789").unwrap();
-    let run = |args: &[&str]| {
-        let mut v = vec!["owsu-producer"];
-        v.extend_from_slice(args);
-        owsu_producer::cli::run(owsu_producer::cli::Cli::parse_from(v)).unwrap()
-    };
-    assert_eq!(
-        run(&[
-            "simulate",
-            "--year",
-            "2021",
-            "--scale",
-            "0.01",
-            "--seed",
-            seed,
-            "--out",
-            import.to_str().unwrap()
-        ]),
-        0
-    );
     let outbox = dir.join("outbox");
-    assert_eq!(
-        run(&[
-            "publish",
-            "--input",
-            import.to_str().unwrap(),
-            "--brokers",
-            owsu_tests::bootstrap(),
-            "--topic-prefix",
-            prefix,
-            "--id-secret-file",
-            secret.to_str().unwrap(),
-            "--outbox",
-            outbox.to_str().unwrap(),
-        ]),
-        0
-    );
+    let mut args = vec![
+        "publish",
+        "--input",
+        import.to_str().unwrap(),
+        "--brokers",
+        owsu_tests::bootstrap(),
+        "--topic-prefix",
+        prefix,
+        "--id-secret-file",
+        secret.to_str().unwrap(),
+        "--outbox",
+        outbox.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    assert_eq!(producer(&args), 0);
+}
+
+/// Simulates a small year into an import file and publishes it; returns the file.
+fn publish_year(dir: &Path, prefix: &str, seed: &str) -> PathBuf {
+    let import = simulate_year(dir, seed, "0.01");
+    publish(dir, prefix, &import, &[]);
     import
 }
 
@@ -277,19 +281,7 @@ fn a_rebalance_during_a_batch_loses_nothing() {
     let prefix = owsu_tests::random_prefix("rebal");
     owsu_tests::create_topics(&prefix, 6);
     let dir = tempfile::tempdir().unwrap();
-    let import = dir.path().join("year.jsonl");
-    let secret = dir.path().join("secret");
-    owsu_schemas::ids::write_secret_file(&secret, b"crash-test-secret-0123456789").unwrap();
-    let run = |args: &[&str]| {
-        let mut v = vec!["owsu-producer"];
-        v.extend_from_slice(args);
-        owsu_producer::cli::run(owsu_producer::cli::Cli::parse_from(v)).unwrap()
-    };
-    let out = import.to_str().unwrap();
-    assert_eq!(
-        run(&["simulate", "--year", "2021", "--scale", "0.003", "--seed", "24", "--out", out]),
-        0
-    );
+    let import = simulate_year(dir.path(), "24", "0.003");
     let store = dir.path().join("store");
     let group = format!("{prefix}agg");
     let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
@@ -312,24 +304,12 @@ fn a_rebalance_during_a_batch_loses_nothing() {
     std::thread::scope(|s| {
         // About 6,000 events a second for ~12 s, in small chunks, while A runs live.
         let publisher = s.spawn(|| {
-            let outbox = dir.path().join("outbox");
-            run(&[
-                "publish",
-                "--input",
-                out,
-                "--brokers",
-                owsu_tests::bootstrap(),
-                "--topic-prefix",
+            publish(
+                dir.path(),
                 &prefix,
-                "--id-secret-file",
-                secret.to_str().unwrap(),
-                "--outbox",
-                outbox.to_str().unwrap(),
-                "--rate",
-                "6000",
-                "--chunk",
-                "300",
-            ])
+                &import,
+                &["--rate", "6000", "--chunk", "300"],
+            )
         });
         std::thread::sleep(Duration::from_secs(3));
         let mut b = spawn_with(&prefix, &group, &store, false, &log_b, &lingering);
@@ -341,7 +321,7 @@ fn a_rebalance_during_a_batch_loses_nothing() {
         std::thread::sleep(Duration::from_secs(3));
         signal(&b, "TERM");
         assert!(wait_with_timeout(&mut b, Duration::from_secs(60)).success());
-        assert_eq!(publisher.join().expect("publisher thread"), 0);
+        publisher.join().expect("publisher thread");
     });
     let start = Instant::now();
     while !group_done(&group, &prefix) {

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use owsu_schemas::FastMap;
 use redb::ReadableTable;
 
 use super::{
@@ -481,11 +482,6 @@ impl Offsets for redb::Table<'_, &'static str, i64> {
 }
 
 // ---- memory --------------------------------------------------------------------------------
-
-/// A hash map with a fast, fixed hash, for maps read for every event: the state's (keys are ids
-/// already spread by hashing) and the code and partition lookups of a batch (keys come from the
-/// reference data and the assignment, never from an event, so no event can crowd a bucket).
-pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
 /// Plain maps in memory.
 pub(crate) struct Mem;
