@@ -9,7 +9,8 @@
 //! ```
 //!
 //! The report (scenario, events sent, landed, lost, doubled, time to recover) is printed and
-//! written as JSON to `$OWSU_CACHE/faults/last-run.json` (or `OWSU_FAULTS_REPORT`).
+//! written as JSON to `$OWSU_CACHE/faults/last-run.json` (or `OWSU_FAULTS_REPORT`). With
+//! `OWSU_FAULTS_KEEP` set, a failed suite keeps its runs' logs, stores and state on disk.
 //!
 //! This binary has its own `main` (`harness = false`): the scenarios that kill, hang or restart
 //! a node share one cluster and run one after another; those that fault the pipeline's own
@@ -83,12 +84,18 @@ fn main() {
         rows
     });
     let report = print_and_keep(&rows, started.elapsed());
-    drop(suite);
     let failed: Vec<&str> = rows
         .iter()
         .filter(|r| !r.ok())
         .map(|r| r.scenario)
         .collect();
+    let mut suite = suite;
+    if !failed.is_empty() && std::env::var_os("OWSU_FAULTS_KEEP").is_some() {
+        // Each run's logs, store and state, to look at after a failure.
+        suite.dir.disable_cleanup(true);
+        eprintln!("fault suite: runs kept in {}", suite.dir.path().display());
+    }
+    drop(suite);
     if !failed.is_empty() {
         eprintln!(
             "fault suite: {} failed: {}",
