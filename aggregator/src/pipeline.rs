@@ -217,17 +217,18 @@ async fn lake_offsets(store: &Store, tps: &[(String, i32)]) -> anyhow::Result<La
 
 /// Whether every table of `topic`'s kind holds partition `p` up to `high` (exclusive).
 fn in_lake(offsets: &LakeOffsets, topic: &str, p: i32, high: i64) -> bool {
-    let Some(kind) = raw::kind_of_topic(topic) else {
-        return true;
-    };
+    raw::kind_of_topic(topic).is_none() || landed(offsets, topic, p).is_some_and(|o| o + 1 >= high)
+}
+
+/// The last offset of `topic`'s partition `p` that every table of its kind holds (`None` while
+/// one of them holds none of the partition, or for a topic that is not an event topic).
+fn landed(offsets: &LakeOffsets, topic: &str, p: i32) -> Option<i64> {
+    let kind = raw::kind_of_topic(topic)?;
     let app = app_id(topic, p);
-    tables_of(kind).all(|def| {
-        offsets
-            .get(&(def.name, app.clone()))
-            .copied()
-            .flatten()
-            .is_some_and(|o| o + 1 >= high)
-    })
+    tables_of(kind)
+        .map(|def| offsets.get(&(def.name, app.clone())).copied().flatten())
+        .min()
+        .flatten()
 }
 
 /// Whether `m` is its partition's last message before its target (`highs`: topic → partition →
@@ -550,6 +551,8 @@ pub(crate) struct Pipeline {
     last_snapshot: Instant,
     /// When the partitions' state transactions were last committed.
     last_state_commit: Instant,
+    /// When Kafka's offsets were last committed ([`Pipeline::commit_kafka_offsets`]).
+    last_kafka_commit: Instant,
     targets: HashMap<(String, i32), (i64, i64)>,
     /// The high watermarks of `targets` by topic name, then partition.
     highs: HashMap<String, HashMap<i32, i64>>,
@@ -572,6 +575,9 @@ pub(crate) struct Pipeline {
 fn store_unavailable(e: &anyhow::Error) -> bool {
     e.chain().any(owsu_lake::is_unavailable)
 }
+
+/// How often an idle instance commits Kafka's offsets again ([`Pipeline::commit_kafka_offsets`]).
+const KAFKA_COMMIT_IDLE: Duration = Duration::from_secs(5);
 
 /// How long a metadata or offsets request is retried before the run fails: longer than a
 /// leader election after a broker is lost (the broker session timeout, 9 s by default).
@@ -770,6 +776,7 @@ impl Pipeline {
             pending: Pending::default(),
             last_snapshot: Instant::now(),
             last_state_commit: Instant::now(),
+            last_kafka_commit: Instant::now(),
             targets: HashMap::new(),
             highs: HashMap::new(),
             targets_read: HashSet::new(),
@@ -1096,6 +1103,7 @@ impl Pipeline {
             }
             if shutdown.load(Ordering::SeqCst) {
                 self.flush_or_drop(true, &shutdown)?;
+                self.commit_kafka_offsets(CommitMode::Sync)?;
                 tracing::info!("shutdown requested: last batch committed, leaving the group");
                 break;
             }
@@ -1124,11 +1132,17 @@ impl Pipeline {
                 // lake holds all), a live run the raw rows that are old enough.
                 let files = self.flush_or_drop(self.config.until_caught_up, &shutdown)?;
                 report.files += files;
+                // An asynchronous commit lost in a rebalance is made again while idle (a flush
+                // commits them too).
+                if self.last_kafka_commit.elapsed() >= KAFKA_COMMIT_IDLE {
+                    self.commit_kafka_offsets(CommitMode::Async)?;
+                }
                 // An idle instance snapshots what its last batches changed too: a new owner
                 // after a crash then replays nothing.
                 self.snapshot_or_commit_state()?;
                 if self.config.until_caught_up && self.caught_up() {
                     tracing::info!("caught up: everything present at start-up is in the lake");
+                    self.commit_kafka_offsets(CommitMode::Sync)?;
                     break;
                 }
                 continue;
@@ -1356,8 +1370,8 @@ impl Pipeline {
 
     /// One batch that [`collect`](Self::collect) gathered: [`check_batch`](Self::check_batch)
     /// (decode, validate, dead-letter the bad), [`apply`](Self::apply) (partition state, raw
-    /// rows), then whatever [`flush`](Self::flush) finds due (raw files, summary files), then
-    /// [Kafka's committed offsets](Self::commit_kafka_offsets). `drained`: the batch did not
+    /// rows), then whatever [`flush`](Self::flush) finds due (raw files, summary files, then
+    /// [Kafka's committed offsets](Self::commit_kafka_offsets)). `drained`: the batch did not
     /// fill, so Kafka had nothing more waiting (summaries are committed at once).
     fn process(&mut self, batch: Vec<BorrowedMessage<'_>>) -> anyhow::Result<BatchCommitted> {
         let started = Instant::now();
@@ -1380,7 +1394,6 @@ impl Pipeline {
             flush_ms = (started.elapsed() - t_state).as_millis() as u64,
             "batch processed"
         );
-        self.commit_kafka_offsets(&collected.last)?;
         let mut accepted = [0u64; 3];
         for (kind, _) in &collected.landed {
             accepted[*kind as usize] += 1;
@@ -1487,6 +1500,7 @@ impl Pipeline {
                     .map(|t| committed.saturating_sub(t).max(0) as u64),
             );
         }
+        self.commit_kafka_offsets(CommitMode::Async)?;
         Ok(files)
     }
 
@@ -1605,15 +1619,29 @@ impl Pipeline {
         })
     }
 
-    /// Commits the batch's offsets to Kafka, for lag monitoring only: the lake says where to
-    /// resume, so a failure here is logged, not fatal.
-    fn commit_kafka_offsets(&self, last: &BTreeMap<(String, i32), i64>) -> anyhow::Result<()> {
+    /// Commits to Kafka, for lag monitoring only, what every table holds of each assigned
+    /// partition ([`landed`]): not what was read. Raw rows wait up to a minute for their file,
+    /// and a rebalance drops them to be read again; committing what was read made Kafka's lag
+    /// say 0 while they were in no table (a test that waited for the group's offsets then read
+    /// a lake without them). The lake says where to resume, so a failure here is logged, not
+    /// fatal; the next flush or idle poll commits again. `mode`: synchronous for the last one
+    /// before leaving the group, which an asynchronous commit could miss.
+    fn commit_kafka_offsets(&mut self, mode: CommitMode) -> anyhow::Result<()> {
+        self.last_kafka_commit = Instant::now();
+        let assigned = self.assigned();
         let mut tpl = TopicPartitionList::new();
-        for ((t, p), o) in last {
-            tpl.add_partition_offset(t, *p, Offset::Offset(o + 1))?;
+        {
+            let offsets = self.consumer.context().offsets.lock().expect("lock");
+            for (t, p) in &assigned {
+                if let Some(o) = landed(&offsets, t, *p) {
+                    tpl.add_partition_offset(t, *p, Offset::Offset(o + 1))?;
+                }
+            }
         }
-        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-            tracing::debug!("committing offsets to Kafka (monitoring only): {e}");
+        if tpl.count() > 0 {
+            if let Err(e) = self.consumer.commit(&tpl, mode) {
+                tracing::debug!("committing offsets to Kafka (monitoring only): {e}");
+            }
         }
         Ok(())
     }

@@ -346,6 +346,66 @@ fn a_rebalance_during_a_batch_loses_nothing() {
     oracle::assert_no_offset_twice(&store);
 }
 
+/// Kafka's committed offsets (lag monitoring) say what every table holds, not what was read.
+/// Raw rows wait for their file (a minute live, here an hour); before the fix each batch's
+/// offsets were committed as soon as its summaries were, so Kafka showed no lag while the raw
+/// tables held nothing, and a rebalance that dropped those rows left the group "done" with
+/// events in no raw table (the fault suite's stalled-instance scenario failed so, now and then).
+fn kafka_offsets_say_what_the_lake_holds() {
+    let prefix = owsu_tests::random_prefix("lag");
+    owsu_tests::create_topics(&prefix, 6);
+    let dir = tempfile::tempdir().unwrap();
+    let import = publish_year(dir.path(), &prefix, "31");
+    let expected = oracle::expected_from_import(&import);
+    let store = dir.path().join("store");
+    let group = format!("{prefix}agg");
+    let log = dir.path().join("a.log");
+    let mut a = spawn_with(
+        &prefix,
+        &group,
+        &store,
+        false,
+        &log,
+        &["--raw-flush-s", "3600", "--raw-flush-mib", "1024"],
+    );
+    // The summaries land within a second or so of each batch; the raw rows wait.
+    let start = Instant::now();
+    while !(store.join("summaries").exists()
+        && oracle::differences(&expected, &oracle::actual_from_store(&store)).cells == 0)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "the summaries never matched the oracle; log: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Idle a while: every batch is processed and any commit would have been made by now.
+    std::thread::sleep(Duration::from_secs(7));
+    let raw_rows = |s: &Path| {
+        owsu_lake::tables::RAW
+            .iter()
+            .map(|d| oracle::read_table_at(s.to_str().unwrap(), d.name).height())
+            .sum::<usize>()
+    };
+    assert_eq!(raw_rows(&store), 0, "raw rows wait for their file");
+    assert!(
+        !group_done(&group, &prefix),
+        "Kafka's committed offsets reach the end while the raw tables hold none of it"
+    );
+    // A stop commits the raw rows, then Kafka's offsets, before leaving the group.
+    signal(&a, "TERM");
+    assert!(wait_with_timeout(&mut a, Duration::from_secs(60)).success());
+    assert!(raw_rows(&store) > 0, "the stop committed the raw rows");
+    assert!(
+        group_done(&group, &prefix),
+        "after the stop, Kafka's committed offsets reach the end; log: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    oracle::assert_matches(&expected, &oracle::actual_from_store(&store));
+    oracle::assert_no_offset_twice(&store);
+}
+
 /// [`owsu_tests::group_done`] on the shared broker's six partitions.
 fn group_done(group: &str, prefix: &str) -> bool {
     owsu_tests::group_done(owsu_tests::bootstrap(), group, prefix, 6)
@@ -553,7 +613,7 @@ fn strip_ansi(s: &str) -> String {
 
 fn main() {
     common::run_as_child_if_asked();
-    let tests: [(&str, fn()); 5] = [
+    let tests: [(&str, fn()); 6] = [
         (
             "kill_9_at_five_random_moments_loses_and_doubles_nothing",
             kill_9_at_five_random_moments_loses_and_doubles_nothing,
@@ -569,6 +629,10 @@ fn main() {
         (
             "a_rebalance_during_a_batch_loses_nothing",
             a_rebalance_during_a_batch_loses_nothing,
+        ),
+        (
+            "kafka_offsets_say_what_the_lake_holds",
+            kafka_offsets_say_what_the_lake_holds,
         ),
         (
             "compact_and_vacuum_during_a_live_run_change_no_figure",
