@@ -59,6 +59,29 @@ fn publish(dir: &Path, prefix: &str, import: &Path, extra: &[&str]) {
     assert_eq!(producer(&args), 0);
 }
 
+/// A test's own topics (six partitions, under a random prefix), consumer group, and directory
+/// for its store, logs and state files.
+struct Case {
+    prefix: String,
+    group: String,
+    dir: tempfile::TempDir,
+    store: PathBuf,
+}
+
+impl Case {
+    fn new(name: &str) -> Self {
+        let prefix = owsu_tests::random_prefix(name);
+        owsu_tests::create_topics(&prefix, 6);
+        let dir = tempfile::tempdir().unwrap();
+        Case {
+            group: format!("{prefix}agg"),
+            store: dir.path().join("store"),
+            prefix,
+            dir,
+        }
+    }
+}
+
 /// Simulates a small year into an import file and publishes it; returns the file.
 fn publish_year(dir: &Path, prefix: &str, seed: &str) -> PathBuf {
     let import = simulate_year(dir, seed, "0.01");
@@ -154,13 +177,14 @@ fn wait_with_timeout(child: &mut Child, limit: Duration) -> std::process::ExitSt
 }
 
 fn kill_9_at_five_random_moments_loses_and_doubles_nothing() {
-    let prefix = owsu_tests::random_prefix("kill9");
-    owsu_tests::create_topics(&prefix, 6);
-    let dir = tempfile::tempdir().unwrap();
+    let Case {
+        prefix,
+        group,
+        dir,
+        store,
+    } = Case::new("kill9");
     let import = publish_year(dir.path(), &prefix, "21");
-    let store = dir.path().join("store");
     let log = dir.path().join("aggregator.log");
-    let group = format!("{prefix}agg");
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     let mut killed_mid_run = 0;
     for _ in 0..5 {
@@ -210,12 +234,13 @@ fn signal(child: &Child, sig: &str) {
 }
 
 fn a_stalled_instance_cannot_commit_over_the_new_owner() {
-    let prefix = owsu_tests::random_prefix("zombie");
-    owsu_tests::create_topics(&prefix, 6);
-    let dir = tempfile::tempdir().unwrap();
+    let Case {
+        prefix,
+        group,
+        dir,
+        store,
+    } = Case::new("zombie");
     let import = publish_year(dir.path(), &prefix, "23");
-    let store = dir.path().join("store");
-    let group = format!("{prefix}agg");
     let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
     let mut a = spawn(&prefix, &group, &store, false, &log_a);
     // Let A take every partition and get into its batches, then freeze it (SIGSTOP: hung, not
@@ -278,12 +303,13 @@ fn a_stalled_instance_cannot_commit_over_the_new_owner() {
 /// while A lingers two seconds per batch, and B joins and leaves, so each rebalance falls inside
 /// a batch of A's.
 fn a_rebalance_during_a_batch_loses_nothing() {
-    let prefix = owsu_tests::random_prefix("rebal");
-    owsu_tests::create_topics(&prefix, 6);
-    let dir = tempfile::tempdir().unwrap();
+    let Case {
+        prefix,
+        group,
+        dir,
+        store,
+    } = Case::new("rebal");
     let import = simulate_year(dir.path(), "24", "0.003");
-    let store = dir.path().join("store");
-    let group = format!("{prefix}agg");
     let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
     let lingering = ["--linger-ms", "2000", "--max-batch", "100000"];
     let mut a = spawn_with(&prefix, &group, &store, false, &log_a, &lingering);
@@ -352,13 +378,14 @@ fn a_rebalance_during_a_batch_loses_nothing() {
 /// tables held nothing, and a rebalance that dropped those rows left the group "done" with
 /// events in no raw table (the fault suite's stalled-instance scenario failed so, now and then).
 fn kafka_offsets_say_what_the_lake_holds() {
-    let prefix = owsu_tests::random_prefix("lag");
-    owsu_tests::create_topics(&prefix, 6);
-    let dir = tempfile::tempdir().unwrap();
+    let Case {
+        prefix,
+        group,
+        dir,
+        store,
+    } = Case::new("lag");
     let import = publish_year(dir.path(), &prefix, "31");
     let expected = oracle::expected_from_import(&import);
-    let store = dir.path().join("store");
-    let group = format!("{prefix}agg");
     let log = dir.path().join("a.log");
     let mut a = spawn_with(
         &prefix,
@@ -412,12 +439,13 @@ fn group_done(group: &str, prefix: &str) -> bool {
 }
 
 fn two_instances_share_the_work_and_survive_one_being_killed() {
-    let prefix = owsu_tests::random_prefix("pair");
-    owsu_tests::create_topics(&prefix, 6);
-    let dir = tempfile::tempdir().unwrap();
+    let Case {
+        prefix,
+        group,
+        dir,
+        store,
+    } = Case::new("pair");
     let import = publish_year(dir.path(), &prefix, "22");
-    let store = dir.path().join("store");
-    let group = format!("{prefix}agg");
     let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
     let mut a = spawn(&prefix, &group, &store, false, &log_a);
     let mut b = spawn(&prefix, &group, &store, false, &log_b);
@@ -536,12 +564,13 @@ fn two_instances_share_the_work_and_survive_one_being_killed() {
 /// Compaction and vacuum while an aggregator is ingesting: the figures and the raw rows are
 /// those of a run without them, and the raw tables end with few files.
 fn compact_and_vacuum_during_a_live_run_change_no_figure() {
-    let prefix = owsu_tests::random_prefix("compact");
-    owsu_tests::create_topics(&prefix, 6);
-    let dir = tempfile::tempdir().unwrap();
+    let Case {
+        prefix,
+        group,
+        dir,
+        store,
+    } = Case::new("compact");
     let import = publish_year(dir.path(), &prefix, "24");
-    let store = dir.path().join("store");
-    let group = format!("{prefix}agg");
     let log = dir.path().join("aggregator.log");
     let mut live = spawn(&prefix, &group, &store, false, &log);
     let maintain = |args: &[&str]| {
